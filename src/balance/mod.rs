@@ -1,0 +1,183 @@
+//! Backend selection: which member of a pool gets the next request.
+//!
+//! Each strategy is a small synchronous type built once from the pool's weights and then shared
+//! by every request through the immutable snapshot (`state.rs`); picking touches only atomics, so
+//! the request path takes no lock. A balancer knows nothing about sockets or health: the caller
+//! describes the members through [`Candidates`] (who may be picked now, how loaded each one is),
+//! which also lets a retry exclude the backend that just failed.
+//!
+//! `Balancer` is a closed set, so it is an enum whose `pick` matches on the strategy: no boxing
+//! and no dynamic dispatch on the hot path.
+
+mod least_conn;
+mod random;
+mod round_robin;
+mod weighted;
+
+use std::fmt;
+
+pub use least_conn::LeastConnections;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted::Weighted;
+
+/// What a balancer may ask about a pool's members, by index.
+pub trait Candidates {
+    /// How many members there are (eligible or not).
+    fn len(&self) -> usize;
+    /// Whether member `index` may receive this request.
+    fn is_eligible(&self, index: usize) -> bool;
+    /// Requests member `index` has in flight now; only `least_connections` asks.
+    fn in_flight(&self, index: usize) -> usize;
+}
+
+/// The selection strategies a pool can be configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    LeastConnections,
+    Random,
+}
+
+impl Strategy {
+    /// The config names, in the order error messages list them.
+    pub const NAMES: &'static str = "round_robin, weighted, least_connections, random";
+
+    /// Parses a config name such as `"least_connections"`.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        match name {
+            "round_robin" => Some(Strategy::RoundRobin),
+            "weighted" => Some(Strategy::Weighted),
+            "least_connections" => Some(Strategy::LeastConnections),
+            "random" => Some(Strategy::Random),
+            _ => None,
+        }
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::Random => "random",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A pool's selector: one strategy's state, built from the members' weights.
+#[derive(Debug)]
+pub enum Balancer {
+    RoundRobin(RoundRobin),
+    Weighted(Weighted),
+    LeastConnections(LeastConnections),
+    Random(Random),
+}
+
+impl Balancer {
+    /// Builds the selector for `strategy` over members with these weights (each at least 1).
+    pub fn new(strategy: Strategy, weights: &[u32]) -> Balancer {
+        match strategy {
+            Strategy::RoundRobin => Balancer::RoundRobin(RoundRobin::new()),
+            Strategy::Weighted => Balancer::Weighted(Weighted::new(weights)),
+            Strategy::LeastConnections => {
+                Balancer::LeastConnections(LeastConnections::new(weights))
+            }
+            Strategy::Random => Balancer::Random(Random::new(weights)),
+        }
+    }
+
+    /// The index of the member to use, or `None` when no member is eligible.
+    pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin(b) => b.pick(candidates),
+            Balancer::Weighted(b) => b.pick(candidates),
+            Balancer::LeastConnections(b) => b.pick(candidates),
+            Balancer::Random(b) => b.pick(candidates),
+        }
+    }
+}
+
+/// The first eligible index at or after `start`, wrapping around once.
+fn first_eligible_from(start: usize, candidates: &impl Candidates) -> Option<usize> {
+    let len = candidates.len();
+    (0..len)
+        .map(|offset| (start + offset) % len)
+        .find(|&index| candidates.is_eligible(index))
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A pool stand-in for the strategies' unit tests.
+    use super::Candidates;
+
+    /// `len` members; `down` are ineligible; `load[i]` is member i's in-flight count.
+    pub struct Members {
+        pub down: Vec<usize>,
+        pub load: Vec<usize>,
+    }
+
+    impl Members {
+        pub fn all_up(len: usize) -> Members {
+            Members {
+                down: Vec::new(),
+                load: vec![0; len],
+            }
+        }
+    }
+
+    impl Candidates for Members {
+        fn len(&self) -> usize {
+            self.load.len()
+        }
+        fn is_eligible(&self, index: usize) -> bool {
+            !self.down.contains(&index)
+        }
+        fn in_flight(&self, index: usize) -> usize {
+            self.load[index]
+        }
+    }
+
+    /// How many times each index is picked in `rounds` picks.
+    pub fn tally(rounds: usize, members: &Members, mut pick: impl FnMut() -> usize) -> Vec<usize> {
+        let mut counts = vec![0; members.len()];
+        for _ in 0..rounds {
+            counts[pick()] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for name in Strategy::NAMES.split(", ") {
+            let strategy = Strategy::from_name(name).expect("every listed name parses");
+            assert_eq!(strategy.name(), name);
+        }
+        assert_eq!(Strategy::from_name("fastest"), None);
+    }
+
+    #[test]
+    fn every_strategy_returns_none_when_nothing_is_eligible() {
+        let members = testing::Members {
+            down: vec![0, 1, 2],
+            load: vec![0; 3],
+        };
+        for name in Strategy::NAMES.split(", ") {
+            let strategy = Strategy::from_name(name).unwrap();
+            let balancer = Balancer::new(strategy, &[1, 2, 3]);
+            assert_eq!(balancer.pick(&members), None, "{name} picked a down member");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! From the file as written to a [`Config`]: every rule, and a line-numbered message for each fault.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::Authority;
+use toml::Spanned;
+
+use super::units::parse_duration;
+use super::wire;
+use super::{
+    BackendConfig, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_RESPONSE_TIMEOUT, MAX_WEIGHT, PoolConfig, RouteConfig, Server, Timeouts,
+};
+use crate::balance::Strategy;
+use crate::route::HostPattern;
+
+/// Parses and checks `text`, read from `path`.
+pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let src = Source { text, path };
+    let file: wire::File = toml::from_str(text).map_err(|err| src.syntax(&err))?;
+    let pools = file
+        .pool
+        .iter()
+        .map(|(name, pool)| src.pool(name, pool))
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = src.routes(&file.route, &pools)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        server: src.server(&file.server)?,
+        timeouts: src.timeouts(&file.timeouts)?,
+        pools,
+        routes,
+    })
+}
+
+/// The text being validated, for turning spans into line-numbered errors.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn error_at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.text, spanned.span().start, message)
+    }
+
+    fn syntax(&self, err: &toml::de::Error) -> ConfigError {
+        let message = err.message().trim_end().to_owned();
+        match err.span() {
+            Some(span) => ConfigError::at(self.path, self.text, span.start, message),
+            None => ConfigError::whole_file(self.path, message),
+        }
+    }
+
+    fn server(&self, server: &wire::Server) -> Result<Server, ConfigError> {
+        let listen = match &server.listen {
+            None => vec![
+                DEFAULT_LISTEN
+                    .parse()
+                    .expect("the default listen address parses"),
+            ],
+            Some(listen) => self.listen(listen)?,
+        };
+        let workers = match &server.workers {
+            None => None,
+            Some(w) if (1..=1024).contains(w.get_ref()) => Some(*w.get_ref() as usize),
+            Some(w) => {
+                return Err(self.error_at(
+                    w,
+                    format!("server.workers = {}: expected 1 to 1024", w.get_ref()),
+                ));
+            }
+        };
+        Ok(Server { listen, workers })
+    }
+
+    fn listen(&self, listen: &Spanned<wire::OneOrMany>) -> Result<Vec<SocketAddr>, ConfigError> {
+        let addresses = &listen.get_ref().0;
+        if addresses.is_empty() {
+            return Err(self.error_at(listen, "server.listen is empty: give at least one address"));
+        }
+        let mut seen = HashSet::new();
+        addresses
+            .iter()
+            .map(|text| {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    self.error_at(
+                        listen,
+                        format!(
+                            "server.listen: {text:?} is not an address such as \"127.0.0.1:8080\""
+                        ),
+                    )
+                })?;
+                if !seen.insert(addr) {
+                    return Err(
+                        self.error_at(listen, format!("server.listen: {addr} is listed twice"))
+                    );
+                }
+                Ok(addr)
+            })
+            .collect()
+    }
+
+    fn timeouts(&self, timeouts: &wire::Timeouts) -> Result<Timeouts, ConfigError> {
+        Ok(Timeouts {
+            connect: self.duration(
+                "timeouts.connect",
+                &timeouts.connect,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            response: self.duration(
+                "timeouts.response",
+                &timeouts.response,
+                DEFAULT_RESPONSE_TIMEOUT,
+            )?,
+        })
+    }
+
+    /// A positive duration, or `default` when the key is absent.
+    fn duration(
+        &self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        match parse_duration(value.get_ref()) {
+            Ok(duration) if duration > Duration::ZERO => Ok(duration),
+            Ok(_) => Err(self.error_at(value, format!("{key} must be greater than zero"))),
+            Err(reason) => Err(self.error_at(value, format!("{key}: {reason}"))),
+        }
+    }
+
+    fn pool(&self, name: &Spanned<String>, pool: &wire::Pool) -> Result<PoolConfig, ConfigError> {
+        let valid_name = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_name {
+            return Err(self.error_at(
+                name,
+                format!(
+                    "pool name {:?}: use letters, digits, '_' and '-'",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let strategy = match &pool.strategy {
+            None => Strategy::RoundRobin,
+            Some(text) => Strategy::from_name(text.get_ref()).ok_or_else(|| {
+                self.error_at(
+                    text,
+                    format!(
+                        "unknown strategy {:?}, expected one of {}",
+                        text.get_ref(),
+                        Strategy::NAMES
+                    ),
+                )
+            })?,
+        };
+        let mut seen = HashSet::new();
+        let backends = pool
+            .backends
+            .iter()
+            .map(|backend| {
+                let parsed = self.backend(name.get_ref(), backend.get_ref())?;
+                if !seen.insert(parsed.address.clone()) {
+                    return Err(self.error_at(
+                        &backend.get_ref().address,
+                        format!(
+                            "pool {:?}: backend {} is listed twice",
+                            name.get_ref(),
+                            parsed.address
+                        ),
+                    ));
+                }
+                Ok(parsed)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PoolConfig {
+            name: name.get_ref().clone(),
+            strategy,
+            backends,
+        })
+    }
+
+    fn backend(&self, pool: &str, backend: &wire::Backend) -> Result<BackendConfig, ConfigError> {
+        let address = parse_backend_address(backend.address.get_ref()).map_err(|reason| {
+            self.error_at(
+                &backend.address,
+                format!("pool {pool:?}: backend address {reason}"),
+            )
+        })?;
+        let weight = match &backend.weight {
+            None => 1,
+            Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => {
+                return Err(self.error_at(
+                    w,
+                    format!(
+                        "pool {pool:?}: backend {address}: weight {} is invalid, expected 1 to {MAX_WEIGHT}",
+                        w.get_ref()
+                    ),
+                ));
+            }
+        };
+        Ok(BackendConfig { address, weight })
+    }
+
+    fn routes(
+        &self,
+        routes: &[Spanned<wire::Route>],
+        pools: &[PoolConfig],
+    ) -> Result<Vec<RouteConfig>, ConfigError> {
+        if routes.is_empty() {
+            // A single pool needs no route table: everything goes to it, as HAProxy's
+            // default_backend would. With several pools, which one is meant must be said.
+            return match pools {
+                [only] => Ok(vec![RouteConfig {
+                    host: None,
+                    path_prefix: None,
+                    pool: only.name.clone(),
+                }]),
+                [] => Err(ConfigError::whole_file(
+                    self.path,
+                    "no [pool.NAME] is defined: there is nowhere to send requests",
+                )),
+                _ => Err(ConfigError::whole_file(
+                    self.path,
+                    "no [[route]] is defined: add routes saying which pool serves which requests",
+                )),
+            };
+        }
+        routes
+            .iter()
+            .map(|route| self.route(route.get_ref(), pools))
+            .collect()
+    }
+
+    fn route(&self, route: &wire::Route, pools: &[PoolConfig]) -> Result<RouteConfig, ConfigError> {
+        let host = match &route.host {
+            None => None,
+            Some(text) => Some(
+                HostPattern::parse(text.get_ref())
+                    .map_err(|reason| self.error_at(text, format!("route host {reason}")))?,
+            ),
+        };
+        if let Some(prefix) = &route.path_prefix
+            && !prefix.get_ref().starts_with('/')
+        {
+            return Err(self.error_at(
+                prefix,
+                format!(
+                    "route path_prefix {:?} must start with '/'",
+                    prefix.get_ref()
+                ),
+            ));
+        }
+        let pool = route.pool.get_ref();
+        if !pools.iter().any(|p| &p.name == pool) {
+            let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            return Err(self.error_at(
+                &route.pool,
+                format!(
+                    "route to undefined pool {pool:?}, defined pools: {}",
+                    defined.join(", ")
+                ),
+            ));
+        }
+        Ok(RouteConfig {
+            host,
+            path_prefix: route.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            pool: pool.clone(),
+        })
+    }
+}
+
+/// `host:port`, optionally written `http://host:port`.
+fn parse_backend_address(text: &str) -> Result<Authority, String> {
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    if bare.contains("://") {
+        return Err(format!("{text:?}: only plain http backends are supported"));
+    }
+    let authority: Authority = bare
+        .parse()
+        .map_err(|_| format!("{text:?} is not host:port, e.g. \"127.0.0.1:9001\""))?;
+    if authority.port_u16().is_none() || authority.host().is_empty() {
+        return Err(format!(
+            "{text:?} needs a host and a port, e.g. \"127.0.0.1:9001\""
+        ));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("{text:?} must not carry credentials"));
+    }
+    Ok(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8080", "127.0.0.1:8081"]
+workers = 2
+
+[timeouts]
+connect = "250ms"
+response = "1m"
+
+[pool.web]
+strategy = "weighted"
+backends = [
+  { address = "127.0.0.1:9001", weight = 1 },
+  { address = "http://127.0.0.1:9002", weight = 3 },
+]
+
+[pool.api]
+strategy = "least_connections"
+backends = [{ address = "127.0.0.1:9101" }]
+
+[[route]]
+host = "*.example.com"
+path_prefix = "/v1/"
+pool = "api"
+
+[[route]]
+pool = "web"
+"#;
+
+    fn check(text: &str) -> Result<Config, String> {
+        validate(text, Path::new("proxy.toml")).map_err(|e| e.to_string())
+    }
+
+    /// `good` with `from` replaced by `to`, expected to fail with a message containing `expect`.
+    fn assert_rejected(from: &str, to: &str, expect: &str) {
+        assert!(
+            GOOD.contains(from),
+            "test bug: {from:?} is not in the sample"
+        );
+        let err = check(&GOOD.replacen(from, to, 1)).expect_err("must be rejected");
+        assert!(
+            err.contains(expect),
+            "error {err:?} should contain {expect:?}"
+        );
+    }
+
+    #[test]
+    fn accepts_the_documented_example() {
+        let config = check(GOOD).unwrap();
+        assert_eq!(config.server.listen.len(), 2);
+        assert_eq!(config.server.workers, Some(2));
+        assert_eq!(config.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(config.timeouts.response, Duration::from_secs(60));
+        let web = config.pool("web").unwrap();
+        assert_eq!(web.strategy, Strategy::Weighted);
+        assert_eq!(web.backends[1].address.as_str(), "127.0.0.1:9002");
+        assert_eq!(web.backends[1].weight, 3);
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/v1/"));
+    }
+
+    #[test]
+    fn unknown_strategy_names_line_and_choices() {
+        assert_rejected(
+            "\"weighted\"",
+            "\"fastest\"",
+            "proxy.toml:11: unknown strategy \"fastest\", expected one of round_robin, weighted, least_connections, random",
+        );
+    }
+
+    #[test]
+    fn each_fault_names_its_line() {
+        assert_rejected(
+            "weight = 3",
+            "weight = 0",
+            "proxy.toml:14: pool \"web\": backend 127.0.0.1:9002: weight 0 is invalid",
+        );
+        assert_rejected(
+            "pool = \"api\"",
+            "pool = \"nope\"",
+            "proxy.toml:24: route to undefined pool \"nope\"",
+        );
+        assert_rejected(
+            "\"127.0.0.1:9101\"",
+            "\"127.0.0.1\"",
+            "proxy.toml:19: pool \"api\": backend address \"127.0.0.1\" needs a host and a port",
+        );
+        assert_rejected("\"127.0.0.1:9101\"", "\"not an address\"", "proxy.toml:19:");
+        assert_rejected(
+            "\"127.0.0.1:8081\"",
+            "\"localhost\"",
+            "proxy.toml:3: server.listen: \"localhost\" is not an address",
+        );
+        assert_rejected("\"250ms\"", "\"soon\"", "proxy.toml:7: timeouts.connect:");
+        assert_rejected(
+            "\"1m\"",
+            "\"0s\"",
+            "proxy.toml:8: timeouts.response must be greater than zero",
+        );
+        assert_rejected(
+            "\"/v1/\"",
+            "\"v1\"",
+            "proxy.toml:23: route path_prefix \"v1\" must start with '/'",
+        );
+        assert_rejected(
+            "\"*.example.com\"",
+            "\"a*.example.com\"",
+            "proxy.toml:22: route host",
+        );
+        assert_rejected(
+            "workers = 2",
+            "workers = 0",
+            "proxy.toml:4: server.workers = 0",
+        );
+        assert_rejected(
+            "\"http://127.0.0.1:9002\"",
+            "\"127.0.0.1:9001\"",
+            "proxy.toml:14: pool \"web\": backend 127.0.0.1:9001 is listed twice",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert_rejected(
+            "strategy = \"weighted\"",
+            "strategi = \"weighted\"",
+            "proxy.toml:11: unknown field `strategi`",
+        );
+        assert_rejected(
+            "[timeouts]",
+            "[timeout]",
+            "proxy.toml:6: unknown field `timeout`",
+        );
+        assert_rejected(
+            "weight = 1 }",
+            "wieght = 1 }",
+            "proxy.toml:13: unknown field `wieght`",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        assert_rejected("workers = 2", "workers = ", "proxy.toml:4:");
+        assert_rejected("weight = 3", "weight = \"3\"", "proxy.toml:14:");
+    }
+
+    #[test]
+    fn defaults_apply_when_keys_are_absent() {
+        let config = check("[pool.only]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n").unwrap();
+        assert_eq!(config.server.listen, [DEFAULT_LISTEN.parse().unwrap()]);
+        assert_eq!(config.server.workers, None);
+        assert_eq!(config.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(config.timeouts.response, DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(config.pools[0].strategy, Strategy::RoundRobin);
+        assert_eq!(config.pools[0].backends[0].weight, 1);
+        assert_eq!(config.routes.len(), 1, "a lone pool gets a catch-all route");
+    }
+
+    #[test]
+    fn listen_accepts_a_single_string() {
+        let config = check(&GOOD.replace(
+            "[\"127.0.0.1:8080\", \"127.0.0.1:8081\"]",
+            "\"127.0.0.1:9999\"",
+        ))
+        .unwrap();
+        assert_eq!(config.server.listen, ["127.0.0.1:9999".parse().unwrap()]);
+    }
+
+    #[test]
+    fn several_pools_without_routes_is_an_error() {
+        let text = GOOD.split("[[route]]").next().unwrap();
+        let err = check(text).unwrap_err();
+        assert!(err.contains("no [[route]] is defined"), "{err}");
+        assert!(check("").unwrap_err().contains("no [pool.NAME] is defined"));
+    }
+}

@@ -1,0 +1,85 @@
+//! The config file as written: serde types that mirror the TOML one to one.
+//!
+//! Every table rejects unknown keys, so a typo is an error rather than a silently ignored setting.
+//! Values that need checking beyond their TOML type keep their span (`Spanned`) so that
+//! `validate.rs` can name the line. Nothing here interprets a value; `validate.rs` does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub pool: BTreeMap<Spanned<String>, Pool>,
+    #[serde(default)]
+    pub route: Vec<Spanned<Route>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<Spanned<OneOrMany>>,
+    pub workers: Option<Spanned<i64>>,
+}
+
+/// `[timeouts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<Spanned<String>>,
+    pub response: Option<Spanned<String>>,
+}
+
+/// `[pool.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub strategy: Option<Spanned<String>>,
+    #[serde(default)]
+    pub backends: Vec<Spanned<Backend>>,
+}
+
+/// One entry of a pool's `backends` array.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub pool: Spanned<String>,
+}
+
+/// A string or an array of strings, as `listen` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a string or an array of strings")]
+        enum Either {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Either::deserialize(deserializer)? {
+            Either::One(one) => OneOrMany(vec![one]),
+            Either::Many(many) => OneOrMany(many),
+        })
+    }
+}

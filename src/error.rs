@@ -1,0 +1,85 @@
+//! `ProxyError`: every reason the proxy answers a request itself instead of relaying a backend.
+//!
+//! One variant per condition, each carrying the pool and backend it concerns; one exhaustive match
+//! gives each its status. The `Display` text is the response body the client sees: it names the
+//! cause and the pool but not backend addresses, which stay in the operator's log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use http::uri::Authority;
+
+/// Why a request was answered by the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route takes the request's host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The pool has no backend that may take a request now.
+    #[error("no healthy backend in pool \"{pool}\"")]
+    NoHealthyBackend { pool: Arc<str> },
+    /// The TCP connect to the backend did not complete in time.
+    #[error("upstream connect timeout in pool \"{pool}\" after {after:?}")]
+    ConnectTimeout {
+        pool: Arc<str>,
+        backend: Authority,
+        after: Duration,
+    },
+    /// The TCP connect to the backend failed.
+    #[error("upstream connect error in pool \"{pool}\": {reason}")]
+    ConnectFailed {
+        pool: Arc<str>,
+        backend: Authority,
+        reason: String,
+    },
+    /// The backend sent no response head within the response timeout.
+    #[error("upstream timeout in pool \"{pool}\": no response within {after:?}")]
+    ResponseTimeout {
+        pool: Arc<str>,
+        backend: Authority,
+        after: Duration,
+    },
+    /// The backend reset or closed the connection, or did not speak HTTP.
+    #[error("upstream error in pool \"{pool}\": {reason}")]
+    UpstreamFailed {
+        pool: Arc<str>,
+        backend: Authority,
+        reason: String,
+    },
+    /// The client's request body failed while it was being forwarded.
+    #[error("request body could not be read: {reason}")]
+    RequestBody {
+        pool: Arc<str>,
+        backend: Authority,
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBody { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The pool and backend the error concerns, for the log line.
+    pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
+        match self {
+            ProxyError::NoRoute => (None, None),
+            ProxyError::NoHealthyBackend { pool } => (Some(pool), None),
+            ProxyError::ConnectTimeout { pool, backend, .. }
+            | ProxyError::ConnectFailed { pool, backend, .. }
+            | ProxyError::ResponseTimeout { pool, backend, .. }
+            | ProxyError::UpstreamFailed { pool, backend, .. }
+            | ProxyError::RequestBody { pool, backend, .. } => (Some(pool), Some(backend)),
+        }
+    }
+}

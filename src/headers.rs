@@ -1,0 +1,254 @@
+//! Header rewriting for a forwarded message (RFC 9110 section 7.6).
+//!
+//! Hop-by-hop headers describe one connection and must not cross the proxy: `Connection` and
+//! every header it names, `Keep-Alive`, `Proxy-Connection`, `TE` (except its `trailers` token),
+//! `Transfer-Encoding` (hyper re-frames bodies), `Upgrade`, and the proxy's own credentials.
+//! Requests then gain `X-Forwarded-For/-Proto/-Host` and both directions gain `Via`.
+//!
+//! Everything here is a pure function of a header map, so it is unit-tested without sockets.
+
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The name this proxy gives itself in `Via`.
+pub const VIA_PSEUDONYM: &str = "fulcrum";
+
+/// Headers that never cross a proxy, whatever `Connection` says.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Facts about the client side of a request that the backend is told.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    /// The peer address of the client connection.
+    pub ip: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+    /// The protocol version the request arrived with.
+    pub version: Version,
+}
+
+/// Rewrites a request's headers for the backend: hop-by-hop removed, forwarding headers set.
+pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
+    let keep_trailers = te_allows_trailers(headers);
+    strip_hop_by_hop(headers);
+    headers.remove(header::TE);
+    if keep_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    append_forwarded_for(headers, client.ip);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(client.proto),
+    );
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    append_via(headers, client.version);
+}
+
+/// Rewrites a backend response's headers for the client.
+pub fn rewrite_response(headers: &mut HeaderMap, version: Version) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    append_via(headers, version);
+}
+
+/// Removes `Connection`, every header it names (except `Host`, which routing already used and
+/// the backend must still see), and the fixed hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| *name != header::HOST)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether `TE` lists the `trailers` token.
+fn te_allows_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| {
+            let token = token.split(';').next().unwrap_or("").trim();
+            token.eq_ignore_ascii_case("trailers")
+        })
+}
+
+/// Appends the client address to `X-Forwarded-For`, keeping an incoming chain as one list.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut chain = String::new();
+    for value in headers.get_all(&name) {
+        if let Ok(text) = value.to_str() {
+            chain.push_str(text.trim());
+            chain.push_str(", ");
+        }
+    }
+    chain.push_str(&ip.to_string());
+    let value =
+        HeaderValue::from_str(&chain).expect("addresses and visible ASCII form a valid header");
+    headers.insert(name, value);
+}
+
+/// Appends this hop to `Via`, named by the protocol the message arrived with.
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let value = match version {
+        Version::HTTP_09 => "0.9 fulcrum",
+        Version::HTTP_10 => "1.0 fulcrum",
+        Version::HTTP_2 => "2 fulcrum",
+        Version::HTTP_3 => "3 fulcrum",
+        _ => "1.1 fulcrum",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn client() -> ClientSide {
+        ClientSide {
+            ip: "10.1.2.3".parse().unwrap(),
+            proto: "http",
+            version: Version::HTTP_11,
+        }
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_what_connection_names() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "gzip"),
+            ("host", "example.com"),
+            ("x-kept", "yes"),
+        ]);
+        rewrite_request(&mut headers, &client());
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "x-other",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "te",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone} must not be forwarded");
+        }
+        assert_eq!(headers["x-kept"], "yes");
+        assert_eq!(headers["host"], "example.com", "Host is kept");
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut headers = map(&[("connection", "host"), ("host", "example.com")]);
+        rewrite_request(&mut headers, &client());
+        assert_eq!(headers["host"], "example.com");
+    }
+
+    #[test]
+    fn te_keeps_only_trailers() {
+        let mut headers = map(&[("te", "gzip, trailers;q=1")]);
+        rewrite_request(&mut headers, &client());
+        assert_eq!(headers["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_extends_the_chain() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        rewrite_request(&mut headers, &client());
+        assert_eq!(headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        let mut fresh = HeaderMap::new();
+        rewrite_request(&mut fresh, &client());
+        assert_eq!(fresh["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn forwarding_headers_are_set() {
+        let mut headers = map(&[
+            ("host", "shop.example.com:8080"),
+            ("x-forwarded-proto", "https"),
+            ("via", "1.0 edge"),
+        ]);
+        rewrite_request(&mut headers, &client());
+        assert_eq!(
+            headers["x-forwarded-proto"], "http",
+            "the client cannot claim https"
+        );
+        assert_eq!(headers["x-forwarded-host"], "shop.example.com:8080");
+        let via: Vec<_> = headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.0 edge", "1.1 fulcrum"]);
+    }
+
+    #[test]
+    fn response_loses_hop_by_hop_and_gains_via() {
+        let mut headers = map(&[
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic"),
+            ("content-type", "text/plain"),
+        ]);
+        rewrite_response(&mut headers, Version::HTTP_11);
+        assert!(!headers.contains_key("connection"));
+        assert!(!headers.contains_key("transfer-encoding"));
+        assert!(!headers.contains_key("proxy-authenticate"));
+        assert_eq!(headers["content-type"], "text/plain");
+        assert_eq!(headers["via"], "1.1 fulcrum");
+    }
+
+    #[test]
+    fn ipv6_client_is_written_bare() {
+        let mut headers = HeaderMap::new();
+        let client = ClientSide {
+            ip: "::1".parse().unwrap(),
+            ..client()
+        };
+        rewrite_request(&mut headers, &client);
+        assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+}

@@ -1,0 +1,37 @@
+//! Fulcrum: a layer-7 load-balancing reverse proxy.
+//!
+//! # Layout
+//! - `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
+//! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
+//!   request is served from, held in an `ArcSwap`.
+//! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `balance/`: the selection strategies, pure and synchronous, one file each.
+//! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
+//! - `proxy.rs`: the request path (below).
+//! - `headers.rs`: hop-by-hop removal and forwarding headers.
+//! - `body.rs`: request and response body types, streamed without buffering.
+//! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
+//! - `server.rs`: listeners, HTTP/1.1 + HTTP/2 connections, graceful drain.
+//!
+//! # The life of one request
+//! 1. `server.rs` accepts the connection and hands each request to `Proxy::handle`.
+//! 2. The proxy loads the current snapshot once; the request sees that config to the end.
+//! 3. The first route matching host and path names a pool; the pool's balancer picks a backend.
+//! 4. The backend's in-flight count goes up (an RAII guard), headers are rewritten, and the
+//!    request is sent on a pooled keep-alive connection.
+//! 5. The response head is relayed and its body streamed; the guard drops with the body.
+//! 6. Any failure becomes a `ProxyError`: logged once with pool and backend, answered with its
+//!    status and a one-line reason.
+
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod upstream;

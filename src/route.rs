@@ -1,0 +1,175 @@
+//! Routing: which pool serves a request, by host and path prefix, first match wins.
+//!
+//! Host patterns are lower-cased once when the config is read; requests are compared
+//! case-insensitively without allocating. The port of the request's host is ignored, and so is a
+//! trailing dot (`example.com.` is `example.com`).
+
+use std::sync::Arc;
+
+use crate::upstream::Pool;
+
+/// A route's `host`: an exact name, or `*.suffix` for any name below `suffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: matches `a.example.com` and `a.b.example.com`,
+    /// not `example.com` itself (as nginx's `*.example.com`).
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses a config host such as `"api.example.com"` or `"*.example.com"`.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.to_ascii_lowercase();
+        let (name, wildcard) = match lower.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (lower.as_str(), false),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !valid {
+            return Err(format!(
+                "{text:?} is not a host name or \"*.domain\" pattern (no port, no other '*')"
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether `host` (already stripped of its port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// A route as the snapshot holds it, pointing at its pool.
+#[derive(Debug)]
+pub struct Route {
+    host: Option<HostPattern>,
+    path_prefix: Option<String>,
+    pool: Arc<Pool>,
+}
+
+impl Route {
+    pub fn new(host: Option<HostPattern>, path_prefix: Option<String>, pool: Arc<Pool>) -> Route {
+        Route {
+            host,
+            path_prefix,
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Whether a request for `host` (port stripped; `None` when the request named none) and
+    /// `path` takes this route.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(pattern), Some(host)) => pattern.matches(host),
+            (Some(_), None) => false,
+        };
+        host_ok
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| path.starts_with(prefix))
+    }
+}
+
+/// The host part of a `Host` header or authority: port removed, IPv6 brackets kept, trailing
+/// dot removed.
+pub fn host_name(authority: &str) -> &str {
+    let host = if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        }
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Strategy;
+
+    fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
+        let pool = Arc::new(Pool::new("p", Strategy::RoundRobin, Vec::new()));
+        Route::new(
+            host.map(|h| HostPattern::parse(h).unwrap()),
+            prefix.map(str::to_owned),
+            pool,
+        )
+    }
+
+    #[test]
+    fn exact_host_is_case_insensitive() {
+        let r = route(Some("API.example.com"), None);
+        assert!(r.matches(Some("api.EXAMPLE.com"), "/"));
+        assert!(!r.matches(Some("www.example.com"), "/"));
+        assert!(!r.matches(None, "/"), "a host route needs a host");
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_only() {
+        let r = route(Some("*.example.com"), None);
+        assert!(r.matches(Some("a.example.com"), "/"));
+        assert!(r.matches(Some("a.b.Example.com"), "/"));
+        assert!(!r.matches(Some("example.com"), "/"));
+        assert!(!r.matches(Some("badexample.com"), "/"));
+    }
+
+    #[test]
+    fn prefix_and_host_must_both_match() {
+        let r = route(Some("api.example.com"), Some("/v1/"));
+        assert!(r.matches(Some("api.example.com"), "/v1/users"));
+        assert!(!r.matches(Some("api.example.com"), "/v2/users"));
+        assert!(!r.matches(Some("other.example.com"), "/v1/users"));
+        assert!(route(None, None).matches(None, "/anything"));
+    }
+
+    #[test]
+    fn host_name_strips_port_and_trailing_dot() {
+        assert_eq!(host_name("example.com:8080"), "example.com");
+        assert_eq!(host_name("example.com."), "example.com");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected() {
+        for bad in [
+            "",
+            "*.",
+            "a*.com",
+            "*",
+            "example.com:80",
+            "ex ample.com",
+            "**.a.com",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! One backend: where it is, how much traffic it should get, and what it is doing now.
+//!
+//! A `Backend` is shared (`Arc`) by the snapshot that lists it and by every request in flight to
+//! it, so its counters stay right while a request outlives the snapshot that picked it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use http::uri::Authority;
+
+/// A backend server of a pool.
+#[derive(Debug)]
+pub struct Backend {
+    address: Authority,
+    weight: u32,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+}
+
+impl Backend {
+    /// A backend at `address` (`host:port`) with a selection weight of at least 1.
+    pub fn new(address: Authority, weight: u32) -> Arc<Backend> {
+        Arc::new(Backend {
+            address,
+            weight: weight.max(1),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+        })
+    }
+
+    /// `host:port`, as written in the config.
+    pub fn address(&self) -> &Authority {
+        &self.address
+    }
+
+    /// Selection weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Requests forwarded to this backend that have not finished (response body included).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests this backend has been given since it was created.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.address, f)
+    }
+}
+
+/// One request in flight to a backend. Dropping it, on success, error or cancellation alike, ends
+/// the count, so the count cannot leak.
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    /// The backend this request went to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_guards_alive() {
+        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1);
+        let first = backend.start_request();
+        let second = backend.start_request();
+        assert_eq!(backend.in_flight(), 2);
+        drop(first);
+        assert_eq!(backend.in_flight(), 1);
+        drop(second);
+        assert_eq!(backend.in_flight(), 0);
+        assert_eq!(
+            backend.served(),
+            2,
+            "served counts every request ever started"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelled_request_releases_its_count() {
+        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1);
+        let guard = backend.start_request();
+        let task = tokio::spawn(async move {
+            let _held = guard;
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        let _ = task.await;
+        assert_eq!(
+            backend.in_flight(),
+            0,
+            "an aborted request must not leak its count"
+        );
+    }
+}

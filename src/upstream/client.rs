@@ -1,0 +1,86 @@
+//! The HTTP/1.1 client that carries requests to backends, and what its failures mean.
+//!
+//! One hyper-util pooled client serves every backend: it keeps idle keep-alive connections per
+//! `host:port`, sets TCP_NODELAY, bounds connect time, and (hyper's own rule) retries a request
+//! whose pooled connection turned out closed before the request was written. Idle connections are
+//! closed after [`IDLE_TIMEOUT`], which needs `pool_timer` to work at all.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use hyper_util::client::legacy::{self, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::RequestBody;
+
+/// How long an idle upstream connection is kept for reuse; below common backend keep-alive
+/// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pooled upstream client; cheap to clone (the pool is shared).
+pub type Client = legacy::Client<HttpConnector, RequestBody>;
+
+/// Builds the client, with `connect_timeout` on every new upstream connection.
+pub fn build_client(connect_timeout: Duration) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .build(connector)
+}
+
+/// Why a request to a backend produced no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The TCP connect did not complete within the connect timeout.
+    ConnectTimeout,
+    /// The TCP connect failed (refused, unreachable...).
+    Connect(String),
+    /// The client's request body failed while it was being forwarded (the client went away or
+    /// sent a malformed body); the backend is not at fault.
+    RequestBody(String),
+    /// The backend reset or closed the connection, or answered with something that is not HTTP.
+    Upstream(String),
+}
+
+/// Sorts a client error into a [`Failure`].
+pub fn classify(error: &legacy::Error) -> Failure {
+    if error.is_connect() {
+        return match innermost::<io::Error>(error) {
+            Some(io) if io.kind() == io::ErrorKind::TimedOut => Failure::ConnectTimeout,
+            Some(io) => Failure::Connect(describe_io(io)),
+            None => Failure::Connect(error.to_string()),
+        };
+    }
+    match innermost::<hyper::Error>(error) {
+        Some(hyper) if hyper.is_user() => Failure::RequestBody(hyper.to_string()),
+        Some(hyper) => Failure::Upstream(hyper.to_string()),
+        None => Failure::Upstream(error.to_string()),
+    }
+}
+
+/// The deepest error of type `E` in `error`'s source chain.
+fn innermost<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut found = None;
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(hit) = err.downcast_ref::<E>() {
+            found = Some(hit);
+        }
+        current = err.source();
+    }
+    found
+}
+
+/// "connection refused" rather than "Connection refused (os error 111)".
+fn describe_io(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+        _ => error.to_string(),
+    }
+}
