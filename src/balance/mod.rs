@@ -25,6 +25,10 @@ pub use weighted::Weighted;
 pub trait Candidates {
     /// How many members there are (eligible or not).
     fn len(&self) -> usize;
+    /// Whether there are no members at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether member `index` may receive this request.
     fn is_eligible(&self, index: usize) -> bool;
     /// Requests member `index` has in flight now; only `least_connections` asks.

@@ -1,0 +1,138 @@
+//! Upstream failures become the right status with a short reason, in bounded time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Backend, Http, TestProxy, blackhole, refusing_address, scripted_backend};
+
+fn single_backend_pool(address: impl std::fmt::Display, timeouts: &str) -> String {
+    format!("[timeouts]\n{timeouts}\n[pool.web]\nbackends = [{{ address = \"{address}\" }}]\n")
+}
+
+#[tokio::test]
+async fn refused_connection_is_502() {
+    let address = refusing_address().await;
+    let proxy = TestProxy::start(&single_backend_pool(address, "")).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(
+        reply.body,
+        "upstream connect error in pool \"web\": connection refused"
+    );
+}
+
+#[tokio::test]
+async fn slow_response_head_is_504_after_the_response_timeout() {
+    let backend = Backend::start("slow").await;
+    let config = single_backend_pool(backend.addr, "response = \"300ms\"");
+    let proxy = TestProxy::start(&config).await;
+    let started = Instant::now();
+    let reply = Http::to(proxy.addr).get("/sleep/10000").await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 504);
+    assert!(
+        reply.body.starts_with("upstream timeout in pool \"web\""),
+        "{}",
+        reply.body
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "504 came before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "504 took {elapsed:?}, the backend sleeps 10s"
+    );
+}
+
+#[tokio::test]
+async fn response_within_the_timeout_is_relayed() {
+    let backend = Backend::start("prompt").await;
+    let config = single_backend_pool(backend.addr, "response = \"2s\"");
+    let proxy = TestProxy::start(&config).await;
+    let reply = Http::to(proxy.addr).get("/sleep/100").await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn connect_that_never_completes_is_502_after_the_connect_timeout() {
+    let (address, _fillers, _listener) = blackhole().await;
+    let config = single_backend_pool(address, "connect = \"200ms\"");
+    let proxy = TestProxy::start(&config).await;
+    let started = Instant::now();
+    let reply = Http::to(proxy.addr).get("/").await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 502);
+    assert!(
+        reply
+            .body
+            .starts_with("upstream connect timeout in pool \"web\""),
+        "{}",
+        reply.body
+    );
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "502 came before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "connect timeout took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn backend_closing_without_a_response_is_502() {
+    let address = scripted_backend(b"").await;
+    let proxy = TestProxy::start(&single_backend_pool(address, "")).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502);
+    assert!(
+        reply.body.starts_with("upstream error in pool \"web\""),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn backend_speaking_garbage_is_502() {
+    let address = scripted_backend(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+    let proxy = TestProxy::start(&single_backend_pool(address, "")).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502);
+}
+
+#[tokio::test]
+async fn empty_pool_is_503_without_delay() {
+    let proxy = TestProxy::start("[pool.web]\nbackends = []\n").await;
+    let started = Instant::now();
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body, "no healthy backend in pool \"web\"");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_failed_request_does_not_poison_the_next() {
+    let good = Backend::start("good").await;
+    let dead = refusing_address().await;
+    let config = format!(
+        "[pool.web]\nstrategy = \"round_robin\"\nbackends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n",
+        good.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    let statuses: Vec<u16> = [
+        http.get("/").await.status,
+        http.get("/").await.status,
+        http.get("/").await.status,
+        http.get("/").await.status,
+    ]
+    .map(|s| s.as_u16())
+    .to_vec();
+    assert_eq!(
+        statuses,
+        [502, 200, 502, 200],
+        "the client connection survives a 502"
+    );
+}

@@ -1,0 +1,169 @@
+//! What the backend receives (RFC 9110 section 7.6): method, target and Host as sent, hop-by-hop
+//! headers gone, forwarding headers added; and upstream connections kept alive and reused.
+
+mod support;
+
+use support::{Backend, Http, TestProxy, empty, h2c, pool, raw, scripted_backend};
+
+async fn one_backend() -> (Backend, TestProxy) {
+    let backend = Backend::start("b").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    (backend, proxy)
+}
+
+#[tokio::test]
+async fn method_target_and_host_are_forwarded_byte_for_byte() {
+    let (backend, proxy) = one_backend().await;
+    let request = b"DELETE /a%2Fb/./c/../d;p?x=1&y=%20&x=2#frag HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nConnection: close\r\n\r\n";
+    let response = raw(proxy.addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.method, "DELETE");
+    assert_eq!(seen.target, "/a%2Fb/./c/../d;p?x=1&y=%20&x=2");
+    assert_eq!(
+        seen.headers["host"], "Shop.Example.com:8080",
+        "Host is the client's, not the backend's"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_from_the_request() {
+    let (backend, proxy) = one_backend().await;
+    let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nUpgrade: h2c\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Keep-Me: 2\r\n\r\n";
+    let response = raw(proxy.addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let headers = &backend.requests()[0].headers;
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !headers.contains_key(gone),
+            "{gone} reached the backend: {headers:?}"
+        );
+    }
+    assert_eq!(headers["te"], "trailers", "TE keeps only trailers");
+    assert_eq!(headers["x-keep-me"], "2");
+    assert_ne!(
+        headers.get("connection").map(|v| v.to_str().unwrap()),
+        Some("close, X-Drop-Me")
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_extend_the_chain() {
+    let (backend, proxy) = one_backend().await;
+    let request = http::Request::get("/")
+        .header("host", "www.example.com")
+        .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
+        .header("x-forwarded-proto", "https")
+        .header("via", "1.1 edge")
+        .body(empty())
+        .unwrap();
+    Http::to(proxy.addr).send(request).await;
+    let headers = &backend.requests()[0].headers;
+    assert_eq!(
+        headers["x-forwarded-for"],
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], "www.example.com");
+    let via: Vec<_> = headers
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(via, ["1.1 edge", "1.1 fulcrum"]);
+}
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_removed_and_via_added() {
+    let backend = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let proxy = TestProxy::start(&format!(
+        "[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    ))
+    .await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "ok");
+    assert_eq!(reply.headers["via"], "1.1 fulcrum");
+    assert_eq!(reply.headers["x-kept"], "yes");
+    for gone in ["x-secret", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            !reply.headers.contains_key(gone),
+            "{gone} reached the client"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http2_client_reaches_http1_backend_with_host_set() {
+    let (backend, proxy) = one_backend().await;
+    let request = http::Request::post("http://app.example.com/form?q=1")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"hello"),
+        )))
+        .unwrap();
+    let reply = h2c(proxy.addr, request).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    let seen = &backend.requests()[0];
+    assert_eq!(
+        seen.version,
+        http::Version::HTTP_11,
+        "backends are spoken to in HTTP/1.1"
+    );
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.target, "/form?q=1");
+    assert_eq!(seen.headers["host"], "app.example.com");
+    assert_eq!(seen.headers["via"], "2 fulcrum");
+}
+
+#[tokio::test]
+async fn http10_client_is_answered() {
+    let (backend, proxy) = one_backend().await;
+    let response = raw(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\nb"), "{response}");
+    assert_eq!(backend.requests()[0].headers["via"], "1.0 fulcrum");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (backend, proxy) = one_backend().await;
+    let http = Http::to(proxy.addr);
+    for _ in 0..50 {
+        assert_eq!(http.get("/").await.status, 200);
+    }
+    assert_eq!(backend.requests().len(), 50);
+    assert!(
+        backend.connections() <= 2,
+        "50 sequential requests opened {} upstream connections",
+        backend.connections()
+    );
+}
+
+#[tokio::test]
+async fn separate_clients_share_pooled_upstream_connections() {
+    let (backend, proxy) = one_backend().await;
+    for _ in 0..20 {
+        // A new client connection each time: upstream connections still come from the pool.
+        let response = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"));
+    }
+    assert!(
+        backend.connections() <= 2,
+        "opened {} upstream connections",
+        backend.connections()
+    );
+}

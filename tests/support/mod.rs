@@ -1,0 +1,32 @@
+//! Shared helpers for the integration tests: real backends, the real proxy, clients.
+#![allow(dead_code, unused_imports)] // each test file uses a different subset
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+
+pub use backend::{
+    Backend, PatternBody, blackhole, check_pattern, pattern_byte, refusing_address,
+    scripted_backend,
+};
+pub use client::{Http, Reply, TestBody, empty, h2c, raw, wait_until};
+pub use proxy::{BinaryProxy, TempDir, TestProxy};
+
+/// The TOML for a pool of these backends: `[pool.NAME]` with `strategy` and unit weights.
+pub fn pool(name: &str, strategy: &str, backends: &[&Backend]) -> String {
+    let weights: Vec<u32> = backends.iter().map(|_| 1).collect();
+    weighted_pool(name, strategy, backends, &weights)
+}
+
+/// The TOML for a pool of these backends with these weights.
+pub fn weighted_pool(name: &str, strategy: &str, backends: &[&Backend], weights: &[u32]) -> String {
+    let entries: Vec<String> = backends
+        .iter()
+        .zip(weights)
+        .map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr))
+        .collect();
+    format!(
+        "[pool.{name}]\nstrategy = \"{strategy}\"\nbackends = [{}]\n",
+        entries.join(", ")
+    )
+}
