@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: wrk straight at a backend, at Fulcrum, at nginx and at HAProxy (each
+# proxy with one worker pinned to one core), in interleaved rounds, then medians and ratios.
+#
+#   benches/load.sh                     # 3 rounds of 10 s per target
+#   ROUNDS=5 DURATION=20s benches/load.sh
+#
+# Needs wrk; nginx and haproxy are measured when installed (apt-get install -y wrk nginx haproxy).
+# Everything binds and targets 127.0.0.1 only. Each wrk run is bounded by DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+PROXY_CPU=${PROXY_CPU:-0}          # the one core every proxy runs on
+LOAD_CPU=${LOAD_CPU:-1}            # wrk and the backend share the other(s)
+BACKEND_PORT=${BACKEND_PORT:-18000}
+FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
+
+command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -y nginx" >&2; exit 1; }
+
+cargo build --release --quiet --bin fulcrum
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+render() { # template port -> file
+  sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2; exit 1
+}
+
+render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
+taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
+wait_port "$BACKEND_PORT"
+
+targets=(direct:$BACKEND_PORT)
+render benches/peers/fulcrum.toml "$FULCRUM_PORT" "$work/fulcrum.toml"
+RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$work/fulcrum.toml" & pids+=($!)
+targets+=(fulcrum:$FULCRUM_PORT)
+render benches/peers/nginx.conf "$NGINX_PORT" "$work/nginx.conf"
+taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
+targets+=(nginx:$NGINX_PORT)
+if command -v haproxy >/dev/null; then
+  render benches/peers/haproxy.cfg "$HAPROXY_PORT" "$work/haproxy.cfg"
+  taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+  targets+=(haproxy:$HAPROXY_PORT)
+fi
+for target in "${targets[@]}"; do wait_port "${target#*:}"; done
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU, wrk+backend on cpu $LOAD_CPU"
+for round in $(seq "$ROUNDS"); do
+  for target in "${targets[@]}"; do
+    name=${target%%:*} port=${target#*:}
+    # A short warm-up fills upstream keep-alive pools before the measured run.
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" \
+      > "$work/$name.$round.txt"
+    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
+  done
+done
+
+python3 - "$work" "${targets[@]%%:*}" <<'PY'
+import re, statistics, sys, pathlib
+work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rows = {}
+for name in names:
+    rps, p50, p99, errors = [], [], [], 0
+    for run in sorted(work.glob(f"{name}.*.txt")):
+        text = run.read_text()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
+        p50.append(ms(re.search(r"\s50%\s+(\S+)", text).group(1)))
+        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        errors += int(m.group(1)) if m else 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        errors += sum(map(int, m.groups())) if m else 0
+    rows[name] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errors)
+print(f"\n| target | req/s (median) | p50 ms | p99 ms | errors |")
+print(f"|---|---:|---:|---:|---:|")
+for name, (rps, p50, p99, errors) in rows.items():
+    print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} |")
+f = rows["fulcrum"][0]
+for peer in ("nginx", "haproxy", "direct"):
+    if peer in rows:
+        print(f"fulcrum/{peer}: {f / rows[peer][0]:.2f}x")
+PY
