@@ -3,12 +3,15 @@
 //! - [`ProxyBody`], a response body: the backend's, carrying the backend's in-flight guard (so the
 //!   request counts as in flight until its body is done or dropped), or a short one the proxy
 //!   wrote itself. An enum rather than a boxed body: no allocation per response.
-//! - [`RequestBody`], a client's body on its way to a backend, which says when it is all sent.
+//! - [`RequestBody`], a client's body on its way to a backend. It says when it has been sent
+//!   whole (the response timeout starts then), and it keeps what it sent, up to
+//!   [`REPLAY_LIMIT`], so that a failed attempt can be replayed to another backend.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
@@ -65,30 +68,139 @@ impl Body for ProxyBody {
     }
 }
 
-/// A request body on its way to a backend, which reports when its last byte has been handed to
-/// the connection: the response timeout runs from then, so a large upload is not cut short by a
-/// timer meant for a backend that has stopped answering.
+/// Largest request body kept for replay on a retry. A body sent past this is not replayable
+/// (an attempt that fails after sending it is not retried); one never sent at all always is.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// One piece of a request body, kept for replay.
+#[derive(Debug, Clone)]
+enum Chunk {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+impl Chunk {
+    fn of(frame: &Frame<Bytes>) -> Option<Chunk> {
+        if let Some(data) = frame.data_ref() {
+            Some(Chunk::Data(data.clone()))
+        } else {
+            frame.trailers_ref().map(|t| Chunk::Trailers(t.clone()))
+        }
+    }
+
+    fn into_frame(self) -> Frame<Bytes> {
+        match self {
+            Chunk::Data(data) => Frame::data(data),
+            Chunk::Trailers(trailers) => Frame::trailers(trailers),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Data(data) => data.len(),
+            Chunk::Trailers(_) => 0,
+        }
+    }
+}
+
+/// What an attempt's request body reports back, once: at its end, or when dropped unfinished.
+#[derive(Debug)]
+pub struct Leftover {
+    /// The body was sent to its end.
+    pub sent_whole: bool,
+    /// Enough to send the same body again, if what was sent fit in [`REPLAY_LIMIT`].
+    pub replay: Option<Replay>,
+}
+
+/// A body to send again: the chunks already sent, then whatever the client has not sent yet.
+#[derive(Debug)]
+pub struct Replay {
+    chunks: Vec<Chunk>,
+    rest: Option<Incoming>,
+}
+
+impl Replay {
+    /// The body for the next attempt.
+    pub fn into_body(self) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
+        RequestBody::build(self.chunks, self.rest)
+    }
+}
+
+/// A request body on its way to a backend: replayed chunks first, then the client's stream.
 #[derive(Debug)]
 pub struct RequestBody {
-    body: Incoming,
-    sent: Option<oneshot::Sender<()>>,
+    queued: std::vec::IntoIter<Chunk>,
+    rest: Option<Incoming>,
+    /// Everything sent so far, while it fits in the limit; `None` once it does not.
+    sent: Option<Vec<Chunk>>,
+    sent_bytes: usize,
+    report: Option<oneshot::Sender<Leftover>>,
 }
 
 impl RequestBody {
-    /// Wraps `body`; the receiver resolves once it is fully sent (or dropped unsent). `None`
-    /// when there is no body to wait for.
-    pub fn track(body: Incoming) -> (RequestBody, Option<oneshot::Receiver<()>>) {
+    /// Wraps the client's body. The receiver hears once how the attempt used it; `None` when the
+    /// body is empty (nothing to wait for; any attempt can send it again).
+    pub fn new(body: Incoming) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         if body.is_end_stream() {
-            return (RequestBody { body, sent: None }, None);
+            return (RequestBody::empty(), None);
         }
+        RequestBody::build(Vec::new(), Some(body))
+    }
+
+    /// A body with nothing in it.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            queued: Vec::new().into_iter(),
+            rest: None,
+            sent: None,
+            sent_bytes: 0,
+            report: None,
+        }
+    }
+
+    fn build(
+        chunks: Vec<Chunk>,
+        rest: Option<Incoming>,
+    ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         let (tx, rx) = oneshot::channel();
-        (
-            RequestBody {
-                body,
-                sent: Some(tx),
-            },
-            Some(rx),
-        )
+        let body = RequestBody {
+            queued: chunks.into_iter(),
+            rest,
+            sent: Some(Vec::new()),
+            sent_bytes: 0,
+            report: Some(tx),
+        };
+        (body, Some(rx))
+    }
+
+    fn keep(&mut self, chunk: Chunk) {
+        self.sent_bytes += chunk.len();
+        if self.sent_bytes > REPLAY_LIMIT {
+            self.sent = None;
+        } else if let Some(sent) = &mut self.sent {
+            sent.push(chunk);
+        }
+    }
+
+    fn finish(&mut self, sent_whole: bool) {
+        let Some(report) = self.report.take() else {
+            return;
+        };
+        let replay = self.sent.take().map(|mut chunks| {
+            chunks.extend(self.queued.by_ref());
+            Replay {
+                chunks,
+                rest: self.rest.take(),
+            }
+        });
+        // Nobody listening means the proxy already has its answer.
+        report.send(Leftover { sent_whole, replay }).ok();
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.finish(false);
     }
 }
 
@@ -101,24 +213,49 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        let finished = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
-            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        if let Some(chunk) = this.queued.next() {
+            this.keep(chunk.clone());
+            if this.is_end_stream() {
+                this.finish(true);
+            }
+            return Poll::Ready(Some(Ok(chunk.into_frame())));
+        }
+        let Some(rest) = &mut this.rest else {
+            this.finish(true);
+            return Poll::Ready(None);
         };
-        if finished && let Some(sent) = this.sent.take() {
-            // The receiver may be gone if the response already arrived; nothing waits then.
-            sent.send(()).ok();
+        let polled = Pin::new(rest).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(chunk) = Chunk::of(frame) {
+                    this.keep(chunk);
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.queued.len() == 0 && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let queued: u64 = self.queued.as_slice().iter().map(|c| c.len() as u64).sum();
+        let rest = self
+            .rest
+            .as_ref()
+            .map(Incoming::size_hint)
+            .unwrap_or_else(|| SizeHint::with_exact(0));
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint.set_lower(rest.lower() + queued);
+        hint
     }
 }

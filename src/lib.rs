@@ -7,9 +7,11 @@
 //! - `route.rs`: host and path-prefix matching, first match wins.
 //! - `balance/`: the selection strategies, pure and synchronous, one file each.
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
-//! - `proxy.rs`: the request path (below).
+//! - `proxy.rs`: the request path (below), retries included.
+//! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `body.rs`: request and response body types, streamed without buffering.
+//! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `server.rs`: listeners, HTTP/1.1 + HTTP/2 connections, graceful drain.
 //!
@@ -25,8 +27,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attempt;
 pub mod balance;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod headers;

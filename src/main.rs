@@ -66,22 +66,26 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
+        // Signal handlers first: a SIGTERM that arrives once we are listening must find them.
+        let shutdown = shutdown_signal().context("cannot install signal handlers")?;
         let state = State::build(&config, 1).into_shared();
         let server = Server::bind(&config.server.listen, state).await?;
         info!(config = %config.path.display(), "fulcrum started");
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         info!("fulcrum stopped");
         Ok(())
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler can be installed");
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM received"),
-        _ = interrupt.recv() => info!("SIGINT received"),
-    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM received"),
+            _ = interrupt.recv() => info!("SIGINT received"),
+        }
+    })
 }

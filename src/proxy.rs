@@ -1,25 +1,38 @@
-//! The request path: route, pick, rewrite, forward, relay, and turn failures into answers.
+//! The request path: route, pick, rewrite, forward with retries, relay, and turn failures into
+//! answers.
 //!
-//! Life of a request: load the snapshot once → find the route by host and path → the pool picks a
-//! backend → count it in flight → rewrite the URI and headers → send through the pooled client,
-//! with the response timeout running from the moment the request body is fully sent → relay the
-//! response head and stream its body, the in-flight count ending with the body. Any failure is a
-//! [`ProxyError`], logged once here with its pool and backend, and answered with its status.
+//! Life of a request: load the snapshot once → find the route by host and path → rewrite the
+//! head once → the pool picks an available backend → count it in flight → one attempt
+//! (`attempt.rs`) → relay the response head and stream its body, the in-flight count ending with
+//! the body. A failed attempt is retried on a backend not yet tried when the retry rules below
+//! allow it; otherwise it is a [`ProxyError`], logged once here with pool and backend.
+//!
+//! # Retries
+//! - A request that never reached a backend (connect refused or timed out, or a pooled connection
+//!   found closed before writing) is retried whatever its method.
+//! - One that was sent and then failed (reset, closed, response timeout) is retried only for
+//!   idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and only when its body can be
+//!   replayed (no body, or one that fit in `body::REPLAY_LIMIT`).
+//! - Once a response head has arrived nothing is retried: the response is the client's.
+//! - At most `retries` extra attempts, each on a backend not tried yet, within the pool's retry
+//!   budget (`upstream/budget.rs`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
+use crate::attempt::{self, Cause, Failed};
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientSide};
 use crate::route::host_name;
 use crate::state::{SharedState, State};
-use crate::upstream::{Backend, Failure, Pool, classify};
+use crate::upstream::{Backend, Failure, InFlight, Pool};
 
 /// The proxy service: one per server, shared by every connection.
 #[derive(Debug, Clone)]
@@ -48,7 +61,7 @@ impl Proxy {
 
 async fn forward(
     state: &State,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&request).map(host_name);
@@ -56,13 +69,76 @@ async fn forward(
         .route(host, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
-    let backend = pool
-        .pick(None)
-        .ok_or_else(|| ProxyError::NoHealthyBackend {
-            pool: pool.name().clone(),
-        })?;
-    let in_flight = backend.start_request();
+    let (mut head, body) = prepare(request, peer);
+    let idempotent = is_idempotent(&head.method);
+    let (mut body, mut leftover) = RequestBody::new(body);
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    let mut last_error = None;
+    loop {
+        let Some(backend) = pool.pick(&tried).cloned() else {
+            return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyBackend {
+                pool: pool.name().clone(),
+            }));
+        };
+        let last = tried.len() as u32 >= pool.policy().retries;
+        let request = attempt::request_for(&mut head, backend.address(), body, last);
+        if tried.is_empty() {
+            pool.budget().deposit();
+        }
+        let in_flight = backend.start_request();
+        let failed =
+            match attempt::exchange(state.client(), request, leftover, state.timeouts().response)
+                .await
+            {
+                Ok(response) => return Ok(relay(pool, response, in_flight)),
+                Err(failed) => failed,
+            };
+        drop(in_flight);
+        let error = upstream_error(&failed.cause, pool, &backend, state);
+        if failed.cause.blames_backend() {
+            pool.record_failure(&backend, &error.to_string());
+        }
+        let Some(replay) = retry_body(failed, idempotent, last, pool) else {
+            return Err(error);
+        };
+        debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
+        (body, leftover) = replay;
+        tried.push(backend);
+        last_error = Some(error);
+    }
+}
 
+/// The body for another attempt, when the retry rules and the budget allow one.
+fn retry_body(
+    failed: Failed,
+    idempotent: bool,
+    last: bool,
+    pool: &Pool,
+) -> Option<(
+    RequestBody,
+    Option<tokio::sync::oneshot::Receiver<crate::body::Leftover>>,
+)> {
+    if last || matches!(failed.cause, Cause::Failed(Failure::RequestBody(_))) {
+        return None;
+    }
+    if !failed.cause.never_sent() && !idempotent {
+        return None;
+    }
+    let replay = failed.replay?;
+    pool.budget().try_withdraw().then_some(replay)
+}
+
+/// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
+/// forwarding headers in.
+fn prepare(mut request: Request<Incoming>, peer: SocketAddr) -> (Parts, Incoming) {
     let client = ClientSide {
         ip: peer.ip(),
         proto: "http",
@@ -70,81 +146,61 @@ async fn forward(
     };
     set_host_from_target(&mut request);
     headers::rewrite_request(request.headers_mut(), &client);
-    *request.version_mut() = Version::HTTP_11;
-    *request.uri_mut() = upstream_uri(request.uri(), backend.address());
-    let (parts, body) = request.into_parts();
-    let (body, body_sent) = RequestBody::track(body);
-    let sent = state.client().request(Request::from_parts(parts, body));
+    request.into_parts()
+}
 
-    let response = await_response(sent, body_sent, state.timeouts().response)
-        .await
-        .map_err(|failure| upstream_error(failure, pool, backend, state))?;
+/// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
+fn relay(pool: &Pool, response: Response<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+    let status = response.status();
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        pool.record_failure(in_flight.backend(), status.as_str());
+    } else {
+        pool.record_success(in_flight.backend());
+    }
     let (mut parts, body) = response.into_parts();
     headers::rewrite_response(&mut parts.headers, parts.version);
-    Ok(Response::from_parts(
+    Response::from_parts(
         parts,
         ProxyBody::Upstream {
             body,
             _in_flight: in_flight,
         },
-    ))
+    )
 }
 
-/// Why no response head came back.
-enum Awaited {
-    Failed(Failure),
-    TimedOut,
-}
-
-/// Waits for the response head: unbounded while the request body is still being sent, then at
-/// most `timeout`.
-async fn await_response(
-    sent: hyper_util::client::legacy::ResponseFuture,
-    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
-    timeout: Duration,
-) -> Result<Response<Incoming>, Awaited> {
-    tokio::pin!(sent);
-    if let Some(body_sent) = body_sent {
-        tokio::select! {
-            response = &mut sent => return response.map_err(|e| Awaited::Failed(classify(&e))),
-            // Sent or dropped unsent: either way the response future now decides.
-            _ = body_sent => {}
-        }
-    }
-    match tokio::time::timeout(timeout, sent).await {
-        Ok(response) => response.map_err(|e| Awaited::Failed(classify(&e))),
-        Err(_) => Err(Awaited::TimedOut),
-    }
-}
-
-fn upstream_error(awaited: Awaited, pool: &Pool, backend: &Backend, state: &State) -> ProxyError {
-    let pool_name = pool.name().clone();
+fn upstream_error(cause: &Cause, pool: &Pool, backend: &Backend, state: &State) -> ProxyError {
+    let pool = pool.name().clone();
     let backend = backend.address().clone();
-    match awaited {
-        Awaited::TimedOut => ProxyError::ResponseTimeout {
-            pool: pool_name,
+    match cause {
+        Cause::TimedOut => ProxyError::ResponseTimeout {
+            pool,
             backend,
             after: state.timeouts().response,
         },
-        Awaited::Failed(Failure::ConnectTimeout) => ProxyError::ConnectTimeout {
-            pool: pool_name,
+        Cause::Failed(Failure::ConnectTimeout) => ProxyError::ConnectTimeout {
+            pool,
             backend,
             after: state.timeouts().connect,
         },
-        Awaited::Failed(Failure::Connect(reason)) => ProxyError::ConnectFailed {
-            pool: pool_name,
+        Cause::Failed(Failure::Connect(reason)) => ProxyError::ConnectFailed {
+            pool,
             backend,
-            reason,
+            reason: reason.clone(),
         },
-        Awaited::Failed(Failure::Upstream(reason)) => ProxyError::UpstreamFailed {
-            pool: pool_name,
+        Cause::Failed(Failure::NotSent(reason) | Failure::Upstream(reason)) => {
+            ProxyError::UpstreamFailed {
+                pool,
+                backend,
+                reason: reason.clone(),
+            }
+        }
+        Cause::Failed(Failure::RequestBody(reason)) => ProxyError::RequestBody {
+            pool,
             backend,
-            reason,
-        },
-        Awaited::Failed(Failure::RequestBody(reason)) => ProxyError::RequestBody {
-            pool: pool_name,
-            backend,
-            reason,
+            reason: reason.clone(),
         },
     }
 }
@@ -171,20 +227,6 @@ fn set_host_from_target<B>(request: &mut Request<B>) {
     }
 }
 
-/// `http://backend/path?query`, the path and query kept byte for byte.
-fn upstream_uri(original: &Uri, backend: &Authority) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.clone());
-    parts.path_and_query = Some(
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).expect("scheme, authority and an origin-form path make a valid URI")
-}
-
 /// Logs `error` once, with its pool and backend, and builds the answer.
 fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let (pool, backend) = error.location();
@@ -208,11 +250,12 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Uri;
 
     #[test]
     fn upstream_uri_keeps_path_and_query_bytes() {
         let original: Uri = "/a%2Fb/./c?x=1&y=%20;z".parse().unwrap();
-        let uri = upstream_uri(&original, &Authority::from_static("127.0.0.1:9001"));
+        let uri = attempt::upstream_uri(&original, &Authority::from_static("127.0.0.1:9001"));
         assert_eq!(
             uri.to_string(),
             "http://127.0.0.1:9001/a%2Fb/./c?x=1&y=%20;z"
@@ -228,5 +271,15 @@ mod tests {
         assert_eq!(request_host(&request), Some("shop.example.com"));
         set_host_from_target(&mut request);
         assert_eq!(request.headers()[header::HOST], "shop.example.com");
+    }
+
+    #[test]
+    fn only_safe_and_idempotent_methods_are_idempotent() {
+        for method in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert!(is_idempotent(&method.parse().unwrap()), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "PURGE"] {
+            assert!(!is_idempotent(&method.parse().unwrap()), "{method}");
+        }
     }
 }

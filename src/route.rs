@@ -115,7 +115,19 @@ mod tests {
     use crate::balance::Strategy;
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
-        let pool = Arc::new(Pool::new("p", Strategy::RoundRobin, Vec::new()));
+        let policy = crate::upstream::Policy {
+            retries: 0,
+            fail_open: false,
+            outlier: crate::config::Outlier::default(),
+            health: None,
+        };
+        let pool = Arc::new(Pool::new(
+            "p",
+            Strategy::RoundRobin,
+            Vec::new(),
+            Vec::new(),
+            policy,
+        ));
         Route::new(
             host.map(|h| HostPattern::parse(h).unwrap()),
             prefix.map(str::to_owned),

@@ -8,9 +8,32 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, Timeouts};
+use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
 use crate::route::Route;
-use crate::upstream::{Backend, Client, Pool, build_client};
+use crate::upstream::{Backend, Client, Policy, Pool, build_client, checker};
+
+/// A pool from its config, every backend new.
+fn build_pool(config: &PoolConfig) -> Pool {
+    let start_healthy = config.health.as_ref().is_none_or(|h| h.start_healthy);
+    let backends = |list: &[BackendConfig]| -> Vec<Arc<Backend>> {
+        list.iter()
+            .map(|b| Backend::new(b.address.clone(), b.weight, start_healthy))
+            .collect()
+    };
+    let policy = Policy {
+        retries: config.retries,
+        fail_open: config.fail_open,
+        outlier: config.outlier,
+        health: config.health.clone(),
+    };
+    Pool::new(
+        &config.name,
+        config.strategy,
+        backends(&config.backends),
+        backends(&config.backups),
+        policy,
+    )
+}
 
 /// The live snapshot, swapped whole.
 pub type SharedState = Arc<ArcSwap<State>>;
@@ -31,14 +54,7 @@ impl State {
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
-            .map(|pool| {
-                let backends = pool
-                    .backends
-                    .iter()
-                    .map(|b| Backend::new(b.address.clone(), b.weight))
-                    .collect();
-                Arc::new(Pool::new(&pool.name, pool.strategy, backends))
-            })
+            .map(|pool| Arc::new(build_pool(pool)))
             .collect();
         let routes = config
             .routes
@@ -64,9 +80,19 @@ impl State {
         }
     }
 
-    /// Wraps the snapshot for sharing between the server and whoever swaps it.
+    /// Starts the snapshot's background work (active health checks) and wraps it for sharing
+    /// between the server and whoever swaps it. Must run inside a tokio runtime.
     pub fn into_shared(self) -> SharedState {
+        self.start_health_checks();
         Arc::new(ArcSwap::from_pointee(self))
+    }
+
+    /// Starts a health checker for every backend of every pool that has checks configured; the
+    /// checkers end by themselves once this snapshot's pools are dropped.
+    pub fn start_health_checks(&self) {
+        for pool in &self.pools {
+            checker::spawn(pool);
+        }
     }
 
     /// How many configs were loaded before this one, plus one.

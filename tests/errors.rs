@@ -117,7 +117,7 @@ async fn a_failed_request_does_not_poison_the_next() {
     let good = Backend::start("good").await;
     let dead = refusing_address().await;
     let config = format!(
-        "[pool.web]\nstrategy = \"round_robin\"\nbackends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n",
+        "[pool.web]\nstrategy = \"round_robin\"\nretries = 0\nbackends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n",
         good.addr
     );
     let proxy = TestProxy::start(&config).await;

@@ -109,6 +109,32 @@ impl Balancer {
     }
 }
 
+/// Most turns a rotating strategy takes from its shared counter before it scans instead.
+const MAX_TURNS: usize = 64;
+
+/// Takes turns from a shared rotation `counter` until `member_at(turn)` is eligible. An ineligible
+/// member's turn is consumed, not handed to its neighbour, so the eligible members keep their
+/// exact proportions (one of three down: the other two alternate, not 2:1). After `turns` misses it
+/// scans from the last member tried, so a mostly-down pool still answers in bounded time.
+fn take_turns(
+    counter: &std::sync::atomic::AtomicUsize,
+    period: usize,
+    turns: usize,
+    member_at: impl Fn(usize) -> usize,
+    candidates: &impl Candidates,
+) -> Option<usize> {
+    let mut member = 0;
+    for _ in 0..turns.clamp(1, MAX_TURNS) {
+        // Relaxed: the counter only spreads requests; it orders no other memory.
+        let turn = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % period;
+        member = member_at(turn);
+        if candidates.is_eligible(member) {
+            return Some(member);
+        }
+    }
+    first_eligible_from(member + 1, candidates)
+}
+
 /// The first eligible index at or after `start`, wrapping around once.
 fn first_eligible_from(start: usize, candidates: &impl Candidates) -> Option<usize> {
     let len = candidates.len();

@@ -1,8 +1,8 @@
 //! `round_robin`: strict rotation over the members in order, ignoring weights.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use super::{Candidates, first_eligible_from};
+use super::{Candidates, take_turns};
 
 /// Rotation counter shared by every request to the pool.
 #[derive(Debug, Default)]
@@ -13,15 +13,13 @@ impl RoundRobin {
         RoundRobin::default()
     }
 
-    /// The next member in rotation; an ineligible member passes its turn to the one after it.
+    /// The next eligible member in rotation; an ineligible member's turn is skipped.
     pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
         let len = candidates.len();
         if len == 0 {
             return None;
         }
-        // Relaxed: the counter only spreads requests; it orders no other memory.
-        let start = self.0.fetch_add(1, Ordering::Relaxed) % len;
-        first_eligible_from(start, candidates)
+        take_turns(&self.0, len, len + 1, |turn| turn, candidates)
     }
 }
 
@@ -46,7 +44,7 @@ mod tests {
             load: vec![0; 3],
         };
         let picks: Vec<_> = (0..6).map(|_| rr.pick(&members).unwrap()).collect();
-        assert_eq!(picks, [0, 2, 2, 0, 2, 2]);
+        assert_eq!(picks, [0, 2, 0, 2, 0, 2], "the survivors keep equal shares");
     }
 
     #[test]

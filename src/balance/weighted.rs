@@ -15,9 +15,9 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use super::{Candidates, first_eligible_from};
+use super::{Candidates, take_turns};
 
 /// Largest `total × members` for which nginx's exact cycle is computed.
 const SMOOTH_BUDGET: u64 = 1 << 24;
@@ -46,18 +46,20 @@ impl Weighted {
         }
     }
 
-    /// The next member of the cycle; an ineligible member passes its turn to the next entry.
+    /// The next eligible member of the cycle; an ineligible member's turns are skipped, so the
+    /// others keep their exact proportions.
     pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
-        if self.cycle.is_empty() || candidates.len() == 0 {
+        if self.cycle.is_empty() || candidates.is_empty() {
             return None;
         }
-        // Relaxed: the position only spreads requests; it orders no other memory.
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.cycle.len();
-        let member = self.cycle[turn] as usize;
-        if candidates.is_eligible(member) {
-            return Some(member);
-        }
-        first_eligible_from(member + 1, candidates)
+        let turns = candidates.len() + 1;
+        take_turns(
+            &self.next,
+            self.cycle.len(),
+            turns,
+            |turn| self.cycle[turn] as usize,
+            candidates,
+        )
     }
 }
 
@@ -180,6 +182,17 @@ mod tests {
             counts[member as usize] += 1;
         }
         assert_eq!(counts, weights);
+    }
+
+    #[test]
+    fn survivors_keep_their_proportions() {
+        let balancer = Weighted::new(&[1, 3, 2]);
+        let members = Members {
+            down: vec![1],
+            load: vec![0; 3],
+        };
+        let counts = tally(60, &members, || balancer.pick(&members).unwrap());
+        assert_eq!(counts, [20, 0, 40], "1:2 between the two left");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! A `Config` is plain data: building the live snapshot from it is `state.rs`.
 
 mod error;
+mod pools;
 mod units;
 mod validate;
 mod wire;
@@ -32,6 +33,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest backend `weight`.
 pub const MAX_WEIGHT: u32 = 1000;
+/// Default `[pool.NAME] retries`.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Largest `retries`.
+pub const MAX_RETRIES: u32 = 10;
 
 /// A complete, valid configuration.
 #[derive(Debug, Clone)]
@@ -68,7 +73,75 @@ pub struct Timeouts {
 pub struct PoolConfig {
     pub name: String,
     pub strategy: Strategy,
+    /// Primaries: the backends normally used.
     pub backends: Vec<BackendConfig>,
+    /// Used only while no primary is available.
+    pub backups: Vec<BackendConfig>,
+    /// Extra attempts on other backends after a failure.
+    pub retries: u32,
+    /// With nothing available, spread over every backend instead of answering 503.
+    pub fail_open: bool,
+    /// Active health checks; `None` when off.
+    pub health: Option<HealthCheck>,
+    pub outlier: Outlier,
+}
+
+/// `[pool.NAME.health]`: active checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path and query of the probe request.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that mark a down backend up.
+    pub healthy_after: u32,
+    /// Consecutive failures that mark an up backend down.
+    pub unhealthy_after: u32,
+    pub expect: ExpectStatus,
+    /// Whether backends start healthy (`start = "healthy"`, the default) or must pass first.
+    pub start_healthy: bool,
+}
+
+/// Which probe statuses count as a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectStatus {
+    /// `"2xx"`: every status whose first digit is this.
+    Class(u16),
+    /// `[200, 204]`
+    Codes(Vec<u16>),
+}
+
+impl ExpectStatus {
+    pub fn matches(&self, status: http::StatusCode) -> bool {
+        match self {
+            ExpectStatus::Class(class) => status.as_u16() / 100 == *class,
+            ExpectStatus::Codes(codes) => codes.contains(&status.as_u16()),
+        }
+    }
+}
+
+/// `[pool.NAME.outlier]`: passive ejection of backends that fail real requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Failures in a row that eject a backend; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// First ejection period; each repeat ejection doubles it.
+    pub base_ejection: Duration,
+    /// Cap on the doubled period.
+    pub max_ejection: Duration,
+    /// Never eject more than this share of a tier's backends.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 /// One backend of a pool.

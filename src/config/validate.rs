@@ -11,10 +11,9 @@ use toml::Spanned;
 use super::units::parse_duration;
 use super::wire;
 use super::{
-    BackendConfig, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_RESPONSE_TIMEOUT, MAX_WEIGHT, PoolConfig, RouteConfig, Server, Timeouts,
+    Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN, DEFAULT_RESPONSE_TIMEOUT,
+    PoolConfig, RouteConfig, Server, Timeouts,
 };
-use crate::balance::Strategy;
 use crate::route::HostPattern;
 
 /// Parses and checks `text`, read from `path`.
@@ -37,13 +36,13 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The text being validated, for turning spans into line-numbered errors.
-struct Source<'a> {
-    text: &'a str,
-    path: &'a Path,
+pub(super) struct Source<'a> {
+    pub text: &'a str,
+    pub path: &'a Path,
 }
 
 impl Source<'_> {
-    fn error_at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+    pub fn error_at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.path, self.text, spanned.span().start, message)
     }
 
@@ -119,8 +118,31 @@ impl Source<'_> {
         })
     }
 
+    /// An integer in `range`, or `default` when the key is absent.
+    pub fn int_in(
+        &self,
+        key: &str,
+        value: &Option<Spanned<i64>>,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> Result<i64, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => Err(self.error_at(
+                v,
+                format!(
+                    "{key} = {} is out of range, expected {} to {}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
     /// A positive duration, or `default` when the key is absent.
-    fn duration(
+    pub fn duration(
         &self,
         key: &str,
         value: &Option<Spanned<String>>,
@@ -134,83 +156,6 @@ impl Source<'_> {
             Ok(_) => Err(self.error_at(value, format!("{key} must be greater than zero"))),
             Err(reason) => Err(self.error_at(value, format!("{key}: {reason}"))),
         }
-    }
-
-    fn pool(&self, name: &Spanned<String>, pool: &wire::Pool) -> Result<PoolConfig, ConfigError> {
-        let valid_name = !name.get_ref().is_empty()
-            && name
-                .get_ref()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid_name {
-            return Err(self.error_at(
-                name,
-                format!(
-                    "pool name {:?}: use letters, digits, '_' and '-'",
-                    name.get_ref()
-                ),
-            ));
-        }
-        let strategy = match &pool.strategy {
-            None => Strategy::RoundRobin,
-            Some(text) => Strategy::from_name(text.get_ref()).ok_or_else(|| {
-                self.error_at(
-                    text,
-                    format!(
-                        "unknown strategy {:?}, expected one of {}",
-                        text.get_ref(),
-                        Strategy::NAMES
-                    ),
-                )
-            })?,
-        };
-        let mut seen = HashSet::new();
-        let backends = pool
-            .backends
-            .iter()
-            .map(|backend| {
-                let parsed = self.backend(name.get_ref(), backend.get_ref())?;
-                if !seen.insert(parsed.address.clone()) {
-                    return Err(self.error_at(
-                        &backend.get_ref().address,
-                        format!(
-                            "pool {:?}: backend {} is listed twice",
-                            name.get_ref(),
-                            parsed.address
-                        ),
-                    ));
-                }
-                Ok(parsed)
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(PoolConfig {
-            name: name.get_ref().clone(),
-            strategy,
-            backends,
-        })
-    }
-
-    fn backend(&self, pool: &str, backend: &wire::Backend) -> Result<BackendConfig, ConfigError> {
-        let address = parse_backend_address(backend.address.get_ref()).map_err(|reason| {
-            self.error_at(
-                &backend.address,
-                format!("pool {pool:?}: backend address {reason}"),
-            )
-        })?;
-        let weight = match &backend.weight {
-            None => 1,
-            Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w.get_ref()) => *w.get_ref() as u32,
-            Some(w) => {
-                return Err(self.error_at(
-                    w,
-                    format!(
-                        "pool {pool:?}: backend {address}: weight {} is invalid, expected 1 to {MAX_WEIGHT}",
-                        w.get_ref()
-                    ),
-                ));
-            }
-        };
-        Ok(BackendConfig { address, weight })
     }
 
     fn routes(
@@ -282,7 +227,7 @@ impl Source<'_> {
 }
 
 /// `host:port`, optionally written `http://host:port`.
-fn parse_backend_address(text: &str) -> Result<Authority, String> {
+pub(super) fn parse_backend_address(text: &str) -> Result<Authority, String> {
     let bare = text.strip_prefix("http://").unwrap_or(text);
     if bare.contains("://") {
         return Err(format!("{text:?}: only plain http backends are supported"));
@@ -304,6 +249,7 @@ fn parse_backend_address(text: &str) -> Result<Authority, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::Strategy;
 
     const GOOD: &str = r#"
 [server]

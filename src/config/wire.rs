@@ -46,6 +46,47 @@ pub struct Pool {
     pub strategy: Option<Spanned<String>>,
     #[serde(default)]
     pub backends: Vec<Spanned<Backend>>,
+    #[serde(default)]
+    pub backups: Vec<Spanned<Backend>>,
+    pub retries: Option<Spanned<i64>>,
+    pub fail_open: Option<bool>,
+    pub health: Option<Spanned<Health>>,
+    #[serde(default)]
+    pub outlier: Outlier,
+}
+
+/// `[pool.NAME.health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub healthy_after: Option<Spanned<i64>>,
+    pub unhealthy_after: Option<Spanned<i64>>,
+    pub expect_status: Option<Spanned<ExpectStatus>>,
+    pub start: Option<Spanned<String>>,
+}
+
+/// `expect_status`: a class such as `"2xx"` or a list of codes.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a status class such as \"2xx\" or a list of codes such as [200, 204]"
+)]
+pub enum ExpectStatus {
+    Class(String),
+    Codes(Vec<i64>),
+}
+
+/// `[pool.NAME.outlier]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
 }
 
 /// One entry of a pool's `backends` array.

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
+use super::health::Health;
+
 /// A backend server of a pool.
 #[derive(Debug)]
 pub struct Backend {
@@ -16,17 +18,25 @@ pub struct Backend {
     weight: u32,
     in_flight: AtomicUsize,
     served: AtomicU64,
+    health: Health,
 }
 
 impl Backend {
-    /// A backend at `address` (`host:port`) with a selection weight of at least 1.
-    pub fn new(address: Authority, weight: u32) -> Arc<Backend> {
+    /// A backend at `address` (`host:port`) with a selection weight of at least 1, healthy
+    /// from the start unless `start_healthy` is false (it must then pass a health check first).
+    pub fn new(address: Authority, weight: u32, start_healthy: bool) -> Arc<Backend> {
         Arc::new(Backend {
             address,
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            health: Health::new(start_healthy),
         })
+    }
+
+    /// Its health inputs and state.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// `host:port`, as written in the config.
@@ -87,7 +97,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_guards_alive() {
-        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1);
+        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1, true);
         let first = backend.start_request();
         let second = backend.start_request();
         assert_eq!(backend.in_flight(), 2);
@@ -104,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelled_request_releases_its_count() {
-        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1);
+        let backend = Backend::new(Authority::from_static("127.0.0.1:1"), 1, true);
         let guard = backend.start_request();
         let task = tokio::spawn(async move {
             let _held = guard;

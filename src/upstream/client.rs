@@ -40,11 +40,45 @@ pub enum Failure {
     ConnectTimeout,
     /// The TCP connect failed (refused, unreachable...).
     Connect(String),
+    /// The connection closed before the request could be written (hyper already tried a fresh
+    /// one): the request never reached the backend.
+    NotSent(String),
     /// The client's request body failed while it was being forwarded (the client went away or
     /// sent a malformed body); the backend is not at fault.
     RequestBody(String),
-    /// The backend reset or closed the connection, or answered with something that is not HTTP.
+    /// The backend reset or closed the connection after the request was sent, or answered with
+    /// something that is not HTTP.
     Upstream(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::ConnectTimeout => f.write_str("connect timeout"),
+            Failure::Connect(reason) => write!(f, "connect error: {reason}"),
+            Failure::NotSent(reason) => write!(f, "not sent: {reason}"),
+            Failure::RequestBody(reason) => write!(f, "request body: {reason}"),
+            Failure::Upstream(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl Failure {
+    /// Whether the request certainly never reached the backend, so any method may be retried.
+    pub fn never_sent(&self) -> bool {
+        match self {
+            Failure::ConnectTimeout | Failure::Connect(_) | Failure::NotSent(_) => true,
+            Failure::RequestBody(_) | Failure::Upstream(_) => false,
+        }
+    }
+
+    /// Whether the backend is to blame (counts towards ejection).
+    pub fn blames_backend(&self) -> bool {
+        match self {
+            Failure::ConnectTimeout | Failure::Connect(_) | Failure::Upstream(_) => true,
+            Failure::NotSent(_) | Failure::RequestBody(_) => false,
+        }
+    }
 }
 
 /// Sorts a client error into a [`Failure`].
@@ -58,6 +92,7 @@ pub fn classify(error: &legacy::Error) -> Failure {
     }
     match innermost::<hyper::Error>(error) {
         Some(hyper) if hyper.is_user() => Failure::RequestBody(hyper.to_string()),
+        Some(hyper) if hyper.is_canceled() => Failure::NotSent(hyper.to_string()),
         Some(hyper) => Failure::Upstream(hyper.to_string()),
         None => Failure::Upstream(error.to_string()),
     }

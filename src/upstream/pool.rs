@@ -1,29 +1,112 @@
-//! `Pool`: a named set of backends and the balancer that chooses among them.
+//! `Pool`: a named set of backends in two tiers, the balancer that chooses among them, and the
+//! pool's failure policy (ejection, retries budget, fail-open).
+//!
+//! Selection only sees *available* backends (healthy: see `health.rs`). Primaries are used while
+//! any is available; otherwise backups, with the same strategy; the moment a primary is available
+//! again, new requests go back to it. With nothing available, a pool answers 503, or, with
+//! `fail_open`, spreads over every enabled backend as Envoy's panic mode does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing::{info, warn};
+
+use super::health::BackendState;
+use super::{Backend, RetryBudget};
 use crate::balance::{Balancer, Candidates, Strategy};
+use crate::config::{HealthCheck, Outlier};
 
-use super::Backend;
+/// Whether a backend is a primary or a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Backup,
+}
 
-/// A pool as the snapshot holds it; immutable once built.
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+/// A pool's policy, from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub retries: u32,
+    pub fail_open: bool,
+    pub outlier: Outlier,
+    pub health: Option<HealthCheck>,
+}
+
+/// Backends of one role and their balancer.
 #[derive(Debug)]
-pub struct Pool {
-    name: Arc<str>,
-    strategy: Strategy,
+struct Tier {
     backends: Vec<Arc<Backend>>,
     balancer: Balancer,
 }
 
-impl Pool {
-    /// A pool over `backends`, chosen among by `strategy`.
-    pub fn new(name: &str, strategy: Strategy, backends: Vec<Arc<Backend>>) -> Pool {
+impl Tier {
+    fn new(strategy: Strategy, backends: Vec<Arc<Backend>>) -> Tier {
         let weights: Vec<u32> = backends.iter().map(|b| b.weight()).collect();
+        Tier {
+            balancer: Balancer::new(strategy, &weights),
+            backends,
+        }
+    }
+
+    fn pick(&self, eligible: impl Fn(&Backend) -> bool) -> Option<&Arc<Backend>> {
+        let members = Members {
+            backends: &self.backends,
+            eligible,
+        };
+        self.balancer
+            .pick(&members)
+            .map(|index| &self.backends[index])
+    }
+
+    /// Whether one more ejection keeps the ejected share within `max_percent`.
+    fn may_eject(&self, max_percent: u32) -> bool {
+        let ejected = self
+            .backends
+            .iter()
+            .filter(|b| b.health().state() == BackendState::Ejected)
+            .count();
+        (ejected + 1) * 100 <= max_percent as usize * self.backends.len()
+    }
+}
+
+/// A pool as the snapshot holds it; immutable once built but for atomics.
+#[derive(Debug)]
+pub struct Pool {
+    name: Arc<str>,
+    strategy: Strategy,
+    primaries: Tier,
+    backups: Tier,
+    policy: Policy,
+    budget: RetryBudget,
+    failing_open: AtomicBool,
+}
+
+impl Pool {
+    /// A pool over `primaries` and `backups`, chosen among by `strategy`.
+    pub fn new(
+        name: &str,
+        strategy: Strategy,
+        primaries: Vec<Arc<Backend>>,
+        backups: Vec<Arc<Backend>>,
+        policy: Policy,
+    ) -> Pool {
         Pool {
             name: name.into(),
             strategy,
-            balancer: Balancer::new(strategy, &weights),
-            backends,
+            primaries: Tier::new(strategy, primaries),
+            backups: Tier::new(strategy, backups),
+            policy,
+            budget: RetryBudget::default(),
+            failing_open: AtomicBool::new(false),
         }
     }
 
@@ -35,36 +118,112 @@ impl Pool {
         self.strategy
     }
 
-    pub fn backends(&self) -> &[Arc<Backend>] {
-        &self.backends
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
-    /// The backend for the next request, never `exclude` (the one that just failed, on a retry).
-    pub fn pick(&self, exclude: Option<&Backend>) -> Option<&Arc<Backend>> {
-        let members = Members {
-            backends: &self.backends,
-            exclude,
+    pub fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// Every backend with its role, primaries first.
+    pub fn members(&self) -> impl Iterator<Item = (&Arc<Backend>, Role)> {
+        let primaries = self.primaries.backends.iter().map(|b| (b, Role::Primary));
+        let backups = self.backups.backends.iter().map(|b| (b, Role::Backup));
+        primaries.chain(backups)
+    }
+
+    /// The backend for the next attempt, never one of `tried` (the backends that already failed
+    /// this request).
+    pub fn pick(&self, tried: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+        let untried = |b: &Backend| !tried.iter().any(|t| std::ptr::eq(Arc::as_ptr(t), b));
+        let available = |b: &Backend| b.health().is_available() && untried(b);
+        let picked = self
+            .primaries
+            .pick(available)
+            .or_else(|| self.backups.pick(available));
+        if picked.is_some() {
+            self.set_failing_open(false);
+            return picked;
+        }
+        if !self.policy.fail_open {
+            return None;
+        }
+        let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
+        let picked = self
+            .primaries
+            .pick(enabled)
+            .or_else(|| self.backups.pick(enabled));
+        if picked.is_some() {
+            self.set_failing_open(true);
+        }
+        picked
+    }
+
+    /// Logs the start and end of fail-open, once each.
+    fn set_failing_open(&self, on: bool) {
+        // A plain load first: the swap (a write) only happens on a change.
+        if self.failing_open.load(Ordering::Relaxed) == on
+            || self.failing_open.swap(on, Ordering::Relaxed) == on
+        {
+            return;
+        }
+        if on {
+            warn!(pool = %self.name, "fail-open started: no backend is available, spreading over all");
+        } else {
+            info!(pool = %self.name, "fail-open ended: a backend is available again");
+        }
+    }
+
+    /// A request to `backend` got a response that does not count as a failure.
+    pub fn record_success(&self, backend: &Backend) {
+        backend.health().record_success();
+    }
+
+    /// A request to `backend` failed (connect error, reset, timeout, or 502/503/504 from it);
+    /// ejects it after `consecutive_failures` in a row, within `max_ejected_percent`.
+    pub fn record_failure(&self, backend: &Backend, reason: &str) {
+        let outlier = &self.policy.outlier;
+        let streak = backend.health().record_failure();
+        if outlier.consecutive_failures == 0 || streak < outlier.consecutive_failures {
+            return;
+        }
+        let tier = match self.role_of(backend) {
+            Some(Role::Primary) => &self.primaries,
+            Some(Role::Backup) => &self.backups,
+            None => return,
         };
-        self.balancer
-            .pick(&members)
-            .map(|index| &self.backends[index])
+        if !tier.may_eject(outlier.max_ejected_percent) {
+            return;
+        }
+        if let Some(period) = backend
+            .health()
+            .eject(outlier.base_ejection, outlier.max_ejection)
+        {
+            warn!(pool = %self.name, backend = %backend, ?period, failures = streak, reason, "backend ejected");
+        }
+    }
+
+    fn role_of(&self, backend: &Backend) -> Option<Role> {
+        self.members()
+            .find(|(b, _)| std::ptr::eq(Arc::as_ptr(b), backend))
+            .map(|(_, role)| role)
     }
 }
 
-/// The pool's backends as the balancer sees them.
-struct Members<'a> {
+/// A tier's backends as the balancer sees them.
+struct Members<'a, F> {
     backends: &'a [Arc<Backend>],
-    exclude: Option<&'a Backend>,
+    eligible: F,
 }
 
-impl Candidates for Members<'_> {
+impl<F: Fn(&Backend) -> bool> Candidates for Members<'_, F> {
     fn len(&self) -> usize {
         self.backends.len()
     }
 
     fn is_eligible(&self, index: usize) -> bool {
-        self.exclude
-            .is_none_or(|excluded| !std::ptr::eq(excluded, Arc::as_ptr(&self.backends[index])))
+        (self.eligible)(&self.backends[index])
     }
 
     fn in_flight(&self, index: usize) -> usize {
@@ -74,43 +233,145 @@ impl Candidates for Members<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::upstream::health::AdminState;
     use http::uri::Authority;
 
-    fn pool(strategy: Strategy) -> Pool {
-        let backends = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-            .into_iter()
-            .map(|a| Backend::new(Authority::from_static(a), 1))
-            .collect();
-        Pool::new("web", strategy, backends)
+    fn backends(ports: &[u16]) -> Vec<Arc<Backend>> {
+        ports
+            .iter()
+            .map(|p| {
+                let address: Authority = format!("127.0.0.1:{p}").parse().unwrap();
+                Backend::new(address, 1, true)
+            })
+            .collect()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            retries: 2,
+            fail_open: false,
+            outlier: Outlier {
+                consecutive_failures: 2,
+                base_ejection: Duration::from_secs(60),
+                ..Outlier::default()
+            },
+            health: None,
+        }
+    }
+
+    fn pool(strategy: Strategy, primaries: &[u16], backups: &[u16], policy: Policy) -> Pool {
+        Pool::new(
+            "web",
+            strategy,
+            backends(primaries),
+            backends(backups),
+            policy,
+        )
+    }
+
+    fn port(backend: &Backend) -> u16 {
+        backend.address().port_u16().unwrap()
     }
 
     #[test]
-    fn exclusion_is_honoured_by_every_strategy() {
-        for strategy in [
-            Strategy::RoundRobin,
-            Strategy::Weighted,
-            Strategy::LeastConnections,
-            Strategy::Random,
-        ] {
-            let pool = pool(strategy);
-            let failed = Arc::clone(&pool.backends()[1]);
+    fn tried_backends_are_excluded_by_every_strategy() {
+        for name in Strategy::NAMES.split(", ") {
+            let strategy = Strategy::from_name(name).unwrap();
+            let pool = pool(strategy, &[1, 2, 3], &[], policy());
+            let failed = vec![Arc::clone(&pool.primaries.backends[1])];
             for _ in 0..50 {
-                let picked = pool.pick(Some(&failed)).expect("two members remain");
-                assert!(
-                    !Arc::ptr_eq(picked, &failed),
-                    "{strategy} re-picked the excluded backend"
-                );
+                let picked = pool.pick(&failed).expect("two members remain");
+                assert_ne!(port(picked), 2, "{strategy} re-picked the tried backend");
             }
         }
     }
 
     #[test]
+    fn backups_serve_only_while_no_primary_is_available() {
+        let pool = pool(Strategy::RoundRobin, &[1, 2], &[9], policy());
+        pool.primaries.backends[0]
+            .health()
+            .set_admin(AdminState::Disabled);
+        assert_eq!(port(pool.pick(&[]).unwrap()), 2);
+        pool.primaries.backends[1]
+            .health()
+            .set_admin(AdminState::Draining);
+        assert_eq!(
+            port(pool.pick(&[]).unwrap()),
+            9,
+            "no primary left: the backup serves"
+        );
+        pool.primaries.backends[1]
+            .health()
+            .set_admin(AdminState::Enabled);
+        assert_eq!(port(pool.pick(&[]).unwrap()), 2, "failback at once");
+    }
+
+    #[test]
+    fn nothing_available_is_none_unless_fail_open() {
+        let closed = pool(Strategy::RoundRobin, &[1], &[], policy());
+        closed.primaries.backends[0]
+            .health()
+            .eject(Duration::from_secs(60), Duration::from_secs(60));
+        assert!(closed.pick(&[]).is_none());
+
+        let open = pool(
+            Strategy::RoundRobin,
+            &[1],
+            &[],
+            Policy {
+                fail_open: true,
+                ..policy()
+            },
+        );
+        open.primaries.backends[0]
+            .health()
+            .eject(Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(
+            port(open.pick(&[]).unwrap()),
+            1,
+            "fail-open uses the ejected backend"
+        );
+        open.primaries.backends[0]
+            .health()
+            .set_admin(AdminState::Draining);
+        assert!(open.pick(&[]).is_none(), "but never a drained one");
+    }
+
+    #[test]
+    fn consecutive_failures_eject_within_the_percentage() {
+        let pool = pool(Strategy::RoundRobin, &[1, 2, 3], &[], policy());
+        let [a, b, _c] = [0, 1, 2].map(|i| Arc::clone(&pool.primaries.backends[i]));
+        pool.record_failure(&a, "test");
+        assert!(a.health().is_available(), "one failure is not enough");
+        pool.record_failure(&a, "test");
+        assert_eq!(a.health().state(), BackendState::Ejected);
+        pool.record_failure(&b, "test");
+        pool.record_failure(&b, "test");
+        assert!(
+            b.health().is_available(),
+            "a second ejection would pass 50% of 3 primaries"
+        );
+    }
+
+    #[test]
+    fn success_breaks_the_failure_streak() {
+        let pool = pool(Strategy::RoundRobin, &[1, 2], &[], policy());
+        let a = Arc::clone(&pool.primaries.backends[0]);
+        pool.record_failure(&a, "test");
+        pool.record_success(&a);
+        pool.record_failure(&a, "test");
+        assert!(a.health().is_available());
+    }
+
+    #[test]
     fn least_connections_sees_live_in_flight_counts() {
-        let pool = pool(Strategy::LeastConnections);
-        let _busy0 = pool.backends()[0].start_request();
-        let _busy2 = pool.backends()[2].start_request();
-        let picked = pool.pick(None).unwrap();
-        assert_eq!(picked.address().as_str(), "127.0.0.1:2");
+        let pool = pool(Strategy::LeastConnections, &[1, 2, 3], &[], policy());
+        let _busy0 = pool.primaries.backends[0].start_request();
+        let _busy2 = pool.primaries.backends[2].start_request();
+        assert_eq!(port(pool.pick(&[]).unwrap()), 2);
     }
 }

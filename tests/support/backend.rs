@@ -5,6 +5,7 @@
 //! - `/hold`: answer once the test calls [`Backend::release`].
 //! - `/bytes/{n}`: stream `n` pattern bytes (see [`pattern_byte`]).
 //! - `/upload`: read the body, check it against the pattern, answer `len=N ok=BOOL`.
+//! - `/healthz`: answer with the status set by [`Backend::set_health`] (200 at first).
 //! - anything else: answer `200` with the backend's name as body and `x-backend` header.
 
 use std::convert::Infallible;
@@ -46,6 +47,7 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
     gate: Semaphore,
+    health: std::sync::atomic::AtomicU16,
 }
 
 /// A running backend; stops when dropped.
@@ -64,16 +66,29 @@ impl Backend {
         Backend::serve(name, listener)
     }
 
+    /// Starts a backend that closes keep-alive connections idle for `idle` (as many servers do).
+    pub async fn with_idle_timeout(name: &str, idle: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Backend::serve_with(name, listener, Some(idle))
+    }
+
     /// Starts a backend on an already-bound listener (to come back on a known port).
     pub fn serve(name: &str, listener: TcpListener) -> Backend {
+        Backend::serve_with(name, listener, None)
+    }
+
+    fn serve_with(name: &str, listener: TcpListener, idle_timeout: Option<Duration>) -> Backend {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             requests: Mutex::default(),
             connections: AtomicUsize::new(0),
             gate: Semaphore::new(0),
+            health: std::sync::atomic::AtomicU16::new(200),
         });
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), idle_timeout));
         Backend { addr, shared, task }
     }
 
@@ -81,9 +96,30 @@ impl Backend {
         &self.shared.name
     }
 
-    /// Every request received so far.
+    /// Every request received so far, health probes included.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Requests received so far that were not health probes.
+    pub fn served(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.target != "/healthz")
+            .count()
+    }
+
+    /// Health probes received so far.
+    pub fn probes(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.target == "/healthz")
+            .count()
+    }
+
+    /// The status `/healthz` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.shared.health.store(status, Ordering::SeqCst);
     }
 
     /// TCP connections accepted so far.
@@ -108,7 +144,7 @@ impl Drop for Backend {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, idle_timeout: Option<Duration>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -118,8 +154,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = Arc::clone(&shared);
         connections.spawn(async move {
             let service = service_fn(move |request| respond(Arc::clone(&shared), request));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            if let Some(idle) = idle_timeout {
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(idle);
+            }
             // A connection the peer drops mid-request is a normal event for a test backend.
-            hyper::server::conn::http1::Builder::new()
+            builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
                 .ok();
@@ -165,6 +207,11 @@ async fn respond(
             .header("x-backend", &shared.name)
             .body(body.boxed())
             .unwrap());
+    } else if path == "/healthz" {
+        let status = shared.health.load(Ordering::SeqCst);
+        let mut response = text("health".to_owned());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        return Ok(response);
     } else if path == "/upload" {
         let (len, ok) = check_pattern(request.into_body()).await;
         return Ok(text(format!("len={len} ok={ok}")));
@@ -299,4 +346,28 @@ pub async fn scripted_backend(reply: &'static [u8]) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A backend that accepts connections and reads requests but never answers: a hung process.
+pub async fn stalled_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, received)
 }

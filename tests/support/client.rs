@@ -64,6 +64,28 @@ impl Http {
         .await
     }
 
+    /// `GET path`, reporting a transport failure (reset, truncated body) instead of panicking.
+    pub async fn try_get(&self, path: &str) -> Result<Reply, String> {
+        let uri = format!("http://{}{}", self.addr, path).parse().unwrap();
+        let request = Request::get::<http::Uri>(uri).body(empty()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .map_err(|_| "no answer within 30s".to_owned())?
+            .map_err(|err| format!("transport: {err:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|err| format!("body: {err}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
     /// Sends `request` (its URI a path) to the proxy and reads the whole response.
     pub async fn send(&self, mut request: Request<TestBody>) -> Reply {
         let target = request

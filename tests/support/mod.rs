@@ -7,7 +7,7 @@ pub mod proxy;
 
 pub use backend::{
     Backend, PatternBody, blackhole, check_pattern, pattern_byte, refusing_address,
-    scripted_backend,
+    scripted_backend, stalled_backend,
 };
 pub use client::{Http, Reply, TestBody, empty, h2c, raw, wait_until};
 pub use proxy::{BinaryProxy, TempDir, TestProxy};

@@ -1,0 +1,363 @@
+//! Validation of `[pool.NAME]` tables: backends and backups, retries, health checks, outlier ejection.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::validate::{Source, parse_backend_address};
+use super::wire;
+use super::{
+    BackendConfig, ConfigError, DEFAULT_RETRIES, ExpectStatus, HealthCheck, MAX_RETRIES,
+    MAX_WEIGHT, Outlier, PoolConfig,
+};
+use crate::balance::Strategy;
+
+impl Source<'_> {
+    pub(super) fn pool(
+        &self,
+        name: &Spanned<String>,
+        pool: &wire::Pool,
+    ) -> Result<PoolConfig, ConfigError> {
+        let pool_name = name.get_ref();
+        let valid_name = !pool_name.is_empty()
+            && pool_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_name {
+            return Err(self.error_at(
+                name,
+                format!("pool name {pool_name:?}: use letters, digits, '_' and '-'"),
+            ));
+        }
+        let strategy = match &pool.strategy {
+            None => Strategy::RoundRobin,
+            Some(text) => Strategy::from_name(text.get_ref()).ok_or_else(|| {
+                self.error_at(
+                    text,
+                    format!(
+                        "unknown strategy {:?}, expected one of {}",
+                        text.get_ref(),
+                        Strategy::NAMES
+                    ),
+                )
+            })?,
+        };
+        let mut seen = HashSet::new();
+        let backends = self.backend_list(pool_name, &pool.backends, &mut seen)?;
+        let backups = self.backend_list(pool_name, &pool.backups, &mut seen)?;
+        let retries = self.int_in(
+            &format!("pool.{pool_name}.retries"),
+            &pool.retries,
+            0..=i64::from(MAX_RETRIES),
+            i64::from(DEFAULT_RETRIES),
+        )? as u32;
+        let health = match &pool.health {
+            None => None,
+            Some(health) => Some(self.health(pool_name, health)?),
+        };
+        Ok(PoolConfig {
+            name: pool_name.clone(),
+            strategy,
+            backends,
+            backups,
+            retries,
+            fail_open: pool.fail_open.unwrap_or(false),
+            health,
+            outlier: self.outlier(pool_name, &pool.outlier)?,
+        })
+    }
+
+    /// Backends (or backups), each address unique within the pool.
+    fn backend_list(
+        &self,
+        pool: &str,
+        list: &[Spanned<wire::Backend>],
+        seen: &mut HashSet<http::uri::Authority>,
+    ) -> Result<Vec<BackendConfig>, ConfigError> {
+        list.iter()
+            .map(|backend| {
+                let parsed = self.backend(pool, backend.get_ref())?;
+                if !seen.insert(parsed.address.clone()) {
+                    return Err(self.error_at(
+                        &backend.get_ref().address,
+                        format!("pool {pool:?}: backend {} is listed twice", parsed.address),
+                    ));
+                }
+                Ok(parsed)
+            })
+            .collect()
+    }
+
+    fn backend(&self, pool: &str, backend: &wire::Backend) -> Result<BackendConfig, ConfigError> {
+        let address = parse_backend_address(backend.address.get_ref()).map_err(|reason| {
+            self.error_at(
+                &backend.address,
+                format!("pool {pool:?}: backend address {reason}"),
+            )
+        })?;
+        let weight = match &backend.weight {
+            None => 1,
+            Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => {
+                return Err(self.error_at(
+                    w,
+                    format!(
+                        "pool {pool:?}: backend {address}: weight {} is invalid, expected 1 to {MAX_WEIGHT}",
+                        w.get_ref()
+                    ),
+                ));
+            }
+        };
+        Ok(BackendConfig { address, weight })
+    }
+
+    fn health(
+        &self,
+        pool: &str,
+        health: &Spanned<wire::Health>,
+    ) -> Result<HealthCheck, ConfigError> {
+        let key = |name: &str| format!("pool.{pool}.health.{name}");
+        let table = health.get_ref();
+        let path = match &table.path {
+            None => "/".to_owned(),
+            Some(path) if path.get_ref().starts_with('/') => {
+                http::uri::PathAndQuery::try_from(path.get_ref().as_str()).map_err(|_| {
+                    self.error_at(path, format!("{} is not a valid request path", key("path")))
+                })?;
+                path.get_ref().clone()
+            }
+            Some(path) => {
+                return Err(self.error_at(path, format!("{} must start with '/'", key("path"))));
+            }
+        };
+        let start_healthy = match &table.start {
+            None => true,
+            Some(start) => match start.get_ref().as_str() {
+                "healthy" => true,
+                "unhealthy" => false,
+                other => {
+                    return Err(self.error_at(
+                        start,
+                        format!(
+                            "{} = {other:?}, expected \"healthy\" or \"unhealthy\"",
+                            key("start")
+                        ),
+                    ));
+                }
+            },
+        };
+        let expect = match &table.expect_status {
+            None => ExpectStatus::Class(2),
+            Some(expect) => self.expect_status(&key("expect_status"), expect)?,
+        };
+        Ok(HealthCheck {
+            path,
+            interval: self.duration(&key("interval"), &table.interval, Duration::from_secs(2))?,
+            timeout: self.duration(&key("timeout"), &table.timeout, Duration::from_secs(1))?,
+            healthy_after: self.int_in(&key("healthy_after"), &table.healthy_after, 1..=100, 2)?
+                as u32,
+            unhealthy_after: self.int_in(
+                &key("unhealthy_after"),
+                &table.unhealthy_after,
+                1..=100,
+                3,
+            )? as u32,
+            expect,
+            start_healthy,
+        })
+    }
+
+    fn expect_status(
+        &self,
+        key: &str,
+        expect: &Spanned<wire::ExpectStatus>,
+    ) -> Result<ExpectStatus, ConfigError> {
+        let invalid = || {
+            self.error_at(
+                expect,
+                format!(
+                    "{key}: expected a class \"1xx\" to \"5xx\" or a non-empty list of codes 100 to 599"
+                ),
+            )
+        };
+        match expect.get_ref() {
+            wire::ExpectStatus::Class(class) => match class.as_bytes() {
+                [digit @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                    Ok(ExpectStatus::Class(u16::from(digit - b'0')))
+                }
+                _ => Err(invalid()),
+            },
+            wire::ExpectStatus::Codes(codes) => {
+                if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
+                    return Err(invalid());
+                }
+                Ok(ExpectStatus::Codes(
+                    codes.iter().map(|&c| c as u16).collect(),
+                ))
+            }
+        }
+    }
+
+    fn outlier(&self, pool: &str, outlier: &wire::Outlier) -> Result<Outlier, ConfigError> {
+        let key = |name: &str| format!("pool.{pool}.outlier.{name}");
+        let defaults = Outlier::default();
+        let base_ejection = self.duration(
+            &key("base_ejection"),
+            &outlier.base_ejection,
+            defaults.base_ejection,
+        )?;
+        let max_ejection = self.duration(
+            &key("max_ejection"),
+            &outlier.max_ejection,
+            defaults.max_ejection,
+        )?;
+        if max_ejection < base_ejection
+            && let Some(max) = &outlier.max_ejection
+        {
+            return Err(self.error_at(
+                max,
+                format!(
+                    "{} must not be shorter than base_ejection",
+                    key("max_ejection")
+                ),
+            ));
+        }
+        Ok(Outlier {
+            consecutive_failures: self.int_in(
+                &key("consecutive_failures"),
+                &outlier.consecutive_failures,
+                0..=1000,
+                i64::from(defaults.consecutive_failures),
+            )? as u32,
+            base_ejection,
+            max_ejection,
+            max_ejected_percent: self.int_in(
+                &key("max_ejected_percent"),
+                &outlier.max_ejected_percent,
+                0..=100,
+                i64::from(defaults.max_ejected_percent),
+            )? as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const POOL: &str = r#"[pool.web]
+strategy = "round_robin"
+backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+backups  = [{ address = "127.0.0.1:9101" }]
+retries = 3
+fail_open = true
+
+[pool.web.health]
+path = "/healthz"
+interval = "500ms"
+timeout = "200ms"
+healthy_after = 1
+unhealthy_after = 2
+expect_status = [200, 204]
+
+[pool.web.outlier]
+consecutive_failures = 3
+base_ejection = "1s"
+max_ejected_percent = 34
+"#;
+
+    fn check(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("p.toml")).map_err(|e| e.to_string())
+    }
+
+    fn rejected(from: &str, to: &str) -> String {
+        assert!(POOL.contains(from), "test bug: {from:?} not in the sample");
+        check(&POOL.replacen(from, to, 1)).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn reads_every_pool_key() {
+        let config = check(POOL).unwrap();
+        let web = &config.pools[0];
+        assert_eq!(web.backups[0].address.as_str(), "127.0.0.1:9101");
+        assert_eq!(web.retries, 3);
+        assert!(web.fail_open);
+        let health = web.health.as_ref().unwrap();
+        assert_eq!(health.path, "/healthz");
+        assert_eq!(health.interval, Duration::from_millis(500));
+        assert_eq!(health.expect, ExpectStatus::Codes(vec![200, 204]));
+        assert_eq!((health.healthy_after, health.unhealthy_after), (1, 2));
+        assert!(health.start_healthy);
+        assert_eq!(web.outlier.consecutive_failures, 3);
+        assert_eq!(web.outlier.base_ejection, Duration::from_secs(1));
+        assert_eq!(web.outlier.max_ejected_percent, 34);
+    }
+
+    #[test]
+    fn defaults_when_tables_are_absent() {
+        let config = check("[pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n").unwrap();
+        let web = &config.pools[0];
+        assert_eq!(web.retries, DEFAULT_RETRIES);
+        assert!(!web.fail_open);
+        assert!(
+            web.health.is_none(),
+            "active checks are off without the table"
+        );
+        assert_eq!(web.outlier, Outlier::default(), "ejection is on by default");
+    }
+
+    #[test]
+    fn status_class_parses() {
+        let config = check(&POOL.replace("[200, 204]", "\"3xx\"")).unwrap();
+        let expect = &config.pools[0].health.as_ref().unwrap().expect;
+        assert!(expect.matches(http::StatusCode::FOUND));
+        assert!(!expect.matches(http::StatusCode::OK));
+    }
+
+    #[test]
+    fn faults_name_their_line_and_key() {
+        let err = rejected("retries = 3", "retries = 11");
+        assert!(
+            err.starts_with("p.toml:5: pool.web.retries = 11 is out of range"),
+            "{err}"
+        );
+        let err = rejected("[200, 204]", "\"2xy\"");
+        assert!(
+            err.starts_with("p.toml:14: pool.web.health.expect_status"),
+            "{err}"
+        );
+        let err = rejected("[200, 204]", "[]");
+        assert!(err.contains("expect_status"), "{err}");
+        let err = rejected("\"/healthz\"", "\"healthz\"");
+        assert!(
+            err.starts_with("p.toml:9: pool.web.health.path must start with '/'"),
+            "{err}"
+        );
+        let err = rejected("unhealthy_after = 2", "unhealthy_after = 0");
+        assert!(
+            err.starts_with("p.toml:13: pool.web.health.unhealthy_after = 0"),
+            "{err}"
+        );
+        let err = rejected("max_ejected_percent = 34", "max_ejected_percent = 101");
+        assert!(err.starts_with("p.toml:19:"), "{err}");
+        let err = rejected("\"127.0.0.1:9101\"", "\"127.0.0.1:9001\"");
+        assert!(
+            err.contains("backend 127.0.0.1:9001 is listed twice"),
+            "{err}"
+        );
+        let err = rejected("interval = \"500ms\"", "intervall = \"500ms\"");
+        assert!(
+            err.starts_with("p.toml:10: unknown field `intervall`"),
+            "{err}"
+        );
+        let err = rejected(
+            "path = \"/healthz\"",
+            "path = \"/healthz\"\nstart = \"maybe\"",
+        );
+        assert!(err.contains("pool.web.health.start = \"maybe\""), "{err}");
+    }
+}
