@@ -43,16 +43,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let state = fulcrum::state::State::build(&config, 1).into_shared();
-    let server = fulcrum::server::Server::bind(&config.server.listen, state).await?;
-    for address in server.local_addrs() {
+    let options = fulcrum::app::Options { watch_config: true };
+    let app = fulcrum::app::App::start(config, options).await?;
+    for address in app.local_addrs().await {
         println!("fulcrum listening on http://{address}/ (Ctrl-C to stop)");
     }
-    server
-        .run(async {
-            tokio::signal::ctrl_c().await.ok();
-        })
-        .await;
+    if let Some(admin) = app.admin_addr() {
+        println!("admin API on http://{admin}/status");
+    }
+    app.run(async {
+        tokio::signal::ctrl_c().await.ok();
+    })
+    .await;
     Ok(())
 }
 

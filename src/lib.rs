@@ -13,7 +13,12 @@
 //! - `body.rs`: request and response body types, streamed without buffering.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
-//! - `server.rs`: listeners, HTTP/1.1 + HTTP/2 connections, graceful drain.
+//! - `server.rs`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
+//! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
+//! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
+//! - `watch.rs`: reload when the config file changes.
+//! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
+//! - `admin/`: the admin API (JSON over HTTP).
 //!
 //! # The life of one request
 //! 1. `server.rs` accepts the connection and hands each request to `Proxy::handle`.
@@ -27,15 +32,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod attempt;
 pub mod balance;
 pub mod body;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod headers;
 pub mod proxy;
+pub mod registry;
 pub mod route;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod watch;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use fulcrum::app::{App, Options};
 use fulcrum::config::Config;
-use fulcrum::server::Server;
-use fulcrum::state::State;
+use fulcrum::control::Control;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 /// Fulcrum, a layer-7 load-balancing reverse proxy.
@@ -66,12 +67,21 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        // Signal handlers first: a SIGTERM that arrives once we are listening must find them.
+        // Signal handlers first: a signal that arrives once we are listening must find them.
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
-        let state = State::build(&config, 1).into_shared();
-        let server = Server::bind(&config.server.listen, state).await?;
-        info!(config = %config.path.display(), "fulcrum started");
-        server.run(shutdown).await;
+        let mut hangup = signal(SignalKind::hangup()).context("cannot install signal handlers")?;
+        let path = config.path.clone();
+        let app = App::start(config, Options { watch_config: true }).await?;
+        info!(config = %path.display(), "fulcrum started");
+        let control: Control = app.control().clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                info!("SIGHUP received: reloading");
+                // A rejected reload is logged and kept for /status by `Control`.
+                control.reload().await.ok();
+            }
+        });
+        app.run(shutdown).await;
         info!("fulcrum stopped");
         Ok(())
     })
@@ -79,7 +89,6 @@ fn run(config: Config) -> anyhow::Result<()> {
 
 /// Installs SIGTERM and SIGINT handlers now; the future resolves on either.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(async move {

@@ -1,15 +1,13 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and HTTP/2 (prior knowledge) with hyper-util's
-//! `auto::Builder`, and drain on shutdown.
+//! `auto::Builder`, change listeners on reload, and drain on shutdown.
 //!
-//! The server takes listeners that are already bound, so tests and the binary alike can bind
-//! port 0 and learn the real address. It knows nothing of routing: each request goes to
-//! [`Proxy::handle`].
+//! The server binds its listeners itself (so port 0 works and the real address can be asked) and
+//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`].
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -17,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::proxy::Proxy;
@@ -27,79 +25,120 @@ use crate::state::SharedState;
 /// accepting again, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Bound listeners and the proxy they serve.
+/// The proxy's listeners and open connections; cheap to clone.
+#[derive(Clone)]
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     proxy: Proxy,
-    grace: Duration,
+    builder: auto::Builder<TokioExecutor>,
+    /// `None` once shutdown has started.
+    graceful: Mutex<Option<GracefulShutdown>>,
+    listeners: tokio::sync::Mutex<Vec<Listening>>,
+}
+
+/// One listener: the address as configured, as bound, and its accept loop.
+struct Listening {
+    configured: SocketAddr,
+    local: SocketAddr,
+    task: JoinHandle<()>,
 }
 
 impl Server {
-    /// Binds every address; fails on the first that cannot be bound.
+    /// Binds every address and starts accepting; fails, binding nothing, if any cannot be bound.
     pub async fn bind(addresses: &[SocketAddr], state: SharedState) -> io::Result<Server> {
-        let mut listeners = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            let listener = TcpListener::bind(address).await.map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
-            })?;
-            listeners.push(listener);
-        }
-        Ok(Server {
-            listeners,
-            proxy: Proxy::new(state),
-            grace: Duration::from_secs(30),
-        })
+        let server = Server {
+            shared: Arc::new(Shared {
+                proxy: Proxy::new(state),
+                builder: connection_builder(),
+                graceful: Mutex::new(Some(GracefulShutdown::new())),
+                listeners: tokio::sync::Mutex::new(Vec::new()),
+            }),
+        };
+        server.listen_on(addresses).await?;
+        Ok(server)
     }
 
     /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
+    pub async fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .listeners
+            .lock()
+            .await
             .iter()
-            .filter_map(|listener| listener.local_addr().ok())
+            .map(|l| l.local)
             .collect()
     }
 
-    /// How long in-flight requests may take to finish once shutdown starts.
-    pub fn with_grace(mut self, grace: Duration) -> Server {
-        self.grace = grace;
-        self
+    /// Makes the listeners match `addresses`: new ones are bound first, and only if all of them
+    /// bind are the ones no longer wanted closed. On error nothing changes.
+    pub async fn listen_on(&self, addresses: &[SocketAddr]) -> io::Result<()> {
+        let mut listening = self.shared.listeners.lock().await;
+        let mut fresh = Vec::new();
+        for &address in addresses {
+            if listening.iter().any(|l| l.configured == address) {
+                continue;
+            }
+            let listener = TcpListener::bind(address).await.map_err(|err| {
+                io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
+            })?;
+            fresh.push((address, listener));
+        }
+        for (configured, listener) in fresh {
+            let local = listener.local_addr()?;
+            info!(address = %local, "listening");
+            let task = tokio::spawn(accept_loop(listener, Arc::clone(&self.shared)));
+            listening.push(Listening {
+                configured,
+                local,
+                task,
+            });
+        }
+        listening.retain(|l| {
+            let keep = addresses.contains(&l.configured);
+            if !keep {
+                info!(address = %l.local, "no longer listening");
+                l.task.abort();
+            }
+            keep
+        });
+        Ok(())
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets open connections finish
-    /// their requests, for at most the grace period.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut accept_loops = JoinSet::new();
-        for listener in self.listeners {
-            if let Ok(address) = listener.local_addr() {
-                info!(%address, "listening");
-            }
-            accept_loops.spawn(accept_loop(
-                listener,
-                self.proxy.clone(),
-                Arc::clone(&graceful),
-            ));
+    /// Stops accepting at once and lets open connections finish their requests (idle
+    /// keep-alive connections close at once), for at most `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        for listening in self.shared.listeners.lock().await.drain(..) {
+            listening.task.abort();
         }
-        shutdown.await;
-        // Aborting the accept loops closes the listeners and drops their handles on `graceful`.
-        accept_loops.shutdown().await;
-        let graceful =
-            Arc::into_inner(graceful).expect("every accept loop, the only other owner, has ended");
+        let graceful = self
+            .shared
+            .graceful
+            .lock()
+            .expect("the graceful lock is never held across a panic")
+            .take();
+        let Some(graceful) = graceful else {
+            return;
+        };
         info!(
             open = graceful.count(),
             "shutting down: draining connections"
         );
-        if tokio::time::timeout(self.grace, graceful.shutdown())
+        if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
         {
-            warn!(grace = ?self.grace, "grace period over: closing the remaining connections");
+            warn!(
+                ?grace,
+                "grace period over: closing the remaining connections"
+            );
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, proxy: Proxy, graceful: Arc<GracefulShutdown>) {
-    let builder = connection_builder();
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -109,7 +148,7 @@ async fn accept_loop(listener: TcpListener, proxy: Proxy, graceful: Arc<Graceful
                 continue;
             }
         };
-        serve_connection(&builder, stream, peer, proxy.clone(), &graceful);
+        serve_connection(&shared, stream, peer);
     }
 }
 
@@ -120,26 +159,32 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: Proxy,
-    graceful: &GracefulShutdown,
-) {
+fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
+    let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
     });
-    let connection = builder
+    let connection = shared
+        .builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let connection = graceful.watch(connection);
+    let watched = {
+        let graceful = shared
+            .graceful
+            .lock()
+            .expect("the graceful lock is never held across a panic");
+        match graceful.as_ref() {
+            Some(graceful) => graceful.watch(connection),
+            // Shutting down: the connection is dropped, i.e. closed.
+            None => return,
+        }
+    };
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        if let Err(error) = watched.await {
             debug!(%peer, %error, "connection ended with an error");
         }
     });

@@ -3,40 +3,31 @@
 //! A request loads the snapshot once and keeps that `Arc` to the end, so it sees one config
 //! whole even if another is swapped in meanwhile. Nothing in a `State` changes after it is built
 //! except the backends' own atomic counters.
+//!
+//! A new snapshot is built from a config, the runtime registrations (the admin API's overlay) and
+//! the snapshot it replaces: a backend present before and after (same pool, same address) is the
+//! same `Arc<Backend>`, so its health, ejection, in-flight count and drain state carry over; the
+//! pooled upstream client is shared, so its idle connections carry over too.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tracing::debug;
 
 use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
 use crate::route::Route;
-use crate::upstream::{Backend, Client, Policy, Pool, build_client, checker};
-
-/// A pool from its config, every backend new.
-fn build_pool(config: &PoolConfig) -> Pool {
-    let start_healthy = config.health.as_ref().is_none_or(|h| h.start_healthy);
-    let backends = |list: &[BackendConfig]| -> Vec<Arc<Backend>> {
-        list.iter()
-            .map(|b| Backend::new(b.address.clone(), b.weight, start_healthy))
-            .collect()
-    };
-    let policy = Policy {
-        retries: config.retries,
-        fail_open: config.fail_open,
-        outlier: config.outlier,
-        health: config.health.clone(),
-    };
-    Pool::new(
-        &config.name,
-        config.strategy,
-        backends(&config.backends),
-        backends(&config.backups),
-        policy,
-    )
-}
+use crate::upstream::{Backend, Client, Policy, Pool, checker};
 
 /// The live snapshot, swapped whole.
 pub type SharedState = Arc<ArcSwap<State>>;
+
+/// A backend added at runtime (admin API), on top of the file's pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub pool: String,
+    pub backend: BackendConfig,
+    pub backup: bool,
+}
 
 /// Routes, pools and the settings that apply to a request.
 #[derive(Debug)]
@@ -49,12 +40,32 @@ pub struct State {
 }
 
 impl State {
-    /// Builds the snapshot for `config`, numbered `generation`.
+    /// Builds the snapshot for `config`, numbered `generation`, with no runtime registrations.
     pub fn build(config: &Config, generation: u64) -> State {
+        State::rebuild(config, &[], generation, None)
+    }
+
+    /// Builds the snapshot for `config` plus `registered`, reusing what `previous` holds.
+    pub fn rebuild(
+        config: &Config,
+        registered: &[Registered],
+        generation: u64,
+        previous: Option<&State>,
+    ) -> State {
+        let client = match previous {
+            Some(previous) => previous.client.clone(),
+            None => Client::new(config.timeouts.connect),
+        };
+        client.set_connect_timeout(config.timeouts.connect);
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
-            .map(|pool| Arc::new(build_pool(pool)))
+            .map(|pool| {
+                let before = previous.and_then(|p| p.pool(&pool.name));
+                let extra: Vec<&Registered> =
+                    registered.iter().filter(|r| r.pool == pool.name).collect();
+                Arc::new(build_pool(pool, &extra, before))
+            })
             .collect();
         let routes = config
             .routes
@@ -76,7 +87,7 @@ impl State {
             timeouts: config.timeouts,
             pools,
             routes,
-            client: build_client(config.timeouts.connect),
+            client,
         }
     }
 
@@ -88,10 +99,17 @@ impl State {
     }
 
     /// Starts a health checker for every backend of every pool that has checks configured; the
-    /// checkers end by themselves once this snapshot's pools are dropped.
+    /// checkers end by themselves once this snapshot is retired or dropped.
     pub fn start_health_checks(&self) {
         for pool in &self.pools {
             checker::spawn(pool);
+        }
+    }
+
+    /// Marks this snapshot as replaced: its background work stops.
+    pub fn retire(&self) {
+        for pool in &self.pools {
+            pool.retire();
         }
     }
 
@@ -108,6 +126,11 @@ impl State {
         &self.pools
     }
 
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|pool| **pool.name() == *name)
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -115,5 +138,130 @@ impl State {
     /// The first route that takes a request for `host` (port stripped) and `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         self.routes.iter().find(|route| route.matches(host, path))
+    }
+}
+
+/// A pool from its config and registrations, keeping the backends `before` already had.
+fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&Arc<Pool>>) -> Pool {
+    let start_healthy = config.health.as_ref().is_none_or(|h| h.start_healthy);
+    let backend = |spec: &BackendConfig| -> Arc<Backend> {
+        let Some((existing, _)) = before.and_then(|pool| pool.find(&spec.address)) else {
+            return Backend::new(spec.address.clone(), spec.weight, start_healthy);
+        };
+        existing.set_weight(spec.weight);
+        if config.health.is_none() {
+            // No checker will ever revise an old verdict: do not keep one.
+            existing.health().clear_probe_verdict();
+        }
+        Arc::clone(existing)
+    };
+    let mut primaries: Vec<Arc<Backend>> = config.backends.iter().map(backend).collect();
+    let mut backups: Vec<Arc<Backend>> = config.backups.iter().map(backend).collect();
+    for registration in registered {
+        let address = &registration.backend.address;
+        let in_file = config
+            .backends
+            .iter()
+            .chain(&config.backups)
+            .any(|b| b.address == *address);
+        if in_file {
+            debug!(pool = %config.name, backend = %address, "registration shadowed by the config file");
+            continue;
+        }
+        let tier = if registration.backup {
+            &mut backups
+        } else {
+            &mut primaries
+        };
+        tier.push(backend(&registration.backend));
+    }
+    let policy = Policy {
+        retries: config.retries,
+        fail_open: config.fail_open,
+        outlier: config.outlier,
+        health: config.health.clone(),
+    };
+    Pool::new(&config.name, config.strategy, primaries, backups, policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::upstream::health::{AdminState, BackendState};
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    const TWO: &str =
+        "[pool.web]\nbackends = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }]\n";
+
+    #[test]
+    fn kept_backends_are_the_same_objects_with_their_state() {
+        let first = State::build(&config(TWO), 1);
+        let kept = Arc::clone(&first.pools[0].members().next().unwrap().0);
+        kept.health().set_admin(AdminState::Draining);
+        let _request = kept.start_request();
+
+        let changed = TWO
+            .replace("127.0.0.1:2\" }", "127.0.0.1:3\", weight = 5 }")
+            .replace("127.0.0.1:1\" }", "127.0.0.1:1\", weight = 4 }");
+        let second = State::rebuild(&config(&changed), &[], 2, Some(&first));
+        let (same, _) = second.pools[0]
+            .find(&"127.0.0.1:1".parse().unwrap())
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(same, &kept),
+            "same pool, same address: same backend"
+        );
+        assert_eq!(same.health().state(), BackendState::Draining);
+        assert_eq!(same.in_flight(), 1);
+        assert_eq!(same.weight(), 4, "a weight change applies");
+        assert!(
+            second.pools[0]
+                .find(&"127.0.0.1:2".parse().unwrap())
+                .is_none()
+        );
+        let (added, _) = second.pools[0]
+            .find(&"127.0.0.1:3".parse().unwrap())
+            .unwrap();
+        assert_eq!(added.in_flight(), 0);
+    }
+
+    #[test]
+    fn registrations_join_their_pool_unless_the_file_has_the_address() {
+        let registered = [
+            Registered {
+                pool: "web".into(),
+                backend: BackendConfig {
+                    address: "127.0.0.1:9".parse().unwrap(),
+                    weight: 2,
+                },
+                backup: true,
+            },
+            Registered {
+                pool: "web".into(),
+                backend: BackendConfig {
+                    address: "127.0.0.1:1".parse().unwrap(),
+                    weight: 7,
+                },
+                backup: false,
+            },
+        ];
+        let state = State::rebuild(&config(TWO), &registered, 1, None);
+        let members: Vec<_> = state.pools[0]
+            .members()
+            .map(|(b, role)| (b.address().to_string(), b.weight(), role.name()))
+            .collect();
+        assert_eq!(
+            members,
+            [
+                ("127.0.0.1:1".to_owned(), 1, "primary"),
+                ("127.0.0.1:2".to_owned(), 1, "primary"),
+                ("127.0.0.1:9".to_owned(), 2, "backup"),
+            ]
+        );
     }
 }

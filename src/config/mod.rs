@@ -11,6 +11,7 @@ mod error;
 mod pools;
 mod units;
 mod validate;
+pub use validate::parse_backend_address;
 mod wire;
 
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ use crate::route::HostPattern;
 
 /// Default `[server] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `[server] shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default `[timeouts] connect`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default `[timeouts] response`.
@@ -49,6 +52,18 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteConfig>,
+    /// The admin API; `None` when off.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// When set, every admin request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Where runtime registrations are kept across restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 /// `[server]`
@@ -57,6 +72,8 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// Runtime worker threads; `None` means one per available core.
     pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
 }
 
 /// `[timeouts]`

@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::units::parse_duration;
 use super::wire;
 use super::{
-    Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN, DEFAULT_RESPONSE_TIMEOUT,
-    PoolConfig, RouteConfig, Server, Timeouts,
+    Admin, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, PoolConfig, RouteConfig, Server, Timeouts,
 };
 use crate::route::HostPattern;
 
@@ -32,6 +32,10 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         timeouts: src.timeouts(&file.timeouts)?,
         pools,
         routes,
+        admin: match &file.admin {
+            None => None,
+            Some(admin) => Some(src.admin(admin)?),
+        },
     })
 }
 
@@ -73,7 +77,50 @@ impl Source<'_> {
                 ));
             }
         };
-        Ok(Server { listen, workers })
+        let shutdown_grace = self.duration_or_zero(
+            "server.shutdown_grace",
+            &server.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
+        Ok(Server {
+            listen,
+            workers,
+            shutdown_grace,
+        })
+    }
+
+    fn admin(&self, admin: &Spanned<wire::Admin>) -> Result<Admin, ConfigError> {
+        let table = admin.get_ref();
+        let listen: SocketAddr = table.listen.get_ref().parse().map_err(|_| {
+            self.error_at(
+                &table.listen,
+                format!(
+                    "admin.listen: {:?} is not an address such as \"127.0.0.1:9901\"",
+                    table.listen.get_ref()
+                ),
+            )
+        })?;
+        let token = match &table.token {
+            Some(token) if token.get_ref().trim().is_empty() => {
+                return Err(self.error_at(token, "admin.token is empty"));
+            }
+            Some(token) => Some(token.get_ref().clone()),
+            None => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(self.error_at(
+                &table.listen,
+                format!("admin.listen = \"{listen}\" is not loopback: set admin.token, or listen on 127.0.0.1"),
+            ));
+        }
+        Ok(Admin {
+            listen,
+            token,
+            state_file: table
+                .state_file
+                .as_ref()
+                .map(|path| std::path::PathBuf::from(path.get_ref())),
+        })
     }
 
     fn listen(&self, listen: &Spanned<wire::OneOrMany>) -> Result<Vec<SocketAddr>, ConfigError> {
@@ -138,6 +185,20 @@ impl Source<'_> {
                     range.end()
                 ),
             )),
+        }
+    }
+
+    /// A duration (zero allowed), or `default` when the key is absent.
+    fn duration_or_zero(
+        &self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(value) => parse_duration(value.get_ref())
+                .map_err(|reason| self.error_at(value, format!("{key}: {reason}"))),
         }
     }
 
@@ -227,7 +288,7 @@ impl Source<'_> {
 }
 
 /// `host:port`, optionally written `http://host:port`.
-pub(super) fn parse_backend_address(text: &str) -> Result<Authority, String> {
+pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
     let bare = text.strip_prefix("http://").unwrap_or(text);
     if bare.contains("://") {
         return Err(format!("{text:?}: only plain http backends are supported"));
@@ -417,6 +478,37 @@ pool = "web"
         ))
         .unwrap();
         assert_eq!(config.server.listen, ["127.0.0.1:9999".parse().unwrap()]);
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let base = "[pool.p]\nbackends = []\n[admin]\n";
+        let err = check(&format!("{base}listen = \"0.0.0.0:9901\"\n")).unwrap_err();
+        assert!(
+            err.starts_with("proxy.toml:4: admin.listen = \"0.0.0.0:9901\" is not loopback"),
+            "{err}"
+        );
+        let config = check(&format!(
+            "{base}listen = \"0.0.0.0:9901\"\ntoken = \"s3cret\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.admin.unwrap().token.as_deref(), Some("s3cret"));
+        let config = check(&format!(
+            "{base}listen = \"127.0.0.1:9901\"\nstate_file = \"/tmp/x.json\"\n"
+        ))
+        .unwrap();
+        let admin = config.admin.unwrap();
+        assert_eq!(admin.token, None);
+        assert_eq!(admin.state_file.unwrap().to_str(), Some("/tmp/x.json"));
+    }
+
+    #[test]
+    fn shutdown_grace_defaults_and_parses() {
+        let config = check(GOOD).unwrap();
+        assert_eq!(config.server.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let config =
+            check(&GOOD.replace("workers = 2", "workers = 2\nshutdown_grace = \"5s\"")).unwrap();
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(5));
     }
 
     #[test]

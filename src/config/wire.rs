@@ -21,6 +21,16 @@ pub struct File {
     pub pool: BTreeMap<Spanned<String>, Pool>,
     #[serde(default)]
     pub route: Vec<Spanned<Route>>,
+    pub admin: Option<Spanned<Admin>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+    pub state_file: Option<Spanned<String>>,
 }
 
 /// `[server]`
@@ -29,6 +39,7 @@ pub struct File {
 pub struct Server {
     pub listen: Option<Spanned<OneOrMany>>,
     pub workers: Option<Spanned<i64>>,
+    pub shutdown_grace: Option<Spanned<String>>,
 }
 
 /// `[timeouts]`

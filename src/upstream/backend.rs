@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
@@ -15,7 +15,7 @@ use super::health::Health;
 #[derive(Debug)]
 pub struct Backend {
     address: Authority,
-    weight: u32,
+    weight: AtomicU32,
     in_flight: AtomicUsize,
     served: AtomicU64,
     health: Health,
@@ -27,7 +27,7 @@ impl Backend {
     pub fn new(address: Authority, weight: u32, start_healthy: bool) -> Arc<Backend> {
         Arc::new(Backend {
             address,
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             health: Health::new(start_healthy),
@@ -46,7 +46,12 @@ impl Backend {
 
     /// Selection weight.
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight a reload gave it; balancers built from now on use it.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
     }
 
     /// Requests forwarded to this backend that have not finished (response body included).

@@ -5,8 +5,9 @@
 //! backend's own address. A result feeds `Health::record_probe`, which flips the state only after
 //! the consecutive thresholds; each flip is logged once.
 //!
-//! A task holds only `Weak` references to its pool and backend: when the snapshot that started it
-//! is gone (a reload replaced it), the task ends at its next tick.
+//! A task holds only `Weak` references to its pool and backend, and ends at its next tick once
+//! the pool is gone or retired (a reload replaced the snapshot; the new one has its own checkers,
+//! and a backend kept across the reload keeps its health state).
 
 use std::sync::{Arc, Weak};
 
@@ -57,6 +58,9 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck, clien
         let (Some(pool), Some(backend)) = (pool.upgrade(), backend.upgrade()) else {
             return;
         };
+        if pool.is_retired() {
+            return;
+        }
         let verdict = probe(&client, &backend, &check).await;
         let flip = backend.health().record_probe(
             verdict.is_ok(),

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 client that carries requests to backends, and what its failures mean.
 //!
-//! One hyper-util pooled client serves every backend: it keeps idle keep-alive connections per
-//! `host:port`, sets TCP_NODELAY, bounds connect time, and (hyper's own rule) retries a request
+//! One hyper-util pooled client serves every backend, and outlives config reloads: it keeps idle
+//! keep-alive connections per `host:port`, sets TCP_NODELAY, bounds connect time (`connector.rs`),
+//! and (hyper's own rule) retries a request
 //! whose pooled connection turned out closed before the request was written. Idle connections are
 //! closed after [`IDLE_TIMEOUT`], which needs `pool_timer` to work at all.
 
@@ -9,28 +10,44 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use hyper_util::client::legacy::{self, connect::HttpConnector};
+use hyper_util::client::legacy;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::connector::Connector;
 use crate::body::RequestBody;
 
 /// How long an idle upstream connection is kept for reuse; below common backend keep-alive
 /// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The pooled upstream client; cheap to clone (the pool is shared).
-pub type Client = legacy::Client<HttpConnector, RequestBody>;
+/// The pooled upstream client and its connector's timeout; cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: legacy::Client<Connector, RequestBody>,
+    connector: Connector,
+}
 
-/// Builds the client, with `connect_timeout` on every new upstream connection.
-pub fn build_client(connect_timeout: Duration) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    legacy::Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .build(connector)
+impl Client {
+    /// A client with `connect_timeout` on every new upstream connection.
+    pub fn new(connect_timeout: Duration) -> Client {
+        let connector = Connector::new(connect_timeout);
+        let http = legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(connector.clone());
+        Client { http, connector }
+    }
+
+    /// Sends a request (absolute URI) on a pooled or new connection.
+    pub fn request(&self, request: http::Request<RequestBody>) -> legacy::ResponseFuture {
+        self.http.request(request)
+    }
+
+    /// Changes the connect timeout for connections opened from now on.
+    pub fn set_connect_timeout(&self, timeout: Duration) {
+        self.connector.set_timeout(timeout);
+    }
 }
 
 /// Why a request to a backend produced no response.

@@ -154,6 +154,12 @@ impl Health {
         Some(if passed { Flip::Up } else { Flip::Down })
     }
 
+    /// Forgets the active checks' verdict: for a backend whose pool no longer has checks.
+    pub fn clear_probe_verdict(&self) {
+        self.checked_up.store(true, Ordering::Relaxed);
+        self.probe_streak.store(0, Ordering::Relaxed);
+    }
+
     /// A real request succeeded: the failure streak and the ejection multiplier reset.
     pub fn record_success(&self) {
         // Plain loads first: on the hot path these are nearly always already zero.

@@ -15,10 +15,11 @@ mod backend;
 mod budget;
 pub mod checker;
 mod client;
+mod connector;
 pub mod health;
 mod pool;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
-pub use client::{Client, Failure, build_client, classify};
+pub use client::{Client, Failure, classify};
 pub use pool::{Policy, Pool, Role};

@@ -88,6 +88,8 @@ pub struct Pool {
     policy: Policy,
     budget: RetryBudget,
     failing_open: AtomicBool,
+    /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
+    retired: AtomicBool,
 }
 
 impl Pool {
@@ -107,7 +109,22 @@ impl Pool {
             policy,
             budget: RetryBudget::default(),
             failing_open: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the pool as replaced by a newer snapshot.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// The member at `address`, if any.
+    pub fn find(&self, address: &http::uri::Authority) -> Option<(&Arc<Backend>, Role)> {
+        self.members().find(|(b, _)| b.address() == address)
     }
 
     pub fn name(&self) -> &Arc<str> {

@@ -6,39 +6,70 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fulcrum::app::{App, Options};
 use fulcrum::config::Config;
-use fulcrum::server::Server;
-use fulcrum::state::State;
+use fulcrum::control::Control;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A proxy served by this test's runtime; stops (gracefully) when dropped.
+/// A proxy served by this test's runtime from a config file in a temporary directory; stops
+/// (gracefully) when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub control: Control,
+    pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestProxy {
-    /// Starts the proxy on `config`, whose `[server] listen` is replaced by 127.0.0.1:0.
+    /// Starts the proxy on `config`, with `[server] listen = "127.0.0.1:0"` put in front.
     pub async fn start(config: &str) -> TestProxy {
-        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}");
-        let config = Config::parse(&text, Path::new("test.toml"))
-            .unwrap_or_else(|err| panic!("test config must be valid: {err}\n{text}"));
-        let state = State::build(&config, 1).into_shared();
-        let server = Server::bind(&config.server.listen, state)
-            .await
-            .expect("bind proxy");
-        let addr = server.local_addrs()[0];
+        TestProxy::start_with(config, Options::default()).await
+    }
+
+    /// Starts the proxy on `config` (prefixed as `start` does) with these options.
+    pub async fn start_with(config: &str, options: Options) -> TestProxy {
+        let dir = TempDir::new();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, with_listen(config)).unwrap();
+        TestProxy::start_file(dir, &path, options).await
+    }
+
+    /// Starts the proxy on the config file at `path` (kept as written) inside `dir`.
+    pub async fn start_file(dir: TempDir, path: &Path, options: Options) -> TestProxy {
+        let config =
+            Config::load(path).unwrap_or_else(|err| panic!("test config must be valid: {err}"));
+        let app = App::start(config, options).await.expect("start the proxy");
+        let addr = app.local_addrs().await[0];
+        let admin = app.admin_addr();
+        let control = app.control().clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
+        let task = tokio::spawn(app.run(async {
             rx.await.ok();
         }));
         TestProxy {
             addr,
+            admin,
+            control,
+            dir,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// The config file's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
+    /// Replaces the config file atomically (write a temporary file, rename it over), as editors
+    /// and deploy tools do; `config` is prefixed as in `start`.
+    pub fn rewrite(&self, config: &str) {
+        let temporary = self.dir.path().join(".proxy.toml.new");
+        std::fs::write(&temporary, with_listen(config)).unwrap();
+        std::fs::rename(&temporary, self.config_path()).unwrap();
     }
 
     /// Stops accepting and waits for the drain to finish.
@@ -60,11 +91,23 @@ impl Drop for TestProxy {
     }
 }
 
+/// `config` with a `[server]` table listening on port 0 in front (or `listen` added to the
+/// `[server]` table it has).
+pub fn with_listen(config: &str) -> String {
+    if config.contains("[server]") {
+        config.replacen("[server]", "[server]\nlisten = \"127.0.0.1:0\"", 1)
+    } else {
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}")
+    }
+}
+
 /// The `fulcrum` binary, run as an operator would; killed when dropped.
 pub struct BinaryProxy {
     pub addr: SocketAddr,
     pub child: Child,
-    _dir: TempDir,
+    pub dir: TempDir,
+    /// Every line the proxy has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryProxy {
@@ -73,11 +116,7 @@ impl BinaryProxy {
     pub fn start(config: &str) -> BinaryProxy {
         let dir = TempDir::new();
         let path = dir.path().join("proxy.toml");
-        std::fs::write(
-            &path,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}"),
-        )
-        .unwrap();
+        std::fs::write(&path, with_listen(config)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
             .arg("--config")
             .arg(&path)
@@ -86,12 +125,17 @@ impl BinaryProxy {
             .spawn()
             .expect("run the fulcrum binary");
         let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("address=").nth(1) {
+                if line.contains(" listening ")
+                    && let Some(addr) = line.split("address=").nth(1)
+                {
                     tx.send(addr.trim().parse::<SocketAddr>().ok()).ok();
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -102,8 +146,18 @@ impl BinaryProxy {
         BinaryProxy {
             addr,
             child,
-            _dir: dir,
+            dir,
+            log,
         }
+    }
+
+    /// Whether any logged line contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
     }
 
     /// Peak resident memory of the proxy process so far, in KiB (`VmHWM`).

@@ -1,0 +1,231 @@
+//! The admin endpoints that act: reload, register, deregister, drain, enable, heartbeat.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use http::uri::Authority;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Reply, error, json_reply, views};
+use crate::config::{MAX_WEIGHT, parse_backend_address, parse_duration};
+use crate::control::{Control, ReloadError};
+use crate::registry::{Entry, RegistryError};
+use crate::upstream::Pool;
+use crate::upstream::health::AdminState;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `POST /reload`
+pub async fn reload(control: &Control) -> Reply {
+    match control.reload().await {
+        Ok(generation) => json_reply(StatusCode::OK, json!({ "generation": generation })),
+        Err(error @ ReloadError::Config(_)) => self::error(StatusCode::UNPROCESSABLE_ENTITY, error),
+        Err(error @ ReloadError::Listen(_)) => self::error(StatusCode::UNPROCESSABLE_ENTITY, error),
+    }
+}
+
+/// `GET /pools/{pool}/backends`
+pub fn list(control: &Control, pool: &str, available_only: bool) -> Reply {
+    let state = control.state().load_full();
+    match state.pool(pool) {
+        Some(pool) => json_reply(
+            StatusCode::OK,
+            serde_json::Value::Array(views::backends(control, pool, available_only)),
+        ),
+        None => unknown_pool(pool),
+    }
+}
+
+/// `GET /pools/{pool}/backends/{address}`
+pub fn show(control: &Control, pool: &str, address: &str) -> Reply {
+    with_backend(control, pool, address, |_| {})
+}
+
+/// `POST /pools/{pool}/backends/{address}/drain` and `.../enable`
+pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState) -> Reply {
+    with_backend(control, pool, address, |backend| {
+        backend.health().set_admin(admin)
+    })
+}
+
+/// `PUT /pools/{pool}/backends/{address}/heartbeat`
+pub fn heartbeat(control: &Control, pool: &str, address: &str) -> Reply {
+    let address = match parse_address(address) {
+        Ok(address) => address,
+        Err(reply) => return reply,
+    };
+    match control.registry().heartbeat(pool, &address) {
+        Ok(_) => with_backend(control, pool, address.as_str(), |_| {}),
+        Err(error) => self::error(StatusCode::NOT_FOUND, error),
+    }
+}
+
+/// The body of `POST /pools/{pool}/backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    address: String,
+    weight: Option<i64>,
+    #[serde(default)]
+    backup: bool,
+    ttl: Option<String>,
+}
+
+/// `POST /pools/{pool}/backends`
+pub async fn register(control: &Control, pool: &str, body: Incoming) -> Reply {
+    let config = control.config();
+    let Some(pool_config) = config.pool(pool) else {
+        return unknown_pool(pool);
+    };
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {err}"),
+            );
+        }
+    };
+    let registration: Registration = match serde_json::from_slice(&body) {
+        Ok(registration) => registration,
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}")),
+    };
+    let entry = match entry(pool, registration) {
+        Ok(entry) => entry,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let in_file = pool_config
+        .backends
+        .iter()
+        .chain(&pool_config.backups)
+        .any(|b| b.address == entry.address);
+    if in_file {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "backend {} is already in pool \"{pool}\" by the config file",
+                entry.address
+            ),
+        );
+    }
+    let address = entry.address.clone();
+    match control.register(entry).await {
+        Ok(()) => {
+            let mut reply = with_backend(control, pool, address.as_str(), |_| {});
+            *reply.status_mut() = StatusCode::CREATED;
+            reply
+        }
+        Err(error @ RegistryError::AlreadyRegistered { .. }) => {
+            self::error(StatusCode::CONFLICT, error)
+        }
+        Err(error @ RegistryError::NotRegistered { .. }) => {
+            self::error(StatusCode::NOT_FOUND, error)
+        }
+    }
+}
+
+/// A registration's fields, checked as the config file's would be.
+fn entry(pool: &str, registration: Registration) -> Result<Entry, String> {
+    let address = parse_backend_address(&registration.address)
+        .map_err(|reason| format!("address {reason}"))?;
+    let weight = match registration.weight {
+        None => 1,
+        Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(&w) => w as u32,
+        Some(w) => return Err(format!("weight {w} is invalid, expected 1 to {MAX_WEIGHT}")),
+    };
+    let ttl = match registration.ttl {
+        None => None,
+        Some(text) => match parse_duration(&text) {
+            Ok(ttl) if ttl > Duration::ZERO => Some(ttl),
+            Ok(_) => return Err("ttl must be greater than zero".to_owned()),
+            Err(reason) => return Err(format!("ttl: {reason}")),
+        },
+    };
+    Ok(Entry {
+        pool: pool.to_owned(),
+        address,
+        weight,
+        backup: registration.backup,
+        ttl,
+        expires_at: None,
+    })
+}
+
+/// `DELETE /pools/{pool}/backends/{address}`
+pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
+    let address = match parse_address(address) {
+        Ok(address) => address,
+        Err(reply) => return reply,
+    };
+    let config = control.config();
+    let Some(pool_config) = config.pool(pool) else {
+        return unknown_pool(pool);
+    };
+    match control.deregister(pool, &address).await {
+        Ok(()) => {
+            let mut reply = json_reply(StatusCode::NO_CONTENT, json!(null));
+            *reply.body_mut() = Default::default();
+            reply.headers_mut().remove(http::header::CONTENT_TYPE);
+            reply
+        }
+        Err(_)
+            if pool_config
+                .backends
+                .iter()
+                .chain(&pool_config.backups)
+                .any(|b| b.address == address) =>
+        {
+            error(
+                StatusCode::CONFLICT,
+                format!(
+                    "backend {address} comes from the config file: drain it, or remove it from the file"
+                ),
+            )
+        }
+        Err(error) => self::error(StatusCode::NOT_FOUND, error),
+    }
+}
+
+/// Runs `act` on the backend at `address` in `pool` and answers with its view.
+fn with_backend(
+    control: &Control,
+    pool: &str,
+    address: &str,
+    act: impl FnOnce(&crate::upstream::Backend),
+) -> Reply {
+    let address = match parse_address(address) {
+        Ok(address) => address,
+        Err(reply) => return reply,
+    };
+    let state = control.state().load_full();
+    let Some(found) = state.pool(pool) else {
+        return unknown_pool(pool);
+    };
+    let found: &Pool = found;
+    match found.find(&address) {
+        Some((backend, role)) => {
+            act(backend);
+            json_reply(
+                StatusCode::OK,
+                views::backend(control, found, backend, role),
+            )
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no backend {address} in pool \"{pool}\""),
+        ),
+    }
+}
+
+fn parse_address(text: &str) -> Result<Authority, Reply> {
+    parse_backend_address(text)
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, format!("address {reason}")))
+}
+
+fn unknown_pool(pool: &str) -> Reply {
+    error(StatusCode::NOT_FOUND, format!("no pool \"{pool}\""))
+}

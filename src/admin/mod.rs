@@ -1,0 +1,220 @@
+//! The admin API: JSON over HTTP/1.1 on its own listener, off unless `[admin]` is configured.
+//!
+//! | endpoint | does |
+//! |---|---|
+//! | `GET /status` | config generation, load time, last reload error, every pool and backend |
+//! | `POST /reload` | reload the config file now |
+//! | `GET /pools/{pool}/backends[?available=true]` | the pool's members (only those pickable now) |
+//! | `POST /pools/{pool}/backends` | register `{"address", "weight", "backup", "ttl"}` (201) |
+//! | `DELETE /pools/{pool}/backends/{address}` | deregister a registered backend (204) |
+//! | `POST /pools/{pool}/backends/{address}/drain` / `enable` | stop / resume new requests |
+//! | `PUT /pools/{pool}/backends/{address}/heartbeat` | renew a registration's lease |
+//!
+//! With `[admin] token`, every request needs `Authorization: Bearer <token>` (else 401). Errors
+//! are `{"error": "..."}`: 400 for bad JSON or values, 404 for an unknown pool, backend or
+//! endpoint, 405 for a wrong method, 409 for a conflict, 422 for a rejected reload.
+
+mod handlers;
+mod views;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::control::Control;
+
+/// An admin response.
+pub type Reply = Response<Full<Bytes>>;
+
+/// Binds the admin listener.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot listen on {address} (admin): {err}"),
+        )
+    })
+}
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, control: Control, token: Option<String>) {
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "admin API listening");
+    }
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (control, token) = (control.clone(), token.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (control, token) = (control.clone(), token.clone());
+                async move { Ok::<_, Infallible>(handle(&control, token.as_deref(), request).await) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, %error, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(control: &Control, token: Option<&str>, request: Request<Incoming>) -> Reply {
+    if let Some(token) = token
+        && !authorized(&request, token)
+    {
+        let mut reply = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        reply
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return reply;
+    }
+    let path = request.uri().path().to_owned();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = request.method().clone();
+    match (segments.as_slice(), method) {
+        (["status"], Method::GET) => json_reply(StatusCode::OK, views::status(control)),
+        (["reload"], Method::POST) => handlers::reload(control).await,
+        (["pools", pool, "backends"], Method::GET) => {
+            let available_only = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|pair| pair == "available=true"));
+            handlers::list(control, pool, available_only)
+        }
+        (["pools", pool, "backends"], Method::POST) => {
+            handlers::register(control, pool, request.into_body()).await
+        }
+        (["pools", pool, "backends", address], Method::GET) => {
+            handlers::show(control, pool, address)
+        }
+        (["pools", pool, "backends", address], Method::DELETE) => {
+            handlers::deregister(control, pool, address).await
+        }
+        (["pools", pool, "backends", address, "drain"], Method::POST) => handlers::set_admin(
+            control,
+            pool,
+            address,
+            crate::upstream::health::AdminState::Draining,
+        ),
+        (["pools", pool, "backends", address, "enable"], Method::POST) => handlers::set_admin(
+            control,
+            pool,
+            address,
+            crate::upstream::health::AdminState::Enabled,
+        ),
+        (["pools", pool, "backends", address, "heartbeat"], Method::PUT) => {
+            handlers::heartbeat(control, pool, address)
+        }
+        (
+            ["status"]
+            | ["reload"]
+            | ["pools", _, "backends"]
+            | ["pools", _, "backends", _]
+            | ["pools", _, "backends", _, "drain" | "enable" | "heartbeat"],
+            _,
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+fn authorized<B>(request: &Request<B>, token: &str) -> bool {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    // Compare every byte whatever the first difference, so timing says nothing about the token.
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// Decodes `%XX` escapes (so `127.0.0.1%3A9003` names `127.0.0.1:9003`).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON response.
+pub fn json_reply(status: StatusCode, body: Value) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    reply
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
+    json_reply(status, json!({ "error": message.to_string() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_are_decoded() {
+        assert_eq!(percent_decode("127.0.0.1%3A9003"), "127.0.0.1:9003");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let with = |value: &str| {
+            Request::get("/")
+                .header("authorization", value)
+                .body(())
+                .unwrap()
+        };
+        assert!(authorized(&with("Bearer s3cret"), "s3cret"));
+        assert!(!authorized(&with("Bearer s3cre"), "s3cret"));
+        assert!(!authorized(&with("bearer s3cret"), "s3cret"));
+        assert!(!authorized(&with("s3cret"), "s3cret"));
+        assert!(!authorized(&Request::get("/").body(()).unwrap(), "s3cret"));
+    }
+}

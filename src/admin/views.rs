@@ -1,0 +1,73 @@
+//! The JSON the admin API answers with: the config's status, pools and backends.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::control::{ConfigStatus, Control};
+use crate::upstream::{Backend, Pool, Role};
+
+/// `GET /status`
+pub fn status(control: &Control) -> Value {
+    let ConfigStatus {
+        path,
+        generation,
+        loaded_at,
+        last_error,
+    } = control.status();
+    let state = control.state().load_full();
+    let pools: serde_json::Map<String, Value> = state
+        .pools()
+        .iter()
+        .map(|pool| (pool.name().to_string(), self::pool(control, pool)))
+        .collect();
+    json!({
+        "config": path.display().to_string(),
+        "generation": generation,
+        "loaded_at": rfc3339(loaded_at),
+        "last_reload_error": last_error,
+        "pools": pools,
+    })
+}
+
+/// One pool: its strategy and every member.
+pub fn pool(control: &Control, pool: &Pool) -> Value {
+    json!({
+        "name": pool.name().as_ref(),
+        "strategy": pool.strategy().name(),
+        "backends": backends(control, pool, false),
+    })
+}
+
+/// The members of `pool`; with `available_only`, those that would be picked now.
+pub fn backends(control: &Control, pool: &Pool, available_only: bool) -> Vec<Value> {
+    pool.members()
+        .filter(|(backend, _)| !available_only || backend.health().is_available())
+        .map(|(backend, role)| self::backend(control, pool, backend, role))
+        .collect()
+}
+
+/// One backend with its state.
+pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) -> Value {
+    let registration = control.registry().get(pool.name(), backend.address());
+    let health = backend.health();
+    json!({
+        "address": backend.address().as_str(),
+        "weight": backend.weight(),
+        "role": role.name(),
+        "source": if registration.is_some() { "api" } else { "file" },
+        "health": health.state().name(),
+        "available": health.is_available(),
+        "ejected_until": health
+            .ejected_until_ms()
+            .map(|until| rfc3339(SystemTime::now() + clock::until(until))),
+        "lease_expires_at": registration.and_then(|r| r.expires_at).map(rfc3339),
+        "in_flight": backend.in_flight(),
+        "requests": backend.served(),
+    })
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}

@@ -1,0 +1,232 @@
+//! `Control`: the one place that changes the running proxy. Every trigger goes through it: SIGHUP,
+//! a change of the config file (`watch.rs`), `POST /reload`, and the admin API's registry changes.
+//!
+//! A reload reads and validates the whole file first; if anything is wrong the running config
+//! stays, the error is logged and kept for `/status`, and nothing else changes. A valid config
+//! first gets its listeners (new ones bound before old ones close; a bind failure is a reload
+//! error), then a new snapshot built from it, the registrations and the old snapshot, swapped in
+//! atomically. Requests in flight finish on the snapshot they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::registry::{Entry, Registry, RegistryError};
+use crate::server::Server;
+use crate::state::{SharedState, State};
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// What `/status` says about the config.
+#[derive(Debug, Clone)]
+pub struct ConfigStatus {
+    pub path: PathBuf,
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub last_error: Option<String>,
+}
+
+/// The handle that reloads and re-registers; cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: SharedState,
+    registry: Registry,
+    server: OnceLock<Server>,
+    /// The config in force, and what `/status` reports.
+    current: Mutex<(Arc<Config>, ConfigStatus)>,
+    /// One change at a time.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Takes `config` (loaded from its `path`) as generation 1 and starts serving it: the
+    /// snapshot is built with `registry`'s registrations and its health checks start. Must run
+    /// inside a tokio runtime.
+    pub fn start(config: Config, registry: Registry) -> Control {
+        let state = State::rebuild(&config, &registry.registered(), 1, None).into_shared();
+        let status = ConfigStatus {
+            path: config.path.clone(),
+            generation: 1,
+            loaded_at: SystemTime::now(),
+            last_error: None,
+        };
+        let control = Control {
+            inner: Arc::new(Inner {
+                state,
+                registry,
+                server: OnceLock::new(),
+                current: Mutex::new((Arc::new(config), status)),
+                changing: tokio::sync::Mutex::new(()),
+            }),
+        };
+        tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
+        control
+    }
+
+    /// The live snapshot, for the server.
+    pub fn state(&self) -> SharedState {
+        Arc::clone(&self.inner.state)
+    }
+
+    /// Lets reloads change the server's listeners.
+    pub fn attach(&self, server: Server) {
+        if self.inner.server.set(server).is_err() {
+            warn!("a server is already attached; ignoring another");
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.lock_current().0)
+    }
+
+    /// What `/status` reports about the config.
+    pub fn status(&self) -> ConfigStatus {
+        self.lock_current().1.clone()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Reloads the config file; returns the new generation.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        let path = self.status().path;
+        match self.try_reload(&path).await {
+            Ok(generation) => Ok(generation),
+            Err(error) => {
+                warn!(file = %path.display(), %error, "reload rejected: the running config stays");
+                self.lock_current().1.last_error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    async fn try_reload(&self, path: &Path) -> Result<u64, ReloadError> {
+        let config = Config::load(path)?;
+        let before = self.config();
+        if let Some(server) = self.inner.server.get()
+            && config.server.listen != before.server.listen
+        {
+            server.listen_on(&config.server.listen).await?;
+        }
+        warn_on_restart_only_changes(&before, &config);
+        let generation = self.status().generation + 1;
+        self.swap(&config, generation);
+        info!(file = %path.display(), generation, pools = config.pools.len(), "config reloaded");
+        let mut current = self.lock_current();
+        current.1 = ConfigStatus {
+            path: path.to_path_buf(),
+            generation,
+            loaded_at: SystemTime::now(),
+            last_error: None,
+        };
+        current.0 = Arc::new(config);
+        Ok(generation)
+    }
+
+    /// Adds a runtime registration and serves it at once.
+    pub async fn register(&self, entry: Entry) -> Result<(), RegistryError> {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        let (pool, address) = (entry.pool.clone(), entry.address.clone());
+        self.inner.registry.register(entry)?;
+        self.rebuild();
+        info!(%pool, backend = %address, "backend registered");
+        Ok(())
+    }
+
+    /// Removes a runtime registration; its in-flight requests finish.
+    pub async fn deregister(
+        &self,
+        pool: &str,
+        address: &http::uri::Authority,
+    ) -> Result<(), RegistryError> {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        self.inner.registry.deregister(pool, address)?;
+        self.rebuild();
+        info!(%pool, backend = %address, "backend deregistered");
+        Ok(())
+    }
+
+    /// Rebuilds the snapshot from the config in force and the registrations.
+    fn rebuild(&self) {
+        let config = self.config();
+        self.swap(&config, self.status().generation);
+    }
+
+    fn swap(&self, config: &Config, generation: u64) {
+        let previous = self.inner.state.load_full();
+        let next = State::rebuild(
+            config,
+            &self.inner.registry.registered(),
+            generation,
+            Some(&previous),
+        );
+        next.start_health_checks();
+        self.inner.state.store(Arc::new(next));
+        previous.retire();
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, (Arc<Config>, ConfigStatus)> {
+        self.inner
+            .current
+            .lock()
+            .expect("the control lock is never held across a panic")
+    }
+}
+
+/// Settings read once at startup: a reload cannot apply them, so say so.
+fn warn_on_restart_only_changes(before: &Config, after: &Config) {
+    if before.server.workers != after.server.workers {
+        warn!("server.workers changed: it takes effect at the next restart");
+    }
+    if before.admin != after.admin {
+        warn!("[admin] changed: it takes effect at the next restart");
+    }
+}
+
+/// Removes registrations whose lease ran out, as they run out.
+async fn expire_leases(inner: Weak<Inner>) {
+    loop {
+        let wait = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let control = Control { inner };
+            let expired = {
+                let _one_at_a_time = control.inner.changing.lock().await;
+                let expired = control.inner.registry.expire();
+                if !expired.is_empty() {
+                    control.rebuild();
+                }
+                expired
+            };
+            for entry in &expired {
+                info!(pool = %entry.pool, backend = %entry.address, "registration expired: no heartbeat within its ttl");
+            }
+            control
+                .inner
+                .registry
+                .next_expiry()
+                .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1))
+        };
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    }
+}
