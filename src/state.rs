@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn kept_backends_are_the_same_objects_with_their_state() {
         let first = State::build(&config(TWO), 1);
-        let kept = Arc::clone(&first.pools[0].members().next().unwrap().0);
+        let kept = Arc::clone(first.pools[0].members().next().unwrap().0);
         kept.health().set_admin(AdminState::Draining);
         let _request = kept.start_request();
 

@@ -56,7 +56,7 @@ pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState
 pub fn heartbeat(control: &Control, pool: &str, address: &str) -> Reply {
     let address = match parse_address(address) {
         Ok(address) => address,
-        Err(reply) => return reply,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match control.registry().heartbeat(pool, &address) {
         Ok(_) => with_backend(control, pool, address.as_str(), |_| {}),
@@ -159,7 +159,7 @@ fn entry(pool: &str, registration: Registration) -> Result<Entry, String> {
 pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
     let address = match parse_address(address) {
         Ok(address) => address,
-        Err(reply) => return reply,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let config = control.config();
     let Some(pool_config) = config.pool(pool) else {
@@ -199,7 +199,7 @@ fn with_backend(
 ) -> Reply {
     let address = match parse_address(address) {
         Ok(address) => address,
-        Err(reply) => return reply,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let state = control.state().load_full();
     let Some(found) = state.pool(pool) else {
