@@ -221,9 +221,9 @@ fn with_backend(
     }
 }
 
-fn parse_address(text: &str) -> Result<Authority, Reply> {
-    parse_backend_address(text)
-        .map_err(|reason| error(StatusCode::BAD_REQUEST, format!("address {reason}")))
+/// A backend address from a path segment, or why it is not one.
+fn parse_address(text: &str) -> Result<Authority, String> {
+    parse_backend_address(text).map_err(|reason| format!("address {reason}"))
 }
 
 fn unknown_pool(pool: &str) -> Reply {
