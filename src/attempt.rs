@@ -89,15 +89,16 @@ pub fn upstream_uri(original: &Uri, backend: &Authority) -> Uri {
     Uri::from_parts(parts).expect("scheme, authority and an origin-form path make a valid URI")
 }
 
-/// Sends `request` and waits for its response head. `leftover` is the body's report channel
-/// (`None` for an empty body).
+/// Sends `request` and waits for its response head. `leftover` is the body's report channel: the
+/// body reports when it is all sent, or is dropped, which hyper-util only does once a connection
+/// is ready. So the response timeout covers neither connecting (the connect timeout does) nor
+/// sending the body.
 pub async fn exchange(
     client: &Client,
     request: Request<RequestBody>,
     leftover: Option<oneshot::Receiver<Leftover>>,
     timeout: Duration,
 ) -> Result<Response<Incoming>, Failed> {
-    let empty_body = leftover.is_none();
     let sent = client.request(request);
     tokio::pin!(sent);
     let mut pending = leftover;
@@ -112,7 +113,7 @@ pub async fn exchange(
             First::Response(Ok(response)) => return Ok(response),
             First::Response(Err(error)) => {
                 let cause = Cause::Failed(classify(&error));
-                return Err(failed(cause, None, pending, empty_body).await);
+                return Err(failed(cause, None, pending).await);
             }
             First::Reported(leftover) => {
                 reported = leftover;
@@ -124,9 +125,9 @@ pub async fn exchange(
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => {
             let cause = Cause::Failed(classify(&error));
-            Err(failed(cause, reported, pending, empty_body).await)
+            Err(failed(cause, reported, pending).await)
         }
-        Err(_) => Err(failed(Cause::TimedOut, reported, pending, empty_body).await),
+        Err(_) => Err(failed(Cause::TimedOut, reported, pending).await),
     }
 }
 
@@ -136,20 +137,13 @@ enum First {
     Reported(Option<Leftover>),
 }
 
-/// A failed attempt, with the body to replay if there is one: an empty body always replays;
-/// otherwise the body's report says (waited for if it has not arrived yet).
+/// A failed attempt, with the body to replay if there is one, as the body's report says (waited
+/// for if it has not arrived yet).
 async fn failed(
     cause: Cause,
     reported: Option<Leftover>,
     pending: Option<oneshot::Receiver<Leftover>>,
-    empty_body: bool,
 ) -> Failed {
-    if empty_body {
-        return Failed {
-            cause,
-            replay: Some((RequestBody::empty(), None)),
-        };
-    }
     let leftover = match (reported, pending) {
         (Some(leftover), _) => Some(leftover),
         (None, Some(report)) => tokio::time::timeout(LEFTOVER_WAIT, report)

@@ -138,24 +138,12 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// Wraps the client's body. The receiver hears once how the attempt used it; `None` when the
-    /// body is empty (nothing to wait for; any attempt can send it again).
+    /// Wraps the client's body. The receiver hears once how the attempt used it: at its end, or
+    /// when it is dropped. An empty body is dropped as the request is handed to a connection,
+    /// which tells the caller that connecting is over and the response timer may start.
     pub fn new(body: Incoming) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
-        if body.is_end_stream() {
-            return (RequestBody::empty(), None);
-        }
-        RequestBody::build(Vec::new(), Some(body))
-    }
-
-    /// A body with nothing in it.
-    pub fn empty() -> RequestBody {
-        RequestBody {
-            queued: Vec::new().into_iter(),
-            rest: None,
-            sent: None,
-            sent_bytes: 0,
-            report: None,
-        }
+        let rest = (!body.is_end_stream()).then_some(body);
+        RequestBody::build(Vec::new(), rest)
     }
 
     fn build(

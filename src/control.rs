@@ -57,7 +57,9 @@ impl Control {
     /// snapshot is built with `registry`'s registrations and its health checks start. Must run
     /// inside a tokio runtime.
     pub fn start(config: Config, registry: Registry) -> Control {
-        let state = State::rebuild(&config, &registry.registered(), 1, None).into_shared();
+        let state = State::rebuild(&config, &registry.registered(), 1, None);
+        warn_empty_pools(&state);
+        let state = state.into_shared();
         let status = ConfigStatus {
             path: config.path.clone(),
             generation: 1,
@@ -178,6 +180,7 @@ impl Control {
             Some(&previous),
         );
         next.start_health_checks();
+        warn_empty_pools(&next);
         self.inner.state.store(Arc::new(next));
         previous.retire();
     }
@@ -187,6 +190,16 @@ impl Control {
             .current
             .lock()
             .expect("the control lock is never held across a panic")
+    }
+}
+
+/// A pool with no backend answers every request with 503: legal (registrations may fill it),
+/// but worth a word.
+fn warn_empty_pools(state: &State) {
+    for pool in state.pools() {
+        if pool.members().next().is_none() {
+            warn!(pool = %pool.name(), "pool has no backends: its requests get 503 until one is registered");
+        }
     }
 }
 

@@ -14,8 +14,8 @@
 //!   idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and only when its body can be
 //!   replayed (no body, or one that fit in `body::REPLAY_LIMIT`).
 //! - Once a response head has arrived nothing is retried: the response is the client's.
-//! - At most `retries` extra attempts, each on a backend not tried yet, within the pool's retry
-//!   budget (`upstream/budget.rs`).
+//! - At most `retries` extra attempts, each on a backend not tried yet. Retries of requests that
+//!   may have reached a backend also need the pool's retry budget (`upstream/budget.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,11 +121,14 @@ fn retry_body(
     if last || matches!(failed.cause, Cause::Failed(Failure::RequestBody(_))) {
         return None;
     }
-    if !failed.cause.never_sent() && !idempotent {
+    let never_sent = failed.cause.never_sent();
+    if !never_sent && !idempotent {
         return None;
     }
     let replay = failed.replay?;
-    pool.budget().try_withdraw().then_some(replay)
+    // A request that never reached a backend adds no load when sent to another: the budget,
+    // which guards against multiplying load, only counts retries of requests that may have.
+    (never_sent || pool.budget().try_withdraw()).then_some(replay)
 }
 
 /// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).

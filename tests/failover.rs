@@ -372,3 +372,50 @@ async fn killing_one_of_three_backends_under_load_loses_no_request() {
         failures.first()
     );
 }
+
+#[tokio::test]
+async fn blackholed_connect_is_a_connect_failure_and_retried_for_post() {
+    // The response timeout is shorter than the connect timeout: a connect that never completes
+    // must still be a connect failure (retried for any method), not a response timeout.
+    let (silent, _fillers, _listener) = support::blackhole().await;
+    let good = Backend::start("good").await;
+    let config = pool_of(&[silent.to_string(), good.addr.to_string()], "")
+        + "[timeouts]\nconnect = \"500ms\"\nresponse = \"200ms\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    let reply = http.send(post("/pay", "")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.backend(), "good", "a POST that never left is retried");
+}
+
+#[tokio::test]
+async fn response_timeout_does_not_include_connect_time() {
+    let (silent, _fillers, _listener) = support::blackhole().await;
+    let config = pool_of(&[silent.to_string()], "")
+        + "[timeouts]\nconnect = \"600ms\"\nresponse = \"200ms\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(
+        reply.body.starts_with("upstream connect timeout"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn backup_takes_over_from_a_dead_primary_without_health_checks() {
+    let dead = refusing_address().await;
+    let spare = Backend::start("spare").await;
+    let config = pool_of(
+        &[dead.to_string()],
+        &format!("backups = [{{ address = \"{}\" }}]", spare.addr),
+    );
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    for i in 0..300 {
+        let reply = http.get("/").await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        assert_eq!(reply.backend(), "spare");
+    }
+}

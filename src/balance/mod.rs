@@ -109,38 +109,52 @@ impl Balancer {
     }
 }
 
-/// Most turns a rotating strategy takes from its shared counter before it scans instead.
+/// Most turns a rotating strategy takes from its shared counter before it draws instead.
 const MAX_TURNS: usize = 64;
 
 /// Takes turns from a shared rotation `counter` until `member_at(turn)` is eligible. An ineligible
 /// member's turn is consumed, not handed to its neighbour, so the eligible members keep their
-/// exact proportions (one of three down: the other two alternate, not 2:1). After `turns` misses it
-/// scans from the last member tried, so a mostly-down pool still answers in bounded time.
+/// exact proportions (one of three down: the other two alternate, not 2:1). When `turns` turns
+/// (at most [`MAX_TURNS`]) all miss, as in a cycle with a long run of a down heavy member, a draw
+/// proportional to `weight` among the eligible members keeps the proportions in expectation.
 fn take_turns(
     counter: &std::sync::atomic::AtomicUsize,
     period: usize,
     turns: usize,
     member_at: impl Fn(usize) -> usize,
+    weight: impl Fn(usize) -> u32,
     candidates: &impl Candidates,
 ) -> Option<usize> {
-    let mut member = 0;
     for _ in 0..turns.clamp(1, MAX_TURNS) {
         // Relaxed: the counter only spreads requests; it orders no other memory.
         let turn = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % period;
-        member = member_at(turn);
+        let member = member_at(turn);
         if candidates.is_eligible(member) {
             return Some(member);
         }
     }
-    first_eligible_from(member + 1, candidates)
+    draw_eligible(candidates, weight)
 }
 
-/// The first eligible index at or after `start`, wrapping around once.
-fn first_eligible_from(start: usize, candidates: &impl Candidates) -> Option<usize> {
+/// An eligible member drawn with probability proportional to `weight`: two passes, no allocation.
+fn draw_eligible(candidates: &impl Candidates, weight: impl Fn(usize) -> u32) -> Option<usize> {
     let len = candidates.len();
-    (0..len)
-        .map(|offset| (start + offset) % len)
-        .find(|&index| candidates.is_eligible(index))
+    let total: u64 = (0..len)
+        .filter(|&i| candidates.is_eligible(i))
+        .map(|i| u64::from(weight(i)))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(..total);
+    for index in (0..len).filter(|&i| candidates.is_eligible(i)) {
+        let w = u64::from(weight(index));
+        if point < w {
+            return Some(index);
+        }
+        point -= w;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! `random`: uniform, or proportional to weight when weights differ.
 //!
 //! Weighted draws use cumulative weights and a binary search, O(log n). An ineligible draw is
-//! redrawn a few times, then the scan falls back to the next eligible member so a mostly-down
-//! pool still answers in bounded time.
+//! redrawn a few times, then one proportional draw among the eligible members (O(n)) settles it,
+//! so a mostly-down pool still answers in bounded time and keeps its proportions.
 
-use super::{Candidates, first_eligible_from};
+use super::{Candidates, draw_eligible};
 
 /// Draws before falling back to a scan.
 const DRAWS: usize = 3;
@@ -38,14 +38,23 @@ impl Random {
         if len == 0 {
             return None;
         }
-        let mut draw = 0;
         for _ in 0..DRAWS {
-            draw = self.draw(len);
+            let draw = self.draw(len);
             if candidates.is_eligible(draw) {
                 return Some(draw);
             }
         }
-        first_eligible_from(draw, candidates)
+        draw_eligible(candidates, |index| self.weight(index))
+    }
+
+    fn weight(&self, index: usize) -> u32 {
+        match index {
+            0 => self.cumulative.first().map_or(1, |&w| w as u32),
+            _ => self
+                .cumulative
+                .get(index)
+                .map_or(1, |&sum| (sum - self.cumulative[index - 1]) as u32),
+        }
     }
 
     fn draw(&self, len: usize) -> usize {

@@ -19,7 +19,7 @@ impl RoundRobin {
         if len == 0 {
             return None;
         }
-        take_turns(&self.0, len, len + 1, |turn| turn, candidates)
+        take_turns(&self.0, len, len + 1, |turn| turn, |_| 1, candidates)
     }
 }
 

@@ -27,6 +27,7 @@ const SMOOTH_BUDGET: u64 = 1 << 24;
 pub struct Weighted {
     cycle: Box<[u32]>,
     next: AtomicUsize,
+    weights: Box<[u32]>,
 }
 
 impl Weighted {
@@ -43,6 +44,7 @@ impl Weighted {
         Weighted {
             cycle: cycle.into_boxed_slice(),
             next: AtomicUsize::new(0),
+            weights: weights.into(),
         }
     }
 
@@ -52,12 +54,12 @@ impl Weighted {
         if self.cycle.is_empty() || candidates.is_empty() {
             return None;
         }
-        let turns = candidates.len() + 1;
         take_turns(
             &self.next,
             self.cycle.len(),
-            turns,
+            self.cycle.len(),
             |turn| self.cycle[turn] as usize,
+            |member| self.weights.get(member).copied().unwrap_or(1),
             candidates,
         )
     }
@@ -193,6 +195,40 @@ mod tests {
         };
         let counts = tally(60, &members, || balancer.pick(&members).unwrap());
         assert_eq!(counts, [20, 0, 40], "1:2 between the two left");
+    }
+
+    #[test]
+    fn equal_survivors_split_evenly_when_the_heavy_member_is_down() {
+        for (weights, down, expected) in [
+            (vec![5, 1, 1], 0, [0, 600, 600]),
+            (vec![1, 1, 8], 2, [600, 600, 0]),
+        ] {
+            let balancer = Weighted::new(&weights);
+            let members = Members {
+                down: vec![down],
+                load: vec![0; 3],
+            };
+            let counts = tally(1200, &members, || balancer.pick(&members).unwrap());
+            assert_eq!(
+                counts, expected,
+                "weights {weights:?} with member {down} down"
+            );
+        }
+    }
+
+    #[test]
+    fn long_runs_of_a_down_member_fall_back_to_proportional_draws() {
+        let balancer = Weighted::new(&[1000, 1, 1]);
+        let members = Members {
+            down: vec![0],
+            load: vec![0; 3],
+        };
+        let counts = tally(4000, &members, || balancer.pick(&members).unwrap());
+        assert_eq!(counts[0], 0);
+        assert!(
+            (1700..=2300).contains(&counts[1]),
+            "survivors split about evenly: {counts:?}"
+        );
     }
 
     #[test]

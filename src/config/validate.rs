@@ -50,10 +50,21 @@ impl Source<'_> {
         ConfigError::at(self.path, self.text, spanned.span().start, message)
     }
 
+    /// A TOML or type error, worded for an operator and naming the key when it can.
     fn syntax(&self, err: &toml::de::Error) -> ConfigError {
-        let message = err.message().trim_end().to_owned();
+        let message = err
+            .message()
+            .trim_end()
+            .replace("expected i64", "expected an integer")
+            .replace("expected bool", "expected true or false");
         match err.span() {
-            Some(span) => ConfigError::at(self.path, self.text, span.start, message),
+            Some(span) => {
+                let message = match key_before(self.text, span.start) {
+                    Some(key) => format!("{key}: {message}"),
+                    None => message,
+                };
+                ConfigError::at(self.path, self.text, span.start, message)
+            }
             None => ConfigError::whole_file(self.path, message),
         }
     }
@@ -287,6 +298,17 @@ impl Source<'_> {
     }
 }
 
+/// The key whose value starts at `offset` (`weight` in `weight = "3"`), if there is one.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?.trim_end();
+    let before = before.strip_suffix('=')?.trim_end();
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    let key = &before[start..];
+    (!key.is_empty()).then_some(key)
+}
+
 /// `host:port`, optionally written `http://host:port`.
 pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
     let bare = text.strip_prefix("http://").unwrap_or(text);
@@ -300,6 +322,9 @@ pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
         return Err(format!(
             "{text:?} needs a host and a port, e.g. \"127.0.0.1:9001\""
         ));
+    }
+    if authority.port_u16() == Some(0) {
+        return Err(format!("{text:?}: port 0 cannot be connected to"));
     }
     if authority.as_str().contains('@') {
         return Err(format!("{text:?} must not carry credentials"));
@@ -449,6 +474,25 @@ pool = "web"
             "weight = 1 }",
             "wieght = 1 }",
             "proxy.toml:13: unknown field `wieght`",
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        assert_rejected(
+            "\"250ms\"",
+            "250",
+            "proxy.toml:7: connect: invalid type: integer `250`, expected a string",
+        );
+        assert_rejected(
+            "weight = 3",
+            "weight = \"3\"",
+            "proxy.toml:14: weight: invalid type: string \"3\", expected an integer",
+        );
+        assert_rejected(
+            "\"127.0.0.1:9101\"",
+            "\"127.0.0.1:0\"",
+            "port 0 cannot be connected to",
         );
     }
 

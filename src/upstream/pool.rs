@@ -85,6 +85,8 @@ pub struct Pool {
     strategy: Strategy,
     primaries: Tier,
     backups: Tier,
+    /// Primaries and backups together, for fail-open.
+    everyone: Tier,
     policy: Policy,
     budget: RetryBudget,
     failing_open: AtomicBool,
@@ -101,11 +103,13 @@ impl Pool {
         backups: Vec<Arc<Backend>>,
         policy: Policy,
     ) -> Pool {
+        let everyone: Vec<Arc<Backend>> = primaries.iter().chain(&backups).cloned().collect();
         Pool {
             name: name.into(),
             strategy,
             primaries: Tier::new(strategy, primaries),
             backups: Tier::new(strategy, backups),
+            everyone: Tier::new(strategy, everyone),
             policy,
             budget: RetryBudget::default(),
             failing_open: AtomicBool::new(false),
@@ -167,10 +171,7 @@ impl Pool {
             return None;
         }
         let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
-        let picked = self
-            .primaries
-            .pick(enabled)
-            .or_else(|| self.backups.pick(enabled));
+        let picked = self.everyone.pick(enabled);
         if picked.is_some() {
             self.set_failing_open(true);
         }
@@ -198,19 +199,28 @@ impl Pool {
     }
 
     /// A request to `backend` failed (connect error, reset, timeout, or 502/503/504 from it);
-    /// ejects it after `consecutive_failures` in a row, within `max_ejected_percent`.
+    /// ejects it after `consecutive_failures` in a row, within `max_ejected_percent` of its tier
+    /// (primaries beyond it while a backup is available to take over).
     pub fn record_failure(&self, backend: &Backend, reason: &str) {
         let outlier = &self.policy.outlier;
         let streak = backend.health().record_failure();
         if outlier.consecutive_failures == 0 || streak < outlier.consecutive_failures {
             return;
         }
-        let tier = match self.role_of(backend) {
-            Some(Role::Primary) => &self.primaries,
-            Some(Role::Backup) => &self.backups,
-            None => return,
+        let may_eject = match self.role_of(backend) {
+            // With a backup to take over, ejecting primaries beyond the cap loses nothing.
+            Some(Role::Primary) => {
+                self.primaries.may_eject(outlier.max_ejected_percent)
+                    || self
+                        .backups
+                        .backends
+                        .iter()
+                        .any(|b| b.health().is_available())
+            }
+            Some(Role::Backup) => self.backups.may_eject(outlier.max_ejected_percent),
+            None => false,
         };
-        if !tier.may_eject(outlier.max_ejected_percent) {
+        if !may_eject {
             return;
         }
         if let Some(period) = backend
@@ -372,6 +382,38 @@ mod tests {
             b.health().is_available(),
             "a second ejection would pass 50% of 3 primaries"
         );
+    }
+
+    #[test]
+    fn primaries_are_ejected_beyond_the_cap_when_a_backup_can_take_over() {
+        let pool = pool(Strategy::RoundRobin, &[1, 2], &[9], policy());
+        for index in 0..2 {
+            let primary = Arc::clone(&pool.primaries.backends[index]);
+            pool.record_failure(&primary, "test");
+            pool.record_failure(&primary, "test");
+            assert_eq!(primary.health().state(), BackendState::Ejected);
+        }
+        assert_eq!(port(pool.pick(&[]).unwrap()), 9, "the backup serves");
+    }
+
+    #[test]
+    fn fail_open_spreads_over_primaries_and_backups() {
+        let pool = pool(
+            Strategy::RoundRobin,
+            &[1],
+            &[9],
+            Policy {
+                fail_open: true,
+                ..policy()
+            },
+        );
+        for (backend, _) in pool.members() {
+            backend
+                .health()
+                .eject(Duration::from_secs(60), Duration::from_secs(60));
+        }
+        let ports: Vec<u16> = (0..4).map(|_| port(pool.pick(&[]).unwrap())).collect();
+        assert_eq!(ports, [1, 9, 1, 9]);
     }
 
     #[test]
