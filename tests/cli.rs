@@ -91,15 +91,3 @@ fn unbindable_listen_address_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
 }
-
-#[test]
-fn sigterm_stops_the_proxy_with_exit_zero() {
-    let proxy =
-        support::BinaryProxy::start("[pool.web]\nbackends = [{ address = \"127.0.0.1:9\" }]\n");
-    let mut proxy = proxy;
-    let pid = proxy.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let status = proxy.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
-}

@@ -1,16 +1,18 @@
 //! Shared helpers for the integration tests: real backends, the real proxy, clients.
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod proxy;
 
+pub use admin::{AdminReply, admin};
 pub use backend::{
     Backend, PatternBody, blackhole, check_pattern, pattern_byte, refusing_address,
     scripted_backend, stalled_backend,
 };
 pub use client::{Http, Reply, TestBody, empty, h2c, raw, wait_until};
-pub use proxy::{BinaryProxy, TempDir, TestProxy};
+pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};
 
 /// The TOML for a pool of these backends: `[pool.NAME]` with `strategy` and unit weights.
 pub fn pool(name: &str, strategy: &str, backends: &[&Backend]) -> String {

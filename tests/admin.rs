@@ -1,0 +1,319 @@
+//! The admin API as a service registry: register, deregister, drain, leases, persistence, tokens.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fulcrum::app::Options;
+use serde_json::Value;
+use support::{Backend, Http, TestProxy, admin, pool, wait_until};
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+async fn names_serving(http: &Http, count: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..count {
+        let reply = http.get("/").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        names.push(reply.backend().to_owned());
+    }
+    names
+}
+
+fn member<'a>(list: &'a Value, address: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|b| b["address"] == address)
+}
+
+#[tokio::test]
+async fn register_serves_at_once_and_deregister_stops_it() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    let http = Http::to(proxy.addr);
+
+    let body = format!(
+        "{{\"address\": \"{}\", \"weight\": 2, \"backup\": false}}",
+        b.addr
+    );
+    let reply = admin(api, "POST", "/pools/web/backends", Some(&body), None).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json);
+    assert_eq!(reply.json["source"], "api");
+    assert_eq!(reply.json["weight"], 2);
+    assert!(
+        names_serving(&http, 6).await.contains(&"b".to_owned()),
+        "a registration serves at once"
+    );
+
+    let listed = admin(api, "GET", "/pools/web/backends", None, None)
+        .await
+        .json;
+    assert_eq!(
+        member(&listed, &a.addr.to_string()).unwrap()["source"],
+        "file"
+    );
+    let registered = member(&listed, &b.addr.to_string()).unwrap();
+    assert_eq!(registered["source"], "api");
+    assert_eq!(registered["role"], "primary");
+    assert_eq!(registered["health"], "healthy");
+
+    let path = format!("/pools/web/backends/{}", b.addr);
+    assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 204);
+    assert!(
+        names_serving(&http, 6).await.iter().all(|n| n == "a"),
+        "deregistered: no traffic"
+    );
+    assert_eq!(
+        admin(api, "DELETE", &path, None, None).await.status,
+        404,
+        "already gone"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    let cases = [
+        ("POST", "/pools/web/backends", Some("{not json"), 400),
+        (
+            "POST",
+            "/pools/web/backends",
+            Some("{\"address\": \"nowhere\"}"),
+            400,
+        ),
+        (
+            "POST",
+            "/pools/web/backends",
+            Some("{\"address\": \"127.0.0.1:9\", \"weight\": 0}"),
+            400,
+        ),
+        (
+            "POST",
+            "/pools/web/backends",
+            Some("{\"address\": \"127.0.0.1:9\", \"ttl\": \"soon\"}"),
+            400,
+        ),
+        (
+            "POST",
+            "/pools/web/backends",
+            Some("{\"address\": \"127.0.0.1:9\", \"colour\": 1}"),
+            400,
+        ),
+        (
+            "POST",
+            "/pools/nope/backends",
+            Some("{\"address\": \"127.0.0.1:9\"}"),
+            404,
+        ),
+        ("DELETE", "/pools/web/backends/127.0.0.1:9", None, 404),
+        ("DELETE", "/pools/nope/backends/127.0.0.1:9", None, 404),
+        ("POST", "/pools/web/backends/127.0.0.1:9/drain", None, 404),
+        ("GET", "/pools/nope/backends", None, 404),
+        ("GET", "/nothing/here", None, 404),
+        ("DELETE", "/status", None, 405),
+    ];
+    for (method, path, body, expected) in cases {
+        let reply = admin(api, method, path, body, None).await;
+        assert_eq!(
+            reply.status, expected,
+            "{method} {path} {body:?}: {:?}",
+            reply.json
+        );
+        assert!(
+            reply.json["error"].is_string(),
+            "{method} {path}: errors are JSON"
+        );
+    }
+    let file_backend = format!("{{\"address\": \"{}\"}}", a.addr);
+    let reply = admin(
+        api,
+        "POST",
+        "/pools/web/backends",
+        Some(&file_backend),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 409, "already in the pool by the file");
+}
+
+#[tokio::test]
+async fn token_is_required_when_set() {
+    let a = Backend::start("a").await;
+    let config = pool("web", "round_robin", &[&a]) + ADMIN + "token = \"s3cret\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    assert_eq!(admin(api, "GET", "/status", None, None).await.status, 401);
+    assert_eq!(
+        admin(api, "GET", "/status", None, Some("wrong"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(admin(api, "POST", "/reload", None, None).await.status, 401);
+    assert_eq!(
+        admin(api, "GET", "/status", None, Some("s3cret"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn status_shows_generation_pools_and_backends() {
+    let a = Backend::start("a").await;
+    let spare = Backend::start("spare").await;
+    let config = pool("web", "least_connections", &[&a]).replace(
+        "backends = [",
+        &format!(
+            "backups = [{{ address = \"{}\" }}]\nbackends = [",
+            spare.addr
+        ),
+    ) + ADMIN;
+    let proxy = TestProxy::start(&config).await;
+    Http::to(proxy.addr).get("/").await;
+    let status = admin(proxy.admin.unwrap(), "GET", "/status", None, None)
+        .await
+        .json;
+    assert_eq!(status["generation"], 1);
+    assert!(
+        status["loaded_at"].as_str().unwrap().ends_with('Z'),
+        "{status}"
+    );
+    assert!(status["last_reload_error"].is_null());
+    let web = &status["pools"]["web"];
+    assert_eq!(web["strategy"], "least_connections");
+    let primary = member(&web["backends"], &a.addr.to_string()).unwrap();
+    assert_eq!(primary["role"], "primary");
+    assert_eq!(primary["requests"], 1);
+    assert_eq!(primary["in_flight"], 0);
+    assert!(primary["ejected_until"].is_null());
+    assert_eq!(
+        member(&web["backends"], &spare.addr.to_string()).unwrap()["role"],
+        "backup"
+    );
+}
+
+#[tokio::test]
+async fn drain_stops_new_requests_while_in_flight_ones_finish() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a, &b]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    let held = {
+        let http = Http::to(proxy.addr);
+        tokio::spawn(async move { http.get("/hold").await })
+    };
+    wait_until("the held request reached a", Duration::from_secs(5), || {
+        a.served() == 1
+    })
+    .await;
+
+    let path = format!("/pools/web/backends/{}/drain", a.addr);
+    let reply = admin(api, "POST", &path, None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json["health"], "draining");
+    assert_eq!(reply.json["in_flight"], 1);
+    let http = Http::to(proxy.addr);
+    assert!(
+        names_serving(&http, 6).await.iter().all(|n| n == "b"),
+        "a draining backend gets nothing new"
+    );
+    let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
+        .await
+        .json;
+    assert_eq!(available.as_array().unwrap().len(), 1);
+    assert_eq!(available[0]["address"], b.addr.to_string());
+
+    a.release(1);
+    assert_eq!(
+        held.await.unwrap().status,
+        200,
+        "the in-flight request finishes"
+    );
+    let path = format!("/pools/web/backends/{}/enable", a.addr);
+    assert_eq!(
+        admin(api, "POST", &path, None, None).await.json["health"],
+        "healthy"
+    );
+    assert!(names_serving(&http, 6).await.contains(&"a".to_owned()));
+}
+
+#[tokio::test]
+async fn lease_expires_without_heartbeats_and_lives_with_them() {
+    let a = Backend::start("a").await;
+    let kept = Backend::start("kept").await;
+    let lapsed = Backend::start("lapsed").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    for backend in [&kept, &lapsed] {
+        let body = format!("{{\"address\": \"{}\", \"ttl\": \"600ms\"}}", backend.addr);
+        assert_eq!(
+            admin(api, "POST", "/pools/web/backends", Some(&body), None)
+                .await
+                .status,
+            201
+        );
+    }
+    let heartbeat = format!("/pools/web/backends/{}/heartbeat", kept.addr);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(admin(api, "PUT", &heartbeat, None, None).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let listed = admin(api, "GET", "/pools/web/backends", None, None)
+        .await
+        .json;
+    assert!(
+        member(&listed, &kept.addr.to_string()).is_some(),
+        "heartbeats keep the lease"
+    );
+    assert!(
+        member(&listed, &lapsed.addr.to_string()).is_none(),
+        "no heartbeat: expired"
+    );
+}
+
+#[tokio::test]
+async fn registrations_survive_a_reload_and_a_restart() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let state_dir = support::TempDir::new();
+    let state_file = state_dir.path().join("registrations.json");
+    let config = pool("web", "round_robin", &[&a])
+        + ADMIN
+        + &format!("state_file = \"{}\"\n", state_file.display());
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    let body = format!("{{\"address\": \"{}\", \"backup\": true}}", b.addr);
+    assert_eq!(
+        admin(api, "POST", "/pools/web/backends", Some(&body), None)
+            .await
+            .status,
+        201
+    );
+
+    proxy.rewrite(&config.replace("round_robin", "random"));
+    assert_eq!(admin(api, "POST", "/reload", None, None).await.status, 200);
+    let listed = admin(api, "GET", "/pools/web/backends", None, None)
+        .await
+        .json;
+    let registered = member(&listed, &b.addr.to_string()).expect("kept across the reload");
+    assert_eq!(registered["role"], "backup");
+    proxy.stop().await;
+
+    let restarted = TestProxy::start_with(&config, Options::default()).await;
+    let listed = admin(
+        restarted.admin.unwrap(),
+        "GET",
+        "/pools/web/backends",
+        None,
+        None,
+    )
+    .await
+    .json;
+    let registered = member(&listed, &b.addr.to_string()).expect("kept across a restart");
+    assert_eq!(registered["source"], "api");
+    assert_eq!(registered["role"], "backup");
+}

@@ -1,0 +1,120 @@
+//! Graceful shutdown of the real binary: stop accepting, finish in-flight requests, close idle
+//! keep-alive connections, exit 0; and never wait past the grace period.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Backend, BinaryProxy, Http, pool, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn terminate(proxy: &BinaryProxy) {
+    let pid = proxy.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits for the process to exit, polling; returns its exit code.
+async fn exit_code(proxy: &mut BinaryProxy, deadline: Duration) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "the proxy did not exit within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
+    let backend = Backend::start("b").await;
+    let config = "[server]\nshutdown_grace = \"10s\"\n".to_owned()
+        + &pool("web", "round_robin", &[&backend]);
+    let mut proxy = BinaryProxy::start(&config);
+    let addr = proxy.addr;
+
+    // An idle keep-alive connection, which shutdown must close rather than wait for.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let slow = tokio::spawn(async move { Http::to(addr).get("/sleep/1500").await });
+    wait_until(
+        "the slow request reached the backend",
+        Duration::from_secs(5),
+        || backend.requests().iter().any(|r| r.target == "/sleep/1500"),
+    )
+    .await;
+    terminate(&proxy);
+
+    let refused_by = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < refused_by,
+            "new connections are refused once shutdown starts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow request was still in flight when accepting stopped"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle keep-alive connection is closed"
+    );
+
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, 200, "the in-flight request completes");
+    assert_eq!(
+        exit_code(&mut proxy, Duration::from_secs(10)).await,
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn shutdown_never_waits_past_the_grace_period() {
+    let backend = Backend::start("b").await;
+    let config = "[server]\nshutdown_grace = \"300ms\"\n".to_owned()
+        + &pool("web", "round_robin", &[&backend]);
+    let mut proxy = BinaryProxy::start(&config);
+    let addr = proxy.addr;
+    let stuck = tokio::spawn(async move { Http::to(addr).try_get("/sleep/20000").await });
+    wait_until(
+        "the request reached the backend",
+        Duration::from_secs(5),
+        || backend.served() == 1,
+    )
+    .await;
+    let signalled = Instant::now();
+    terminate(&proxy);
+    assert_eq!(
+        exit_code(&mut proxy, Duration::from_secs(10)).await,
+        Some(0)
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "a request past the grace period is cut"
+    );
+}
