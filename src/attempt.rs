@@ -1,24 +1,52 @@
-//! One attempt: the request sent to one backend, the wait for its response head, and, when it
-//! fails, what is left to send the same request elsewhere.
+//! One attempt: the request sent to one backend on a ready connection, the wait for its
+//! response head, and, when it fails, what is left to send the same request elsewhere.
 //!
-//! The response timeout runs from the moment the request body has been sent whole (a large
-//! upload is not a slow backend); until then the wait is unbounded here, and the client's own
-//! pace bounds it. The request head is kept by the caller across attempts.
+//! Connecting comes first and is bounded by the connect timeout. The response timeout then runs
+//! from the moment the request body has been sent whole (a large upload is not a slow backend);
+//! for a request without a body, from the moment it is handed to the connection.
+//!
+//! A request that hyper hands back unsent (the connection closed before it could be written)
+//! goes on a fresh connection at once when the closed one came from the pool: a stale keep-alive
+//! connection never surfaces as an error.
 
+use std::future::Future;
 use std::time::Duration;
 
-use http::request::Parts;
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::body::{Leftover, RequestBody};
-use crate::upstream::{Client, Failure, classify};
+use crate::upstream::{Backend, Client, Failure, Sender, classify};
 
 /// How long to wait for a dropped request body to report what it sent. It reports as it is
-/// dropped, which the client does on failure; this only bounds a surprise.
+/// dropped, which hyper does on failure; this only bounds a surprise.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// A request body's report channel (`None` for an empty body).
+pub type Report = Option<oneshot::Receiver<Leftover>>;
+
+/// The rewritten request head, kept to build the request again for a retry.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: Method,
+    /// Origin-form: path and query only.
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    /// The HTTP/1.1 request for this head and `body`.
+    pub fn into_request(self, body: RequestBody) -> Request<RequestBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
 
 /// Why an attempt produced no response.
 #[derive(Debug)]
@@ -47,103 +75,131 @@ impl Cause {
     }
 }
 
+/// What a failed attempt leaves to send again.
+#[derive(Debug)]
+pub enum Replay {
+    /// The whole request, never sent.
+    Request(Request<RequestBody>, Report),
+    /// The body only (the head was sent): the head must come from a kept copy.
+    Body(RequestBody, Report),
+}
+
 /// A failed attempt.
 #[derive(Debug)]
 pub struct Failed {
     pub cause: Cause,
-    /// The same body, ready to send again, when that is possible.
-    pub replay: Option<(RequestBody, Option<oneshot::Receiver<Leftover>>)>,
+    /// What can be sent again, when anything can.
+    pub replay: Option<Replay>,
 }
 
-/// The request for one attempt: `head` (already rewritten) aimed at `backend`. The head's
-/// headers are cloned, except on the `last` attempt, which takes them.
-pub fn request_for(
-    head: &mut Parts,
-    backend: &Authority,
-    body: RequestBody,
-    last: bool,
-) -> Request<RequestBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = upstream_uri(&head.uri, backend);
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = if last {
-        std::mem::take(&mut head.headers)
-    } else {
-        head.headers.clone()
-    };
-    request
-}
-
-/// `http://backend/path?query`, the path and query kept byte for byte.
-pub fn upstream_uri(original: &Uri, backend: &Authority) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.clone());
-    parts.path_and_query = Some(
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).expect("scheme, authority and an origin-form path make a valid URI")
-}
-
-/// Sends `request` and waits for its response head. `leftover` is the body's report channel: the
-/// body reports when it is all sent, or is dropped, which hyper-util only does once a connection
-/// is ready. So the response timeout covers neither connecting (the connect timeout does) nor
-/// sending the body.
+/// Sends `request` to `backend` and waits for its response head; on success, also returns the
+/// connection, to be recycled once the response body has been relayed.
 pub async fn exchange(
     client: &Client,
-    request: Request<RequestBody>,
-    leftover: Option<oneshot::Receiver<Leftover>>,
+    backend: &Backend,
+    mut request: Request<RequestBody>,
+    mut report: Report,
     timeout: Duration,
-) -> Result<Response<Incoming>, Failed> {
-    let sent = client.request(request);
+) -> Result<(Response<Incoming>, Sender), Failed> {
+    let has_body = report.is_some();
+    loop {
+        let (mut sender, reused) = match client.connection(backend).await {
+            Ok(connection) => connection,
+            Err(failure) => {
+                return Err(Failed {
+                    cause: Cause::Failed(failure),
+                    replay: Some(Replay::Request(request, report)),
+                });
+            }
+        };
+        let mut reported = None;
+        let outcome = wait(
+            sender.try_send_request(request),
+            &mut report,
+            &mut reported,
+            timeout,
+        )
+        .await;
+        let mut error = match outcome {
+            Ok(response) => return Ok((response, sender)),
+            Err(Waited::TimedOut) => {
+                return Err(failed(Cause::TimedOut, has_body, reported, report).await);
+            }
+            Err(Waited::Error(error)) => error,
+        };
+        match error.take_message() {
+            // A pooled connection closed under us before the request was written: a fresh one.
+            Some(unsent) if reused => request = unsent,
+            Some(unsent) => {
+                let cause = Cause::Failed(Failure::NotSent(error.error().to_string()));
+                return Err(Failed {
+                    cause,
+                    replay: Some(Replay::Request(unsent, report)),
+                });
+            }
+            None => {
+                let cause = Cause::Failed(classify(error.error()));
+                return Err(failed(cause, has_body, reported, report).await);
+            }
+        }
+    }
+}
+
+/// Why no response head came back.
+enum Waited {
+    TimedOut,
+    Error(TrySendError<Request<RequestBody>>),
+}
+
+/// Waits for the response head: unbounded while the body is still being sent (the report has
+/// not come), then at most `timeout`.
+async fn wait(
+    sent: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
+    report: &mut Report,
+    reported: &mut Option<Leftover>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Waited> {
     tokio::pin!(sent);
-    let mut pending = leftover;
-    let mut reported = None;
-    if let Some(report) = pending.as_mut() {
+    if let Some(receiver) = report.as_mut() {
         let first = tokio::select! {
             response = &mut sent => First::Response(response),
             // Sent whole, or dropped unsent: from here the response timeout runs.
-            leftover = report => First::Reported(leftover.ok()),
+            leftover = receiver => First::Reported(leftover.ok()),
         };
         match first {
-            First::Response(Ok(response)) => return Ok(response),
-            First::Response(Err(error)) => {
-                let cause = Cause::Failed(classify(&error));
-                return Err(failed(cause, None, pending).await);
-            }
+            First::Response(response) => return response.map_err(Waited::Error),
             First::Reported(leftover) => {
-                reported = leftover;
-                pending = None;
+                *reported = leftover;
+                *report = None;
             }
         }
     }
     match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => {
-            let cause = Cause::Failed(classify(&error));
-            Err(failed(cause, reported, pending).await)
-        }
-        Err(_) => Err(failed(Cause::TimedOut, reported, pending).await),
+        Ok(response) => response.map_err(Waited::Error),
+        Err(_) => Err(Waited::TimedOut),
     }
 }
 
 /// What finished first while the body was still being sent.
 enum First {
-    Response(Result<Response<Incoming>, hyper_util::client::legacy::Error>),
+    Response(Result<Response<Incoming>, TrySendError<Request<RequestBody>>>),
     Reported(Option<Leftover>),
 }
 
-/// A failed attempt, with the body to replay if there is one, as the body's report says (waited
-/// for if it has not arrived yet).
+/// A failed attempt whose head was sent, with the body to replay if there is one: an empty body
+/// always replays; otherwise the body's report says (waited for if it has not arrived yet).
 async fn failed(
     cause: Cause,
+    has_body: bool,
     reported: Option<Leftover>,
-    pending: Option<oneshot::Receiver<Leftover>>,
+    pending: Report,
 ) -> Failed {
+    if !has_body {
+        return Failed {
+            cause,
+            replay: Some(Replay::Body(RequestBody::empty(), None)),
+        };
+    }
     let leftover = match (reported, pending) {
         (Some(leftover), _) => Some(leftover),
         (None, Some(report)) => tokio::time::timeout(LEFTOVER_WAIT, report)
@@ -152,10 +208,9 @@ async fn failed(
             .and_then(Result::ok),
         (None, None) => None,
     };
-    Failed {
-        cause,
-        replay: leftover
-            .and_then(|leftover| leftover.replay)
-            .map(|replay| replay.into_body()),
-    }
+    let replay = leftover.and_then(|leftover| leftover.replay).map(|replay| {
+        let (body, report) = replay.into_body();
+        Replay::Body(body, report)
+    });
+    Failed { cause, replay }
 }

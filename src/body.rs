@@ -16,18 +16,49 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Sender};
 
 /// A response body sent to the client.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Relayed from a backend.
-    Upstream {
-        body: Incoming,
-        _in_flight: InFlight,
-    },
+    Upstream(Relayed),
     /// Written by the proxy.
     Local(Full<Bytes>),
+}
+
+/// A backend's response body, with what must happen when it ends: the request stops counting as
+/// in flight, and the connection it came on goes back to its backend's idle stack, but only if
+/// the body was read to its end (a connection with unread bytes cannot carry another exchange).
+#[derive(Debug)]
+pub struct Relayed {
+    body: Incoming,
+    in_flight: InFlight,
+    connection: Option<Sender>,
+}
+
+impl Relayed {
+    pub fn new(body: Incoming, in_flight: InFlight, connection: Sender) -> Relayed {
+        Relayed {
+            body,
+            in_flight,
+            connection: Some(connection),
+        }
+    }
+
+    fn recycle(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.in_flight.backend().connections().put(connection);
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.recycle();
+        }
+    }
 }
 
 impl ProxyBody {
@@ -46,7 +77,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream(relayed) => {
+                let polled = Pin::new(&mut relayed.body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None)) || relayed.body.is_end_stream() {
+                    relayed.recycle();
+                }
+                polled
+            }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -55,14 +92,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream(relayed) => relayed.body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream(relayed) => relayed.body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
     }
@@ -139,11 +176,23 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Wraps the client's body. The receiver hears once how the attempt used it: at its end, or
-    /// when it is dropped. An empty body is dropped as the request is handed to a connection,
-    /// which tells the caller that connecting is over and the response timer may start.
+    /// when it is dropped. `None` when the body is empty: there is nothing to wait for or replay.
     pub fn new(body: Incoming) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
-        let rest = (!body.is_end_stream()).then_some(body);
-        RequestBody::build(Vec::new(), rest)
+        if body.is_end_stream() {
+            return (RequestBody::empty(), None);
+        }
+        RequestBody::build(Vec::new(), Some(body))
+    }
+
+    /// A body with nothing in it.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            queued: Vec::new().into_iter(),
+            rest: None,
+            sent: None,
+            sent_bytes: 0,
+            report: None,
+        }
     }
 
     fn build(

@@ -20,19 +20,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::request::Parts;
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use crate::attempt::{self, Cause, Failed};
-use crate::body::{ProxyBody, RequestBody};
+use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
+use crate::body::{ProxyBody, Relayed, RequestBody};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientSide};
 use crate::route::host_name;
 use crate::state::{SharedState, State};
-use crate::upstream::{Backend, Failure, InFlight, Pool};
+use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 
 /// The proxy service: one per server, shared by every connection.
 #[derive(Debug, Clone)]
@@ -69,9 +68,14 @@ async fn forward(
         .route(host, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
-    let (mut head, body) = prepare(request, peer);
+    let (head, body) = prepare(request, peer);
     let idempotent = is_idempotent(&head.method);
-    let (mut body, mut leftover) = RequestBody::new(body);
+    let retries = pool.policy().retries;
+    // A copy of the head is needed only to resend an idempotent request after it was sent; a
+    // request that never left comes back whole.
+    let kept = (idempotent && retries > 0).then(|| head.clone());
+    let (body, report) = RequestBody::new(body);
+    let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let mut last_error = None;
     loop {
@@ -80,44 +84,42 @@ async fn forward(
                 pool: pool.name().clone(),
             }));
         };
-        let last = tried.len() as u32 >= pool.policy().retries;
-        let request = attempt::request_for(&mut head, backend.address(), body, last);
         if tried.is_empty() {
             pool.budget().deposit();
         }
         let in_flight = backend.start_request();
-        let failed =
-            match attempt::exchange(state.client(), request, leftover, state.timeouts().response)
-                .await
-            {
-                Ok(response) => return Ok(relay(pool, response, in_flight)),
-                Err(failed) => failed,
-            };
+        let (request, report) = next;
+        let timeout = state.timeouts().response;
+        let failed = match attempt::exchange(state.client(), &backend, request, report, timeout)
+            .await
+        {
+            Ok((response, connection)) => return Ok(relay(pool, response, in_flight, connection)),
+            Err(failed) => failed,
+        };
         drop(in_flight);
         let error = upstream_error(&failed.cause, pool, &backend, state);
         if failed.cause.blames_backend() {
             pool.record_failure(&backend, &error.to_string());
         }
-        let Some(replay) = retry_body(failed, idempotent, last, pool) else {
+        let last = tried.len() as u32 >= retries;
+        let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
             return Err(error);
         };
         debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
-        (body, leftover) = replay;
+        next = again;
         tried.push(backend);
         last_error = Some(error);
     }
 }
 
-/// The body for another attempt, when the retry rules and the budget allow one.
-fn retry_body(
+/// The request for another attempt, when the retry rules and the budget allow one.
+fn retry(
     failed: Failed,
     idempotent: bool,
     last: bool,
     pool: &Pool,
-) -> Option<(
-    RequestBody,
-    Option<tokio::sync::oneshot::Receiver<crate::body::Leftover>>,
-)> {
+    kept: Option<&Head>,
+) -> Option<(Request<RequestBody>, Report)> {
     if last || matches!(failed.cause, Cause::Failed(Failure::RequestBody(_))) {
         return None;
     }
@@ -125,10 +127,13 @@ fn retry_body(
     if !never_sent && !idempotent {
         return None;
     }
-    let replay = failed.replay?;
+    let again = match failed.replay? {
+        Replay::Request(request, report) => (request, report),
+        Replay::Body(body, report) => (kept?.clone().into_request(body), report),
+    };
     // A request that never reached a backend adds no load when sent to another: the budget,
     // which guards against multiplying load, only counts retries of requests that may have.
-    (never_sent || pool.budget().try_withdraw()).then_some(replay)
+    (never_sent || pool.budget().try_withdraw()).then_some(again)
 }
 
 /// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).
@@ -140,8 +145,8 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
-/// forwarding headers in.
-fn prepare(mut request: Request<Incoming>, peer: SocketAddr) -> (Parts, Incoming) {
+/// forwarding headers in, the target in origin form.
+fn prepare(mut request: Request<Incoming>, peer: SocketAddr) -> (Head, Incoming) {
     let client = ClientSide {
         ip: peer.ip(),
         proto: "http",
@@ -149,11 +154,34 @@ fn prepare(mut request: Request<Incoming>, peer: SocketAddr) -> (Parts, Incoming
     };
     set_host_from_target(&mut request);
     headers::rewrite_request(request.headers_mut(), &client);
-    request.into_parts()
+    let (parts, body) = request.into_parts();
+    let head = Head {
+        method: parts.method,
+        uri: origin_form(parts.uri),
+        headers: parts.headers,
+    };
+    (head, body)
+}
+
+/// The target as a backend receives it: path and query, byte for byte.
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
-fn relay(pool: &Pool, response: Response<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+fn relay(
+    pool: &Pool,
+    response: Response<Incoming>,
+    in_flight: InFlight,
+    connection: Sender,
+) -> Response<ProxyBody> {
     let status = response.status();
     if matches!(
         status,
@@ -167,10 +195,7 @@ fn relay(pool: &Pool, response: Response<Incoming>, in_flight: InFlight) -> Resp
     headers::rewrite_response(&mut parts.headers, parts.version);
     Response::from_parts(
         parts,
-        ProxyBody::Upstream {
-            body,
-            _in_flight: in_flight,
-        },
+        ProxyBody::Upstream(Relayed::new(body, in_flight, connection)),
     )
 }
 
@@ -256,13 +281,13 @@ mod tests {
     use http::Uri;
 
     #[test]
-    fn upstream_uri_keeps_path_and_query_bytes() {
+    fn origin_form_keeps_path_and_query_bytes() {
         let original: Uri = "/a%2Fb/./c?x=1&y=%20;z".parse().unwrap();
-        let uri = attempt::upstream_uri(&original, &Authority::from_static("127.0.0.1:9001"));
-        assert_eq!(
-            uri.to_string(),
-            "http://127.0.0.1:9001/a%2Fb/./c?x=1&y=%20;z"
-        );
+        assert_eq!(origin_form(original).to_string(), "/a%2Fb/./c?x=1&y=%20;z");
+        let absolute: Uri = "http://shop.example.com/a%2Fb?x=1".parse().unwrap();
+        assert_eq!(origin_form(absolute).to_string(), "/a%2Fb?x=1");
+        let bare: Uri = "http://shop.example.com".parse().unwrap();
+        assert_eq!(origin_form(bare).to_string(), "/");
     }
 
     #[test]

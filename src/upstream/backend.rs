@@ -4,17 +4,22 @@
 //! it, so its counters stay right while a request outlives the snapshot that picked it.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
+use super::connections::Connections;
 use super::health::Health;
 
 /// A backend server of a pool.
 #[derive(Debug)]
 pub struct Backend {
     address: Authority,
+    /// The address as a socket address, when its host is an IP literal (no lookup needed).
+    socket_addr: Option<SocketAddr>,
+    connections: Connections,
     weight: AtomicU32,
     in_flight: AtomicUsize,
     served: AtomicU64,
@@ -25,7 +30,17 @@ impl Backend {
     /// A backend at `address` (`host:port`) with a selection weight of at least 1, healthy
     /// from the start unless `start_healthy` is false (it must then pass a health check first).
     pub fn new(address: Authority, weight: u32, start_healthy: bool) -> Arc<Backend> {
+        let socket_addr = address
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .zip(address.port_u16())
+            .map(|(ip, port)| SocketAddr::new(ip, port));
         Arc::new(Backend {
+            socket_addr,
+            connections: Connections::default(),
             address,
             weight: AtomicU32::new(weight.max(1)),
             in_flight: AtomicUsize::new(0),
@@ -42,6 +57,16 @@ impl Backend {
     /// `host:port`, as written in the config.
     pub fn address(&self) -> &Authority {
         &self.address
+    }
+
+    /// The address as a socket address, when it needs no name lookup.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.socket_addr
+    }
+
+    /// Its idle keep-alive connections.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     /// Selection weight.
@@ -115,6 +140,16 @@ mod tests {
             2,
             "served counts every request ever started"
         );
+    }
+
+    #[test]
+    fn ip_literal_addresses_need_no_lookup() {
+        let v4 = Backend::new(Authority::from_static("127.0.0.1:9001"), 1, true);
+        assert_eq!(v4.socket_addr(), Some("127.0.0.1:9001".parse().unwrap()));
+        let v6 = Backend::new(Authority::from_static("[::1]:9001"), 1, true);
+        assert_eq!(v6.socket_addr(), Some("[::1]:9001".parse().unwrap()));
+        let named = Backend::new(Authority::from_static("localhost:9001"), 1, true);
+        assert_eq!(named.socket_addr(), None);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Active health checks: one task per backend, probing `GET path` on the pool's interval.
 //!
-//! A probe opens a fresh connection each time (no pooling), so a dead listener is noticed even
+//! A probe opens a fresh connection each time and closes it, so a dead listener is noticed even
 //! when the proxy's request traffic still rides on older keep-alive connections. `Host` is the
 //! backend's own address. A result feeds `Health::record_probe`, which flips the state only after
 //! the consecutive thresholds; each flip is logged once.
@@ -11,46 +11,30 @@
 
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use http::{Request, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{self, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use super::health::Flip;
-use super::{Backend, Pool};
+use super::{Backend, Pool, connections};
+use crate::body::RequestBody;
 use crate::config::HealthCheck;
-
-type ProbeClient = legacy::Client<HttpConnector, Empty<Bytes>>;
 
 /// Starts a checker for every member of `pool`, when the pool has health checks configured.
 pub fn spawn(pool: &Arc<Pool>) {
     let Some(check) = pool.policy().health.clone() else {
         return;
     };
-    let client = probe_client(&check);
     for (backend, _) in pool.members() {
         tokio::spawn(run(
             Arc::downgrade(pool),
             Arc::downgrade(backend),
             check.clone(),
-            client.clone(),
         ));
     }
 }
 
-fn probe_client(check: &HealthCheck) -> ProbeClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(check.timeout));
-    legacy::Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
-}
-
-async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck, client: ProbeClient) {
+async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -61,7 +45,7 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck, clien
         if pool.is_retired() {
             return;
         }
-        let verdict = probe(&client, &backend, &check).await;
+        let verdict = probe(&backend, &check).await;
         let flip = backend.health().record_probe(
             verdict.is_ok(),
             check.healthy_after,
@@ -79,17 +63,22 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck, clien
     }
 }
 
-/// One probe: `Ok` when the backend answered with an expected status within the timeout.
-async fn probe(client: &ProbeClient, backend: &Backend, check: &HealthCheck) -> Result<(), String> {
-    let uri = format!("http://{}{}", backend.address(), check.path);
-    let request = Request::get(uri)
+/// One probe on a fresh connection: `Ok` when the backend answered with an expected status
+/// within the timeout.
+async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
+    let request = Request::get(check.path.as_str())
         .header(header::HOST, backend.address().as_str())
         .header(header::USER_AGENT, "fulcrum-health-check")
-        .body(Empty::new())
+        .header(header::CONNECTION, "close")
+        .body(RequestBody::empty())
         .map_err(|err| format!("cannot build the probe: {err}"))?;
     let exchange = async {
-        let response = client
-            .request(request)
+        let mut sender =
+            connections::connect(backend.address(), backend.socket_addr(), check.timeout)
+                .await
+                .map_err(|failure| failure.to_string())?;
+        let response = sender
+            .send_request(request)
             .await
             .map_err(|err| super::classify(&err).to_string())?;
         let status = response.status();

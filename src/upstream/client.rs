@@ -1,52 +1,67 @@
-//! The HTTP/1.1 client that carries requests to backends, and what its failures mean.
+//! The client side of the proxy: a connection to a backend (pooled or new), and what a failure
+//! to exchange a request on it means.
 //!
-//! One hyper-util pooled client serves every backend, and outlives config reloads: it keeps idle
-//! keep-alive connections per `host:port`, sets TCP_NODELAY, bounds connect time (`connector.rs`),
-//! and (hyper's own rule) retries a request
-//! whose pooled connection turned out closed before the request was written. Idle connections are
-//! closed after [`IDLE_TIMEOUT`], which needs `pool_timer` to work at all.
+//! There is no shared client object to rebuild on reload: connections live with their backend
+//! (`connections.rs`), and the connect timeout is read per connect from an atomic that each new
+//! snapshot sets. A pooled connection that the backend closed while it sat idle is noticed when
+//! taken (closed) or when the request cannot be written on it (hyper hands the request back),
+//! and the request then goes on a fresh connection, whatever its method.
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper_util::client::legacy;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use super::Backend;
+use super::connections::{self, Sender};
 
-use super::connector::Connector;
-use crate::body::RequestBody;
+/// How long a pooled connection, just returned, may take to become ready again.
+const READY_WAIT: Duration = Duration::from_secs(1);
 
-/// How long an idle upstream connection is kept for reuse; below common backend keep-alive
-/// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The pooled upstream client and its connector's timeout; cheap to clone (the pool is shared).
+/// Upstream connection settings shared across snapshots; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: legacy::Client<Connector, RequestBody>,
-    connector: Connector,
+    connect_timeout_ms: Arc<AtomicU64>,
 }
 
 impl Client {
-    /// A client with `connect_timeout` on every new upstream connection.
+    /// Connections made with `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Client {
-        let connector = Connector::new(connect_timeout);
-        let http = legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .build(connector.clone());
-        Client { http, connector }
-    }
-
-    /// Sends a request (absolute URI) on a pooled or new connection.
-    pub fn request(&self, request: http::Request<RequestBody>) -> legacy::ResponseFuture {
-        self.http.request(request)
+        Client {
+            connect_timeout_ms: Arc::new(AtomicU64::new(connect_timeout.as_millis() as u64)),
+        }
     }
 
     /// Changes the connect timeout for connections opened from now on.
     pub fn set_connect_timeout(&self, timeout: Duration) {
-        self.connector.set_timeout(timeout);
+        self.connect_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// A connection to `backend` ready for a request, and whether it was reused: the most
+    /// recently used idle one that is still open, else a new one.
+    pub async fn connection(&self, backend: &Backend) -> Result<(Sender, bool), Failure> {
+        while let Some(mut sender) = backend.connections().take() {
+            if sender.is_ready() {
+                return Ok((sender, true));
+            }
+            // Returned a moment ago: its connection task has not yet marked it ready.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                return Ok((sender, true));
+            }
+        }
+        let sender = connections::connect(
+            backend.address(),
+            backend.socket_addr(),
+            self.connect_timeout(),
+        )
+        .await?;
+        Ok((sender, false))
     }
 }
 
@@ -55,10 +70,9 @@ impl Client {
 pub enum Failure {
     /// The TCP connect did not complete within the connect timeout.
     ConnectTimeout,
-    /// The TCP connect failed (refused, unreachable...).
+    /// The TCP connect (or the connection's setup) failed: refused, unreachable...
     Connect(String),
-    /// The connection closed before the request could be written (hyper already tried a fresh
-    /// one): the request never reached the backend.
+    /// The connection closed before the request could be written: it never reached the backend.
     NotSent(String),
     /// The client's request body failed while it was being forwarded (the client went away or
     /// sent a malformed body); the backend is not at fault.
@@ -98,25 +112,22 @@ impl Failure {
     }
 }
 
-/// Sorts a client error into a [`Failure`].
-pub fn classify(error: &legacy::Error) -> Failure {
-    if error.is_connect() {
-        return match innermost::<io::Error>(error) {
-            Some(io) if io.kind() == io::ErrorKind::TimedOut => Failure::ConnectTimeout,
-            Some(io) => Failure::Connect(describe_io(io)),
-            None => Failure::Connect(error.to_string()),
-        };
+/// Sorts an error from an exchange that was started on a connection.
+pub fn classify(error: &hyper::Error) -> Failure {
+    if error.is_user() {
+        return Failure::RequestBody(error.to_string());
     }
-    match innermost::<hyper::Error>(error) {
-        Some(hyper) if hyper.is_user() => Failure::RequestBody(hyper.to_string()),
-        Some(hyper) if hyper.is_canceled() => Failure::NotSent(hyper.to_string()),
-        Some(hyper) => Failure::Upstream(hyper.to_string()),
+    if error.is_canceled() {
+        return Failure::NotSent(error.to_string());
+    }
+    match innermost::<io::Error>(error) {
+        Some(io) => Failure::Upstream(format!("{error}: {}", describe_io(io))),
         None => Failure::Upstream(error.to_string()),
     }
 }
 
 /// The deepest error of type `E` in `error`'s source chain.
-fn innermost<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+pub fn innermost<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
     let mut found = None;
     let mut current = Some(error);
     while let Some(err) = current {
@@ -129,7 +140,7 @@ fn innermost<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> 
 }
 
 /// "connection refused" rather than "Connection refused (os error 111)".
-fn describe_io(error: &io::Error) -> String {
+pub fn describe_io(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         io::ErrorKind::ConnectionReset => "connection reset".to_owned(),

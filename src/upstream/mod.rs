@@ -7,7 +7,8 @@
 //!   backend now".
 //! - `checker.rs`: active health checks, one task per backend.
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
-//! - `client.rs`: the pooled keep-alive HTTP/1.1 client and how its failures are classified.
+//! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
+//! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
 //!
 //! This module does not route, rewrite headers or build responses: that is `proxy.rs`.
 
@@ -15,11 +16,12 @@ mod backend;
 mod budget;
 pub mod checker;
 mod client;
-mod connector;
+pub mod connections;
 pub mod health;
 mod pool;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
 pub use client::{Client, Failure, classify};
+pub use connections::Sender;
 pub use pool::{Policy, Pool, Role};

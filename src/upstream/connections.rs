@@ -1,0 +1,122 @@
+//! Keep-alive connections to one backend: an idle stack, and how a new connection is made.
+//!
+//! Connections are hyper's low-level HTTP/1.1 client (`client::conn::http1`), one request at a
+//! time each. After a response body has been relayed to its end, its connection goes back on its
+//! backend's idle stack; the next request to that backend takes the most recently used one (warm
+//! in every cache). Closed connections and ones idle past [`IDLE_TIMEOUT`] are dropped as they
+//! are met. The stack lives in the `Backend`, so a reload that keeps the backend keeps them.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::uri::Authority;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::Failure;
+use crate::body::RequestBody;
+
+/// The sending half of one upstream connection.
+pub type Sender = http1::SendRequest<RequestBody>;
+
+/// How long an idle upstream connection is kept for reuse; below common backend keep-alive
+/// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most idle connections kept per backend.
+const MAX_IDLE: usize = 1024;
+
+/// A backend's idle connections, most recently used last.
+#[derive(Debug, Default)]
+pub struct Connections {
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Connections {
+    /// The most recently used idle connection that is still open, if any.
+    pub fn take(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange is complete.
+    pub fn put(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        // Drop the oldest if it has expired, so a quiet backend's stack does not only grow.
+        if idle
+            .first()
+            .is_some_and(|e| e.since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// How many idle connections are kept now.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle
+            .lock()
+            .expect("the idle-connections lock is never held across a panic")
+    }
+}
+
+/// Opens a new connection to `address` (`socket` when it is an IP literal), within `timeout`.
+pub async fn connect(
+    address: &Authority,
+    socket: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<Sender, Failure> {
+    let connecting = async {
+        match socket {
+            Some(socket) => TcpStream::connect(socket).await,
+            None => TcpStream::connect(address.as_str()).await,
+        }
+    };
+    let stream = match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(Failure::Connect(super::client::describe_io(&error))),
+        Err(_) => return Err(Failure::ConnectTimeout),
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(backend = %address, %error, "cannot set TCP_NODELAY");
+    }
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| Failure::Connect(error.to_string()))?;
+    let backend = address.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%backend, %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
