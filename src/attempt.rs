@@ -76,6 +76,8 @@ impl Cause {
 }
 
 /// What a failed attempt leaves to send again.
+// Short-lived and moved a few times on the failure path: not worth an allocation to shrink.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Replay {
     /// The whole request, never sent.
@@ -146,6 +148,7 @@ pub async fn exchange(
 }
 
 /// Why no response head came back.
+#[allow(clippy::large_enum_variant)] // lives on the stack for one match
 enum Waited {
     TimedOut,
     Error(TrySendError<Request<RequestBody>>),
@@ -181,6 +184,7 @@ async fn wait(
 }
 
 /// What finished first while the body was still being sent.
+#[allow(clippy::large_enum_variant)] // lives on the stack for one match
 enum First {
     Response(Result<Response<Incoming>, TrySendError<Request<RequestBody>>>),
     Reported(Option<Leftover>),
