@@ -63,10 +63,17 @@ fn init_tracing() {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.server.workers {
-        runtime.worker_threads(workers);
-    }
+    // One worker: a current-thread runtime, which skips the work-stealing scheduler's
+    // cross-thread bookkeeping (README, Performance).
+    let mut runtime = match config.server.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime
         .enable_all()
         .build()
