@@ -85,8 +85,8 @@ pub struct Pool {
     strategy: Strategy,
     primaries: Tier,
     backups: Tier,
-    /// Primaries and backups together, for fail-open.
-    everyone: Tier,
+    /// Primaries and backups together; built only for a fail-open pool.
+    everyone: Option<Tier>,
     policy: Policy,
     budget: RetryBudget,
     failing_open: AtomicBool,
@@ -103,13 +103,16 @@ impl Pool {
         backups: Vec<Arc<Backend>>,
         policy: Policy,
     ) -> Pool {
-        let everyone: Vec<Arc<Backend>> = primaries.iter().chain(&backups).cloned().collect();
+        let everyone = policy.fail_open.then(|| {
+            let all: Vec<Arc<Backend>> = primaries.iter().chain(&backups).cloned().collect();
+            Tier::new(strategy, all)
+        });
         Pool {
             name: name.into(),
             strategy,
             primaries: Tier::new(strategy, primaries),
             backups: Tier::new(strategy, backups),
-            everyone: Tier::new(strategy, everyone),
+            everyone,
             policy,
             budget: RetryBudget::default(),
             failing_open: AtomicBool::new(false),
@@ -167,11 +170,9 @@ impl Pool {
             self.set_failing_open(false);
             return picked;
         }
-        if !self.policy.fail_open {
-            return None;
-        }
+        let everyone = self.everyone.as_ref()?;
         let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
-        let picked = self.everyone.pick(enabled);
+        let picked = everyone.pick(enabled);
         if picked.is_some() {
             self.set_failing_open(true);
         }
