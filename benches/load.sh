@@ -70,6 +70,32 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# Memory per idle client connection: RSS of each proxy before and with IDLE keep-alive client
+# connections open (each has made one request, then sits idle).
+# HAProxy reserves two descriptors per maxconn and this machine caps them at 20000 (ulimit -Hn).
+IDLE=${IDLE:-9900}
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+proxy_pid() { # name -> the process serving connections (nginx: its worker)
+  case $1 in
+    fulcrum) pgrep -f "target/release/fulcrum --config $work/fulcrum.toml" | head -1 ;;
+    nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
+    haproxy) pgrep -f "haproxy -f $work/haproxy.cfg" | head -1 ;;
+  esac
+}
+echo "idle connections: $IDLE per proxy" > "$work/idle.txt"
+for target in "${targets[@]}"; do
+  name=${target%%:*} port=${target#*:}
+  [ "$name" = direct ] && continue
+  pid=$(proxy_pid "$name")
+  before=$(rss_kib "$pid")
+  coproc HOLD { python3 benches/idle_connections.py "$port" "$IDLE"; }
+  read -r ready <&"${HOLD[0]}" || true
+  after=$(rss_kib "$pid")
+  echo "$name $before $after $ready" >> "$work/idle.txt"
+  exec {HOLD[1]}>&-
+  wait "$HOLD_PID" 2>/dev/null || true
+done
+
 python3 - "$work" "${targets[@]%%:*}" <<'PY'
 import re, statistics, sys, pathlib
 work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
@@ -97,4 +123,12 @@ f = rows["fulcrum"][0]
 for peer in ("nginx", "haproxy", "direct"):
     if peer in rows:
         print(f"fulcrum/{peer}: {f / rows[peer][0]:.2f}x")
+idle = (work / "idle.txt").read_text().splitlines()
+count = int(idle[0].split()[2])
+print(f"\n| proxy | RSS before (KiB) | RSS with {count} idle connections (KiB) | per connection |")
+print("|---|---:|---:|---:|")
+for line in idle[1:]:
+    name, before, after, *ready = line.split()
+    per = (int(after) - int(before)) * 1024 / count
+    print(f"| {name} | {before} | {after} | {per:,.0f} B |")
 PY

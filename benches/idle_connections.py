@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Opens COUNT keep-alive connections to 127.0.0.1:PORT, makes one request on each, then holds
+them all open and idle until stdin closes. Prints "ready N" once all are open.
+
+    python3 benches/idle_connections.py PORT COUNT
+"""
+import socket
+import sys
+
+
+def main() -> None:
+    port, count = int(sys.argv[1]), int(sys.argv[2])
+    held = []
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        response = b""
+        while b"\r\n\r\n" not in response or not response.endswith(b"ok\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise SystemExit(f"connection {len(held)} closed early: {response!r}")
+            response += chunk
+        held.append(conn)
+    print(f"ready {len(held)}", flush=True)
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
