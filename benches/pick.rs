@@ -1,5 +1,6 @@
 //! `Pool::pick` for every strategy at 3, 100 and 1,000 backends: one thread, and contended from
-//! two threads at once (this machine's core count). `cargo bench --bench pick`.
+//! two threads at once (this machine's core count). Each pick carries a fresh hash key (only
+//! `consistent_hash` reads it; hashing it is part of the measured cost). `cargo bench --bench pick`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -21,18 +22,29 @@ fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {
     let policy = Policy {
         retries: 2,
         fail_open: false,
+        balance_factor: None,
+        hash_key: None,
+        sticky: None,
         outlier: Outlier::default(),
         health: None,
     };
     Arc::new(Pool::new("bench", strategy, backends, Vec::new(), policy))
 }
 
-const STRATEGIES: [Strategy; 4] = [
+const STRATEGIES: [Strategy; 5] = [
     Strategy::RoundRobin,
     Strategy::Weighted,
     Strategy::LeastConnections,
     Strategy::Random,
+    Strategy::ConsistentHash,
 ];
+
+/// A different key each call, as distinct users would bring (a cheap counter, hashed).
+fn fastrand_key() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    fulcrum::balance::stable_hash(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+}
 
 fn single_thread(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
@@ -40,7 +52,7 @@ fn single_thread(c: &mut Criterion) {
         for size in [3, 100, 1000] {
             let pool = pool(strategy, size);
             group.bench_with_input(BenchmarkId::new(strategy.name(), size), &size, |b, _| {
-                b.iter(|| black_box(pool.pick(&[])).is_some())
+                b.iter(|| black_box(pool.pick(&[], Some(fastrand_key()))).is_some())
             });
         }
     }
@@ -67,7 +79,7 @@ fn two_threads(pool: &Arc<Pool>, iters: u64) -> Duration {
         for _ in 0..2 {
             scope.spawn(|| {
                 for _ in 0..iters {
-                    black_box(pool.pick(&[]));
+                    black_box(pool.pick(&[], Some(fastrand_key())));
                 }
             });
         }

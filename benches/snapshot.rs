@@ -9,6 +9,11 @@ use fulcrum::config::Config;
 use fulcrum::state::State;
 
 fn config_text(strategy: &str) -> String {
+    let key = if strategy == "consistent_hash" {
+        "hash_key = \"path\"\n"
+    } else {
+        ""
+    };
     let backends: Vec<String> = (0..1000)
         .map(|i| {
             format!(
@@ -20,7 +25,7 @@ fn config_text(strategy: &str) -> String {
         })
         .collect();
     format!(
-        "[pool.big]\nstrategy = \"{strategy}\"\nbackends = [\n{}\n]\n",
+        "[pool.big]\nstrategy = \"{strategy}\"\n{key}backends = [\n{}\n]\n",
         backends.join("\n")
     )
 }
@@ -34,7 +39,13 @@ fn parse(c: &mut Criterion) {
 
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot_build_1000_backends");
-    for strategy in ["round_robin", "weighted", "least_connections", "random"] {
+    for strategy in [
+        "round_robin",
+        "weighted",
+        "least_connections",
+        "random",
+        "consistent_hash",
+    ] {
         let config = Config::parse(&config_text(strategy), Path::new("bench.toml")).unwrap();
         group.bench_function(strategy, |b| b.iter(|| State::build(black_box(&config), 1)));
         let previous = State::build(&config, 1);

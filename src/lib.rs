@@ -5,6 +5,7 @@
 //! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
 //!   request is served from, held in an `ArcSwap`.
 //! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `affinity.rs`: consistent-hash keys and sticky-session cookies.
 //! - `balance/`: the selection strategies, pure and synchronous, one file each.
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
 //! - `proxy.rs`: the request path (below), retries included.
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod affinity;
 pub mod app;
 pub mod attempt;
 pub mod balance;

@@ -68,6 +68,15 @@ async fn forward(
         .route(host, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
+    let policy = pool.policy();
+    let key = policy
+        .hash_key
+        .as_ref()
+        .and_then(|k| k.hash(&request, peer.ip()));
+    let pinned = policy
+        .sticky
+        .as_ref()
+        .and_then(|s| s.requested(request.headers()));
     let (head, body) = prepare(request, peer);
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
@@ -79,7 +88,10 @@ async fn forward(
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let mut last_error = None;
     loop {
-        let Some(backend) = pool.pick(&tried).cloned() else {
+        let chosen = pinned
+            .and_then(|token| pool.pinned(token, &tried))
+            .or_else(|| pool.pick(&tried, key));
+        let Some(backend) = chosen.cloned() else {
             return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyBackend {
                 pool: pool.name().clone(),
             }));
@@ -90,12 +102,15 @@ async fn forward(
         let in_flight = backend.start_request();
         let (request, report) = next;
         let timeout = state.timeouts().response;
-        let failed = match attempt::exchange(state.client(), &backend, request, report, timeout)
-            .await
-        {
-            Ok((response, connection)) => return Ok(relay(pool, response, in_flight, connection)),
-            Err(failed) => failed,
-        };
+        let failed =
+            match attempt::exchange(state.client(), &backend, request, report, timeout).await {
+                Ok((response, connection)) => {
+                    let mut response = relay(pool, response, in_flight, connection);
+                    pin_to(pool, &backend, pinned, &mut response);
+                    return Ok(response);
+                }
+                Err(failed) => failed,
+            };
         drop(in_flight);
         let error = upstream_error(&failed.cause, pool, &backend, state);
         if failed.cause.blames_backend() {
@@ -134,6 +149,20 @@ fn retry(
     // A request that never reached a backend adds no load when sent to another: the budget,
     // which guards against multiplying load, only counts retries of requests that may have.
     (never_sent || pool.budget().try_withdraw()).then_some(again)
+}
+
+/// With sticky sessions, sets the affinity cookie when the request was not already pinned to the
+/// backend that served it (no cookie, a forged one, or its backend was unavailable).
+fn pin_to(pool: &Pool, backend: &Backend, pinned: Option<u64>, response: &mut Response<ProxyBody>) {
+    let Some(sticky) = &pool.policy().sticky else {
+        return;
+    };
+    let token = pool.sticky_token(backend);
+    if pinned != Some(token) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, sticky.set_cookie(token));
+    }
 }
 
 /// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).

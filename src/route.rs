@@ -118,6 +118,9 @@ mod tests {
         let policy = crate::upstream::Policy {
             retries: 0,
             fail_open: false,
+            balance_factor: None,
+            hash_key: None,
+            sticky: None,
             outlier: crate::config::Outlier::default(),
             health: None,
         };

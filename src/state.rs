@@ -185,6 +185,9 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
     let policy = Policy {
         retries: config.retries,
         fail_open: config.fail_open,
+        balance_factor: config.hash_balance_factor,
+        hash_key: config.hash_key.clone(),
+        sticky: config.sticky.clone(),
         outlier: config.outlier,
         health: config.health.clone(),
     };

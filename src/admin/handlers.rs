@@ -229,3 +229,47 @@ fn parse_address(text: &str) -> Result<Authority, String> {
 fn unknown_pool(pool: &str) -> Reply {
     error(StatusCode::NOT_FOUND, format!("no pool \"{pool}\""))
 }
+
+/// `GET /pools/{pool}/route?key=K[&n=N]`: a key's preference list (consistent hashing), and the
+/// backend that would serve it now.
+pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
+    let state = control.state().load_full();
+    let Some(found) = state.pool(pool) else {
+        return unknown_pool(pool);
+    };
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| super::percent_decode(&value.replace('+', " ")))
+    };
+    let Some(key) = param("key") else {
+        return error(StatusCode::BAD_REQUEST, "give the key: ?key=...");
+    };
+    let n = match param("n").map(|n| n.parse::<usize>()) {
+        None => 3,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "n must be 1 to 100"),
+    };
+    let hash = crate::affinity::key_hash(&key);
+    let Some(replicas) = found.replicas(hash, n) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("pool \"{pool}\" does not use consistent_hash"),
+        );
+    };
+    let serving = found.pick(&[], Some(hash)).map(|b| b.address().to_string());
+    json_reply(
+        StatusCode::OK,
+        json!({
+            "pool": pool,
+            "key": key,
+            "backend": serving,
+            "replicas": replicas.iter().map(|b| json!({
+                "address": b.address().as_str(),
+                "health": b.health().state().name(),
+            })).collect::<Vec<_>>(),
+        }),
+    )
+}

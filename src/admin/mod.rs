@@ -9,6 +9,7 @@
 //! | `DELETE /pools/{pool}/backends/{address}` | deregister a registered backend (204) |
 //! | `POST /pools/{pool}/backends/{address}/drain` / `enable` | stop / resume new requests |
 //! | `PUT /pools/{pool}/backends/{address}/heartbeat` | renew a registration's lease |
+//! | `GET /pools/{pool}/route?key=K[&n=N]` | where a consistent-hash key lives: home and replicas |
 //!
 //! With `[admin] token`, every request needs `Authorization: Bearer <token>` (else 401). Errors
 //! are `{"error": "..."}`: 400 for bad JSON or values, 404 for an unknown pool, backend or
@@ -103,6 +104,10 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
                 .is_some_and(|q| q.split('&').any(|pair| pair == "available=true"));
             handlers::list(control, pool, available_only)
         }
+        (["pools", pool, "route"], Method::GET) => {
+            let query = request.uri().query().unwrap_or("");
+            handlers::route(control, pool, query)
+        }
         (["pools", pool, "backends"], Method::POST) => {
             handlers::register(control, pool, request.into_body()).await
         }
@@ -131,6 +136,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
             ["status"]
             | ["reload"]
             | ["pools", _, "backends"]
+            | ["pools", _, "route"]
             | ["pools", _, "backends", _]
             | ["pools", _, "backends", _, "drain" | "enable" | "heartbeat"],
             _,
@@ -156,7 +162,7 @@ fn authorized<B>(request: &Request<B>, token: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes (so `127.0.0.1%3A9003` names `127.0.0.1:9003`).
-fn percent_decode(segment: &str) -> String {
+pub fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

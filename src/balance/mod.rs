@@ -9,6 +9,7 @@
 //! `Balancer` is a closed set, so it is an enum whose `pick` matches on the strategy: no boxing
 //! and no dynamic dispatch on the hot path.
 
+pub mod hash;
 mod least_conn;
 mod random;
 mod round_robin;
@@ -16,6 +17,7 @@ mod weighted;
 
 use std::fmt;
 
+pub use hash::{HashRing, stable_hash};
 pub use least_conn::LeastConnections;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -42,11 +44,13 @@ pub enum Strategy {
     Weighted,
     LeastConnections,
     Random,
+    ConsistentHash,
 }
 
 impl Strategy {
     /// The config names, in the order error messages list them.
-    pub const NAMES: &'static str = "round_robin, weighted, least_connections, random";
+    pub const NAMES: &'static str =
+        "round_robin, weighted, least_connections, random, consistent_hash";
 
     /// Parses a config name such as `"least_connections"`.
     pub fn from_name(name: &str) -> Option<Strategy> {
@@ -55,6 +59,7 @@ impl Strategy {
             "weighted" => Some(Strategy::Weighted),
             "least_connections" => Some(Strategy::LeastConnections),
             "random" => Some(Strategy::Random),
+            "consistent_hash" => Some(Strategy::ConsistentHash),
             _ => None,
         }
     }
@@ -66,6 +71,7 @@ impl Strategy {
             Strategy::Weighted => "weighted",
             Strategy::LeastConnections => "least_connections",
             Strategy::Random => "random",
+            Strategy::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -83,10 +89,34 @@ pub enum Balancer {
     Weighted(Weighted),
     LeastConnections(LeastConnections),
     Random(Random),
+    ConsistentHash(HashRing),
+}
+
+/// What a balancer is built from: each member's identity (its address) and weight.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub identity: &'a str,
+    pub weight: u32,
 }
 
 impl Balancer {
-    /// Builds the selector for `strategy` over members with these weights (each at least 1).
+    /// Builds the selector for `strategy` over these members (weights at least 1);
+    /// `balance_factor` is consistent hashing's bounded load.
+    pub fn with_members(
+        strategy: Strategy,
+        members: &[Member<'_>],
+        balance_factor: Option<f64>,
+    ) -> Balancer {
+        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
+        if strategy == Strategy::ConsistentHash {
+            let identities: Vec<&str> = members.iter().map(|m| m.identity).collect();
+            return Balancer::ConsistentHash(HashRing::new(&identities, &weights, balance_factor));
+        }
+        Balancer::new(strategy, &weights)
+    }
+
+    /// Builds the selector for `strategy` over members with these weights (each at least 1);
+    /// consistent hashing identifies members by their position here.
     pub fn new(strategy: Strategy, weights: &[u32]) -> Balancer {
         match strategy {
             Strategy::RoundRobin => Balancer::RoundRobin(RoundRobin::new()),
@@ -95,16 +125,31 @@ impl Balancer {
                 Balancer::LeastConnections(LeastConnections::new(weights))
             }
             Strategy::Random => Balancer::Random(Random::new(weights)),
+            Strategy::ConsistentHash => {
+                let identities: Vec<String> = (0..weights.len()).map(|i| i.to_string()).collect();
+                let identities: Vec<&str> = identities.iter().map(String::as_str).collect();
+                Balancer::ConsistentHash(HashRing::new(&identities, weights, None))
+            }
         }
     }
 
-    /// The index of the member to use, or `None` when no member is eligible.
-    pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
+    /// The index of the member to use, or `None` when no member is eligible. `key` is the
+    /// request's hash key; only consistent hashing uses it.
+    pub fn pick(&self, candidates: &impl Candidates, key: Option<u64>) -> Option<usize> {
         match self {
             Balancer::RoundRobin(b) => b.pick(candidates),
             Balancer::Weighted(b) => b.pick(candidates),
             Balancer::LeastConnections(b) => b.pick(candidates),
             Balancer::Random(b) => b.pick(candidates),
+            Balancer::ConsistentHash(b) => b.pick(key, candidates),
+        }
+    }
+
+    /// The first `n` members of `key`'s preference order (consistent hashing only).
+    pub fn replicas(&self, key: u64, n: usize) -> Option<Vec<usize>> {
+        match self {
+            Balancer::ConsistentHash(ring) => Some(ring.replicas(key, n)),
+            _ => None,
         }
     }
 }
@@ -221,7 +266,16 @@ mod tests {
         for name in Strategy::NAMES.split(", ") {
             let strategy = Strategy::from_name(name).unwrap();
             let balancer = Balancer::new(strategy, &[1, 2, 3]);
-            assert_eq!(balancer.pick(&members), None, "{name} picked a down member");
+            assert_eq!(
+                balancer.pick(&members, Some(7)),
+                None,
+                "{name} picked a down member"
+            );
+            assert_eq!(
+                balancer.pick(&members, None),
+                None,
+                "{name} picked a down member"
+            );
         }
     }
 }

@@ -23,6 +23,7 @@ use http::uri::Authority;
 pub use error::ConfigError;
 pub use units::parse_duration;
 
+use crate::affinity::{HashKey, Sticky};
 use crate::balance::Strategy;
 use crate::route::HostPattern;
 
@@ -86,7 +87,7 @@ pub struct Timeouts {
 }
 
 /// `[pool.NAME]`
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub strategy: Strategy,
@@ -101,6 +102,12 @@ pub struct PoolConfig {
     /// Active health checks; `None` when off.
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
+    /// Where a consistent-hash pool finds a request's key.
+    pub hash_key: Option<HashKey>,
+    /// Bounded load for consistent hashing.
+    pub hash_balance_factor: Option<f64>,
+    /// Sticky sessions.
+    pub sticky: Option<Sticky>,
 }
 
 /// `[pool.NAME.health]`: active checks.

@@ -11,6 +11,7 @@ use super::{
     BackendConfig, ConfigError, DEFAULT_RETRIES, ExpectStatus, HealthCheck, MAX_RETRIES,
     MAX_WEIGHT, Outlier, PoolConfig,
 };
+use crate::affinity::{HashKey, Sticky, valid_cookie_name};
 use crate::balance::Strategy;
 
 impl Source<'_> {
@@ -56,6 +57,11 @@ impl Source<'_> {
             None => None,
             Some(health) => Some(self.health(pool_name, health)?),
         };
+        let (hash_key, hash_balance_factor) = self.hashing(pool_name, strategy, pool)?;
+        let sticky = match &pool.sticky {
+            None => None,
+            Some(sticky) => Some(self.sticky(pool_name, sticky.get_ref())?),
+        };
         Ok(PoolConfig {
             name: pool_name.clone(),
             strategy,
@@ -65,6 +71,96 @@ impl Source<'_> {
             fail_open: pool.fail_open.unwrap_or(false),
             health,
             outlier: self.outlier(pool_name, &pool.outlier)?,
+            hash_key,
+            hash_balance_factor,
+            sticky,
+        })
+    }
+
+    /// `hash_key` and `hash_balance_factor`: required and allowed only with `consistent_hash`.
+    fn hashing(
+        &self,
+        pool_name: &str,
+        strategy: Strategy,
+        pool: &wire::Pool,
+    ) -> Result<(Option<HashKey>, Option<f64>), ConfigError> {
+        let hashing = strategy == Strategy::ConsistentHash;
+        let hash_key = match (&pool.hash_key, hashing) {
+            (Some(key), true) => Some(
+                HashKey::parse(key.get_ref())
+                    .map_err(|reason| self.error_at(key, format!("pool.{pool_name}.{reason}")))?,
+            ),
+            (Some(key), false) => {
+                return Err(self.error_at(
+                    key,
+                    format!(
+                        "pool.{pool_name}.hash_key applies only to strategy = \"consistent_hash\""
+                    ),
+                ));
+            }
+            (None, true) => {
+                let at = pool.strategy.as_ref().expect("consistent_hash was written");
+                return Err(self.error_at(
+                    at,
+                    format!(
+                        "pool.{pool_name}: strategy = \"consistent_hash\" needs hash_key ({})",
+                        HashKey::FORMS
+                    ),
+                ));
+            }
+            (None, false) => None,
+        };
+        let factor = match &pool.hash_balance_factor {
+            None => None,
+            Some(factor) if !hashing => {
+                return Err(self.error_at(
+                    factor,
+                    format!("pool.{pool_name}.hash_balance_factor applies only to strategy = \"consistent_hash\""),
+                ));
+            }
+            Some(factor) if *factor.get_ref() > 1.0 && factor.get_ref().is_finite() => {
+                Some(*factor.get_ref())
+            }
+            Some(factor) => {
+                return Err(self.error_at(
+                    factor,
+                    format!(
+                        "pool.{pool_name}.hash_balance_factor = {} must be greater than 1, e.g. 1.25",
+                        factor.get_ref()
+                    ),
+                ));
+            }
+        };
+        Ok((hash_key, factor))
+    }
+
+    fn sticky(&self, pool: &str, sticky: &wire::Sticky) -> Result<Sticky, ConfigError> {
+        let cookie = match &sticky.cookie {
+            None => Sticky::DEFAULT_COOKIE.to_owned(),
+            Some(name) if valid_cookie_name(name.get_ref()) => name.get_ref().clone(),
+            Some(name) => {
+                return Err(self.error_at(
+                    name,
+                    format!(
+                        "pool.{pool}.sticky.cookie {:?} is not a valid cookie name",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        };
+        let max_age = match &sticky.max_age {
+            None => None,
+            Some(_) => Some(self.duration(
+                &format!("pool.{pool}.sticky.max_age"),
+                &sticky.max_age,
+                Duration::ZERO,
+            )?),
+        };
+        Ok(Sticky {
+            cookie,
+            max_age,
+            secure: sticky.secure.unwrap_or(false),
+            http_only: sticky.http_only.unwrap_or(true),
         })
     }
 
@@ -316,6 +412,57 @@ max_ejected_percent = 34
         let expect = &config.pools[0].health.as_ref().unwrap().expect;
         assert!(expect.matches(http::StatusCode::FOUND));
         assert!(!expect.matches(http::StatusCode::OK));
+    }
+
+    #[test]
+    fn consistent_hash_needs_a_key_and_sticky_has_defaults() {
+        let base = "[pool.c]\nstrategy = \"consistent_hash\"\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+        let err = check(base).unwrap_err();
+        assert!(
+            err.starts_with("p.toml:2: pool.c: strategy = \"consistent_hash\" needs hash_key"),
+            "{err}"
+        );
+        let config = check(&format!(
+            "{base}hash_key = \"header:x-user-id\"\nhash_balance_factor = 1.25\n"
+        ))
+        .unwrap();
+        let pool = &config.pools[0];
+        assert_eq!(
+            pool.hash_key,
+            Some(HashKey::Header("x-user-id".parse().unwrap()))
+        );
+        assert_eq!(pool.hash_balance_factor, Some(1.25));
+        let err = check(&format!("{base}hash_key = \"body:x\"\n")).unwrap_err();
+        assert!(
+            err.starts_with("p.toml:4: pool.c.hash_key \"body:x\" is not one of"),
+            "{err}"
+        );
+        let err = check(&format!(
+            "{base}hash_key = \"path\"\nhash_balance_factor = 0.9\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("must be greater than 1"), "{err}");
+        let err = check(
+            &base
+                .replace("consistent_hash", "round_robin")
+                .replace("backends", "hash_key = \"path\"\nbackends"),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("applies only to strategy = \"consistent_hash\""),
+            "{err}"
+        );
+
+        let sticky = check(&format!("{POOL}\n[pool.web.sticky]\nmax_age = \"1h\"\n")).unwrap();
+        let sticky = sticky.pools[0].sticky.clone().unwrap();
+        assert_eq!(sticky.cookie, "fulcrum_affinity");
+        assert_eq!(sticky.max_age, Some(Duration::from_secs(3600)));
+        assert!(sticky.http_only && !sticky.secure);
+        let err = check(&format!(
+            "{POOL}\n[pool.web.sticky]\ncookie = \"bad name\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("is not a valid cookie name"), "{err}");
     }
 
     #[test]

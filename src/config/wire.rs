@@ -64,6 +64,19 @@ pub struct Pool {
     pub health: Option<Spanned<Health>>,
     #[serde(default)]
     pub outlier: Outlier,
+    pub hash_key: Option<Spanned<String>>,
+    pub hash_balance_factor: Option<Spanned<f64>>,
+    pub sticky: Option<Spanned<Sticky>>,
+}
+
+/// `[pool.NAME.sticky]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    pub cookie: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    pub secure: Option<bool>,
+    pub http_only: Option<bool>,
 }
 
 /// `[pool.NAME.health]`

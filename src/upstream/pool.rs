@@ -6,6 +6,7 @@
 //! again, new requests go back to it. With nothing available, a pool answers 503, or, with
 //! `fail_open`, spreads over every enabled backend as Envoy's panic mode does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,7 +14,8 @@ use tracing::{info, warn};
 
 use super::health::BackendState;
 use super::{Backend, RetryBudget};
-use crate::balance::{Balancer, Candidates, Strategy};
+use crate::affinity::{HashKey, Sticky};
+use crate::balance::{Balancer, Candidates, Member, Strategy};
 use crate::config::{HealthCheck, Outlier};
 
 /// Whether a backend is a primary or a backup.
@@ -33,10 +35,16 @@ impl Role {
 }
 
 /// A pool's policy, from its config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub retries: u32,
     pub fail_open: bool,
+    /// Consistent hashing's bounded load (`hash_balance_factor`).
+    pub balance_factor: Option<f64>,
+    /// Where a consistent-hash pool finds a request's key.
+    pub hash_key: Option<HashKey>,
+    /// Sticky sessions.
+    pub sticky: Option<Sticky>,
     pub outlier: Outlier,
     pub health: Option<HealthCheck>,
 }
@@ -49,21 +57,25 @@ struct Tier {
 }
 
 impl Tier {
-    fn new(strategy: Strategy, backends: Vec<Arc<Backend>>) -> Tier {
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight()).collect();
-        Tier {
-            balancer: Balancer::new(strategy, &weights),
-            backends,
-        }
+    fn new(strategy: Strategy, backends: Vec<Arc<Backend>>, balance_factor: Option<f64>) -> Tier {
+        let members: Vec<Member<'_>> = backends
+            .iter()
+            .map(|b| Member {
+                identity: b.address().as_str(),
+                weight: b.weight(),
+            })
+            .collect();
+        let balancer = Balancer::with_members(strategy, &members, balance_factor);
+        Tier { balancer, backends }
     }
 
-    fn pick(&self, eligible: impl Fn(&Backend) -> bool) -> Option<&Arc<Backend>> {
+    fn pick(&self, eligible: impl Fn(&Backend) -> bool, key: Option<u64>) -> Option<&Arc<Backend>> {
         let members = Members {
             backends: &self.backends,
             eligible,
         };
         self.balancer
-            .pick(&members)
+            .pick(&members, key)
             .map(|index| &self.backends[index])
     }
 
@@ -92,6 +104,8 @@ pub struct Pool {
     failing_open: AtomicBool,
     /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
     retired: AtomicBool,
+    /// Sticky token → member, for a pool with sticky sessions.
+    pinned: HashMap<u64, Arc<Backend>>,
 }
 
 impl Pool {
@@ -103,21 +117,51 @@ impl Pool {
         backups: Vec<Arc<Backend>>,
         policy: Policy,
     ) -> Pool {
+        let factor = policy.balance_factor;
         let everyone = policy.fail_open.then(|| {
             let all: Vec<Arc<Backend>> = primaries.iter().chain(&backups).cloned().collect();
-            Tier::new(strategy, all)
+            Tier::new(strategy, all, factor)
         });
         Pool {
             name: name.into(),
             strategy,
-            primaries: Tier::new(strategy, primaries),
-            backups: Tier::new(strategy, backups),
+            primaries: Tier::new(strategy, primaries, factor),
+            backups: Tier::new(strategy, backups, factor),
             everyone,
             policy,
             budget: RetryBudget::default(),
             failing_open: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            pinned: HashMap::new(),
         }
+        .with_sticky_tokens()
+    }
+
+    fn with_sticky_tokens(mut self) -> Pool {
+        if self.policy.sticky.is_some() {
+            self.pinned = self
+                .members()
+                .map(|(b, _)| {
+                    (
+                        Sticky::token(&self.name, b.address().as_str()),
+                        Arc::clone(b),
+                    )
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The member a sticky token names, when it may take this request (available, not tried).
+    pub fn pinned(&self, token: u64, tried: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+        let backend = self.pinned.get(&token)?;
+        let untried = !tried.iter().any(|t| Arc::ptr_eq(t, backend));
+        (untried && backend.health().is_available()).then_some(backend)
+    }
+
+    /// The sticky token for `backend` of this pool.
+    pub fn sticky_token(&self, backend: &Backend) -> u64 {
+        Sticky::token(&self.name, backend.address().as_str())
     }
 
     /// Marks the pool as replaced by a newer snapshot.
@@ -158,21 +202,21 @@ impl Pool {
     }
 
     /// The backend for the next attempt, never one of `tried` (the backends that already failed
-    /// this request).
-    pub fn pick(&self, tried: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+    /// this request). `key` is the request's hash key, for consistent hashing.
+    pub fn pick(&self, tried: &[Arc<Backend>], key: Option<u64>) -> Option<&Arc<Backend>> {
         let untried = |b: &Backend| !tried.iter().any(|t| std::ptr::eq(Arc::as_ptr(t), b));
         let available = |b: &Backend| b.health().is_available() && untried(b);
         let picked = self
             .primaries
-            .pick(available)
-            .or_else(|| self.backups.pick(available));
+            .pick(available, key)
+            .or_else(|| self.backups.pick(available, key));
         if picked.is_some() {
             self.set_failing_open(false);
             return picked;
         }
         let everyone = self.everyone.as_ref()?;
         let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
-        let picked = everyone.pick(enabled);
+        let picked = everyone.pick(enabled, key);
         if picked.is_some() {
             self.set_failing_open(true);
         }
@@ -232,6 +276,18 @@ impl Pool {
         }
     }
 
+    /// `key`'s preference list over the primaries: `n` distinct backends, home first (consistent
+    /// hashing only). Health is not considered: this is where the key lives.
+    pub fn replicas(&self, key: u64, n: usize) -> Option<Vec<&Arc<Backend>>> {
+        let order = self.primaries.balancer.replicas(key, n)?;
+        Some(
+            order
+                .into_iter()
+                .map(|i| &self.primaries.backends[i])
+                .collect(),
+        )
+    }
+
     fn role_of(&self, backend: &Backend) -> Option<Role> {
         self.members()
             .find(|(b, _)| std::ptr::eq(Arc::as_ptr(b), backend))
@@ -281,6 +337,9 @@ mod tests {
         Policy {
             retries: 2,
             fail_open: false,
+            balance_factor: None,
+            hash_key: None,
+            sticky: None,
             outlier: Outlier {
                 consecutive_failures: 2,
                 base_ejection: Duration::from_secs(60),
@@ -311,7 +370,7 @@ mod tests {
             let pool = pool(strategy, &[1, 2, 3], &[], policy());
             let failed = vec![Arc::clone(&pool.primaries.backends[1])];
             for _ in 0..50 {
-                let picked = pool.pick(&failed).expect("two members remain");
+                let picked = pool.pick(&failed, Some(42)).expect("two members remain");
                 assert_ne!(port(picked), 2, "{strategy} re-picked the tried backend");
             }
         }
@@ -323,19 +382,19 @@ mod tests {
         pool.primaries.backends[0]
             .health()
             .set_admin(AdminState::Disabled);
-        assert_eq!(port(pool.pick(&[]).unwrap()), 2);
+        assert_eq!(port(pool.pick(&[], None).unwrap()), 2);
         pool.primaries.backends[1]
             .health()
             .set_admin(AdminState::Draining);
         assert_eq!(
-            port(pool.pick(&[]).unwrap()),
+            port(pool.pick(&[], None).unwrap()),
             9,
             "no primary left: the backup serves"
         );
         pool.primaries.backends[1]
             .health()
             .set_admin(AdminState::Enabled);
-        assert_eq!(port(pool.pick(&[]).unwrap()), 2, "failback at once");
+        assert_eq!(port(pool.pick(&[], None).unwrap()), 2, "failback at once");
     }
 
     #[test]
@@ -344,7 +403,7 @@ mod tests {
         closed.primaries.backends[0]
             .health()
             .eject(Duration::from_secs(60), Duration::from_secs(60));
-        assert!(closed.pick(&[]).is_none());
+        assert!(closed.pick(&[], None).is_none());
 
         let open = pool(
             Strategy::RoundRobin,
@@ -359,14 +418,14 @@ mod tests {
             .health()
             .eject(Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(
-            port(open.pick(&[]).unwrap()),
+            port(open.pick(&[], None).unwrap()),
             1,
             "fail-open uses the ejected backend"
         );
         open.primaries.backends[0]
             .health()
             .set_admin(AdminState::Draining);
-        assert!(open.pick(&[]).is_none(), "but never a drained one");
+        assert!(open.pick(&[], None).is_none(), "but never a drained one");
     }
 
     #[test]
@@ -394,7 +453,7 @@ mod tests {
             pool.record_failure(&primary, "test");
             assert_eq!(primary.health().state(), BackendState::Ejected);
         }
-        assert_eq!(port(pool.pick(&[]).unwrap()), 9, "the backup serves");
+        assert_eq!(port(pool.pick(&[], None).unwrap()), 9, "the backup serves");
     }
 
     #[test]
@@ -413,7 +472,9 @@ mod tests {
                 .health()
                 .eject(Duration::from_secs(60), Duration::from_secs(60));
         }
-        let ports: Vec<u16> = (0..4).map(|_| port(pool.pick(&[]).unwrap())).collect();
+        let ports: Vec<u16> = (0..4)
+            .map(|_| port(pool.pick(&[], None).unwrap()))
+            .collect();
         assert_eq!(ports, [1, 9, 1, 9]);
     }
 
@@ -432,6 +493,6 @@ mod tests {
         let pool = pool(Strategy::LeastConnections, &[1, 2, 3], &[], policy());
         let _busy0 = pool.primaries.backends[0].start_request();
         let _busy2 = pool.primaries.backends[2].start_request();
-        assert_eq!(port(pool.pick(&[]).unwrap()), 2);
+        assert_eq!(port(pool.pick(&[], None).unwrap()), 2);
     }
 }

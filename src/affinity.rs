@@ -1,0 +1,227 @@
+//! Request affinity: the key a consistent-hash pool places a request by (`hash_key`), and sticky
+//! sessions (a cookie that pins a client to the backend that first served it).
+//!
+//! The sticky cookie's value is an opaque token: a stable hash of the pool and the backend's
+//! address, so it reveals no address, is the same on every Fulcrum instance, and survives reloads
+//! that keep the backend. A value that names no backend of the pool is treated as absent.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+
+use crate::balance::stable_hash;
+
+/// `hash_key`: where a request's placement key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `header:NAME`
+    Header(HeaderName),
+    /// `cookie:NAME`
+    Cookie(String),
+    /// `query:NAME`
+    Query(String),
+    /// `path`: the path without the query.
+    Path,
+    /// `client_ip`: the client connection's address (as text: `10.1.2.3`, `::1`).
+    ClientIp,
+}
+
+impl HashKey {
+    /// What `hash_key` accepts, for error messages.
+    pub const FORMS: &'static str = "header:NAME, cookie:NAME, query:NAME, path or client_ip";
+
+    /// Parses a config value such as `"header:x-user-id"`.
+    pub fn parse(text: &str) -> Result<HashKey, String> {
+        let invalid = || format!("hash_key {text:?} is not one of {}", HashKey::FORMS);
+        match text.split_once(':') {
+            None if text == "path" => Ok(HashKey::Path),
+            None if text == "client_ip" => Ok(HashKey::ClientIp),
+            Some((_, "")) | None => Err(invalid()),
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| invalid()),
+            Some(("cookie", name)) => Ok(HashKey::Cookie(name.to_owned())),
+            Some(("query", name)) => Ok(HashKey::Query(name.to_owned())),
+            Some(_) => Err(invalid()),
+        }
+    }
+
+    /// The request's key, hashed; `None` when the request does not carry it.
+    pub fn hash<B>(&self, request: &Request<B>, client: IpAddr) -> Option<u64> {
+        match self {
+            HashKey::Header(name) => request
+                .headers()
+                .get(name)
+                .map(|value| stable_hash(value.as_bytes())),
+            HashKey::Cookie(name) => {
+                cookie(request.headers(), name).map(|v| stable_hash(v.as_bytes()))
+            }
+            HashKey::Query(name) => {
+                query_param(request.uri(), name).map(|v| stable_hash(v.as_bytes()))
+            }
+            HashKey::Path => Some(stable_hash(request.uri().path().as_bytes())),
+            // The address as text, so the admin API's `?key=10.1.2.3` finds the same place.
+            HashKey::ClientIp => Some(stable_hash(client.to_string().as_bytes())),
+        }
+    }
+}
+
+/// The hash of a key given as text, as the admin API's route lookup takes it.
+pub fn key_hash(key: &str) -> u64 {
+    stable_hash(key.as_bytes())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
+/// The raw value of query parameter `name`.
+fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// `[pool.NAME.sticky]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    pub cookie: String,
+    /// `Max-Age`; a session cookie when `None`.
+    pub max_age: Option<Duration>,
+    pub secure: bool,
+    pub http_only: bool,
+}
+
+impl Sticky {
+    /// The default cookie name.
+    pub const DEFAULT_COOKIE: &'static str = "fulcrum_affinity";
+
+    /// The token that names `backend` of `pool`.
+    pub fn token(pool: &str, backend: &str) -> u64 {
+        let mut material = Vec::with_capacity(pool.len() + backend.len() + 16);
+        material.extend_from_slice(b"fulcrum-sticky\0");
+        material.extend_from_slice(pool.as_bytes());
+        material.push(0);
+        material.extend_from_slice(backend.as_bytes());
+        stable_hash(&material)
+    }
+
+    /// The token this request's cookie carries, if it carries a well-formed one.
+    pub fn requested(&self, headers: &HeaderMap) -> Option<u64> {
+        let value = cookie(headers, &self.cookie)?;
+        if value.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(value, 16).ok()
+    }
+
+    /// The `Set-Cookie` header that pins a client to the backend with `token`.
+    pub fn set_cookie(&self, token: u64) -> HeaderValue {
+        let mut cookie = format!("{}={token:016x}; Path=/", self.cookie);
+        if let Some(max_age) = self.max_age {
+            cookie.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+        }
+        if self.secure {
+            cookie.push_str("; Secure");
+        }
+        if self.http_only {
+            cookie.push_str("; HttpOnly");
+        }
+        HeaderValue::from_str(&cookie)
+            .expect("a validated cookie name and hex token form a valid header")
+    }
+}
+
+/// Whether `name` is a valid cookie name (an RFC 6265 token).
+pub fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::get(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3));
+
+    #[test]
+    fn each_source_finds_its_key() {
+        let r = request(
+            "/a/b?user=42&x",
+            &[("x-user-id", "u1"), ("cookie", "a=1; sid=s9")],
+        );
+        let hash = |spec: &str| HashKey::parse(spec).unwrap().hash(&r, CLIENT);
+        assert_eq!(hash("header:X-User-Id"), Some(stable_hash(b"u1")));
+        assert_eq!(hash("cookie:sid"), Some(stable_hash(b"s9")));
+        assert_eq!(hash("query:user"), Some(stable_hash(b"42")));
+        assert_eq!(hash("query:x"), Some(stable_hash(b"")));
+        assert_eq!(hash("path"), Some(stable_hash(b"/a/b")));
+        assert_eq!(hash("client_ip"), Some(stable_hash(b"10.1.2.3")));
+        assert_eq!(hash("header:x-missing"), None);
+        assert_eq!(hash("cookie:missing"), None);
+        assert_eq!(hash("query:missing"), None);
+    }
+
+    #[test]
+    fn bad_hash_keys_are_rejected() {
+        for bad in [
+            "",
+            "header:",
+            "header",
+            "cookie:",
+            "ip",
+            "body:x",
+            "header:bad name",
+        ] {
+            assert!(HashKey::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn sticky_tokens_round_trip_and_forgeries_are_absent() {
+        let sticky = Sticky {
+            cookie: "fulcrum_affinity".into(),
+            max_age: Some(Duration::from_secs(3600)),
+            secure: true,
+            http_only: true,
+        };
+        let token = Sticky::token("app", "127.0.0.1:9001");
+        let set = sticky.set_cookie(token);
+        let set = set.to_str().unwrap();
+        assert!(
+            !set.contains("127.0.0.1"),
+            "the cookie must not reveal the address: {set}"
+        );
+        assert!(
+            set.ends_with("; Path=/; Max-Age=3600; Secure; HttpOnly"),
+            "{set}"
+        );
+        let value = set.split(';').next().unwrap();
+        let back = request("/", &[("cookie", value)]);
+        assert_eq!(sticky.requested(back.headers()), Some(token));
+        let forged = request("/", &[("cookie", "fulcrum_affinity=127.0.0.1:9001")]);
+        assert_eq!(sticky.requested(forged.headers()), None);
+    }
+}
