@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = fulcrum::config::Config::load(&path)?;
 
     for pool in &config.pools {
-        for backend in &pool.backends {
+        for backend in pool.backends.iter().chain(&pool.backups) {
             let address: SocketAddr = match backend.address.as_str().parse() {
                 Ok(address) => address,
                 Err(_) => continue,
