@@ -142,14 +142,18 @@ impl Control {
         Ok(generation)
     }
 
-    /// Adds a runtime registration and serves it at once.
-    pub async fn register(&self, entry: Entry) -> Result<(), RegistryError> {
+    /// Adds (or updates) a runtime registration and serves it at once; returns whether it was new.
+    pub async fn register(&self, entry: Entry) -> bool {
         let _one_at_a_time = self.inner.changing.lock().await;
         let (pool, address) = (entry.pool.clone(), entry.address.clone());
-        self.inner.registry.register(entry)?;
+        let created = self.inner.registry.register(entry);
         self.rebuild();
-        info!(%pool, backend = %address, "backend registered");
-        Ok(())
+        if created {
+            info!(%pool, backend = %address, "backend registered");
+        } else {
+            info!(%pool, backend = %address, "backend registration updated");
+        }
+        created
     }
 
     /// Removes a runtime registration; its in-flight requests finish.

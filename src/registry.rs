@@ -34,8 +34,6 @@ pub struct Entry {
 /// Why a registry change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    #[error("backend {address} is already registered in pool \"{pool}\"")]
-    AlreadyRegistered { pool: String, address: String },
     #[error("no registered backend {address} in pool \"{pool}\"")]
     NotRegistered { pool: String, address: String },
 }
@@ -76,21 +74,27 @@ impl Registry {
     }
 
     /// Adds a registration, starting its lease.
-    pub fn register(&self, mut entry: Entry) -> Result<(), RegistryError> {
+    /// Adds a registration, starting its lease; registering the same pool and address again
+    /// replaces it (new weight, role and lease), as a service re-registering after a restart
+    /// expects. Returns whether it was new.
+    pub fn register(&self, mut entry: Entry) -> bool {
         let mut entries = self.lock();
-        if entries
-            .iter()
-            .any(|e| e.pool == entry.pool && e.address == entry.address)
-        {
-            return Err(RegistryError::AlreadyRegistered {
-                pool: entry.pool,
-                address: entry.address.to_string(),
-            });
-        }
         entry.expires_at = entry.ttl.map(|ttl| SystemTime::now() + ttl);
-        entries.push(entry);
+        let existing = entries
+            .iter_mut()
+            .find(|e| e.pool == entry.pool && e.address == entry.address);
+        let created = match existing {
+            Some(existing) => {
+                *existing = entry;
+                false
+            }
+            None => {
+                entries.push(entry);
+                true
+            }
+        };
         self.persist(&entries);
-        Ok(())
+        created
     }
 
     /// Removes a registration.
@@ -264,13 +268,16 @@ mod tests {
     }
 
     #[test]
-    fn register_twice_is_refused_and_deregister_unknown_is_not_found() {
+    fn registering_again_updates_and_deregister_unknown_is_not_found() {
         let registry = Registry::in_memory();
-        registry.register(entry("127.0.0.1:1", None)).unwrap();
-        assert!(matches!(
-            registry.register(entry("127.0.0.1:1", None)),
-            Err(RegistryError::AlreadyRegistered { .. })
-        ));
+        assert!(registry.register(entry("127.0.0.1:1", None)));
+        let mut heavier = entry("127.0.0.1:1", None);
+        heavier.weight = 9;
+        assert!(
+            !registry.register(heavier),
+            "the same address again is an update"
+        );
+        assert_eq!(registry.registered()[0].backend.weight, 9);
         let address = "127.0.0.1:2".parse().unwrap();
         assert!(registry.deregister("web", &address).is_err());
         assert_eq!(registry.registered().len(), 1);
@@ -279,10 +286,8 @@ mod tests {
     #[test]
     fn leases_expire_unless_renewed() {
         let registry = Registry::in_memory();
-        registry
-            .register(entry("127.0.0.1:1", Some(Duration::ZERO)))
-            .unwrap();
-        registry.register(entry("127.0.0.1:2", None)).unwrap();
+        registry.register(entry("127.0.0.1:1", Some(Duration::ZERO)));
+        registry.register(entry("127.0.0.1:2", None));
         let expired = registry.expire();
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].address.as_str(), "127.0.0.1:1");
@@ -296,10 +301,8 @@ mod tests {
         let path = dir.join("state.json");
         std::fs::remove_file(&path).ok();
         let registry = Registry::load(&path).unwrap();
-        registry
-            .register(entry("127.0.0.1:1", Some(Duration::from_secs(60))))
-            .unwrap();
-        registry.register(entry("127.0.0.1:2", None)).unwrap();
+        registry.register(entry("127.0.0.1:1", Some(Duration::from_secs(60))));
+        registry.register(entry("127.0.0.1:2", None));
         let address = "127.0.0.1:2".parse().unwrap();
         registry.deregister("web", &address).unwrap();
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Reply, error, json_reply, views};
 use crate::config::{MAX_WEIGHT, parse_backend_address, parse_duration};
 use crate::control::{Control, ReloadError};
-use crate::registry::{Entry, RegistryError};
+use crate::registry::Entry;
 use crate::upstream::Pool;
 use crate::upstream::health::AdminState;
 
@@ -113,19 +113,12 @@ pub async fn register(control: &Control, pool: &str, body: Incoming) -> Reply {
         );
     }
     let address = entry.address.clone();
-    match control.register(entry).await {
-        Ok(()) => {
-            let mut reply = with_backend(control, pool, address.as_str(), |_| {});
-            *reply.status_mut() = StatusCode::CREATED;
-            reply
-        }
-        Err(error @ RegistryError::AlreadyRegistered { .. }) => {
-            self::error(StatusCode::CONFLICT, error)
-        }
-        Err(error @ RegistryError::NotRegistered { .. }) => {
-            self::error(StatusCode::NOT_FOUND, error)
-        }
+    let created = control.register(entry).await;
+    let mut reply = with_backend(control, pool, address.as_str(), |_| {});
+    if created && reply.status() == StatusCode::OK {
+        *reply.status_mut() = StatusCode::CREATED;
     }
+    reply
 }
 
 /// A registration's fields, checked as the config file's would be.

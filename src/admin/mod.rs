@@ -5,7 +5,7 @@
 //! | `GET /status` | config generation, load time, last reload error, every pool and backend |
 //! | `POST /reload` | reload the config file now |
 //! | `GET /pools/{pool}/backends[?available=true]` | the pool's members (only those pickable now) |
-//! | `POST /pools/{pool}/backends` | register `{"address", "weight", "backup", "ttl"}` (201) |
+//! | `POST /pools/{pool}/backends` | register `{"address", "weight", "backup", "ttl"}` (201; 200 when it updates an existing registration) |
 //! | `DELETE /pools/{pool}/backends/{address}` | deregister a registered backend (204) |
 //! | `POST /pools/{pool}/backends/{address}/drain` / `enable` | stop / resume new requests |
 //! | `PUT /pools/{pool}/backends/{address}/heartbeat` | renew a registration's lease |
@@ -13,7 +13,8 @@
 //!
 //! With `[admin] token`, every request needs `Authorization: Bearer <token>` (else 401). Errors
 //! are `{"error": "..."}`: 400 for bad JSON or values, 404 for an unknown pool, backend or
-//! endpoint, 405 for a wrong method, 409 for a conflict, 422 for a rejected reload.
+//! endpoint, 405 for a wrong method, 409 for a conflict (an address the file already lists), 422
+//! for a rejected reload.
 
 mod handlers;
 mod views;
