@@ -20,7 +20,7 @@ pub enum HashKey {
     Header(HeaderName),
     /// `cookie:NAME`
     Cookie(String),
-    /// `query:NAME`
+    /// `query:NAME`: the parameter's value, `%XX` escapes decoded (`+` kept as is).
     Query(String),
     /// `path`: the path without the query.
     Path,
@@ -59,7 +59,7 @@ impl HashKey {
                 cookie(request.headers(), name).map(|v| stable_hash(v.as_bytes()))
             }
             HashKey::Query(name) => {
-                query_param(request.uri(), name).map(|v| stable_hash(v.as_bytes()))
+                query_param(request.uri(), name).map(|v| stable_hash(percent_decode(v).as_bytes()))
             }
             HashKey::Path => Some(stable_hash(request.uri().path().as_bytes())),
             // The address as text, so the admin API's `?key=10.1.2.3` finds the same place.
@@ -92,6 +92,27 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
+}
+
+/// Decodes `%XX` escapes (so `127.0.0.1%3A9003` names `127.0.0.1:9003`); `+` stays `+`.
+pub fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `[pool.NAME.sticky]`
@@ -169,7 +190,7 @@ mod tests {
     #[test]
     fn each_source_finds_its_key() {
         let r = request(
-            "/a/b?user=42&x",
+            "/a/b?user=42&x&mail=u%40x.org",
             &[("x-user-id", "u1"), ("cookie", "a=1; sid=s9")],
         );
         let hash = |spec: &str| HashKey::parse(spec).unwrap().hash(&r, CLIENT);
@@ -177,11 +198,24 @@ mod tests {
         assert_eq!(hash("cookie:sid"), Some(stable_hash(b"s9")));
         assert_eq!(hash("query:user"), Some(stable_hash(b"42")));
         assert_eq!(hash("query:x"), Some(stable_hash(b"")));
+        assert_eq!(
+            hash("query:mail"),
+            Some(stable_hash(b"u@x.org")),
+            "escapes are decoded"
+        );
         assert_eq!(hash("path"), Some(stable_hash(b"/a/b")));
         assert_eq!(hash("client_ip"), Some(stable_hash(b"10.1.2.3")));
         assert_eq!(hash("header:x-missing"), None);
         assert_eq!(hash("cookie:missing"), None);
         assert_eq!(hash("query:missing"), None);
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded() {
+        assert_eq!(percent_decode("127.0.0.1%3A9003"), "127.0.0.1:9003");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a+b"), "a+b");
+        assert_eq!(percent_decode("plain"), "plain");
     }
 
     #[test]

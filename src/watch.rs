@@ -2,7 +2,8 @@
 //!
 //! The watch is on the file's directory, not the file: editors save by writing a new file and
 //! renaming it over the old one, and Kubernetes ConfigMaps swap a `..data` symlink, and neither
-//! touches the watched inode. Any event in the directory starts a short quiet period (events
+//! touches the watched inode. When the config path is a symlink to a file in another directory,
+//! that directory is watched too. Any event in the directory starts a short quiet period (events
 //! keep coming while a file is written); after it, the file is read and reloaded only if its
 //! content differs from what was last seen, so unrelated files in the directory cost one read.
 
@@ -21,14 +22,15 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Watches `control`'s config file until the returned watcher is dropped.
 pub fn watch_config(control: Control) -> notify::Result<notify::RecommendedWatcher> {
     let path = control.status().path;
-    let directory = directory_of(&path);
     let (events, mut received) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // The receiver is gone only when the proxy is stopping.
         events.send(event).ok();
     })?;
-    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
-    info!(directory = %directory.display(), "watching the config file for changes");
+    for directory in directories_of(&path) {
+        watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+        info!(directory = %directory.display(), "watching the config file for changes");
+    }
     let mut last_seen = std::fs::read(&path).ok();
     tokio::spawn(async move {
         while let Some(event) = received.recv().await {
@@ -49,6 +51,20 @@ pub fn watch_config(control: Control) -> notify::Result<notify::RecommendedWatch
         }
     });
     Ok(watcher)
+}
+
+/// The directory holding `path`, and, when `path` is a symlink to a file elsewhere, the directory
+/// holding its target too (an edit there replaces the target, not the link).
+fn directories_of(path: &Path) -> Vec<PathBuf> {
+    let mut directories = vec![directory_of(path)];
+    if let Ok(target) = std::fs::canonicalize(path) {
+        let target_directory = directory_of(&target);
+        let same = std::fs::canonicalize(&directories[0]).is_ok_and(|d| d == target_directory);
+        if !same {
+            directories.push(target_directory);
+        }
+    }
+    directories
 }
 
 /// The directory holding `path` (`.` for a bare file name).

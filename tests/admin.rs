@@ -317,3 +317,79 @@ async fn registrations_survive_a_reload_and_a_restart() {
     assert_eq!(registered["source"], "api");
     assert_eq!(registered["role"], "backup");
 }
+
+#[tokio::test]
+async fn available_lists_only_what_would_be_picked_now() {
+    let a = Backend::start("a").await;
+    let spare = Backend::start("spare").await;
+    let config = pool("web", "round_robin", &[&a]).replace(
+        "backends = [",
+        &format!(
+            "backups = [{{ address = \"{}\" }}]\nbackends = [",
+            spare.addr
+        ),
+    ) + ADMIN;
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
+        .await
+        .json;
+    let listed: Vec<&str> = available
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [a.addr.to_string()],
+        "a backup is not picked while a primary is up"
+    );
+
+    let drain = format!("/pools/web/backends/{}/drain", a.addr);
+    assert_eq!(admin(api, "POST", &drain, None, None).await.status, 200);
+    let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
+        .await
+        .json;
+    let listed: Vec<&str> = available
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [spare.addr.to_string()],
+        "with the primary out, the backup is what serves"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_whose_pool_a_reload_removed_can_still_be_deregistered() {
+    let a = Backend::start("a").await;
+    let c = Backend::start("c").await;
+    let with_extra = pool("web", "round_robin", &[&a])
+        + "[pool.extra]\nbackends = []\n"
+        + ADMIN
+        + "[[route]]\npool = \"web\"\n";
+    let proxy = TestProxy::start(&with_extra).await;
+    let api = proxy.admin.unwrap();
+    let body = format!("{{\"address\": \"{}\", \"ttl\": \"1m\"}}", c.addr);
+    assert_eq!(
+        admin(api, "POST", "/pools/extra/backends", Some(&body), None)
+            .await
+            .status,
+        201
+    );
+    proxy.rewrite(&(pool("web", "round_robin", &[&a]) + ADMIN));
+    assert_eq!(admin(api, "POST", "/reload", None, None).await.status, 200);
+    let heartbeat = format!("/pools/extra/backends/{}/heartbeat", c.addr);
+    assert_eq!(
+        admin(api, "PUT", &heartbeat, None, None).await.status,
+        200,
+        "a dormant lease renews"
+    );
+    let path = format!("/pools/extra/backends/{}", c.addr);
+    assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 204);
+    assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 404);
+}

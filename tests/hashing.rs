@@ -309,3 +309,73 @@ async fn affinity_survives_a_reload_that_keeps_the_backend() {
         assert_eq!(reply.backend(), home);
     }
 }
+
+#[tokio::test]
+async fn route_lookup_agrees_with_the_proxy_for_escaped_query_keys() {
+    let backends = five().await;
+    let proxy = TestProxy::start(&(hash_pool(&backends, "query:user") + ADMIN)).await;
+    let http = Http::to(proxy.addr);
+    for i in 0..20 {
+        let served_by = served(
+            &http,
+            get(&format!("/?user=u{i}%40example.com"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        let route = admin(
+            proxy.admin.unwrap(),
+            "GET",
+            &format!("/pools/cache/route?key=u{i}%40example.com"),
+            None,
+            None,
+        )
+        .await;
+        let address = route.json["backend"].as_str().unwrap().to_owned();
+        let expected = backends
+            .iter()
+            .find(|b| b.name() == served_by)
+            .unwrap()
+            .addr
+            .to_string();
+        assert_eq!(address, expected, "key u{i}@example.com");
+    }
+}
+
+#[tokio::test]
+async fn a_sticky_client_pinned_to_a_backup_fails_back_to_the_primary() {
+    let a = Backend::start("a").await;
+    let spare = Backend::start("spare").await;
+    let config = pool("app", "round_robin", &[&a]).replace(
+        "backends = [",
+        &format!(
+            "backups = [{{ address = \"{}\" }}]\nbackends = [",
+            spare.addr
+        ),
+    ) + "[pool.app.sticky]\n"
+        + ADMIN;
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    let http = Http::to(proxy.addr);
+    let drain = format!("/pools/app/backends/{}/drain", a.addr);
+    assert_eq!(admin(api, "POST", &drain, None, None).await.status, 200);
+    let on_backup = http.get("/").await;
+    assert_eq!(on_backup.backend(), "spare");
+    let cookie = on_backup.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let enable = format!("/pools/app/backends/{}/enable", a.addr);
+    assert_eq!(admin(api, "POST", &enable, None, None).await.status, 200);
+    let back = http
+        .send(get("/").header("cookie", &cookie).body(empty()).unwrap())
+        .await;
+    assert_eq!(back.backend(), "a", "failback beats affinity to a backup");
+    assert!(
+        back.headers.contains_key("set-cookie"),
+        "the cookie is re-pinned to the primary"
+    );
+}

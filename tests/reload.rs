@@ -342,3 +342,33 @@ async fn twenty_reloads_under_load_lose_no_request() {
         failures.first()
     );
 }
+
+#[tokio::test]
+async fn editing_the_target_of_a_symlinked_config_in_another_directory_reloads() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let dir = support::TempDir::new();
+    let (etc, real) = (dir.path().join("etc"), dir.path().join("real"));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&real).unwrap();
+    let target = real.join("fulcrum.toml");
+    std::fs::write(
+        &target,
+        support::with_listen(&pool("web", "round_robin", &[&a])),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&target, etc.join("proxy.toml")).unwrap();
+    let path = etc.join("proxy.toml");
+    let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
+    let http = Http::to(proxy.addr);
+    assert_eq!(http.get("/").await.backend(), "a");
+    // An editor's save: a new file beside the target, renamed over it.
+    let temporary = real.join(".fulcrum.toml.swp");
+    std::fs::write(
+        &temporary,
+        support::with_listen(&pool("web", "round_robin", &[&b])),
+    )
+    .unwrap();
+    std::fs::rename(&temporary, &target).unwrap();
+    until_served_by(&http, "b", Duration::from_secs(5)).await;
+}

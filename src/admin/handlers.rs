@@ -59,7 +59,20 @@ pub fn heartbeat(control: &Control, pool: &str, address: &str) -> Reply {
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match control.registry().heartbeat(pool, &address) {
-        Ok(_) => with_backend(control, pool, address.as_str(), |_| {}),
+        Ok(entry) => {
+            let reply = with_backend(control, pool, address.as_str(), |_| {});
+            if reply.status() == StatusCode::OK {
+                return reply;
+            }
+            // A registration whose pool a reload removed: renewed, but serving nothing.
+            let expires = entry
+                .expires_at
+                .map(|at| humantime::format_rfc3339_millis(at).to_string());
+            json_reply(
+                StatusCode::OK,
+                json!({ "address": entry.address.as_str(), "source": "api", "dormant": true, "lease_expires_at": expires }),
+            )
+        }
         Err(error) => self::error(StatusCode::NOT_FOUND, error),
     }
 }
@@ -155,9 +168,12 @@ pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let config = control.config();
-    let Some(pool_config) = config.pool(pool) else {
-        return unknown_pool(pool);
-    };
+    let in_file = config.pool(pool).map(|p| {
+        p.backends
+            .iter()
+            .chain(&p.backups)
+            .any(|b| b.address == address)
+    });
     match control.deregister(pool, &address).await {
         Ok(()) => {
             let mut reply = json_reply(StatusCode::NO_CONTENT, json!(null));
@@ -165,20 +181,13 @@ pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
             reply.headers_mut().remove(http::header::CONTENT_TYPE);
             reply
         }
-        Err(_)
-            if pool_config
-                .backends
-                .iter()
-                .chain(&pool_config.backups)
-                .any(|b| b.address == address) =>
-        {
-            error(
-                StatusCode::CONFLICT,
-                format!(
-                    "backend {address} comes from the config file: drain it, or remove it from the file"
-                ),
-            )
-        }
+        Err(_) if in_file == Some(true) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "backend {address} comes from the config file: drain it, or remove it from the file"
+            ),
+        ),
+        Err(_) if in_file.is_none() => unknown_pool(pool),
         Err(error) => self::error(StatusCode::NOT_FOUND, error),
     }
 }
@@ -235,7 +244,7 @@ pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
             .split('&')
             .filter_map(|pair| pair.split_once('='))
             .find(|(key, _)| *key == name)
-            .map(|(_, value)| super::percent_decode(&value.replace('+', " ")))
+            .map(|(_, value)| crate::affinity::percent_decode(value))
     };
     let Some(key) = param("key") else {
         return error(StatusCode::BAD_REQUEST, "give the key: ?key=...");
@@ -246,7 +255,7 @@ pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
         Some(_) => return error(StatusCode::BAD_REQUEST, "n must be 1 to 100"),
     };
     let hash = crate::affinity::key_hash(&key);
-    let Some(replicas) = found.replicas(hash, n) else {
+    let Some(replicas) = found.replicas_of_hash(hash, n) else {
         return error(
             StatusCode::CONFLICT,
             format!("pool \"{pool}\" does not use consistent_hash"),

@@ -91,7 +91,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(crate::affinity::percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = request.method().clone();
@@ -150,9 +150,12 @@ fn authorized<B>(request: &Request<B>, token: &str) -> bool {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return false;
     };
-    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+    // The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+    let value = value.as_bytes();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
         return false;
-    };
+    }
+    let given = &value[7..];
     // Compare every byte whatever the first difference, so timing says nothing about the token.
     given.len() == token.len()
         && given
@@ -160,27 +163,6 @@ fn authorized<B>(request: &Request<B>, token: &str) -> bool {
             .zip(token.as_bytes())
             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
             == 0
-}
-
-/// Decodes `%XX` escapes (so `127.0.0.1%3A9003` names `127.0.0.1:9003`).
-pub fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A JSON response.
@@ -204,13 +186,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_escapes_are_decoded() {
-        assert_eq!(percent_decode("127.0.0.1%3A9003"), "127.0.0.1:9003");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("plain"), "plain");
-    }
-
-    #[test]
     fn bearer_token_must_match_exactly() {
         let with = |value: &str| {
             Request::get("/")
@@ -220,7 +195,14 @@ mod tests {
         };
         assert!(authorized(&with("Bearer s3cret"), "s3cret"));
         assert!(!authorized(&with("Bearer s3cre"), "s3cret"));
-        assert!(!authorized(&with("bearer s3cret"), "s3cret"));
+        assert!(
+            authorized(&with("bearer s3cret"), "s3cret"),
+            "the scheme is case-insensitive"
+        );
+        assert!(
+            !authorized(&with("Bearer S3CRET"), "s3cret"),
+            "the token is not"
+        );
         assert!(!authorized(&with("s3cret"), "s3cret"));
         assert!(!authorized(&Request::get("/").body(()).unwrap(), "s3cret"));
     }

@@ -43,7 +43,7 @@ pub fn pool(control: &Control, pool: &Pool) -> Value {
 /// The members of `pool`; with `available_only`, those that would be picked now.
 pub fn backends(control: &Control, pool: &Pool, available_only: bool) -> Vec<Value> {
     pool.members()
-        .filter(|(backend, _)| !available_only || backend.health().is_available())
+        .filter(|(backend, role)| !available_only || pool.would_pick(backend, *role))
         .map(|(backend, role)| self::backend(control, pool, backend, role))
         .collect()
 }
@@ -58,7 +58,7 @@ pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) ->
         "role": role.name(),
         "source": if registration.is_some() { "api" } else { "file" },
         "health": health.state().name(),
-        "available": health.is_available(),
+        "available": pool.would_pick(backend, role),
         "ejected_until": health
             .ejected_until_ms()
             .map(|until| rfc3339(SystemTime::now() + clock::until(until))),

@@ -79,6 +79,10 @@ impl Tier {
             .map(|index| &self.backends[index])
     }
 
+    fn any_available(&self) -> bool {
+        self.backends.iter().any(|b| b.health().is_available())
+    }
+
     /// Whether one more ejection keeps the ejected share within `max_percent`.
     fn may_eject(&self, max_percent: u32) -> bool {
         let ejected = self
@@ -104,8 +108,8 @@ pub struct Pool {
     failing_open: AtomicBool,
     /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
     retired: AtomicBool,
-    /// Sticky token → member, for a pool with sticky sessions.
-    pinned: HashMap<u64, Arc<Backend>>,
+    /// Sticky token → member and its role, for a pool with sticky sessions.
+    pinned: HashMap<u64, (Arc<Backend>, Role)>,
 }
 
 impl Pool {
@@ -141,10 +145,10 @@ impl Pool {
         if self.policy.sticky.is_some() {
             self.pinned = self
                 .members()
-                .map(|(b, _)| {
+                .map(|(b, role)| {
                     (
                         Sticky::token(&self.name, b.address().as_str()),
-                        Arc::clone(b),
+                        (Arc::clone(b), role),
                     )
                 })
                 .collect();
@@ -152,11 +156,25 @@ impl Pool {
         self
     }
 
-    /// The member a sticky token names, when it may take this request (available, not tried).
+    /// The member a sticky token names, when it may take this request: available, not tried,
+    /// and, for a backup, only while no primary is available (failback beats affinity).
     pub fn pinned(&self, token: u64, tried: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
-        let backend = self.pinned.get(&token)?;
+        let (backend, role) = self.pinned.get(&token)?;
         let untried = !tried.iter().any(|t| Arc::ptr_eq(t, backend));
-        (untried && backend.health().is_available()).then_some(backend)
+        let tier_ok = *role == Role::Primary || !self.primaries.any_available();
+        (untried && tier_ok && backend.health().is_available()).then_some(backend)
+    }
+
+    /// Whether `backend` is among those a request would be sent to now: the available
+    /// primaries; else the available backups; else, failing open, every enabled member.
+    pub fn would_pick(&self, backend: &Backend, role: Role) -> bool {
+        if self.primaries.any_available() {
+            return role == Role::Primary && backend.health().is_available();
+        }
+        if self.backups.any_available() {
+            return role == Role::Backup && backend.health().is_available();
+        }
+        self.policy.fail_open && backend.health().is_enabled()
     }
 
     /// The sticky token for `backend` of this pool.
@@ -277,8 +295,15 @@ impl Pool {
     }
 
     /// `key`'s preference list over the primaries: `n` distinct backends, home first (consistent
-    /// hashing only). Health is not considered: this is where the key lives.
-    pub fn replicas(&self, key: u64, n: usize) -> Option<Vec<&Arc<Backend>>> {
+    /// hashing only). Health is not considered: this is where the key lives. `key` is the key as
+    /// the request carries it (a header value, a cookie value, a decoded query value, a path, a
+    /// client address).
+    pub fn replicas(&self, key: &str, n: usize) -> Option<Vec<&Arc<Backend>>> {
+        self.replicas_of_hash(crate::affinity::key_hash(key), n)
+    }
+
+    /// [`Pool::replicas`] for a key already hashed.
+    pub fn replicas_of_hash(&self, key: u64, n: usize) -> Option<Vec<&Arc<Backend>>> {
         let order = self.primaries.balancer.replicas(key, n)?;
         Some(
             order
