@@ -6,18 +6,21 @@ use std::time::{Duration, Instant};
 
 use fulcrum::app::Options;
 use serde_json::Value;
-use support::{Backend, Http, TestProxy, admin, pool, wait_until};
+use support::{Backend, Http, TestProxy, admin, answered_by, pool, wait_until};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
-async fn names_serving(http: &Http, count: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    for _ in 0..count {
-        let reply = http.get("/").await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        names.push(reply.backend().to_owned());
-    }
-    names
+/// The addresses `GET /pools/web/backends?available=true` lists.
+async fn available(api: std::net::SocketAddr) -> Vec<String> {
+    let listed = admin(api, "GET", "/pools/web/backends?available=true", None, None)
+        .await
+        .json;
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn member<'a>(list: &'a Value, address: &str) -> Option<&'a Value> {
@@ -41,7 +44,7 @@ async fn register_serves_at_once_and_deregister_stops_it() {
     assert_eq!(reply.json["source"], "api");
     assert_eq!(reply.json["weight"], 2);
     assert!(
-        names_serving(&http, 6).await.contains(&"b".to_owned()),
+        answered_by(&http, 6).await.contains(&"b".to_owned()),
         "a registration serves at once"
     );
 
@@ -60,7 +63,7 @@ async fn register_serves_at_once_and_deregister_stops_it() {
     let path = format!("/pools/web/backends/{}", b.addr);
     assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 204);
     assert!(
-        names_serving(&http, 6).await.iter().all(|n| n == "a"),
+        answered_by(&http, 6).await.iter().all(|n| n == "a"),
         "deregistered: no traffic"
     );
     assert_eq!(
@@ -217,7 +220,7 @@ async fn drain_stops_new_requests_while_in_flight_ones_finish() {
     assert_eq!(reply.json["in_flight"], 1);
     let http = Http::to(proxy.addr);
     assert!(
-        names_serving(&http, 6).await.iter().all(|n| n == "b"),
+        answered_by(&http, 6).await.iter().all(|n| n == "b"),
         "a draining backend gets nothing new"
     );
     let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
@@ -237,7 +240,7 @@ async fn drain_stops_new_requests_while_in_flight_ones_finish() {
         admin(api, "POST", &path, None, None).await.json["health"],
         "healthy"
     );
-    assert!(names_serving(&http, 6).await.contains(&"a".to_owned()));
+    assert!(answered_by(&http, 6).await.contains(&"a".to_owned()));
 }
 
 #[tokio::test]
@@ -331,34 +334,16 @@ async fn available_lists_only_what_would_be_picked_now() {
     ) + ADMIN;
     let proxy = TestProxy::start(&config).await;
     let api = proxy.admin.unwrap();
-    let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
-        .await
-        .json;
-    let listed: Vec<&str> = available
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["address"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        listed,
+        available(api).await,
         [a.addr.to_string()],
         "a backup is not picked while a primary is up"
     );
 
     let drain = format!("/pools/web/backends/{}/drain", a.addr);
     assert_eq!(admin(api, "POST", &drain, None, None).await.status, 200);
-    let available = admin(api, "GET", "/pools/web/backends?available=true", None, None)
-        .await
-        .json;
-    let listed: Vec<&str> = available
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["address"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        listed,
+        available(api).await,
         [spare.addr.to_string()],
         "with the primary out, the backup is what serves"
     );

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use support::{
-    Backend, Http, TestProxy, refusing_address, scripted_backend, stalled_backend, wait_until,
+    Backend, Http, TestProxy, answered_by, refusing_address, scripted_backend, stalled_backend,
+    until_served_by, wait_until,
 };
 use tokio::net::TcpListener;
 
@@ -182,29 +183,6 @@ async fn killed_backend_is_ejected_and_gets_no_connection_until_the_period_ends(
         );
     }
     until_served_by(&http, "revived", Duration::from_secs(10)).await;
-}
-
-/// Sends GETs until one is answered by `name`; panics after `deadline`.
-async fn until_served_by(http: &Http, name: &str, deadline: Duration) {
-    let start = Instant::now();
-    while http.get("/").await.backend() != name {
-        assert!(
-            start.elapsed() < deadline,
-            "{name} never served again within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Which backends answer `count` GETs.
-async fn answered_by(http: &Http, count: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    for _ in 0..count {
-        let reply = http.get("/").await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        names.push(reply.backend().to_owned());
-    }
-    names
 }
 
 const FAST_HEALTH: &str = "[pool.web.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_after = 2\nunhealthy_after = 2\n";

@@ -8,25 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fulcrum::app::Options;
-use support::{Backend, BinaryProxy, Http, TestProxy, admin, pool, wait_until};
+use support::{Backend, BinaryProxy, Http, TestProxy, admin, pool, until_served_by, wait_until};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-
-/// Sends GETs until one is answered by `name`; panics after `deadline`.
-async fn until_served_by(http: &Http, name: &str, deadline: Duration) {
-    let start = Instant::now();
-    loop {
-        let reply = http.get("/").await;
-        if reply.backend() == name {
-            return;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{name} never served within {deadline:?}: last {reply:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn admin_reload_switches_to_the_new_backends() {
@@ -56,19 +40,8 @@ async fn sighup_reloads_the_binary() {
     let proxy = BinaryProxy::start(&pool("web", "round_robin", &[&a]));
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
-    let path = proxy.dir.path().join("proxy.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(&a.addr.to_string(), &b.addr.to_string());
-    std::fs::write(&path, text).unwrap();
-    let pid = proxy.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    proxy.edit_config(&a.addr.to_string(), &b.addr.to_string());
+    proxy.signal("HUP");
     until_served_by(&http, "b", Duration::from_secs(5)).await;
     assert!(proxy.logged("config reloaded"), "a reload is logged");
 }
@@ -160,19 +133,8 @@ async fn invalid_reload_keeps_serving_the_old_config_and_reports_why() {
 async fn invalid_reload_is_logged_at_warn_by_the_binary() {
     let a = Backend::start("a").await;
     let proxy = BinaryProxy::start(&pool("web", "round_robin", &[&a]));
-    let path = proxy.dir.path().join("proxy.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("round_robin", "fastest");
-    std::fs::write(&path, text).unwrap();
-    let pid = proxy.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    proxy.edit_config("round_robin", "fastest");
+    proxy.signal("HUP");
     let started = Instant::now();
     while !proxy.logged("reload rejected") {
         assert!(

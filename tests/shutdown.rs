@@ -3,23 +3,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Backend, BinaryProxy, Http, pool, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn terminate(proxy: &BinaryProxy) {
-    let pid = proxy.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
 
 /// Waits for the process to exit, polling; returns its exit code.
 async fn exit_code(proxy: &mut BinaryProxy, deadline: Duration) -> Option<i32> {
@@ -60,7 +48,7 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
         || backend.requests().iter().any(|r| r.target == "/sleep/1500"),
     )
     .await;
-    terminate(&proxy);
+    proxy.signal("TERM");
 
     let refused_by = Instant::now() + Duration::from_secs(2);
     while TcpStream::connect(addr).await.is_ok() {
@@ -103,7 +91,7 @@ async fn shutdown_never_waits_past_the_grace_period() {
     )
     .await;
     let signalled = Instant::now();
-    terminate(&proxy);
+    proxy.signal("TERM");
     assert_eq!(
         exit_code(&mut proxy, Duration::from_secs(10)).await,
         Some(0)

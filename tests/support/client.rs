@@ -154,3 +154,30 @@ pub async fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMu
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Sends GETs until one is answered by `name`; panics after `deadline`.
+pub async fn until_served_by(http: &Http, name: &str, deadline: Duration) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let reply = http.get("/").await;
+        if reply.backend() == name {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{name} never served within {deadline:?}: last {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Which backends answer `count` GETs of `/`; every answer must be a 200.
+pub async fn answered_by(http: &Http, count: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let reply = http.get("/").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        names.push(reply.backend().to_owned());
+    }
+    names
+}

@@ -11,7 +11,9 @@ pub use backend::{
     Backend, PatternBody, blackhole, check_pattern, pattern_byte, refusing_address,
     scripted_backend, stalled_backend,
 };
-pub use client::{Http, Reply, TestBody, empty, h2c, raw, wait_until};
+pub use client::{
+    Http, Reply, TestBody, answered_by, empty, h2c, raw, until_served_by, wait_until,
+};
 pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};
 
 /// The TOML for a pool of these backends: `[pool.NAME]` with `strategy` and unit weights.

@@ -151,6 +151,22 @@ impl BinaryProxy {
         }
     }
 
+    /// Rewrites the config file in place, replacing `from` with `to`.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.dir.path().join("proxy.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(from, to);
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// Sends the proxy a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{name}").as_str(), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+
     /// Whether any logged line contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.log
