@@ -12,7 +12,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
@@ -37,6 +38,30 @@ pub struct Head {
 }
 
 impl Head {
+    /// A copy that owns its bytes. A plain clone would share the header values' and target's
+    /// bytes with hyper's connection read buffer, turning that buffer into a shared one that
+    /// hyper must then reallocate and copy for the next request (measured: a plain clone here
+    /// cost about a quarter of throughput, this copy a few percent).
+    pub fn detached(&self) -> Head {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+                .expect("a copy of a valid header value is valid");
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+        let uri = self
+            .uri
+            .path_and_query()
+            .and_then(|pq| Uri::try_from(pq.as_str().to_owned()).ok())
+            .unwrap_or_else(|| self.uri.clone());
+        Head {
+            method: self.method.clone(),
+            uri,
+            headers,
+        }
+    }
+
     /// The HTTP/1.1 request for this head and `body`.
     pub fn into_request(self, body: RequestBody) -> Request<RequestBody> {
         let mut request = Request::new(body);

@@ -82,7 +82,7 @@ async fn forward(
     let retries = pool.policy().retries;
     // A copy of the head is needed only to resend an idempotent request after it was sent; a
     // request that never left comes back whole.
-    let kept = (idempotent && retries > 0).then(|| head.clone());
+    let kept = (idempotent && retries > 0).then(|| head.detached());
     let (body, report) = RequestBody::new(body);
     let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
