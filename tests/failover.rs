@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -313,36 +312,14 @@ async fn killing_one_of_three_backends_under_load_loses_no_request() {
     let addresses = [a.addr, b.addr, victim.addr].map(|x| x.to_string());
     let proxy = TestProxy::start(&pool_of(&addresses, "")).await;
 
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let (failures, done, addr) = (Arc::clone(&failures), Arc::clone(&done), proxy.addr);
-        clients.push(tokio::spawn(async move {
-            let http = Http::to(addr);
-            for _ in 0..150 {
-                match http.try_get("/").await {
-                    Ok(reply) if reply.status == 200 => {}
-                    Ok(reply) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", reply.status, reply.body)),
-                    Err(error) => failures.lock().unwrap().push(error),
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }));
-    }
+    let load = support::Load::start(proxy.addr, 16, 150);
     wait_until("load is running", Duration::from_secs(10), || {
-        done.load(std::sync::atomic::Ordering::SeqCst) > 400
+        load.done() > 400
     })
     .await;
     victim.stop();
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 16 * 150);
-    let failures = failures.lock().unwrap();
+    let (done, failures) = load.finish().await;
+    assert_eq!(done, 16 * 150);
     assert!(
         failures.is_empty(),
         "{} requests failed, e.g. {:?}",

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fulcrum::app::Options;
@@ -263,40 +261,18 @@ async fn twenty_reloads_under_load_lose_no_request() {
     .collect();
     let proxy = TestProxy::start(&configs[0]).await;
 
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let (failures, done, addr) = (Arc::clone(&failures), Arc::clone(&done), proxy.addr);
-        clients.push(tokio::spawn(async move {
-            let http = Http::to(addr);
-            for _ in 0..200 {
-                match http.try_get("/").await {
-                    Ok(reply) if reply.status == 200 => {}
-                    Ok(reply) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", reply.status, reply.body)),
-                    Err(error) => failures.lock().unwrap().push(error),
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let load = support::Load::start(proxy.addr, 16, 200);
     for reload in 1..=20 {
         wait_until("more load between reloads", Duration::from_secs(10), || {
-            done.load(Ordering::SeqCst) >= reload * 120
+            load.done() >= reload * 120
         })
         .await;
         proxy.rewrite(&configs[reload % configs.len()]);
         proxy.control.reload().await.expect("every config is valid");
     }
-    for client in clients {
-        client.await.unwrap();
-    }
+    let (done, failures) = load.finish().await;
     assert_eq!(proxy.control.status().generation, 21);
-    assert_eq!(done.load(Ordering::SeqCst), 16 * 200);
-    let failures = failures.lock().unwrap();
+    assert_eq!(done, 16 * 200);
     assert!(
         failures.is_empty(),
         "{} of 3200 failed, e.g. {:?}",

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backend;
 pub mod client;
+pub mod load;
 pub mod proxy;
 
 pub use admin::{AdminReply, admin};
@@ -14,6 +15,7 @@ pub use backend::{
 pub use client::{
     Http, Reply, TestBody, answered_by, empty, h2c, raw, until_served_by, wait_until,
 };
+pub use load::Load;
 pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};
 
 /// The TOML for a pool of these backends: `[pool.NAME]` with `strategy` and unit weights.
