@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
@@ -38,14 +38,23 @@ pub struct Head {
 }
 
 impl Head {
-    /// A copy that owns its bytes. A plain clone would share the header values' and target's
-    /// bytes with hyper's connection read buffer, turning that buffer into a shared one that
-    /// hyper must then reallocate and copy for the next request (measured: a plain clone here
-    /// cost about a quarter of throughput, this copy a few percent).
+    /// A copy that owns its bytes, in one allocation for all values. A plain clone would share
+    /// the values' and target's bytes with hyper's connection read buffer, keeping that buffer
+    /// shared for as long as the request lives.
     pub fn detached(&self) -> Head {
+        // Every value copied into one allocation, each header a slice of it.
+        let total: usize = self.headers.values().map(|v| v.len()).sum();
+        let mut buffer = BytesMut::with_capacity(total);
+        for value in self.headers.values() {
+            buffer.extend_from_slice(value.as_bytes());
+        }
+        let buffer = buffer.freeze();
         let mut headers = HeaderMap::with_capacity(self.headers.len());
+        let mut offset = 0;
         for (name, value) in &self.headers {
-            let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+            let bytes = buffer.slice(offset..offset + value.len());
+            offset += value.len();
+            let mut copy = HeaderValue::from_maybe_shared(bytes)
                 .expect("a copy of a valid header value is valid");
             copy.set_sensitive(value.is_sensitive());
             headers.append(name.clone(), copy);
@@ -242,4 +251,40 @@ async fn failed(
         Replay::Body(body, report)
     });
     Failed { cause, replay }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_head_is_equal_and_owns_its_bytes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("shop.example.com"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 10.0.0.1"),
+        );
+        headers.append("via", HeaderValue::from_static("1.0 edge"));
+        headers.append("via", HeaderValue::from_static("1.1 fulcrum"));
+        let mut secret = HeaderValue::from_static("Bearer x");
+        secret.set_sensitive(true);
+        headers.insert("authorization", secret);
+        let head = Head {
+            method: Method::PUT,
+            uri: "/a%2Fb?x=1".parse().unwrap(),
+            headers,
+        };
+        let copy = head.detached();
+        assert_eq!(copy.method, Method::PUT);
+        assert_eq!(copy.uri, head.uri);
+        assert_eq!(copy.headers, head.headers);
+        assert!(copy.headers["authorization"].is_sensitive());
+        let via: Vec<_> = copy.headers.get_all("via").iter().collect();
+        assert_eq!(
+            via,
+            ["1.0 edge", "1.1 fulcrum"],
+            "repeated headers keep their order"
+        );
+    }
 }
