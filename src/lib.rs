@@ -11,6 +11,7 @@
 //! - `proxy.rs`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
+//! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
 //! - `body.rs`: request and response body types, streamed without buffering.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
@@ -46,6 +47,7 @@ pub mod error;
 pub mod headers;
 pub mod proxy;
 pub mod registry;
+pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod state;

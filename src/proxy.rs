@@ -29,6 +29,7 @@ use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
 use crate::body::{ProxyBody, Relayed, RequestBody};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientSide};
+use crate::request_id;
 use crate::route::host_name;
 use crate::state::{SharedState, State};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
@@ -51,10 +52,14 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let state = self.state.load_full();
-        match forward(&state, request, peer).await {
+        let mut request = request;
+        let id = request_id::ensure(request.headers_mut());
+        let mut response = match forward(&state, request, peer).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
-        }
+        };
+        response.headers_mut().insert(request_id::X_REQUEST_ID, id);
+        response
     }
 }
 

@@ -167,3 +167,50 @@ async fn separate_clients_share_pooled_upstream_connections() {
         backend.connections()
     );
 }
+
+#[tokio::test]
+async fn request_id_is_made_forwarded_and_returned() {
+    let (backend, proxy) = one_backend().await;
+    let http = Http::to(proxy.addr);
+    let first = http.get("/").await;
+    let id = first.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "a generated id: {id}");
+    assert_eq!(
+        backend.requests()[0].headers["x-request-id"],
+        id.as_str(),
+        "the backend gets the same id"
+    );
+    let second = http.get("/").await;
+    assert_ne!(
+        second.headers["x-request-id"],
+        id.as_str(),
+        "each request gets its own"
+    );
+}
+
+#[tokio::test]
+async fn client_request_id_and_traceparent_are_kept() {
+    let (backend, proxy) = one_backend().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = http::Request::get("/")
+        .header("x-request-id", "client-chosen-7")
+        .header("traceparent", traceparent)
+        .body(empty())
+        .unwrap();
+    let reply = Http::to(proxy.addr).send(request).await;
+    assert_eq!(reply.headers["x-request-id"], "client-chosen-7");
+    let seen = &backend.requests()[0].headers;
+    assert_eq!(seen["x-request-id"], "client-chosen-7");
+    assert_eq!(
+        seen["traceparent"], traceparent,
+        "traceparent passes untouched"
+    );
+}
+
+#[tokio::test]
+async fn proxy_answers_carry_the_request_id_too() {
+    let proxy = TestProxy::start("[pool.web]\nbackends = []\n").await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers["x-request-id"].len(), 32);
+}

@@ -1,0 +1,74 @@
+//! `X-Request-Id`: one id per request, shared by the client, the proxy and the backend, so their
+//! logs can be joined. A client's id is kept when it is reasonable (visible ASCII, at most
+//! [`MAX_LEN`] bytes); otherwise the proxy makes one: 32 random hex digits (128 bits).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header's name.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied id that is kept.
+pub const MAX_LEN: usize = 200;
+
+/// The request's id: the client's, if acceptable, else a new one (which is also set on
+/// `headers`, so the backend receives it).
+pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && acceptable(id)
+    {
+        return id.clone();
+    }
+    let id = generate();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+fn acceptable(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// 32 random hex digits.
+fn generate() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    let random = fastrand::u128(..);
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((random >> (4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits form a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure(&mut headers), "abc-123");
+        assert_eq!(headers[X_REQUEST_ID], "abc-123");
+    }
+
+    #[test]
+    fn a_missing_or_unreasonable_id_is_replaced_by_a_fresh_one() {
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some(&*"x".repeat(MAX_LEN + 1)),
+        ] {
+            let mut headers = HeaderMap::new();
+            if let Some(bad) = bad {
+                headers.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            }
+            let id = ensure(&mut headers);
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+            assert_eq!(headers[X_REQUEST_ID], id, "the backend receives the new id");
+        }
+        let (a, b) = (generate(), generate());
+        assert_ne!(a, b);
+    }
+}
