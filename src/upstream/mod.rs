@@ -6,6 +6,7 @@
 //! - `pool.rs`: primaries and backups, their balancer, ejection and fail-open; answers "which
 //!   backend now".
 //! - `checker.rs`: active health checks, one task per backend.
+//! - `tier.rs`: one role's backends and their balancer.
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
 //! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
@@ -19,6 +20,7 @@ mod client;
 pub mod connections;
 pub mod health;
 mod pool;
+mod tier;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;

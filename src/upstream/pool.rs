@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
-use super::health::BackendState;
+use super::tier::Tier;
 use super::{Backend, RetryBudget};
 use crate::affinity::{HashKey, Sticky};
-use crate::balance::{Balancer, Candidates, Member, Strategy};
+use crate::balance::Strategy;
 use crate::config::{HealthCheck, Outlier};
 
 /// Whether a backend is a primary or a backup.
@@ -47,51 +47,6 @@ pub struct Policy {
     pub sticky: Option<Sticky>,
     pub outlier: Outlier,
     pub health: Option<HealthCheck>,
-}
-
-/// Backends of one role and their balancer.
-#[derive(Debug)]
-struct Tier {
-    backends: Vec<Arc<Backend>>,
-    balancer: Balancer,
-}
-
-impl Tier {
-    fn new(strategy: Strategy, backends: Vec<Arc<Backend>>, balance_factor: Option<f64>) -> Tier {
-        let members: Vec<Member<'_>> = backends
-            .iter()
-            .map(|b| Member {
-                identity: b.address().as_str(),
-                weight: b.weight(),
-            })
-            .collect();
-        let balancer = Balancer::with_members(strategy, &members, balance_factor);
-        Tier { balancer, backends }
-    }
-
-    fn pick(&self, eligible: impl Fn(&Backend) -> bool, key: Option<u64>) -> Option<&Arc<Backend>> {
-        let members = Members {
-            backends: &self.backends,
-            eligible,
-        };
-        self.balancer
-            .pick(&members, key)
-            .map(|index| &self.backends[index])
-    }
-
-    fn any_available(&self) -> bool {
-        self.backends.iter().any(|b| b.health().is_available())
-    }
-
-    /// Whether one more ejection keeps the ejected share within `max_percent`.
-    fn may_eject(&self, max_percent: u32) -> bool {
-        let ejected = self
-            .backends
-            .iter()
-            .filter(|b| b.health().state() == BackendState::Ejected)
-            .count();
-        (ejected + 1) * 100 <= max_percent as usize * self.backends.len()
-    }
 }
 
 /// A pool as the snapshot holds it; immutable once built but for atomics.
@@ -320,32 +275,12 @@ impl Pool {
     }
 }
 
-/// A tier's backends as the balancer sees them.
-struct Members<'a, F> {
-    backends: &'a [Arc<Backend>],
-    eligible: F,
-}
-
-impl<F: Fn(&Backend) -> bool> Candidates for Members<'_, F> {
-    fn len(&self) -> usize {
-        self.backends.len()
-    }
-
-    fn is_eligible(&self, index: usize) -> bool {
-        (self.eligible)(&self.backends[index])
-    }
-
-    fn in_flight(&self, index: usize) -> usize {
-        self.backends[index].in_flight()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::upstream::health::AdminState;
+    use crate::upstream::health::{AdminState, BackendState};
     use http::uri::Authority;
 
     fn backends(ports: &[u16]) -> Vec<Arc<Backend>> {
