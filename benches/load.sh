@@ -18,14 +18,8 @@ LOAD_CPU=${LOAD_CPU:-1}            # wrk and the backend share the other(s)
 BACKEND_PORT=${BACKEND_PORT:-18000}
 FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
 
-command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -y nginx" >&2; exit 1; }
-
-cargo build --release --quiet --bin fulcrum
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 render() { # template port -> file
   sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"

@@ -14,13 +14,8 @@ DURATION=${DURATION:-12}
 PORT=18101
 BACKENDS=(18111 18112 18113)
 
-command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -y nginx" >&2; exit 1; }
-cargo build --release --quiet --bin fulcrum
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 listen=""
 for port in "${BACKENDS[@]}"; do listen+="        listen 127.0.0.1:$port;"$'\n'; done

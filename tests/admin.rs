@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fulcrum::app::Options;
 use serde_json::Value;
-use support::{Backend, Http, TestProxy, admin, answered_by, pool, wait_until};
+use support::{Backend, Http, TestProxy, admin, answered_by, pool, pool_with_backups, wait_until};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -167,13 +167,7 @@ async fn token_is_required_when_set() {
 async fn status_shows_generation_pools_and_backends() {
     let a = Backend::start("a").await;
     let spare = Backend::start("spare").await;
-    let config = pool("web", "least_connections", &[&a]).replace(
-        "backends = [",
-        &format!(
-            "backups = [{{ address = \"{}\" }}]\nbackends = [",
-            spare.addr
-        ),
-    ) + ADMIN;
+    let config = pool_with_backups("web", "least_connections", &[&a], &[&spare]) + ADMIN;
     let proxy = TestProxy::start(&config).await;
     Http::to(proxy.addr).get("/").await;
     let status = admin(proxy.admin.unwrap(), "GET", "/status", None, None)
@@ -325,13 +319,7 @@ async fn registrations_survive_a_reload_and_a_restart() {
 async fn available_lists_only_what_would_be_picked_now() {
     let a = Backend::start("a").await;
     let spare = Backend::start("spare").await;
-    let config = pool("web", "round_robin", &[&a]).replace(
-        "backends = [",
-        &format!(
-            "backups = [{{ address = \"{}\" }}]\nbackends = [",
-            spare.addr
-        ),
-    ) + ADMIN;
+    let config = pool_with_backups("web", "round_robin", &[&a], &[&spare]) + ADMIN;
     let proxy = TestProxy::start(&config).await;
     let api = proxy.admin.unwrap();
     assert_eq!(

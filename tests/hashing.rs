@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use support::{Backend, Http, TestProxy, admin, empty, pool};
+use support::{Backend, Http, TestProxy, admin, empty, pool, pool_with_backups};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -292,13 +292,7 @@ async fn affinity_survives_a_reload_that_keeps_the_backend() {
     let proxy = TestProxy::start(&config).await;
     let http = Http::to(proxy.addr);
     let first = http.get("/").await;
-    let cookie = first.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = first.cookie();
     let home = first.backend().to_owned();
     proxy.rewrite(&(pool("app", "least_connections", &[&a, &b, &c]) + sticky + ADMIN));
     proxy.control.reload().await.unwrap();
@@ -346,14 +340,8 @@ async fn route_lookup_agrees_with_the_proxy_for_escaped_query_keys() {
 async fn a_sticky_client_pinned_to_a_backup_fails_back_to_the_primary() {
     let a = Backend::start("a").await;
     let spare = Backend::start("spare").await;
-    let config = pool("app", "round_robin", &[&a]).replace(
-        "backends = [",
-        &format!(
-            "backups = [{{ address = \"{}\" }}]\nbackends = [",
-            spare.addr
-        ),
-    ) + "[pool.app.sticky]\n"
-        + ADMIN;
+    let config =
+        pool_with_backups("app", "round_robin", &[&a], &[&spare]) + "[pool.app.sticky]\n" + ADMIN;
     let proxy = TestProxy::start(&config).await;
     let api = proxy.admin.unwrap();
     let http = Http::to(proxy.addr);
@@ -361,13 +349,7 @@ async fn a_sticky_client_pinned_to_a_backup_fails_back_to_the_primary() {
     assert_eq!(admin(api, "POST", &drain, None, None).await.status, 200);
     let on_backup = http.get("/").await;
     assert_eq!(on_backup.backend(), "spare");
-    let cookie = on_backup.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = on_backup.cookie();
     let enable = format!("/pools/app/backends/{}/enable", a.addr);
     assert_eq!(admin(api, "POST", &enable, None, None).await.status, 200);
     let back = http

@@ -24,6 +24,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The `name=value` part of the first `Set-Cookie`, ready to send back as `Cookie`.
+    pub fn cookie(&self) -> String {
+        let set = self.headers["set-cookie"]
+            .to_str()
+            .expect("an ASCII Set-Cookie");
+        set.split(';').next().unwrap_or("").to_owned()
+    }
+
     /// The `x-backend` header: which test backend answered.
     pub fn backend(&self) -> &str {
         self.headers

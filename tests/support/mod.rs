@@ -36,3 +36,20 @@ pub fn weighted_pool(name: &str, strategy: &str, backends: &[&Backend], weights:
         entries.join(", ")
     )
 }
+
+/// The TOML for a pool of `primaries` with `backups`, unit weights.
+pub fn pool_with_backups(
+    name: &str,
+    strategy: &str,
+    primaries: &[&Backend],
+    backups: &[&Backend],
+) -> String {
+    let entries: Vec<String> = backups
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    pool(name, strategy, primaries).replace(
+        "backends = [",
+        &format!("backups = [{}]\nbackends = [", entries.join(", ")),
+    )
+}
