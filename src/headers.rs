@@ -12,9 +12,6 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// The name this proxy gives itself in `Via`.
-pub const VIA_PSEUDONYM: &str = "fulcrum";
-
 /// Headers that never cross a proxy, whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,

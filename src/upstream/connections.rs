@@ -76,11 +76,6 @@ impl Connections {
         });
     }
 
-    /// How many idle connections are kept now.
-    pub fn idle(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle
             .lock()
