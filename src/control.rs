@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::metrics::Counter;
 use crate::registry::{Entry, Registry, RegistryError};
 use crate::server::Server;
 use crate::state::{SharedState, State};
@@ -50,6 +51,8 @@ struct Inner {
     current: Mutex<(Arc<Config>, ConfigStatus)>,
     /// One change at a time.
     changing: tokio::sync::Mutex<()>,
+    reloads_succeeded: Counter,
+    reloads_failed: Counter,
 }
 
 impl Control {
@@ -73,6 +76,8 @@ impl Control {
                 server: OnceLock::new(),
                 current: Mutex::new((Arc::new(config), status)),
                 changing: tokio::sync::Mutex::new(()),
+                reloads_succeeded: Counter::default(),
+                reloads_failed: Counter::default(),
             }),
         };
         tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
@@ -82,6 +87,19 @@ impl Control {
     /// The live snapshot, for the server.
     pub fn state(&self) -> SharedState {
         Arc::clone(&self.inner.state)
+    }
+
+    /// The server whose listeners reloads change, once attached.
+    pub fn server(&self) -> Option<&Server> {
+        self.inner.server.get()
+    }
+
+    /// Reloads so far: (accepted, rejected).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.inner.reloads_succeeded.get(),
+            self.inner.reloads_failed.get(),
+        )
     }
 
     /// Lets reloads change the server's listeners.
@@ -110,8 +128,12 @@ impl Control {
         let _one_at_a_time = self.inner.changing.lock().await;
         let path = self.status().path;
         match self.try_reload(&path).await {
-            Ok(generation) => Ok(generation),
+            Ok(generation) => {
+                self.inner.reloads_succeeded.inc();
+                Ok(generation)
+            }
             Err(error) => {
+                self.inner.reloads_failed.inc();
                 warn!(file = %path.display(), %error, "reload rejected: the running config stays");
                 self.lock_current().1.last_error = Some(error.to_string());
                 Err(error)
@@ -130,7 +152,16 @@ impl Control {
         warn_on_restart_only_changes(&before, &config);
         let generation = self.status().generation + 1;
         self.swap(&config, generation);
-        info!(file = %path.display(), generation, pools = config.pools.len(), "config reloaded");
+        let changes = PoolChanges::between(&before, &config);
+        info!(
+            file = %path.display(),
+            generation,
+            pools = config.pools.len(),
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed,
+            "config reloaded"
+        );
         let mut current = self.lock_current();
         current.1 = ConfigStatus {
             path: path.to_path_buf(),
@@ -194,6 +225,33 @@ impl Control {
             .current
             .lock()
             .expect("the control lock is never held across a panic")
+    }
+}
+
+/// Which pools a reload added, removed or changed, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PoolChanges<'a> {
+    added: Vec<&'a str>,
+    removed: Vec<&'a str>,
+    changed: Vec<&'a str>,
+}
+
+impl<'a> PoolChanges<'a> {
+    fn between(before: &'a Config, after: &'a Config) -> PoolChanges<'a> {
+        let mut changes = PoolChanges::default();
+        for pool in &after.pools {
+            match before.pools.iter().find(|p| p.name == pool.name) {
+                None => changes.added.push(&pool.name),
+                Some(old) if old != pool => changes.changed.push(&pool.name),
+                Some(_) => {}
+            }
+        }
+        for pool in &before.pools {
+            if !after.pools.iter().any(|p| p.name == pool.name) {
+                changes.removed.push(&pool.name);
+            }
+        }
+        changes
     }
 }
 

@@ -20,7 +20,8 @@
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
 //! - `watch.rs`: reload when the config file changes.
 //! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
-//! - `admin/`: the admin API (JSON over HTTP).
+//! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`.
+//! - `metrics/`: lock-free counts on the request path and their Prometheus exposition.
 //!
 //! # The life of one request
 //! 1. `server.rs` accepts the connection and hands each request to `Proxy::handle`.
@@ -45,6 +46,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;

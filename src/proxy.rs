@@ -19,6 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -29,6 +30,7 @@ use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
 use crate::body::{ProxyBody, Relayed, RequestBody};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientSide};
+use crate::metrics::{Outcomes, RetryReason};
 use crate::request_id;
 use crate::route::host_name;
 use crate::state::{SharedState, State};
@@ -51,28 +53,56 @@ impl Proxy {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        let started = Instant::now();
         let state = self.state.load_full();
         let mut request = request;
         let id = request_id::ensure(request.headers_mut());
-        let mut response = match forward(&state, request, peer).await {
+        let mut trail = Trail::default();
+        let mut response = match forward(&state, request, peer, &mut trail).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
+        trail
+            .outcomes(&state)
+            .record(response.status().as_u16(), started.elapsed());
         response.headers_mut().insert(request_id::X_REQUEST_ID, id);
         response
     }
 }
 
-async fn forward(
-    state: &State,
+/// Where a request went: its pool, the backend its answer is attributed to (the one that
+/// answered, or the last one tried), and how many attempts it took.
+#[derive(Debug, Default)]
+struct Trail<'a> {
+    pool: Option<&'a Pool>,
+    backend: Option<Arc<Backend>>,
+    attempts: u32,
+}
+
+impl Trail<'_> {
+    /// The series its response counts in: its backend's, else its pool's (no backend), else
+    /// the unrouted.
+    fn outcomes<'s>(&'s self, state: &'s State) -> &'s Outcomes {
+        match (&self.backend, self.pool) {
+            (Some(backend), _) => &backend.stats().outcomes,
+            (None, Some(pool)) => &pool.stats().unattributed,
+            (None, None) => state.unrouted(),
+        }
+    }
+}
+
+async fn forward<'a>(
+    state: &'a State,
     request: Request<Incoming>,
     peer: SocketAddr,
+    trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&request).map(host_name);
     let route = state
         .route(host, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
+    trail.pool = Some(pool);
     let policy = pool.policy();
     let key = policy
         .hash_key
@@ -107,24 +137,29 @@ async fn forward(
         let in_flight = backend.start_request();
         let (request, report) = next;
         let timeout = state.timeouts().response;
+        trail.attempts += 1;
         let failed =
             match attempt::exchange(state.client(), &backend, request, report, timeout).await {
                 Ok((response, connection)) => {
                     let mut response = relay(pool, response, in_flight, connection);
                     pin_to(pool, &backend, pinned, &mut response);
+                    trail.backend = Some(backend);
                     return Ok(response);
                 }
                 Err(failed) => failed,
             };
         drop(in_flight);
+        trail.backend = Some(Arc::clone(&backend));
         let error = upstream_error(&failed.cause, pool, &backend, state);
         if failed.cause.blames_backend() {
             pool.record_failure(&backend, &error.to_string());
         }
         let last = tried.len() as u32 >= retries;
+        let reason = retry_reason(&failed.cause);
         let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
             return Err(error);
         };
+        pool.stats().retried(reason);
         debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
         next = again;
         tried.push(backend);
@@ -154,6 +189,18 @@ fn retry(
     // A request that never reached a backend adds no load when sent to another: the budget,
     // which guards against multiplying load, only counts retries of requests that may have.
     (never_sent || pool.budget().try_withdraw()).then_some(again)
+}
+
+/// The `reason` label of a retry after `cause`.
+fn retry_reason(cause: &Cause) -> RetryReason {
+    match cause {
+        Cause::TimedOut => RetryReason::ResponseTimeout,
+        Cause::Failed(Failure::ConnectTimeout) => RetryReason::ConnectTimeout,
+        Cause::Failed(Failure::Connect(_)) => RetryReason::ConnectFailure,
+        Cause::Failed(Failure::NotSent(_)) => RetryReason::ConnectionClosed,
+        // A failed request body is never retried; the label is never used for it.
+        Cause::Failed(Failure::Upstream(_) | Failure::RequestBody(_)) => RetryReason::UpstreamError,
+    }
 }
 
 /// With sticky sessions, sets the affinity cookie when the request was not already pinned to the

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,11 +40,59 @@ struct Shared {
     listeners: tokio::sync::Mutex<Vec<Listening>>,
 }
 
-/// One listener: the address as configured, as bound, and its accept loop.
+/// One listener: the address as configured, as bound, its accept loop and its counts.
 struct Listening {
     configured: SocketAddr,
     local: SocketAddr,
     task: JoinHandle<()>,
+    stats: Arc<ListenerStats>,
+}
+
+/// A listener's client connections: open now, and accepted in all.
+#[derive(Debug)]
+pub struct ListenerStats {
+    address: String,
+    open: AtomicI64,
+    accepted: crate::metrics::Counter,
+}
+
+impl ListenerStats {
+    fn new(address: SocketAddr) -> ListenerStats {
+        ListenerStats {
+            address: address.to_string(),
+            open: AtomicI64::new(0),
+            accepted: Default::default(),
+        }
+    }
+
+    /// The bound address, the `listener` label.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn open(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.get()
+    }
+
+    /// Counts a connection as open until the guard drops.
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.inc();
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(self))
+    }
+}
+
+/// One open client connection of a listener.
+struct OpenConnection(Arc<ListenerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Server {
@@ -72,6 +121,17 @@ impl Server {
             .collect()
     }
 
+    /// Every listener's connection counts.
+    pub async fn listener_stats(&self) -> Vec<Arc<ListenerStats>> {
+        self.shared
+            .listeners
+            .lock()
+            .await
+            .iter()
+            .map(|l| Arc::clone(&l.stats))
+            .collect()
+    }
+
     /// Makes the listeners match `addresses`: new ones are bound first, and only if all of them
     /// bind are the ones no longer wanted closed. On error nothing changes.
     pub async fn listen_on(&self, addresses: &[SocketAddr]) -> io::Result<()> {
@@ -89,11 +149,17 @@ impl Server {
         for (configured, listener) in fresh {
             let local = listener.local_addr()?;
             info!(address = %local, "listening");
-            let task = tokio::spawn(accept_loop(listener, Arc::clone(&self.shared)));
+            let stats = Arc::new(ListenerStats::new(local));
+            let task = tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&self.shared),
+                Arc::clone(&stats),
+            ));
             listening.push(Listening {
                 configured,
                 local,
                 task,
+                stats,
             });
         }
         listening.retain(|l| {
@@ -138,7 +204,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stats: Arc<ListenerStats>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -148,7 +214,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        serve_connection(&shared, stream, peer);
+        serve_connection(&shared, stream, peer, stats.opened());
     }
 }
 
@@ -159,7 +225,7 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, open: OpenConnection) {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
@@ -184,6 +250,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         }
     };
     tokio::spawn(async move {
+        let _open = open;
         if let Err(error) = watched.await {
             debug!(%peer, %error, "connection ended with an error");
         }

@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use tracing::debug;
 
 use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
+use crate::metrics::Outcomes;
 use crate::route::Route;
 use crate::upstream::{Backend, Client, Policy, Pool, checker};
 
@@ -40,6 +41,8 @@ pub struct State {
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
+    /// Responses to requests that matched no route; shared with the snapshots before and after.
+    unrouted: Arc<Outcomes>,
 }
 
 impl State {
@@ -91,6 +94,9 @@ impl State {
             pools,
             routes,
             client,
+            unrouted: previous
+                .map(|p| Arc::clone(&p.unrouted))
+                .unwrap_or_default(),
         }
     }
 
@@ -136,6 +142,11 @@ impl State {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// What was answered to requests that matched no route.
+    pub fn unrouted(&self) -> &Outcomes {
+        &self.unrouted
     }
 
     /// The first route that takes a request for `host` (port stripped) and `path`.
@@ -191,7 +202,11 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         outlier: config.outlier,
         health: config.health.clone(),
     };
-    Pool::new(&config.name, config.strategy, primaries, backups, policy)
+    let pool = Pool::new(&config.name, config.strategy, primaries, backups, policy);
+    match before {
+        Some(before) => pool.with_stats(Arc::clone(before.stats())),
+        None => pool,
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! | endpoint | does |
 //! |---|---|
 //! | `GET /status` | config generation, load time, last reload error, every pool and backend |
+//! | `GET /metrics` | Prometheus metrics (text format 0.0.4) |
 //! | `POST /reload` | reload the config file now |
 //! | `GET /pools/{pool}/backends[?available=true]` | the pool's members (only those pickable now) |
 //! | `POST /pools/{pool}/backends` | register `{"address", "weight", "backup", "ttl"}` (201; 200 when it updates an existing registration) |
@@ -97,6 +98,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
     let method = request.method().clone();
     match (segments.as_slice(), method) {
         (["status"], Method::GET) => json_reply(StatusCode::OK, views::status(control)),
+        (["metrics"], Method::GET) => views::metrics(control).await,
         (["reload"], Method::POST) => handlers::reload(control).await,
         (["pools", pool, "backends"], Method::GET) => {
             let available_only = request
@@ -135,6 +137,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
         }
         (
             ["status"]
+            | ["metrics"]
             | ["reload"]
             | ["pools", _, "backends"]
             | ["pools", _, "route"]

@@ -1,8 +1,14 @@
-//! The JSON the admin API answers with: the config's status, pools and backends.
+//! What the admin API answers reads with: the config's status, pools and backends as JSON, and
+//! the metrics.
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body_util::Full;
 use serde_json::{Value, json};
+
+use super::Reply;
 
 use crate::clock;
 use crate::control::{ConfigStatus, Control};
@@ -70,4 +76,25 @@ pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) ->
 
 fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// `GET /metrics`: the Prometheus exposition of the live snapshot, listeners and reloads.
+pub async fn metrics(control: &Control) -> Reply {
+    let listeners = match control.server() {
+        Some(server) => server.listener_stats().await,
+        None => Vec::new(),
+    };
+    let (reloads_succeeded, reloads_failed) = control.reload_counts();
+    let process = crate::metrics::Process {
+        listeners,
+        reloads_succeeded,
+        reloads_failed,
+    };
+    let text = crate::metrics::render(control.state().load_full(), process);
+    let mut reply = Response::new(Full::new(Bytes::from(text)));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    reply
 }

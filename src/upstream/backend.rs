@@ -12,6 +12,7 @@ use http::uri::Authority;
 
 use super::connections::Connections;
 use super::health::Health;
+use crate::metrics::BackendStats;
 
 /// A backend server of a pool.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Backend {
     in_flight: AtomicUsize,
     served: AtomicU64,
     health: Health,
+    stats: BackendStats,
 }
 
 impl Backend {
@@ -46,12 +48,18 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             health: Health::new(start_healthy),
+            stats: BackendStats::default(),
         })
     }
 
     /// Its health inputs and state.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// What it has served, how fast, and what happened to it.
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
     }
 
     /// `host:port`, as written in the config.

@@ -46,6 +46,10 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck) {
             return;
         }
         let verdict = probe(&backend, &check).await;
+        match verdict {
+            Ok(()) => backend.stats().checks_passed.inc(),
+            Err(_) => backend.stats().checks_failed.inc(),
+        }
         let flip = backend.health().record_probe(
             verdict.is_ok(),
             check.healthy_after,

@@ -55,12 +55,14 @@ impl Client {
                 return Ok((sender, true));
             }
         }
+        let started = std::time::Instant::now();
         let sender = connections::connect(
             backend.address(),
             backend.socket_addr(),
             self.connect_timeout(),
         )
         .await?;
+        backend.stats().connect.observe(started.elapsed());
         Ok((sender, false))
     }
 }

@@ -33,6 +33,14 @@ pub enum BackendState {
 }
 
 impl BackendState {
+    pub const ALL: [BackendState; 5] = [
+        BackendState::Healthy,
+        BackendState::Unhealthy,
+        BackendState::Ejected,
+        BackendState::Draining,
+        BackendState::Disabled,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             BackendState::Disabled => "disabled",

@@ -17,6 +17,7 @@ use super::{Backend, RetryBudget};
 use crate::affinity::{HashKey, Sticky};
 use crate::balance::Strategy;
 use crate::config::{HealthCheck, Outlier};
+use crate::metrics::PoolStats;
 
 /// Whether a backend is a primary or a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Pool {
     everyone: Option<Tier>,
     policy: Policy,
     budget: RetryBudget,
+    /// Shared with the pool of the same name in the snapshots before and after this one.
+    stats: Arc<PoolStats>,
     failing_open: AtomicBool,
     /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
     retired: AtomicBool,
@@ -68,7 +71,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool over `primaries` and `backups`, chosen among by `strategy`.
+    /// A pool over `primaries` and `backups`, chosen among by `strategy`, counting into fresh
+    /// stats (see [`Pool::with_stats`]).
     pub fn new(
         name: &str,
         strategy: Strategy,
@@ -89,6 +93,7 @@ impl Pool {
             everyone,
             policy,
             budget: RetryBudget::default(),
+            stats: Arc::default(),
             failing_open: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             pinned: HashMap::new(),
@@ -109,6 +114,21 @@ impl Pool {
                 .collect();
         }
         self
+    }
+
+    /// The same pool counting into `stats`: those of the pool it replaces.
+    pub fn with_stats(mut self, stats: Arc<PoolStats>) -> Pool {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> &Arc<PoolStats> {
+        &self.stats
+    }
+
+    /// Whether the last pick had to fail open.
+    pub fn is_failing_open(&self) -> bool {
+        self.failing_open.load(Ordering::Relaxed)
     }
 
     /// The member a sticky token names, when it may take this request: available, not tried,
@@ -205,6 +225,7 @@ impl Pool {
             return;
         }
         if on {
+            self.stats.fail_open_started.inc();
             warn!(pool = %self.name, "fail-open started: no backend is available, spreading over all");
         } else {
             info!(pool = %self.name, "fail-open ended: a backend is available again");
@@ -245,6 +266,7 @@ impl Pool {
             .health()
             .eject(outlier.base_ejection, outlier.max_ejection)
         {
+            backend.stats().ejections.inc();
             warn!(pool = %self.name, backend = %backend, ?period, failures = streak, reason, "backend ejected");
         }
     }

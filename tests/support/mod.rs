@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod load;
+pub mod metrics;
 pub mod proxy;
 
 pub use admin::{AdminReply, admin};
@@ -16,6 +17,7 @@ pub use client::{
     Http, Reply, TestBody, answered_by, empty, h2c, raw, until_served_by, wait_until,
 };
 pub use load::Load;
+pub use metrics::{Metrics, scrape};
 pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};
 
 /// The TOML for a pool of these backends: `[pool.NAME]` with `strategy` and unit weights.

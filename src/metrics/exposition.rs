@@ -1,0 +1,338 @@
+//! `GET /metrics`: every series read at scrape time from the live objects (the current snapshot,
+//! the listeners, the control's reload counts) and encoded by prometheus-client's Prometheus text
+//! encoder (format 0.0.4, which every Prometheus-compatible scraper reads).
+
+use std::fmt::Error;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{HistogramSnapshot, Outcomes};
+use crate::server::ListenerStats;
+use crate::state::State;
+use crate::upstream::health::BackendState;
+use crate::upstream::{Backend, Pool};
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What a scrape reads besides the snapshot.
+#[derive(Debug, Default)]
+pub struct Process {
+    pub listeners: Vec<Arc<ListenerStats>>,
+    pub reloads_succeeded: u64,
+    pub reloads_failed: u64,
+}
+
+/// The exposition of `state` and `process`.
+pub fn render(state: Arc<State>, process: Process) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { state, process }));
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+#[derive(Debug)]
+struct Scrape {
+    state: Arc<State>,
+    process: Process,
+}
+
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
+        self.requests(&mut encoder)?;
+        self.durations(&mut encoder)?;
+        self.backends(&mut encoder)?;
+        self.pools(&mut encoder)?;
+        self.process(&mut encoder)
+    }
+}
+
+impl Scrape {
+    fn members(&self) -> impl Iterator<Item = (&Pool, &Backend)> {
+        self.state.pools().iter().flat_map(|pool| {
+            pool.members()
+                .map(move |(backend, _)| (&**pool, &**backend))
+        })
+    }
+
+    /// `fulcrum_requests_total{pool, backend, code}`.
+    fn requests(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_requests",
+            "Responses sent, by pool, backend (empty when none was picked) and status code",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut each = |pool: &str, backend: &str, outcomes: &Outcomes| -> Result<(), Error> {
+            for (code, count) in outcomes.codes.seen() {
+                let code = code.to_string();
+                let labels = [("pool", pool), ("backend", backend), ("code", &code)];
+                counter(&mut family, &labels, count)?;
+            }
+            Ok(())
+        };
+        each("", "", self.state.unrouted())?;
+        for pool in self.state.pools() {
+            each(pool.name(), "", &pool.stats().unattributed)?;
+            for (backend, _) in pool.members() {
+                each(
+                    pool.name(),
+                    backend.address().as_str(),
+                    &backend.stats().outcomes,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The two latency histograms, per pool and backend.
+    fn durations(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_request_duration_seconds",
+            "Time from a request's arrival to its response head",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (pool, backend) in self.members() {
+            let labels = [
+                ("pool", &**pool.name()),
+                ("backend", backend.address().as_str()),
+            ];
+            histogram(
+                &mut family,
+                &labels,
+                backend.stats().outcomes.duration.snapshot(),
+            )?;
+        }
+        // Answers without a backend (503: nothing available) appear once there are some.
+        for pool in self.state.pools() {
+            let snapshot = pool.stats().unattributed.duration.snapshot();
+            if snapshot.count > 0 {
+                let labels = [("pool", &**pool.name()), ("backend", "")];
+                histogram(&mut family, &labels, snapshot)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_upstream_connect_duration_seconds",
+            "Time to open a TCP connection to a backend",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (pool, backend) in self.members() {
+            let labels = [
+                ("pool", &**pool.name()),
+                ("backend", backend.address().as_str()),
+            ];
+            histogram(&mut family, &labels, backend.stats().connect.snapshot())?;
+        }
+        Ok(())
+    }
+
+    /// In flight, state, ejections and health checks, per backend.
+    fn backends(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_backend_in_flight",
+            "Requests sent to a backend whose response has not finished",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, backend) in self.members() {
+            let labels = [
+                ("pool", &**pool.name()),
+                ("backend", backend.address().as_str()),
+            ];
+            gauge(&mut family, &labels, backend.in_flight() as i64)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_backend_state",
+            "1 for a backend's current state (healthy, unhealthy, ejected, draining, disabled)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, backend) in self.members() {
+            let now = backend.health().state();
+            for state in BackendState::ALL {
+                let labels = [
+                    ("pool", &**pool.name()),
+                    ("backend", backend.address().as_str()),
+                    ("state", state.name()),
+                ];
+                gauge(&mut family, &labels, i64::from(now == state))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_backend_ejections",
+            "Times a backend was ejected for consecutive failures",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, backend) in self.members() {
+            let labels = [
+                ("pool", &**pool.name()),
+                ("backend", backend.address().as_str()),
+            ];
+            counter(&mut family, &labels, backend.stats().ejections.get())?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_health_checks",
+            "Active health check probes, by result (success, failure)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, backend) in self.members() {
+            let stats = backend.stats();
+            for (result, count) in [
+                ("success", stats.checks_passed.get()),
+                ("failure", stats.checks_failed.get()),
+            ] {
+                let labels = [
+                    ("pool", &**pool.name()),
+                    ("backend", backend.address().as_str()),
+                    ("result", result),
+                ];
+                counter(&mut family, &labels, count)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries and fail-open, per pool.
+    fn pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_retries",
+            "Attempts retried on another backend, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for pool in self.state.pools() {
+            for reason in super::RetryReason::ALL {
+                let labels = [("pool", &**pool.name()), ("reason", reason.name())];
+                counter(&mut family, &labels, pool.stats().retries(reason))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_pool_fail_open",
+            "1 while a pool spreads over unavailable backends because none is available",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in self.state.pools() {
+            gauge(
+                &mut family,
+                &[("pool", &**pool.name())],
+                i64::from(pool.is_failing_open()),
+            )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_pool_fail_open_started",
+            "Times a pool started failing open",
+            None,
+            MetricType::Counter,
+        )?;
+        for pool in self.state.pools() {
+            let count = pool.stats().fail_open_started.get();
+            counter(&mut family, &[("pool", &**pool.name())], count)?;
+        }
+        Ok(())
+    }
+
+    /// Listeners, reloads and the build.
+    fn process(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_downstream_connections",
+            "Client connections open now, by listener",
+            None,
+            MetricType::Gauge,
+        )?;
+        for listener in &self.process.listeners {
+            gauge(
+                &mut family,
+                &[("listener", listener.address())],
+                listener.open(),
+            )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_downstream_connections",
+            "Client connections accepted, by listener",
+            None,
+            MetricType::Counter,
+        )?;
+        for listener in &self.process.listeners {
+            counter(
+                &mut family,
+                &[("listener", listener.address())],
+                listener.accepted(),
+            )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_config_reloads",
+            "Config reloads, by result (success, failure)",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(
+            &mut family,
+            &[("result", "success")],
+            self.process.reloads_succeeded,
+        )?;
+        counter(
+            &mut family,
+            &[("result", "failure")],
+            self.process.reloads_failed,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_config_generation",
+            "Generation of the config in force: 1 at start, one more per successful reload",
+            None,
+            MetricType::Gauge,
+        )?;
+        family.encode_gauge(&(self.state.generation() as i64))?;
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_build_info",
+            "Always 1; the version is a label",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(&mut family, &[("version", env!("CARGO_PKG_VERSION"))], 1)
+    }
+}
+
+fn counter<const N: usize>(
+    family: &mut MetricEncoder,
+    labels: &Labels<'_, N>,
+    value: u64,
+) -> Result<(), Error> {
+    family
+        .encode_family(labels)?
+        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge<const N: usize>(
+    family: &mut MetricEncoder,
+    labels: &Labels<'_, N>,
+    value: i64,
+) -> Result<(), Error> {
+    family.encode_family(labels)?.encode_gauge(&value)
+}
+
+fn histogram<const N: usize>(
+    family: &mut MetricEncoder,
+    labels: &Labels<'_, N>,
+    snapshot: HistogramSnapshot,
+) -> Result<(), Error> {
+    family
+        .encode_family(labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            snapshot.sum_seconds,
+            snapshot.count,
+            &snapshot.buckets,
+            None,
+        )
+}

@@ -1,0 +1,90 @@
+//! What the request path and the background tasks count, grouped by what owns the counts: a
+//! backend (`BackendStats`, inside `Backend`, so it lives exactly as long as the backend does,
+//! reloads included), a pool (`PoolStats`, carried from one snapshot's pool to the next by name),
+//! and requests that matched no route (`Outcomes` held by the snapshot, carried the same way).
+
+use std::time::Duration;
+
+use super::series::{Counter, Histogram, StatusCounts};
+
+/// Responses by status code and the time to their head.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub codes: StatusCounts,
+    pub duration: Histogram,
+}
+
+impl Outcomes {
+    /// One response with `status`, whose head was ready `elapsed` after the request arrived.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.codes.add(status);
+        self.duration.observe(elapsed);
+    }
+}
+
+/// One backend's counts.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Responses attributed to this backend (its own, or the proxy's 502/504 about it).
+    pub outcomes: Outcomes,
+    /// Time to open a TCP connection to it (successful connects only).
+    pub connect: Histogram,
+    pub ejections: Counter,
+    pub checks_passed: Counter,
+    pub checks_failed: Counter,
+}
+
+/// Why a failed attempt was retried on another backend; the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connect was refused or failed.
+    ConnectFailure,
+    /// The connect did not complete in time.
+    ConnectTimeout,
+    /// A connection closed before the request was written.
+    ConnectionClosed,
+    /// The backend reset or closed the connection, or answered with something not HTTP.
+    UpstreamError,
+    /// No response head within the response timeout.
+    ResponseTimeout,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 5] = [
+        RetryReason::ConnectFailure,
+        RetryReason::ConnectTimeout,
+        RetryReason::ConnectionClosed,
+        RetryReason::UpstreamError,
+        RetryReason::ResponseTimeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect_failure",
+            RetryReason::ConnectTimeout => "connect_timeout",
+            RetryReason::ConnectionClosed => "connection_closed",
+            RetryReason::UpstreamError => "upstream_error",
+            RetryReason::ResponseTimeout => "response_timeout",
+        }
+    }
+}
+
+/// One pool's counts.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Responses no backend is attributed to (503 with nothing available).
+    pub unattributed: Outcomes,
+    retries: [Counter; RetryReason::ALL.len()],
+    /// Times fail-open started.
+    pub fail_open_started: Counter,
+}
+
+impl PoolStats {
+    pub fn retried(&self, reason: RetryReason) {
+        self.retries[reason as usize].inc();
+    }
+
+    pub fn retries(&self, reason: RetryReason) -> u64 {
+        self.retries[reason as usize].get()
+    }
+}
