@@ -53,6 +53,35 @@ struct Inner {
     changing: tokio::sync::Mutex<()>,
     reloads_succeeded: Counter,
     reloads_failed: Counter,
+    /// Registry changes, by [`RegistryChange`].
+    registry_changes: [Counter; RegistryChange::ALL.len()],
+}
+
+/// A change of the runtime registrations; the `change` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryChange {
+    Registered,
+    Updated,
+    Deregistered,
+    Expired,
+}
+
+impl RegistryChange {
+    pub const ALL: [RegistryChange; 4] = [
+        RegistryChange::Registered,
+        RegistryChange::Updated,
+        RegistryChange::Deregistered,
+        RegistryChange::Expired,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistryChange::Registered => "registered",
+            RegistryChange::Updated => "updated",
+            RegistryChange::Deregistered => "deregistered",
+            RegistryChange::Expired => "expired",
+        }
+    }
 }
 
 impl Control {
@@ -78,6 +107,7 @@ impl Control {
                 changing: tokio::sync::Mutex::new(()),
                 reloads_succeeded: Counter::default(),
                 reloads_failed: Counter::default(),
+                registry_changes: Default::default(),
             }),
         };
         tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
@@ -100,6 +130,15 @@ impl Control {
             self.inner.reloads_succeeded.get(),
             self.inner.reloads_failed.get(),
         )
+    }
+
+    /// Registry changes of kind `change` so far.
+    pub fn registry_changes(&self, change: RegistryChange) -> u64 {
+        self.inner.registry_changes[change as usize].get()
+    }
+
+    fn count(&self, change: RegistryChange) {
+        self.inner.registry_changes[change as usize].inc();
     }
 
     /// Lets reloads change the server's listeners.
@@ -180,8 +219,10 @@ impl Control {
         let created = self.inner.registry.register(entry);
         self.rebuild();
         if created {
+            self.count(RegistryChange::Registered);
             info!(%pool, backend = %address, "backend registered");
         } else {
+            self.count(RegistryChange::Updated);
             info!(%pool, backend = %address, "backend registration updated");
         }
         created
@@ -196,6 +237,7 @@ impl Control {
         let _one_at_a_time = self.inner.changing.lock().await;
         self.inner.registry.deregister(pool, address)?;
         self.rebuild();
+        self.count(RegistryChange::Deregistered);
         info!(%pool, backend = %address, "backend deregistered");
         Ok(())
     }
@@ -214,7 +256,7 @@ impl Control {
             generation,
             Some(&previous),
         );
-        next.start_health_checks();
+        next.start_background();
         warn_empty_pools(&next);
         self.inner.state.store(Arc::new(next));
         previous.retire();
@@ -292,6 +334,7 @@ async fn expire_leases(inner: Weak<Inner>) {
                 expired
             };
             for entry in &expired {
+                control.count(RegistryChange::Expired);
                 info!(pool = %entry.pool, backend = %entry.address, "registration expired: no heartbeat within its ttl");
             }
             control

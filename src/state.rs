@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
 use crate::metrics::Outcomes;
 use crate::route::Route;
-use crate::upstream::{Backend, Client, Policy, Pool, checker};
+use crate::upstream::{Backend, Client, Policy, Pool, checker, transitions};
 
 /// The live snapshot, swapped whole.
 pub type SharedState = Arc<ArcSwap<State>>;
@@ -103,15 +103,17 @@ impl State {
     /// Starts the snapshot's background work (active health checks) and wraps it for sharing
     /// between the server and whoever swaps it. Must run inside a tokio runtime.
     pub fn into_shared(self) -> SharedState {
-        self.start_health_checks();
+        self.start_background();
         Arc::new(ArcSwap::from_pointee(self))
     }
 
-    /// Starts a health checker for every backend of every pool that has checks configured; the
-    /// checkers end by themselves once this snapshot is retired or dropped.
-    pub fn start_health_checks(&self) {
+    /// Starts the background work of every pool: a health checker per backend where checks
+    /// are configured, and the watcher that reports state changes; all end by themselves once
+    /// this snapshot is retired or dropped.
+    pub fn start_background(&self) {
         for pool in &self.pools {
             checker::spawn(pool);
+            transitions::watch(Arc::downgrade(pool));
         }
     }
 

@@ -48,7 +48,13 @@ pub fn show(control: &Control, pool: &str, address: &str) -> Reply {
 /// `POST /pools/{pool}/backends/{address}/drain` and `.../enable`
 pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState) -> Reply {
     with_backend(control, pool, address, |backend| {
-        backend.health().set_admin(admin)
+        backend.health().set_admin(admin);
+        let why = match admin {
+            AdminState::Enabled => "enabled by an operator",
+            AdminState::Draining => "drained by an operator",
+            AdminState::Disabled => "disabled by an operator",
+        };
+        crate::upstream::transitions::report(pool, backend, why);
     })
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Reply;
 
 use crate::clock;
-use crate::control::{ConfigStatus, Control};
+use crate::control::{ConfigStatus, Control, RegistryChange};
 use crate::upstream::{Backend, Pool, Role};
 
 /// `GET /status`
@@ -85,10 +85,15 @@ pub async fn metrics(control: &Control) -> Reply {
         None => Vec::new(),
     };
     let (reloads_succeeded, reloads_failed) = control.reload_counts();
+    let registry_changes = RegistryChange::ALL
+        .iter()
+        .map(|&change| (change.name(), control.registry_changes(change)))
+        .collect();
     let process = crate::metrics::Process {
         listeners,
         reloads_succeeded,
         reloads_failed,
+        registry_changes,
     };
     let text = crate::metrics::render(control.state().load_full(), process);
     let mut reply = Response::new(Full::new(Bytes::from(text)));

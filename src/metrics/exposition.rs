@@ -24,6 +24,8 @@ pub struct Process {
     pub listeners: Vec<Arc<ListenerStats>>,
     pub reloads_succeeded: u64,
     pub reloads_failed: u64,
+    /// `(change, count)` for each kind of registry change.
+    pub registry_changes: Vec<(&'static str, u64)>,
 }
 
 /// The exposition of `state` and `process`.
@@ -181,6 +183,22 @@ impl Scrape {
             counter(&mut family, &labels, backend.stats().ejections.get())?;
         }
         let mut family = encoder.encode_descriptor(
+            "fulcrum_backend_state_changes",
+            "Backend state changes, by the state changed to",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, backend) in self.members() {
+            for state in BackendState::ALL {
+                let labels = [
+                    ("pool", &**pool.name()),
+                    ("backend", backend.address().as_str()),
+                    ("state", state.name()),
+                ];
+                counter(&mut family, &labels, backend.stats().changes_to(state))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
             "fulcrum_health_checks",
             "Active health check probes, by result (success, failure)",
             None,
@@ -287,6 +305,15 @@ impl Scrape {
             &[("result", "failure")],
             self.process.reloads_failed,
         )?;
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_registry_changes",
+            "Runtime registrations (admin API), by change: registered, updated, deregistered, expired",
+            None,
+            MetricType::Counter,
+        )?;
+        for (change, count) in &self.process.registry_changes {
+            counter(&mut family, &[("change", change)], *count)?;
+        }
         let mut family = encoder.encode_descriptor(
             "fulcrum_config_generation",
             "Generation of the config in force: 1 at start, one more per successful reload",

@@ -3,9 +3,11 @@
 //! reloads included), a pool (`PoolStats`, carried from one snapshot's pool to the next by name),
 //! and requests that matched no route (`Outcomes` held by the snapshot, carried the same way).
 
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::series::{Counter, Histogram, StatusCounts};
+use crate::upstream::health::BackendState;
 
 /// Responses by status code and the time to their head.
 #[derive(Debug, Default)]
@@ -23,7 +25,7 @@ impl Outcomes {
 }
 
 /// One backend's counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BackendStats {
     /// Responses attributed to this backend (its own, or the proxy's 502/504 about it).
     pub outcomes: Outcomes,
@@ -32,6 +34,58 @@ pub struct BackendStats {
     pub ejections: Counter,
     pub checks_passed: Counter,
     pub checks_failed: Counter,
+    /// Whether a health check has run yet.
+    checked: AtomicBool,
+    /// The state last reported (`BackendState::ALL` index).
+    reported: AtomicU8,
+    /// State changes, by the state changed to.
+    changes: [Counter; BackendState::ALL.len()],
+}
+
+impl BackendStats {
+    /// Counts for a backend that starts in `state`.
+    pub fn new(state: BackendState) -> BackendStats {
+        BackendStats {
+            outcomes: Outcomes::default(),
+            connect: Histogram::default(),
+            ejections: Counter::default(),
+            checks_passed: Counter::default(),
+            checks_failed: Counter::default(),
+            checked: AtomicBool::new(false),
+            reported: AtomicU8::new(state.index() as u8),
+            changes: Default::default(),
+        }
+    }
+
+    /// Records `now` as the reported state; returns the one before when it differs (exactly one
+    /// caller sees each change).
+    pub fn state_changed(&self, now: BackendState) -> Option<BackendState> {
+        let now_index = now.index() as u8;
+        if self.reported.load(Ordering::Relaxed) == now_index {
+            return None;
+        }
+        let before = self.reported.swap(now_index, Ordering::Relaxed);
+        if before == now_index {
+            return None;
+        }
+        self.changes[now.index()].inc();
+        Some(BackendState::ALL[usize::from(before)])
+    }
+
+    /// The state last reported.
+    pub fn last_state(&self) -> BackendState {
+        BackendState::ALL[usize::from(self.reported.load(Ordering::Relaxed))]
+    }
+
+    /// Changes into `state` so far.
+    pub fn changes_to(&self, state: BackendState) -> u64 {
+        self.changes[state.index()].get()
+    }
+
+    /// True the first time only: whether this is the backend's first health check.
+    pub fn first_check(&self) -> bool {
+        !self.checked.swap(true, Ordering::Relaxed)
+    }
 }
 
 /// Why a failed attempt was retried on another backend; the `reason` label.

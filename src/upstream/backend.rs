@@ -40,15 +40,16 @@ impl Backend {
             .ok()
             .zip(address.port_u16())
             .map(|(ip, port)| SocketAddr::new(ip, port));
+        let health = Health::new(start_healthy);
         Arc::new(Backend {
+            stats: BackendStats::new(health.state()),
             socket_addr,
             connections: Connections::default(),
             address,
             weight: AtomicU32::new(weight.max(1)),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
-            health: Health::new(start_healthy),
-            stats: BackendStats::default(),
+            health,
         })
     }
 

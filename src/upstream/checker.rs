@@ -3,7 +3,8 @@
 //! A probe opens a fresh connection each time and closes it, so a dead listener is noticed even
 //! when the proxy's request traffic still rides on older keep-alive connections. `Host` is the
 //! backend's own address. A result feeds `Health::record_probe`, which flips the state only after
-//! the consecutive thresholds; each flip is logged once.
+//! the consecutive thresholds; each flip is reported once (`transitions.rs`), and so is a new
+//! backend's first check.
 //!
 //! A task holds only `Weak` references to its pool and backend, and ends at its next tick once
 //! the pool is gone or retired (a reload replaced the snapshot; the new one has its own checkers,
@@ -16,7 +17,7 @@ use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use super::health::Flip;
-use super::{Backend, Pool, connections};
+use super::{Backend, Pool, connections, transitions};
 use crate::body::RequestBody;
 use crate::config::HealthCheck;
 
@@ -50,20 +51,31 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck) {
             Ok(()) => backend.stats().checks_passed.inc(),
             Err(_) => backend.stats().checks_failed.inc(),
         }
+        if backend.stats().first_check() {
+            match &verdict {
+                Ok(()) => {
+                    info!(pool = %pool.name(), backend = %backend, "first health check passed")
+                }
+                Err(reason) => {
+                    warn!(pool = %pool.name(), backend = %backend, %reason, "first health check failed")
+                }
+            }
+        }
         let flip = backend.health().record_probe(
             verdict.is_ok(),
             check.healthy_after,
             check.unhealthy_after,
         );
-        match (flip, verdict) {
-            (Some(Flip::Up), _) => {
-                info!(pool = %pool.name(), backend = %backend, passes = check.healthy_after, "backend is healthy")
-            }
-            (Some(Flip::Down), Err(reason)) => {
-                warn!(pool = %pool.name(), backend = %backend, %reason, failures = check.unhealthy_after, "backend is unhealthy")
-            }
-            _ => {}
-        }
+        let Some(flip) = flip else { continue };
+        let why = match (flip, &verdict) {
+            (Flip::Up, _) => format!("passed {} health checks in a row", check.healthy_after),
+            (Flip::Down, Err(reason)) => format!(
+                "failed {} health checks in a row, the last: {reason}",
+                check.unhealthy_after
+            ),
+            (Flip::Down, Ok(())) => "failed health checks".to_owned(),
+        };
+        transitions::report(pool.name(), &backend, &why);
     }
 }
 

@@ -41,6 +41,17 @@ impl BackendState {
         BackendState::Disabled,
     ];
 
+    /// Its position in [`BackendState::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            BackendState::Healthy => 0,
+            BackendState::Unhealthy => 1,
+            BackendState::Ejected => 2,
+            BackendState::Draining => 3,
+            BackendState::Disabled => 4,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BackendState::Disabled => "disabled",

@@ -7,6 +7,7 @@
 //!   backend now".
 //! - `checker.rs`: active health checks, one task per backend.
 //! - `tier.rs`: one role's backends and their balancer.
+//! - `transitions.rs`: each backend state change reported once, as an event and a count.
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
 //! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
@@ -21,6 +22,7 @@ pub mod connections;
 pub mod health;
 mod pool;
 mod tier;
+pub mod transitions;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;

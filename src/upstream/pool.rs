@@ -267,7 +267,10 @@ impl Pool {
             .eject(outlier.base_ejection, outlier.max_ejection)
         {
             backend.stats().ejections.inc();
-            warn!(pool = %self.name, backend = %backend, ?period, failures = streak, reason, "backend ejected");
+            let why = format!(
+                "{streak} consecutive failures, the last: {reason}; ejected for {period:?}"
+            );
+            super::transitions::report(&self.name, backend, &why);
         }
     }
 

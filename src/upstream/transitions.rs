@@ -1,0 +1,57 @@
+//! Backend state changes as events. A backend's state is computed from several inputs
+//! (`health.rs`), some of which change by themselves (an ejection runs out), so changes are
+//! noticed by comparing the state now with the one last reported: each change is reported once,
+//! whoever notices it first, as one log event with the reason and one count in
+//! `fulcrum_backend_state_changes_total{state}`.
+//!
+//! Where a change is made (a health check flips, an ejection, an operator's drain), it is
+//! reported there with its reason; a watcher per pool catches the rest (ejections running out).
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::health::BackendState;
+use super::{Backend, Pool};
+
+/// How often a pool's watcher looks for changes nobody made explicitly.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Reports `backend`'s state in `pool` if it changed since last reported; `why` says what
+/// changed it.
+pub fn report(pool: &str, backend: &Backend, why: &str) {
+    let now = backend.health().state();
+    let Some(before) = backend.stats().state_changed(now) else {
+        return;
+    };
+    let (from, to) = (before.name(), now.name());
+    match now {
+        BackendState::Unhealthy | BackendState::Ejected => {
+            warn!(pool, backend = %backend, from, to, reason = why, "backend state changed")
+        }
+        _ => info!(pool, backend = %backend, from, to, reason = why, "backend state changed"),
+    }
+}
+
+/// Starts `pool`'s watcher; it ends once the pool is retired or gone.
+pub fn watch(pool: Weak<Pool>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(WATCH_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.is_retired() {
+                return;
+            }
+            for (backend, _) in pool.members() {
+                let why = match backend.stats().last_state() {
+                    BackendState::Ejected => "ejection period over",
+                    _ => "state changed",
+                };
+                report(pool.name(), backend, why);
+            }
+        }
+    });
+}
