@@ -36,7 +36,7 @@ impl App {
         };
         let admin = config.admin.clone();
         let listen = config.server.listen.clone();
-        let control = Control::start(config, registry);
+        let control = Control::start(config, registry)?;
         let server = Server::bind(&listen, control.state()).await?;
         control.attach(server.clone());
         let admin = match admin {

@@ -8,6 +8,8 @@
 //!   [`REPLAY_LIMIT`], so that a failed attempt can be replayed to another backend.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -154,12 +156,13 @@ pub struct Leftover {
 pub struct Replay {
     chunks: Vec<Chunk>,
     rest: Option<Incoming>,
+    received: Received,
 }
 
 impl Replay {
     /// The body for the next attempt.
     pub fn into_body(self) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
-        RequestBody::build(self.chunks, self.rest)
+        RequestBody::build(self.chunks, self.rest, self.received)
     }
 }
 
@@ -172,16 +175,24 @@ pub struct RequestBody {
     sent: Option<Vec<Chunk>>,
     sent_bytes: usize,
     report: Option<oneshot::Sender<Leftover>>,
+    received: Received,
 }
+
+/// Where to count the body bytes received from the client (for the access log), if anywhere.
+pub type Received = Option<Arc<AtomicU64>>;
 
 impl RequestBody {
     /// Wraps the client's body. The receiver hears once how the attempt used it: at its end, or
     /// when it is dropped. `None` when the body is empty: there is nothing to wait for or replay.
-    pub fn new(body: Incoming) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
+    /// Bytes read from the client are added to `received`.
+    pub fn new(
+        body: Incoming,
+        received: Received,
+    ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         if body.is_end_stream() {
             return (RequestBody::empty(), None);
         }
-        RequestBody::build(Vec::new(), Some(body))
+        RequestBody::build(Vec::new(), Some(body), received)
     }
 
     /// A body with nothing in it.
@@ -192,12 +203,14 @@ impl RequestBody {
             sent: None,
             sent_bytes: 0,
             report: None,
+            received: None,
         }
     }
 
     fn build(
         chunks: Vec<Chunk>,
         rest: Option<Incoming>,
+        received: Received,
     ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         let (tx, rx) = oneshot::channel();
         let body = RequestBody {
@@ -206,6 +219,7 @@ impl RequestBody {
             sent: Some(Vec::new()),
             sent_bytes: 0,
             report: Some(tx),
+            received,
         };
         (body, Some(rx))
     }
@@ -228,6 +242,7 @@ impl RequestBody {
             Replay {
                 chunks,
                 rest: self.rest.take(),
+                received: self.received.take(),
             }
         });
         // Nobody listening means the proxy already has its answer.
@@ -264,6 +279,9 @@ impl Body for RequestBody {
         let polled = Pin::new(rest).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(received), Some(data)) = (&this.received, frame.data_ref()) {
+                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if let Some(chunk) = Chunk::of(frame) {
                     this.keep(chunk);
                 }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use crate::access::{AccessLog, Sinks};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Counter;
 use crate::registry::{Entry, Registry, RegistryError};
@@ -26,6 +27,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
 }
 
 /// What `/status` says about the config.
@@ -55,6 +58,9 @@ struct Inner {
     reloads_failed: Counter,
     /// Registry changes, by [`RegistryChange`].
     registry_changes: [Counter; RegistryChange::ALL.len()],
+    /// The access log files opened so far, and the one in force.
+    access_sinks: Sinks,
+    access_log: Mutex<Option<AccessLog>>,
 }
 
 /// A change of the runtime registrations; the `change` label.
@@ -88,8 +94,11 @@ impl Control {
     /// Takes `config` (loaded from its `path`) as generation 1 and starts serving it: the
     /// snapshot is built with `registry`'s registrations and its health checks start. Must run
     /// inside a tokio runtime.
-    pub fn start(config: Config, registry: Registry) -> Control {
-        let state = State::rebuild(&config, &registry.registered(), 1, None);
+    pub fn start(config: Config, registry: Registry) -> std::io::Result<Control> {
+        let access_sinks = Sinks::default();
+        let access_log = access_sinks.open(&config.log)?;
+        let state = State::rebuild(&config, &registry.registered(), 1, None)
+            .with_access_log(access_log.clone());
         warn_empty_pools(&state);
         let state = state.into_shared();
         let status = ConfigStatus {
@@ -108,10 +117,22 @@ impl Control {
                 reloads_succeeded: Counter::default(),
                 reloads_failed: Counter::default(),
                 registry_changes: Default::default(),
+                access_sinks,
+                access_log: Mutex::new(access_log),
             }),
         };
         tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
-        control
+        Ok(control)
+    }
+
+    /// Reopens the access log file by name (SIGUSR1, for log rotation).
+    pub fn reopen_access_log(&self) {
+        self.inner.access_sinks.reopen();
+    }
+
+    /// Access log lines dropped because the writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.inner.access_sinks.dropped()
     }
 
     /// The live snapshot, for the server.
@@ -189,6 +210,16 @@ impl Control {
             server.listen_on(&config.server.listen).await?;
         }
         warn_on_restart_only_changes(&before, &config);
+        let access_log = self
+            .inner
+            .access_sinks
+            .open(&config.log)
+            .map_err(ReloadError::AccessLog)?;
+        *self
+            .inner
+            .access_log
+            .lock()
+            .expect("the access log lock is never held across a panic") = access_log;
         let generation = self.status().generation + 1;
         self.swap(&config, generation);
         let changes = PoolChanges::between(&before, &config);
@@ -250,12 +281,19 @@ impl Control {
 
     fn swap(&self, config: &Config, generation: u64) {
         let previous = self.inner.state.load_full();
+        let access_log = self
+            .inner
+            .access_log
+            .lock()
+            .expect("the access log lock is never held across a panic")
+            .clone();
         let next = State::rebuild(
             config,
             &self.inner.registry.registered(),
             generation,
             Some(&previous),
-        );
+        )
+        .with_access_log(access_log);
         next.start_background();
         warn_empty_pools(&next);
         self.inner.state.store(Arc::new(next));

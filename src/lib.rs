@@ -21,6 +21,7 @@
 //! - `watch.rs`: reload when the config file changes.
 //! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
 //! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`.
+//! - `access/`: the access log, a line per request, written off the request path.
 //! - `metrics/`: lock-free counts on the request path and their Prometheus exposition.
 //!
 //! # The life of one request
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod affinity;
 pub mod app;

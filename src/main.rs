@@ -82,6 +82,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         // Signal handlers first: a signal that arrives once we are listening must find them.
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
         let mut hangup = signal(SignalKind::hangup()).context("cannot install signal handlers")?;
+        let mut rotate =
+            signal(SignalKind::user_defined1()).context("cannot install signal handlers")?;
         let path = config.path.clone();
         let app = App::start(config, Options { watch_config: true }).await?;
         info!(config = %path.display(), "fulcrum started");
@@ -91,6 +93,13 @@ fn run(config: Config) -> anyhow::Result<()> {
                 info!("SIGHUP received: reloading");
                 // A rejected reload is logged and kept for /status by `Control`.
                 control.reload().await.ok();
+            }
+        });
+        let control: Control = app.control().clone();
+        tokio::spawn(async move {
+            while rotate.recv().await.is_some() {
+                control.reopen_access_log();
+                info!("SIGUSR1 received: reopening the access log");
             }
         });
         app.run(shutdown).await;

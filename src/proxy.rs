@@ -19,15 +19,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, debug, debug_span, warn};
 
+use crate::access::{Entry, Logged};
 use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
-use crate::body::{ProxyBody, Relayed, RequestBody};
+use crate::body::{ProxyBody, Received, Relayed, RequestBody};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientSide};
 use crate::metrics::{Outcomes, RetryReason};
@@ -48,35 +50,64 @@ impl Proxy {
     }
 
     /// Serves one request from `peer`; never fails, since every error becomes a response.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Logged> {
         let started = Instant::now();
         let state = self.state.load_full();
         let mut request = request;
         let id = request_id::ensure(request.headers_mut());
-        let mut trail = Trail::default();
-        let mut response = match forward(&state, request, peer, &mut trail).await {
+        let entry = state
+            .access_log()
+            .map(|_| Entry::begin(&request, peer, &id, started));
+        let received = entry.as_ref().map(|entry| Arc::clone(entry.received()));
+        // At debug level: every event of the request carries its id, pool and backend.
+        let span = debug_span!(
+            "request",
+            id = id.to_str().unwrap_or(""),
+            pool = Empty,
+            backend = Empty
+        );
+        let mut trail = Trail {
+            pool: None,
+            backend: None,
+            attempts: 0,
+            upstream_time: None,
+            span: span.clone(),
+        };
+        let forwarding = forward(&state, request, peer, received, &mut trail).instrument(span);
+        let mut response = match forwarding.await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
-        trail
-            .outcomes(&state)
-            .record(response.status().as_u16(), started.elapsed());
+        let status = response.status().as_u16();
+        trail.outcomes(&state).record(status, started.elapsed());
         response.headers_mut().insert(request_id::X_REQUEST_ID, id);
-        response
+        match (entry, state.access_log()) {
+            (Some(mut entry), Some(log)) => {
+                entry.answered(
+                    status,
+                    trail.pool.map(|pool| Arc::clone(pool.name())),
+                    trail.backend.as_ref().map(|b| b.address().clone()),
+                    trail.attempts,
+                    trail.upstream_time,
+                );
+                response.map(|body| Logged::new(body, entry, log.clone()))
+            }
+            _ => response.map(Logged::plain),
+        }
     }
 }
 
 /// Where a request went: its pool, the backend its answer is attributed to (the one that
 /// answered, or the last one tried), and how many attempts it took.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Trail<'a> {
     pool: Option<&'a Pool>,
     backend: Option<Arc<Backend>>,
     attempts: u32,
+    /// Time spent waiting on backends for a response head, over all attempts.
+    upstream_time: Option<Duration>,
+    /// The request's span, told the pool and backends as they are chosen.
+    span: Span,
 }
 
 impl Trail<'_> {
@@ -95,6 +126,7 @@ async fn forward<'a>(
     state: &'a State,
     request: Request<Incoming>,
     peer: SocketAddr,
+    received: Received,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&request).map(host_name);
@@ -103,6 +135,7 @@ async fn forward<'a>(
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
     trail.pool = Some(pool);
+    trail.span.record("pool", &**pool.name());
     let policy = pool.policy();
     let key = policy
         .hash_key
@@ -118,7 +151,7 @@ async fn forward<'a>(
     // A copy of the head is needed only to resend an idempotent request after it was sent; a
     // request that never left comes back whole.
     let kept = (idempotent && retries > 0).then(|| head.detached());
-    let (body, report) = RequestBody::new(body);
+    let (body, report) = RequestBody::new(body, received);
     let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let mut last_error = None;
@@ -138,16 +171,19 @@ async fn forward<'a>(
         let (request, report) = next;
         let timeout = state.timeouts().response;
         trail.attempts += 1;
-        let failed =
-            match attempt::exchange(state.client(), &backend, request, report, timeout).await {
-                Ok((response, connection)) => {
-                    let mut response = relay(pool, response, in_flight, connection);
-                    pin_to(pool, &backend, pinned, &mut response);
-                    trail.backend = Some(backend);
-                    return Ok(response);
-                }
-                Err(failed) => failed,
-            };
+        trail.span.record("backend", backend.address().as_str());
+        let sent = Instant::now();
+        let exchanged = attempt::exchange(state.client(), &backend, request, report, timeout).await;
+        *trail.upstream_time.get_or_insert_default() += sent.elapsed();
+        let failed = match exchanged {
+            Ok((response, connection)) => {
+                let mut response = relay(pool, response, in_flight, connection);
+                pin_to(pool, &backend, pinned, &mut response);
+                trail.backend = Some(backend);
+                return Ok(response);
+            }
+            Err(failed) => failed,
+        };
         drop(in_flight);
         trail.backend = Some(Arc::clone(&backend));
         let error = upstream_error(&failed.cause, pool, &backend, state);

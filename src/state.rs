@@ -17,6 +17,7 @@ use http::uri::Authority;
 use arc_swap::ArcSwap;
 use tracing::debug;
 
+use crate::access::AccessLog;
 use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
 use crate::metrics::Outcomes;
 use crate::route::Route;
@@ -43,6 +44,7 @@ pub struct State {
     client: Client,
     /// Responses to requests that matched no route; shared with the snapshots before and after.
     unrouted: Arc<Outcomes>,
+    access_log: Option<AccessLog>,
 }
 
 impl State {
@@ -97,6 +99,7 @@ impl State {
             unrouted: previous
                 .map(|p| Arc::clone(&p.unrouted))
                 .unwrap_or_default(),
+            access_log: None,
         }
     }
 
@@ -144,6 +147,17 @@ impl State {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The same snapshot writing its requests to `log` (none is written by default).
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> State {
+        self.access_log = log;
+        self
+    }
+
+    /// Where a request's access log line goes, when the access log is on.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
     }
 
     /// What was answered to requests that matched no route.

@@ -24,7 +24,9 @@ pub async fn reload(control: &Control) -> Reply {
     match control.reload().await {
         Ok(generation) => json_reply(StatusCode::OK, json!({ "generation": generation })),
         Err(error @ ReloadError::Config(_)) => self::error(StatusCode::UNPROCESSABLE_ENTITY, error),
-        Err(error @ ReloadError::Listen(_)) => self::error(StatusCode::UNPROCESSABLE_ENTITY, error),
+        Err(error @ (ReloadError::Listen(_) | ReloadError::AccessLog(_))) => {
+            self::error(StatusCode::UNPROCESSABLE_ENTITY, error)
+        }
     }
 }
 

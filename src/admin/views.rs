@@ -94,6 +94,7 @@ pub async fn metrics(control: &Control) -> Reply {
         reloads_succeeded,
         reloads_failed,
         registry_changes,
+        access_log_dropped: control.access_log_dropped(),
     };
     let text = crate::metrics::render(control.state().load_full(), process);
     let mut reply = Response::new(Full::new(Bytes::from(text)));

@@ -55,6 +55,42 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The admin API; `None` when off.
     pub admin: Option<Admin>,
+    pub log: Log,
+}
+
+/// `[log]`: the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// Line format; `None` when the access log is off.
+    pub access: Option<AccessFormat>,
+    pub access_path: AccessPath,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            access: Some(AccessFormat::Json),
+            access_path: AccessPath::Stdout,
+        }
+    }
+}
+
+/// `[log] access`: one line per request as...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// a JSON object (the default);
+    Json,
+    /// the NCSA Common Log Format, as Apache and nginx write it.
+    Common,
+}
+
+/// `[log] access_path`: where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessPath {
+    /// `"-"`: standard output.
+    Stdout,
+    /// A file, appended to (created if missing), reopened on SIGUSR1.
+    File(PathBuf),
 }
 
 /// `[admin]`

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -11,8 +11,9 @@ use toml::Spanned;
 use super::units::parse_duration;
 use super::wire;
 use super::{
-    Admin, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_SHUTDOWN_GRACE, PoolConfig, RouteConfig, Server, Timeouts,
+    AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Log, PoolConfig, RouteConfig, Server,
+    Timeouts,
 };
 use crate::route::HostPattern;
 
@@ -36,6 +37,7 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
             None => None,
             Some(admin) => Some(src.admin(admin)?),
         },
+        log: src.log(&file.log)?,
     })
 }
 
@@ -131,6 +133,38 @@ impl Source<'_> {
                 .state_file
                 .as_ref()
                 .map(|path| std::path::PathBuf::from(path.get_ref())),
+        })
+    }
+
+    fn log(&self, log: &wire::Log) -> Result<Log, ConfigError> {
+        let access = match &log.access {
+            None => Some(AccessFormat::Json),
+            Some(format) => match format.get_ref().as_str() {
+                "json" => Some(AccessFormat::Json),
+                "common" => Some(AccessFormat::Common),
+                "off" => None,
+                other => {
+                    return Err(self.error_at(
+                        format,
+                        format!("log.access = {other:?}: expected \"json\", \"common\" or \"off\""),
+                    ));
+                }
+            },
+        };
+        let access_path = match &log.access_path {
+            None => AccessPath::Stdout,
+            Some(path) if path.get_ref() == "-" => AccessPath::Stdout,
+            Some(path) if path.get_ref().trim().is_empty() => {
+                return Err(self.error_at(
+                    path,
+                    "log.access_path is empty: give a file path, or \"-\" for standard output",
+                ));
+            }
+            Some(path) => AccessPath::File(PathBuf::from(path.get_ref())),
+        };
+        Ok(Log {
+            access,
+            access_path,
         })
     }
 
@@ -561,5 +595,30 @@ pool = "web"
         let err = check(text).unwrap_err();
         assert!(err.contains("no [[route]] is defined"), "{err}");
         assert!(check("").unwrap_err().contains("no [pool.NAME] is defined"));
+    }
+
+    #[test]
+    fn access_log_defaults_to_json_on_stdout_and_checks_its_values() {
+        let config = check(GOOD).unwrap();
+        assert_eq!(config.log.access, Some(AccessFormat::Json));
+        assert_eq!(config.log.access_path, AccessPath::Stdout);
+        let config = check(&format!(
+            "{GOOD}[log]\naccess = \"common\"\naccess_path = \"/var/log/f.log\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.log.access, Some(AccessFormat::Common));
+        assert_eq!(
+            config.log.access_path,
+            AccessPath::File("/var/log/f.log".into())
+        );
+        let config = check(&format!("{GOOD}[log]\naccess = \"off\"\n")).unwrap();
+        assert_eq!(config.log.access, None);
+        let err = check(&format!("{GOOD}[log]\naccess = \"xml\"\n")).unwrap_err();
+        assert!(
+            err.contains("log.access = \"xml\": expected \"json\", \"common\" or \"off\""),
+            "{err}"
+        );
+        let err = check(&format!("{GOOD}[log]\naccess_path = \"\"\n")).unwrap_err();
+        assert!(err.contains("log.access_path is empty"), "{err}");
     }
 }

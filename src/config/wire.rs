@@ -22,6 +22,16 @@ pub struct File {
     #[serde(default)]
     pub route: Vec<Spanned<Route>>,
     pub admin: Option<Spanned<Admin>>,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub access: Option<Spanned<String>>,
+    pub access_path: Option<Spanned<String>>,
 }
 
 /// `[admin]`

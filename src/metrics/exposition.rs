@@ -26,6 +26,7 @@ pub struct Process {
     pub reloads_failed: u64,
     /// `(change, count)` for each kind of registry change.
     pub registry_changes: Vec<(&'static str, u64)>,
+    pub access_log_dropped: u64,
 }
 
 /// The exposition of `state` and `process`.
@@ -314,6 +315,16 @@ impl Scrape {
         for (change, count) in &self.process.registry_changes {
             counter(&mut family, &[("change", change)], *count)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_access_log_dropped",
+            "Access log lines dropped because the writer could not keep up",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+            &self.process.access_log_dropped,
+            None,
+        )?;
         let mut family = encoder.encode_descriptor(
             "fulcrum_config_generation",
             "Generation of the config in force: 1 at start, one more per successful reload",

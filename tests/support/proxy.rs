@@ -93,7 +93,14 @@ impl Drop for TestProxy {
 
 /// `config` with a `[server]` table listening on port 0 in front (or `listen` added to the
 /// `[server]` table it has).
+/// `config` listening on port 0, and with the access log off unless it has a `[log]` table (the
+/// default, JSON on standard output, would fill the test output).
 pub fn with_listen(config: &str) -> String {
+    let config = if config.contains("[log]") {
+        config.to_owned()
+    } else {
+        format!("{config}\n[log]\naccess = \"off\"\n")
+    };
     if config.contains("[server]") {
         config.replacen("[server]", "[server]\nlisten = \"127.0.0.1:0\"", 1)
     } else {
@@ -108,6 +115,8 @@ pub struct BinaryProxy {
     pub dir: TempDir,
     /// Every line the proxy has logged so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line it has written to standard output (the access log, by default).
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryProxy {
@@ -122,8 +131,17 @@ impl BinaryProxy {
             .arg(&path)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("run the fulcrum binary");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let written = std::sync::Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                written.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -148,6 +166,7 @@ impl BinaryProxy {
             child,
             dir,
             log,
+            stdout,
         }
     }
 

@@ -1,0 +1,170 @@
+//! The access log's writer: a thread that owns the file (or standard output) behind a bounded
+//! queue. It writes lines as they come and flushes whenever the queue runs dry, so a quiet proxy's
+//! lines appear at once and a busy one's are written in large batches.
+//!
+//! SIGUSR1 (or [`Sinks::reopen`]) reopens the file by name, for log rotation: after `mv
+//! access.log access.log.1`, lines go to a fresh `access.log`. A file that cannot be reopened
+//! leaves the old one in use.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use tracing::warn;
+
+use crate::config::{AccessFormat, AccessPath, Log};
+use crate::metrics::Counter;
+
+/// Lines queued for the writer at most; beyond it, lines are dropped (and counted).
+const QUEUE: usize = 64 * 1024;
+
+/// A live access log: where lines go and their format; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    format: AccessFormat,
+    sink: Arc<Sink>,
+}
+
+impl AccessLog {
+    pub fn format(&self) -> AccessFormat {
+        self.format
+    }
+
+    /// Queues `line` without waiting; drops and counts it when the queue is full.
+    pub fn write(&self, line: String) {
+        match self.sink.queue.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.sink.dropped.inc(),
+        }
+    }
+}
+
+/// One writer thread's queue.
+#[derive(Debug)]
+struct Sink {
+    path: AccessPath,
+    queue: SyncSender<Message>,
+    dropped: Arc<Counter>,
+}
+
+#[derive(Debug)]
+enum Message {
+    Line(String),
+    Reopen,
+}
+
+/// The access logs configured over time: a reload that keeps the path keeps the writer.
+#[derive(Debug, Default)]
+pub struct Sinks {
+    current: Mutex<Option<Arc<Sink>>>,
+    dropped: Arc<Counter>,
+}
+
+impl Sinks {
+    /// The access log `log` asks for (`None` when off), opening its file if the path is new.
+    pub fn open(&self, log: &Log) -> io::Result<Option<AccessLog>> {
+        let Some(format) = log.access else {
+            *self.lock() = None;
+            return Ok(None);
+        };
+        let mut current = self.lock();
+        let sink = match current.as_ref() {
+            Some(sink) if sink.path == log.access_path => Arc::clone(sink),
+            _ => {
+                let sink = Arc::new(start(&log.access_path, Arc::clone(&self.dropped))?);
+                *current = Some(Arc::clone(&sink));
+                sink
+            }
+        };
+        Ok(Some(AccessLog { format, sink }))
+    }
+
+    /// Reopens the current file by name (log rotation).
+    pub fn reopen(&self) {
+        if let Some(sink) = self.lock().as_ref() {
+            // A full queue will be written to the old file; the next signal catches up.
+            sink.queue.try_send(Message::Reopen).ok();
+        }
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Sink>>> {
+        self.current
+            .lock()
+            .expect("the access log lock is never held across a panic")
+    }
+}
+
+/// Opens `path` and starts its writer thread.
+fn start(path: &AccessPath, dropped: Arc<Counter>) -> io::Result<Sink> {
+    let out = open(path)?;
+    let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
+    let target = path.clone();
+    std::thread::Builder::new()
+        .name("fulcrum-access-log".to_owned())
+        .spawn(move || run(lines, &target, out))?;
+    Ok(Sink {
+        path: path.clone(),
+        queue,
+        dropped,
+    })
+}
+
+fn open(path: &AccessPath) -> io::Result<Box<dyn Write + Send>> {
+    match path {
+        AccessPath::Stdout => Ok(Box::new(io::stdout())),
+        AccessPath::File(file) => Ok(Box::new(append(file)?)),
+    }
+}
+
+fn append(file: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|err| io::Error::new(err.kind(), format!("access log {}: {err}", file.display())))
+}
+
+/// Writes until every sender is gone.
+fn run(lines: Receiver<Message>, path: &AccessPath, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut failing = false;
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => report(&mut failing, out.write_all(line.as_bytes())),
+                Message::Reopen => {
+                    report(&mut failing, out.flush());
+                    match open(path) {
+                        Ok(fresh) => out = BufWriter::with_capacity(64 * 1024, fresh),
+                        Err(error) => {
+                            warn!(%error, "cannot reopen the access log; still writing to the old file")
+                        }
+                    }
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        report(&mut failing, out.flush());
+    }
+    out.flush().ok();
+}
+
+/// Logs a write failure when writing starts to fail, not on every line.
+fn report(failing: &mut bool, result: io::Result<()>) {
+    match result {
+        Ok(()) => *failing = false,
+        Err(error) if !*failing => {
+            *failing = true;
+            warn!(%error, "cannot write the access log");
+        }
+        Err(_) => {}
+    }
+}
