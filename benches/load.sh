@@ -21,18 +21,6 @@ FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-render() { # template port -> file
-  sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"
-}
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2; exit 1
-}
-
 render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
 taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
 wait_port "$BACKEND_PORT"

@@ -38,7 +38,7 @@ config() { # strategy backend-ports...
   local strategy=$1; shift
   local entries=()
   for port in "$@"; do entries+=("{ address = \"127.0.0.1:$port\" }"); done
-  printf '[server]\nlisten = "127.0.0.1:%s"\n[pool.web]\nstrategy = "%s"\nbackends = [%s]\n' \
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[log]\naccess = "off"\n[pool.web]\nstrategy = "%s"\nbackends = [%s]\n' \
     "$PORT" "$strategy" "$(IFS=,; echo "${entries[*]}")"
 }
 config round_robin 18111 18112 > "$work/proxy.toml"

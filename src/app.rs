@@ -82,6 +82,7 @@ impl App {
         shutdown.await;
         let grace = self.control.config().server.shutdown_grace;
         self.server.drain(grace).await;
+        self.control.flush_access_log();
         if let Some((_, task)) = self.admin {
             task.abort();
         }

@@ -130,6 +130,11 @@ impl Control {
         self.inner.access_sinks.reopen();
     }
 
+    /// Writes out the access log lines still queued (at shutdown).
+    pub fn flush_access_log(&self) {
+        self.inner.access_sinks.flush(Duration::from_secs(2));
+    }
+
     /// Access log lines dropped because the writer could not keep up.
     pub fn access_log_dropped(&self) -> u64 {
         self.inner.access_sinks.dropped()

@@ -216,3 +216,26 @@ async fn the_binary_logs_json_to_stdout_by_default_and_reopens_on_sigusr1() {
     assert!(after[0].contains("\"/after\""), "{after:?}");
     assert_eq!(lines(&rotated).len(), 1, "the rotated file keeps its line");
 }
+
+#[tokio::test]
+async fn lines_still_queued_are_written_before_the_binary_exits() {
+    let a = Backend::start("a").await;
+    let dir = support::TempDir::new();
+    let (log, path) = log_config(dir.path(), "json");
+    let mut proxy = BinaryProxy::start(&(pool("web", "round_robin", &[&a]) + &log));
+    let http = Http::to(proxy.addr);
+    for _ in 0..5 {
+        assert_eq!(http.get("/").await.status, 200);
+    }
+    drop(http);
+    proxy.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "a graceful stop: {status:?}");
+    assert_eq!(
+        lines(&path).len(),
+        5,
+        "every request's line, none lost at exit"
+    );
+}

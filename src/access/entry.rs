@@ -289,7 +289,10 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["client"], "10.1.2.3:5555");
         assert_eq!(value["method"], "GET");
-        assert_eq!(value["host"], "shop\"example\\com", "escaped, and read back");
+        assert_eq!(
+            value["host"], "shop\"example\\com",
+            "escaped, and read back"
+        );
         assert_eq!(value["path"], "/a/b?x=1&y=2");
         assert_eq!(value["query"], "x=1&y=2");
         assert_eq!(value["protocol"], "HTTP/1.1");

@@ -1,6 +1,7 @@
 //! The access log's writer: a thread that owns the file (or standard output) behind a bounded
-//! queue. It writes lines as they come and flushes whenever the queue runs dry, so a quiet proxy's
-//! lines appear at once and a busy one's are written in large batches.
+//! queue. It wakes every [`WAKE_EVERY`], writes what has been queued in one batch and flushes.
+//! It never blocks on the queue: a blocked receiver would have every request wake it (a futex
+//! call and a context switch per line, measured at a third of the throughput).
 //!
 //! SIGUSR1 (or [`Sinks::reopen`]) reopens the file by name, for log rotation: after `mv
 //! access.log access.log.1`, lines go to a fresh `access.log`. A file that cannot be reopened
@@ -9,16 +10,23 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::mpsc::TryRecvError;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::warn;
 
 use crate::config::{AccessFormat, AccessPath, Log};
 use crate::metrics::Counter;
 
-/// Lines queued for the writer at most; beyond it, lines are dropped (and counted).
+/// Lines queued for the writer at most; beyond it, lines are dropped (and counted). Enough for
+/// a [`WAKE_EVERY`] of a few hundred thousand requests per second.
 const QUEUE: usize = 64 * 1024;
+
+/// How often the writer writes what has been queued: a line reaches the file this long after
+/// its request ended, at most.
+const WAKE_EVERY: Duration = Duration::from_millis(20);
 
 /// A live access log: where lines go and their format; cheap to clone.
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ struct Sink {
 enum Message {
     Line(String),
     Reopen,
+    /// Write everything queued before this now, then say so.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The access logs configured over time: a reload that keeps the path keeps the writer.
@@ -86,6 +96,18 @@ impl Sinks {
         if let Some(sink) = self.lock().as_ref() {
             // A full queue will be written to the old file; the next signal catches up.
             sink.queue.try_send(Message::Reopen).ok();
+        }
+    }
+
+    /// Writes every line queued so far, waiting at most `timeout` (at shutdown: the writer
+    /// thread does not outlive the process).
+    pub fn flush(&self, timeout: Duration) {
+        let Some(sink) = self.lock().clone() else {
+            return;
+        };
+        let (done, flushed) = std::sync::mpsc::channel();
+        if sink.queue.send(Message::Flush(done)).is_ok() {
+            flushed.recv_timeout(timeout).ok();
         }
     }
 
@@ -135,12 +157,11 @@ fn append(file: &Path) -> io::Result<File> {
 fn run(lines: Receiver<Message>, path: &AccessPath, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut failing = false;
-    while let Ok(first) = lines.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => report(&mut failing, out.write_all(line.as_bytes())),
-                Message::Reopen => {
+    loop {
+        let ended = loop {
+            match lines.try_recv() {
+                Ok(Message::Line(line)) => report(&mut failing, out.write_all(line.as_bytes())),
+                Ok(Message::Reopen) => {
                     report(&mut failing, out.flush());
                     match open(path) {
                         Ok(fresh) => out = BufWriter::with_capacity(64 * 1024, fresh),
@@ -149,12 +170,20 @@ fn run(lines: Receiver<Message>, path: &AccessPath, out: Box<dyn Write + Send>) 
                         }
                     }
                 }
+                Ok(Message::Flush(done)) => {
+                    report(&mut failing, out.flush());
+                    done.send(()).ok();
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-            next = lines.try_recv().ok();
-        }
+        };
         report(&mut failing, out.flush());
+        if ended {
+            return;
+        }
+        std::thread::sleep(WAKE_EVERY);
     }
-    out.flush().ok();
 }
 
 /// Logs a write failure when writing starts to fail, not on every line.

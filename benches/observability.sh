@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# What observability costs: wrk against Fulcrum as benches/load.sh runs it (metrics on, access
+# log off), with the access log on (JSON to a file), and, when BASELINE is set, against a build
+# of that git revision (e.g. one from before metrics existed), in interleaved rounds, each proxy
+# on the same single core. Prints median req/s, p99 and the ratios to the first variant.
+#
+#   benches/observability.sh
+#   BASELINE=ffa2cd4 ROUNDS=5 benches/observability.sh
+#
+# Needs wrk and nginx (the backend). Everything binds and targets 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+BACKEND_PORT=${BACKEND_PORT:-18200}
+
+# shellcheck source=benches/common.sh
+source benches/common.sh
+
+render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
+taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
+wait_port "$BACKEND_PORT"
+
+start() { # name port binary [extra config]
+  render benches/peers/fulcrum.toml "$2" "$work/$1.toml"
+  if [ -n "${4:-}" ]; then sed -i "s|^access = \"off\"|$4|" "$work/$1.toml"; fi
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$3" --config "$work/$1.toml" & pids+=($!)
+  targets+=("$1:$2")
+}
+targets=()
+start metrics 18201 target/release/fulcrum
+start access_log 18202 target/release/fulcrum "access = \"json\"\naccess_path = \"$work/access.log\""
+if [ -n "${BASELINE:-}" ]; then
+  git worktree add -f "$work/baseline" "$BASELINE" -q
+  (cd "$work/baseline" && CARGO_TARGET_DIR="$work/baseline-target" cargo build --release --quiet --bin fulcrum)
+  # A revision from before [log] existed knows no such table.
+  render benches/peers/fulcrum.toml 18203 "$work/baseline.toml"
+  sed -i '/^\[log\]$/d; /^access = /d' "$work/baseline.toml"
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$work/baseline-target/release/fulcrum" --config "$work/baseline.toml" & pids+=($!)
+  targets+=("baseline:18203")
+  trap 'cleanup; git worktree remove --force "$work/baseline" 2>/dev/null || true' EXIT
+fi
+for target in "${targets[@]}"; do wait_port "${target#*:}"; done
+
+echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
+for round in $(seq "$ROUNDS"); do
+  for target in "${targets[@]}"; do
+    name=${target%%:*} port=${target#*:}
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" \
+      > "$work/$name.$round.txt"
+    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
+  done
+done
+echo "access log lines written: $(wc -l < "$work/access.log")"
+
+python3 - "$work" "${targets[@]%%:*}" <<'PY'
+import re, statistics, sys, pathlib
+work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rows = {}
+for name in names:
+    rps, p99 = [], []
+    for run in sorted(work.glob(f"{name}.*.txt")):
+        text = run.read_text()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
+        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
+    rows[name] = (statistics.median(rps), statistics.median(p99))
+first = "baseline" if "baseline" in rows else names[0]
+print(f"\n| variant | req/s (median) | p99 ms | vs {first} |")
+print("|---|---:|---:|---:|")
+for name, (rps, p99) in rows.items():
+    print(f"| {name} | {rps:,.0f} | {p99:.2f} | {rps / rows[first][0]:.3f}x |")
+PY
