@@ -8,8 +8,6 @@
 //!   [`REPLAY_LIMIT`], so that a failed attempt can be replayed to another backend.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
+use crate::inbound::{BodyError, Inbound};
 use crate::upstream::{InFlight, Sender};
 
 /// A response body sent to the client.
@@ -155,14 +154,13 @@ pub struct Leftover {
 #[derive(Debug)]
 pub struct Replay {
     chunks: Vec<Chunk>,
-    rest: Option<Incoming>,
-    received: Received,
+    rest: Option<Inbound>,
 }
 
 impl Replay {
     /// The body for the next attempt.
     pub fn into_body(self) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
-        RequestBody::build(self.chunks, self.rest, self.received)
+        RequestBody::build(self.chunks, self.rest)
     }
 }
 
@@ -170,29 +168,21 @@ impl Replay {
 #[derive(Debug)]
 pub struct RequestBody {
     queued: std::vec::IntoIter<Chunk>,
-    rest: Option<Incoming>,
+    rest: Option<Inbound>,
     /// Everything sent so far, while it fits in the limit; `None` once it does not.
     sent: Option<Vec<Chunk>>,
     sent_bytes: usize,
     report: Option<oneshot::Sender<Leftover>>,
-    received: Received,
 }
-
-/// Where to count the body bytes received from the client (for the access log), if anywhere.
-pub type Received = Option<Arc<AtomicU64>>;
 
 impl RequestBody {
     /// Wraps the client's body. The receiver hears once how the attempt used it: at its end, or
     /// when it is dropped. `None` when the body is empty: there is nothing to wait for or replay.
-    /// Bytes read from the client are added to `received`.
-    pub fn new(
-        body: Incoming,
-        received: Received,
-    ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
+    pub fn new(body: Inbound) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         if body.is_end_stream() {
             return (RequestBody::empty(), None);
         }
-        RequestBody::build(Vec::new(), Some(body), received)
+        RequestBody::build(Vec::new(), Some(body))
     }
 
     /// A body with nothing in it.
@@ -203,14 +193,12 @@ impl RequestBody {
             sent: None,
             sent_bytes: 0,
             report: None,
-            received: None,
         }
     }
 
     fn build(
         chunks: Vec<Chunk>,
-        rest: Option<Incoming>,
-        received: Received,
+        rest: Option<Inbound>,
     ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         let (tx, rx) = oneshot::channel();
         let body = RequestBody {
@@ -219,7 +207,6 @@ impl RequestBody {
             sent: Some(Vec::new()),
             sent_bytes: 0,
             report: Some(tx),
-            received,
         };
         (body, Some(rx))
     }
@@ -242,7 +229,6 @@ impl RequestBody {
             Replay {
                 chunks,
                 rest: self.rest.take(),
-                received: self.received.take(),
             }
         });
         // Nobody listening means the proxy already has its answer.
@@ -258,12 +244,12 @@ impl Drop for RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(chunk) = this.queued.next() {
             this.keep(chunk.clone());
@@ -279,9 +265,6 @@ impl Body for RequestBody {
         let polled = Pin::new(rest).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(received), Some(data)) = (&this.received, frame.data_ref()) {
-                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
                 if let Some(chunk) = Chunk::of(frame) {
                     this.keep(chunk);
                 }
@@ -296,7 +279,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.queued.len() == 0 && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
+        self.queued.len() == 0 && self.rest.as_ref().is_none_or(Inbound::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -304,7 +287,7 @@ impl Body for RequestBody {
         let rest = self
             .rest
             .as_ref()
-            .map(Incoming::size_hint)
+            .map(Inbound::size_hint)
             .unwrap_or_else(|| SizeHint::with_exact(0));
         let mut hint = SizeHint::new();
         if let Some(upper) = rest.upper() {

@@ -209,24 +209,26 @@ impl Control {
     async fn try_reload(&self, path: &Path) -> Result<u64, ReloadError> {
         let config = Config::load(path)?;
         let before = self.config();
-        if let Some(server) = self.inner.server.get()
-            && config.server.listen != before.server.listen
-        {
-            server.listen_on(&config.server.listen).await?;
-        }
-        warn_on_restart_only_changes(&before, &config);
         let access_log = self
             .inner
             .access_sinks
             .open(&config.log)
             .map_err(ReloadError::AccessLog)?;
+        if let Some(server) = self.inner.server.get()
+            && config.server.listen != before.server.listen
+        {
+            server.listen_on(&config.server.listen).await?;
+        }
         *self
             .inner
             .access_log
             .lock()
             .expect("the access log lock is never held across a panic") = access_log;
+        warn_on_restart_only_changes(&before, &config);
         let generation = self.status().generation + 1;
+        let previous = self.inner.state.load_full();
         self.swap(&config, generation);
+        log_membership_changes(&previous, &self.inner.state.load());
         let changes = PoolChanges::between(&before, &config);
         info!(
             file = %path.display(),
@@ -310,6 +312,29 @@ impl Control {
             .current
             .lock()
             .expect("the control lock is never held across a panic")
+    }
+}
+
+/// Logs each backend a reload added to or removed from a pool (admin API registrations log their
+/// own changes).
+fn log_membership_changes(before: &State, after: &State) {
+    let members = |state: &State| -> Vec<(String, String)> {
+        state
+            .pools()
+            .iter()
+            .flat_map(|pool| {
+                pool.members()
+                    .map(|(b, _)| (pool.name().to_string(), b.address().to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (old, new) = (members(before), members(after));
+    for (pool, backend) in new.iter().filter(|m| !old.contains(m)) {
+        info!(%pool, %backend, "backend added by the config");
+    }
+    for (pool, backend) in old.iter().filter(|m| !new.contains(m)) {
+        info!(%pool, %backend, "backend removed by the config");
     }
 }
 

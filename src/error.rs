@@ -54,6 +54,23 @@ pub enum ProxyError {
         backend: Authority,
         reason: String,
     },
+    /// The client's request body went past `max_body` while it was being forwarded.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        pool: Arc<str>,
+        backend: Authority,
+        limit: u64,
+    },
+    /// The client's request body stalled for `request_body_idle`.
+    #[error("request body timeout: no data for {idle:?}")]
+    BodyIdle {
+        pool: Arc<str>,
+        backend: Authority,
+        idle: Duration,
+    },
+    /// The whole request took longer than `timeouts.request`.
+    #[error("request timeout: no response within {after:?}")]
+    Deadline { after: Duration },
 }
 
 impl ProxyError {
@@ -67,19 +84,35 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// Whether the client connection must close after the answer: the request's body was not
+    /// read to its end, so the next request's start is unknown.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::RequestBody { .. }
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::BodyIdle { .. }
+        )
     }
 
     /// The pool and backend the error concerns, for the log line.
     pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
         match self {
-            ProxyError::NoRoute => (None, None),
+            ProxyError::NoRoute | ProxyError::Deadline { .. } => (None, None),
             ProxyError::NoHealthyBackend { pool } => (Some(pool), None),
             ProxyError::ConnectTimeout { pool, backend, .. }
             | ProxyError::ConnectFailed { pool, backend, .. }
             | ProxyError::ResponseTimeout { pool, backend, .. }
             | ProxyError::UpstreamFailed { pool, backend, .. }
-            | ProxyError::RequestBody { pool, backend, .. } => (Some(pool), Some(backend)),
+            | ProxyError::RequestBody { pool, backend, .. }
+            | ProxyError::BodyTooLarge { pool, backend, .. }
+            | ProxyError::BodyIdle { pool, backend, .. } => (Some(pool), Some(backend)),
         }
     }
 }

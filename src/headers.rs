@@ -12,6 +12,9 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// The pseudonym Fulcrum gives itself in `Via` (RFC 9110 section 7.6.3).
+pub const VIA_PSEUDONYM: &str = "fulcrum";
+
 /// Headers that never cross a proxy, whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -77,6 +80,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Fields a trailer must not carry (RFC 9110 section 6.5.1): framing, routing, authentication,
+/// connection management and the proxy's own. Whatever a client puts after the body cannot
+/// change how a backend frames, routes or trusts the request.
+const NOT_IN_TRAILERS: [&str; 22] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authorization",
+    "authorization",
+    "cookie",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "expect",
+    "max-forwards",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Removes from `trailers` every field a trailer must not carry.
+pub fn strip_trailer_fields(trailers: &mut HeaderMap) {
+    for name in NOT_IN_TRAILERS {
+        trailers.remove(name);
     }
 }
 

@@ -10,11 +10,15 @@
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
 //! - `proxy.rs`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
+//! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
+//! - `inbound.rs`: the client's request body as read: counted, limited, timed, trailers screened.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
 //! - `body.rs`: request and response body types, streamed without buffering.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
+//! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
+//! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `server.rs`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
 //! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
@@ -38,6 +42,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod affinity;
 pub mod app;
 pub mod attempt;
@@ -47,12 +52,15 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod guard;
 pub mod headers;
+pub mod inbound;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;
 pub mod route;
+pub mod screen;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -19,6 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -29,12 +30,16 @@ use tracing::{Instrument, Span, debug, debug_span, warn};
 
 use crate::access::{Entry, Logged};
 use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
-use crate::body::{ProxyBody, Received, Relayed, RequestBody};
+use crate::body::{ProxyBody, Relayed, RequestBody};
+use crate::config::{Limits, Timeouts};
 use crate::error::ProxyError;
+use crate::guard::Watch;
 use crate::headers::{self, ClientSide};
+use crate::inbound::{BodyRules, Inbound};
 use crate::metrics::{Outcomes, RetryReason};
 use crate::request_id;
 use crate::route::host_name;
+use crate::screen;
 use crate::state::{SharedState, State};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 
@@ -49,8 +54,21 @@ impl Proxy {
         Proxy { state }
     }
 
-    /// Serves one request from `peer`; never fails, since every error becomes a response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Logged> {
+    /// The limits and timeouts in force, for a new connection.
+    pub fn settings(&self) -> (Limits, Timeouts) {
+        let state = self.state.load();
+        (*state.limits(), *state.timeouts())
+    }
+
+    /// Serves one request from `peer`, on the connection `watch` follows; never fails, since
+    /// every error becomes a response.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        watch: &Arc<Watch>,
+    ) -> Response<Logged> {
+        let active = watch.start();
         let started = Instant::now();
         let state = self.state.load_full();
         let mut request = request;
@@ -66,33 +84,85 @@ impl Proxy {
             pool = Empty,
             backend = Empty
         );
-        let mut trail = Trail {
-            pool: None,
-            backend: None,
-            attempts: 0,
-            upstream_time: None,
-            span: span.clone(),
+        // Counted and logged even if the client goes away before the answer (as 499).
+        let mut pending = Pending {
+            state: &state,
+            started,
+            entry,
+            trail: Trail {
+                pool: None,
+                backend: None,
+                attempts: 0,
+                upstream_time: None,
+                span: span.clone(),
+            },
+            answered: false,
         };
-        let forwarding = forward(&state, request, peer, received, &mut trail).instrument(span);
-        let mut response = match forwarding.await {
-            Ok(response) => response,
-            Err(error) => error_response(&error),
-        };
-        let status = response.status().as_u16();
-        trail.outcomes(&state).record(status, started.elapsed());
-        response.headers_mut().insert(request_id::X_REQUEST_ID, id);
-        match (entry, state.access_log()) {
-            (Some(mut entry), Some(log)) => {
-                entry.answered(
-                    status,
-                    trail.pool.map(|pool| Arc::clone(pool.name())),
-                    trail.backend.as_ref().map(|b| b.address().clone()),
-                    trail.attempts,
-                    trail.upstream_time,
-                );
-                response.map(|body| Logged::new(body, entry, log.clone()))
+        let raw_content_length = || watch.head_had_content_length();
+        let mut response = match screen::screen(&request, state.limits(), raw_content_length) {
+            Some(local) => local_response(&local),
+            None => {
+                let forwarding =
+                    forward(&state, request, peer, received, &mut pending.trail).instrument(span);
+                let forwarded = match state.timeouts().request {
+                    None => forwarding.await,
+                    Some(after) => tokio::time::timeout(after, forwarding)
+                        .await
+                        .unwrap_or(Err(ProxyError::Deadline { after })),
+                };
+                match forwarded {
+                    Ok(response) => response,
+                    Err(error) => error_response(&error, &id),
+                }
             }
-            _ => response.map(Logged::plain),
+        };
+        let entry = pending.answer(response.status().as_u16());
+        response.headers_mut().insert(request_id::X_REQUEST_ID, id);
+        let log = entry.zip(state.access_log().cloned());
+        response.map(|body| Logged::new(body, log, active))
+    }
+}
+
+/// A request on its way: until it is answered, dropping it (the client went away) still counts
+/// it and logs it, with status 499 as nginx does.
+struct Pending<'a> {
+    state: &'a State,
+    started: Instant,
+    entry: Option<Entry>,
+    trail: Trail<'a>,
+    answered: bool,
+}
+
+/// What nginx logs for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Pending<'_> {
+    /// Counts the answer's `status` and returns the access log entry to finish with its body.
+    fn answer(&mut self, status: u16) -> Option<Entry> {
+        self.answered = true;
+        let trail = &self.trail;
+        trail
+            .outcomes(self.state)
+            .record(status, self.started.elapsed());
+        let mut entry = self.entry.take()?;
+        entry.answered(
+            status,
+            trail.pool.map(|pool| Arc::clone(pool.name())),
+            trail.backend.as_ref().map(|b| b.address().clone()),
+            trail.attempts,
+            trail.upstream_time,
+        );
+        Some(entry)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let (Some(entry), Some(log)) = (self.answer(CLIENT_CLOSED), self.state.access_log()) {
+            log.write(entry.line(log.format()));
         }
     }
 }
@@ -126,7 +196,7 @@ async fn forward<'a>(
     state: &'a State,
     request: Request<Incoming>,
     peer: SocketAddr,
-    received: Received,
+    received: Option<Arc<AtomicU64>>,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&request).map(host_name);
@@ -151,10 +221,16 @@ async fn forward<'a>(
     // A copy of the head is needed only to resend an idempotent request after it was sent; a
     // request that never left comes back whole.
     let kept = (idempotent && retries > 0).then(|| head.detached());
-    let (body, report) = RequestBody::new(body, received);
+    let rules = BodyRules {
+        max_body: state.limits().max_body,
+        idle: state.timeouts().request_body_idle,
+    };
+    let (body, report) = RequestBody::new(Inbound::new(body, rules, received));
     let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let mut last_error = None;
+    // Why the attempt before failed: a retry is counted once it has a backend to go to.
+    let mut retrying = None;
     loop {
         let chosen = pinned
             .and_then(|token| pool.pinned(token, &tried))
@@ -164,6 +240,9 @@ async fn forward<'a>(
                 pool: pool.name().clone(),
             }));
         };
+        if let Some(reason) = retrying.take() {
+            pool.stats().retried(reason);
+        }
         if tried.is_empty() {
             pool.budget().deposit();
         }
@@ -171,6 +250,7 @@ async fn forward<'a>(
         let (request, report) = next;
         let timeout = state.timeouts().response;
         trail.attempts += 1;
+        trail.backend = Some(Arc::clone(&backend));
         trail.span.record("backend", backend.address().as_str());
         // Timed only for the access log: two clock reads per attempt are not free.
         let sent = state.access_log().map(|_| Instant::now());
@@ -188,7 +268,6 @@ async fn forward<'a>(
             Err(failed) => failed,
         };
         drop(in_flight);
-        trail.backend = Some(Arc::clone(&backend));
         let error = upstream_error(&failed.cause, pool, &backend, state);
         if failed.cause.blames_backend() {
             pool.record_failure(&backend, &error.to_string());
@@ -198,7 +277,7 @@ async fn forward<'a>(
         let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
             return Err(error);
         };
-        pool.stats().retried(reason);
+        retrying = Some(reason);
         debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
         next = again;
         tried.push(backend);
@@ -214,7 +293,8 @@ fn retry(
     pool: &Pool,
     kept: Option<&Head>,
 ) -> Option<(Request<RequestBody>, Report)> {
-    if last || matches!(failed.cause, Cause::Failed(Failure::RequestBody(_))) {
+    let client_fault = matches!(&failed.cause, Cause::Failed(f) if f.is_client_fault());
+    if last || client_fault {
         return None;
     }
     let never_sent = failed.cause.never_sent();
@@ -237,8 +317,13 @@ fn retry_reason(cause: &Cause) -> RetryReason {
         Cause::Failed(Failure::ConnectTimeout) => RetryReason::ConnectTimeout,
         Cause::Failed(Failure::Connect(_)) => RetryReason::ConnectFailure,
         Cause::Failed(Failure::NotSent(_)) => RetryReason::ConnectionClosed,
-        // A failed request body is never retried; the label is never used for it.
-        Cause::Failed(Failure::Upstream(_) | Failure::RequestBody(_)) => RetryReason::UpstreamError,
+        // A client's fault is never retried; the label is never used for it.
+        Cause::Failed(
+            Failure::Upstream(_)
+            | Failure::RequestBody(_)
+            | Failure::BodyTooLarge(_)
+            | Failure::BodyIdle(_),
+        ) => RetryReason::UpstreamError,
     }
 }
 
@@ -350,6 +435,16 @@ fn upstream_error(cause: &Cause, pool: &Pool, backend: &Backend, state: &State) 
             backend,
             reason: reason.clone(),
         },
+        Cause::Failed(Failure::BodyTooLarge(limit)) => ProxyError::BodyTooLarge {
+            pool,
+            backend,
+            limit: *limit,
+        },
+        Cause::Failed(Failure::BodyIdle(idle)) => ProxyError::BodyIdle {
+            pool,
+            backend,
+            idle: *idle,
+        },
     }
 }
 
@@ -375,16 +470,45 @@ fn set_host_from_target<B>(request: &mut Request<B>) {
     }
 }
 
-/// Logs `error` once, with its pool and backend, and builds the answer.
-fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+/// The answer to a request refused (or answered) before forwarding.
+fn local_response(local: &screen::Local) -> Response<ProxyBody> {
+    debug!(
+        status = local.status.as_u16(),
+        reason = local.reason,
+        "request answered by the proxy"
+    );
+    let mut response = Response::new(ProxyBody::text(local.reason));
+    *response.status_mut() = local.status;
+    let headers = response.headers_mut();
+    if !local.reason.is_empty() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    if local.allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(screen::ALLOWED));
+    }
+    if local.close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Logs `error` once, with its pool, backend and request id, and builds the answer.
+fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<ProxyBody> {
+    let request_id = id.to_str().unwrap_or("");
     let (pool, backend) = error.location();
     let pool = pool.unwrap_or("");
     let backend = backend.map(Authority::as_str).unwrap_or("");
     match error {
-        ProxyError::NoRoute | ProxyError::RequestBody { .. } => {
-            debug!(pool, backend, %error, "request answered by the proxy");
+        ProxyError::NoRoute
+        | ProxyError::RequestBody { .. }
+        | ProxyError::BodyTooLarge { .. }
+        | ProxyError::BodyIdle { .. } => {
+            debug!(pool, backend, request_id, %error, "request answered by the proxy");
         }
-        _ => warn!(pool, backend, %error, "request failed"),
+        _ => warn!(pool, backend, request_id, %error, "request failed"),
     }
     let mut response = Response::new(ProxyBody::text(error.to_string()));
     *response.status_mut() = error.status();
@@ -392,6 +516,11 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if error.closes_connection() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -19,12 +19,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Admitted};
+use crate::config::{self, Limits};
+use crate::guard::{self, Watched};
 use crate::proxy::Proxy;
 use crate::state::SharedState;
 
 /// How long to wait after an accept error (such as running out of file descriptors) before
 /// accepting again, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// hyper's smallest read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+/// hyper's default header count: setting it explicitly costs an allocation per request.
+const DEFAULT_MAX_HEADERS: usize = 100;
+/// HTTP/2 streams a client may have open at once (nginx: 128, Envoy: 100 for new configs).
+const H2_MAX_STREAMS: u32 = 100;
+/// Streams a client may reset before hyper accepts them (h2's default; CVE-2023-44487).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the proxy may reset for a client's protocol errors before the connection is closed
+/// (h2's default; floods of resets provoked with malformed frames).
+const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// The proxy's listeners and open connections; cheap to clone.
 #[derive(Clone)]
@@ -34,7 +49,7 @@ pub struct Server {
 
 struct Shared {
     proxy: Proxy,
-    builder: auto::Builder<TokioExecutor>,
+    admission: Arc<Admission>,
     /// `None` once shutdown has started.
     graceful: Mutex<Option<GracefulShutdown>>,
     listeners: tokio::sync::Mutex<Vec<Listening>>,
@@ -54,6 +69,8 @@ pub struct ListenerStats {
     address: String,
     open: AtomicI64,
     accepted: crate::metrics::Counter,
+    /// Connections closed at once because a connection limit was reached.
+    rejected: crate::metrics::Counter,
 }
 
 impl ListenerStats {
@@ -62,6 +79,7 @@ impl ListenerStats {
             address: address.to_string(),
             open: AtomicI64::new(0),
             accepted: Default::default(),
+            rejected: Default::default(),
         }
     }
 
@@ -76,6 +94,10 @@ impl ListenerStats {
 
     pub fn accepted(&self) -> u64 {
         self.accepted.get()
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.get()
     }
 
     /// Counts a connection as open until the guard drops.
@@ -101,7 +123,7 @@ impl Server {
         let server = Server {
             shared: Arc::new(Shared {
                 proxy: Proxy::new(state),
-                builder: connection_builder(),
+                admission: Arc::default(),
                 graceful: Mutex::new(Some(GracefulShutdown::new())),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
             }),
@@ -214,28 +236,88 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stats: Arc<List
                 continue;
             }
         };
-        serve_connection(&shared, stream, peer, stats.opened());
+        let (limits, timeouts) = shared.proxy.settings();
+        let admitted = match shared.admission.admit(peer.ip(), &limits) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                stats.rejected.inc();
+                debug!(%peer, limit = refused.name(), "connection refused: limit reached");
+                continue; // dropping the stream closes it
+            }
+        };
+        let connection = Connection {
+            stream,
+            peer,
+            limits,
+            timeouts,
+            open: (stats.opened(), admitted),
+        };
+        serve_connection(&shared, connection);
     }
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+/// An accepted client connection and what it is served with.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    timeouts: config::Timeouts,
+    /// Held until the connection ends.
+    open: (OpenConnection, Admitted),
+}
+
+/// hyper's settings for a client connection, with `limits` set explicitly so that a dependency
+/// update cannot change them silently.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    let mut http1 = builder.http1();
+    http1
+        .timer(TokioTimer::new())
+        // `guard.rs` does the header and idle timeouts: hyper's would also cut idle keep-alive.
+        .header_read_timeout(None)
+        // A head beyond the read buffer is answered 431.
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
+    if limits.max_headers != DEFAULT_MAX_HEADERS {
+        // Only when changed: a custom count makes hyper allocate the header array per request.
+        http1.max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        // Rapid-reset (CVE-2023-44487) and reset-flood caps, at h2's current defaults.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
     builder
 }
 
-fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, open: OpenConnection) {
+fn serve_connection(shared: &Shared, accepted: Connection) {
+    let Connection {
+        stream,
+        peer,
+        limits,
+        timeouts,
+        open,
+    } = accepted;
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
+    let stream = Watched::new(
+        stream,
+        guard::Timeouts {
+            client_idle: timeouts.client_idle,
+            request_header: timeouts.request_header,
+            max_head: limits.max_header_bytes,
+        },
+    );
+    let watch = Arc::clone(stream.watch());
     let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+        let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
+        async move { Ok::<_, Infallible>(proxy.handle(request, peer, &watch).await) }
     });
-    let connection = shared
-        .builder
+    let connection = connection_builder(&limits)
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
     let watched = {

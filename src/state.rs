@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use tracing::debug;
 
 use crate::access::AccessLog;
-use crate::config::{BackendConfig, Config, PoolConfig, Timeouts};
+use crate::config::{BackendConfig, Config, Limits, PoolConfig, Timeouts};
 use crate::metrics::Outcomes;
 use crate::route::Route;
 use crate::upstream::{Backend, Client, Policy, Pool, checker, transitions};
@@ -39,6 +39,7 @@ pub struct Registered {
 pub struct State {
     generation: u64,
     timeouts: Timeouts,
+    limits: Limits,
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
@@ -93,6 +94,7 @@ impl State {
         State {
             generation,
             timeouts: config.timeouts,
+            limits: config.limits,
             pools,
             routes,
             client,
@@ -134,6 +136,10 @@ impl State {
 
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn pools(&self) -> &[Arc<Pool>] {

@@ -239,3 +239,29 @@ async fn lines_still_queued_are_written_before_the_binary_exits() {
         "every request's line, none lost at exit"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
+    let a = Backend::start("a").await;
+    let dir = support::TempDir::new();
+    let (log, path) = log_config(dir.path(), "json");
+    let config = pool("web", "round_robin", &[&a]) + "[admin]\nlisten = \"127.0.0.1:0\"\n" + &log;
+    let proxy = TestProxy::start(&config).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        Http::to(proxy.addr).try_get("/sleep/1500"),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the client gives up before the answer");
+    let line = exactly(&path, 1).await.remove(0);
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["status"], 499, "{entry}");
+    assert_eq!(entry["backend"], a.addr.to_string());
+    let m = support::scrape(proxy.admin.unwrap()).await;
+    let labels = [
+        ("pool", "web"),
+        ("backend", &*a.addr.to_string()),
+        ("code", "499"),
+    ];
+    assert_eq!(m.value("fulcrum_requests_total", &labels), 1.0);
+}

@@ -273,3 +273,25 @@ async fn connections_and_reloads_are_counted() {
         "a backend kept by a reload keeps its counts"
     );
 }
+
+#[tokio::test]
+async fn a_retry_with_nowhere_to_go_is_not_counted() {
+    let dead = refusing_address().await.to_string();
+    let config = format!(
+        "[pool.web]\nretries = 2\nbackends = [{{ address = \"{dead}\" }}]\n\
+         [pool.web.outlier]\nconsecutive_failures = 0\n{ADMIN}"
+    );
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    for _ in 0..3 {
+        assert_eq!(http.get("/").await.status, 502);
+    }
+    let m = scrape(proxy.admin.unwrap()).await;
+    let labels = [("pool", "web"), ("reason", "connect_failure")];
+    assert_eq!(
+        m.value("fulcrum_retries_total", &labels),
+        0.0,
+        "one backend: nothing to retry on"
+    );
+    assert_eq!(requests(&m, "web", &dead, "502"), 3.0);
+}

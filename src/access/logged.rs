@@ -1,6 +1,7 @@
-//! The response body sent to the client, with the request's access log entry riding along: it
-//! counts the body bytes sent, and when the body ends (or the client goes away and it is dropped)
-//! the entry is finished and queued. With the access log off it is the plain body, and a branch.
+//! The response body sent to the client, with what ends with it: the request's access log entry
+//! (it counts the body bytes sent, and when the body ends, or the client goes away and it is
+//! dropped, the entry is finished and queued) and the request's place on its connection (which
+//! is idle again once no response is in progress). With the access log off the entry is `None`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,25 +11,24 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::{AccessLog, Entry};
 use crate::body::ProxyBody;
+use crate::guard::Active;
 
-/// A response body and, when the access log is on, its request's entry.
+/// A response body, its request's access log entry (when the access log is on), and the
+/// request's activity on its connection.
 #[derive(Debug)]
 pub struct Logged {
     body: ProxyBody,
     entry: Option<Box<(Entry, AccessLog)>>,
+    _active: Active,
 }
 
 impl Logged {
-    /// `body` with nothing to log.
-    pub fn plain(body: ProxyBody) -> Logged {
-        Logged { body, entry: None }
-    }
-
-    /// `body`, whose end finishes `entry` into `log`.
-    pub fn new(body: ProxyBody, entry: Entry, log: AccessLog) -> Logged {
+    /// `body`, whose end finishes `entry` into its log, and ends `active`.
+    pub fn new(body: ProxyBody, entry: Option<(Entry, AccessLog)>, active: Active) -> Logged {
         Logged {
             body,
-            entry: Some(Box::new((entry, log))),
+            entry: entry.map(Box::new),
+            _active: active,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! A `Config` is plain data: building the live snapshot from it is `state.rs`.
 
 mod error;
+mod limits;
 mod pools;
 mod units;
 mod validate;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use http::uri::Authority;
 
 pub use error::ConfigError;
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 
 use crate::affinity::{HashKey, Sticky};
 use crate::balance::Strategy;
@@ -56,6 +57,7 @@ pub struct Config {
     /// The admin API; `None` when off.
     pub admin: Option<Admin>,
     pub log: Log,
+    pub limits: Limits,
 }
 
 /// `[log]`: the access log.
@@ -120,6 +122,57 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From the request sent to the response head received.
     pub response: Duration,
+    /// The whole request head must arrive within this from its first byte (slowloris): 408.
+    pub request_header: Duration,
+    /// A request body that sends no byte for this long is aborted.
+    pub request_body_idle: Duration,
+    /// A keep-alive client connection idle this long is closed.
+    pub client_idle: Duration,
+    /// A deadline for the whole request up to its response head; `None` when off.
+    pub request: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response: DEFAULT_RESPONSE_TIMEOUT,
+            request_header: Duration::from_secs(10),
+            request_body_idle: Duration::from_secs(30),
+            client_idle: Duration::from_secs(60),
+            request: None,
+        }
+    }
+}
+
+/// `[limits]`: what one client may make the proxy hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line and headers): 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most request headers: 431 beyond.
+    pub max_headers: usize,
+    /// Longest request target: 414 beyond.
+    pub max_uri_bytes: usize,
+    /// Largest request body, declared or streamed: 413 beyond.
+    pub max_body: u64,
+    /// Most client connections open at once; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// Most client connections from one IP address; `None` when off.
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_uri_bytes: 8 << 10,
+            max_body: 100 << 20,
+            max_connections: 20_000,
+            max_connections_per_ip: None,
+        }
+    }
 }
 
 /// `[pool.NAME]`

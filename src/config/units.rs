@@ -1,4 +1,5 @@
-//! Parsing of the human-written values in a config file: durations such as `"250ms"`, `"2s"`, `"1m"`.
+//! Parsing of the human-written values in a config file: durations such as `"250ms"`, `"2s"`,
+//! `"1m"`, and sizes such as `"64KiB"`.
 //!
 //! These functions return a plain description of what was expected; the caller adds the file,
 //! line and key.
@@ -31,9 +32,58 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// What a size must look like, for error messages.
+pub const SIZE_HINT: &str = "expected a size such as \"512B\", \"64KiB\", \"100MiB\" or \"1GiB\" (or KB, MB, GB: powers of 1000)";
+
+/// Parses `<integer><unit>` where unit is `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or `KB`,
+/// `MB`, `GB` (powers of 1000); a bare integer is bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: {SIZE_HINT}"))?;
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{text:?} has an unknown unit: {SIZE_HINT}")),
+    };
+    value
+        .checked_mul(unit_bytes)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("8KB"), Ok(8_000));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in [
+            "",
+            "KiB",
+            "1.5MiB",
+            "-1KiB",
+            "10 parsecs",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
 
     #[test]
     fn parses_each_unit() {

@@ -11,9 +11,8 @@ use toml::Spanned;
 use super::units::parse_duration;
 use super::wire;
 use super::{
-    AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Log, PoolConfig, RouteConfig, Server,
-    Timeouts,
+    AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE,
+    Log, PoolConfig, RouteConfig, Server,
 };
 use crate::route::HostPattern;
 
@@ -38,6 +37,7 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Some(admin) => Some(src.admin(admin)?),
         },
         log: src.log(&file.log)?,
+        limits: src.limits(&file.limits)?,
     })
 }
 
@@ -195,21 +195,6 @@ impl Source<'_> {
             .collect()
     }
 
-    fn timeouts(&self, timeouts: &wire::Timeouts) -> Result<Timeouts, ConfigError> {
-        Ok(Timeouts {
-            connect: self.duration(
-                "timeouts.connect",
-                &timeouts.connect,
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-            response: self.duration(
-                "timeouts.response",
-                &timeouts.response,
-                DEFAULT_RESPONSE_TIMEOUT,
-            )?,
-        })
-    }
-
     /// An integer in `range`, or `default` when the key is absent.
     pub fn int_in(
         &self,
@@ -234,7 +219,7 @@ impl Source<'_> {
     }
 
     /// A duration (zero allowed), or `default` when the key is absent.
-    fn duration_or_zero(
+    pub fn duration_or_zero(
         &self,
         key: &str,
         value: &Option<Spanned<String>>,
@@ -370,6 +355,7 @@ pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
 mod tests {
     use super::*;
     use crate::balance::Strategy;
+    use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
     const GOOD: &str = r#"
 [server]
@@ -620,5 +606,35 @@ pool = "web"
         );
         let err = check(&format!("{GOOD}[log]\naccess_path = \"\"\n")).unwrap_err();
         assert!(err.contains("log.access_path is empty"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_timeouts_have_defaults_and_are_checked() {
+        let config = check(GOOD).unwrap();
+        assert_eq!(config.limits, crate::config::Limits::default());
+        assert_eq!(config.limits.max_body, 100 << 20);
+        assert_eq!(config.timeouts.request_header, Duration::from_secs(10));
+        assert_eq!(config.timeouts.request, None);
+        let config = check(&format!(
+            "{GOOD}[limits]\nmax_body = \"1KiB\"\nmax_connections_per_ip = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(config.limits.max_body, 1024);
+        assert_eq!(config.limits.max_connections_per_ip, Some(4));
+        let err = check(&format!("{GOOD}[limits]\nmax_body = \"lots\"\n")).unwrap_err();
+        assert!(
+            err.contains("limits.max_body: \"lots\" is not a size"),
+            "{err}"
+        );
+        let err = check(&format!("{GOOD}[limits]\nmax_header_bytes = \"1KiB\"\n")).unwrap_err();
+        assert!(
+            err.contains("limits.max_header_bytes = \"1KiB\" is out of range"),
+            "{err}"
+        );
+        let err = check(&format!("{GOOD}[limits]\nmax_headers = 0\n")).unwrap_err();
+        assert!(
+            err.contains("limits.max_headers = 0 is out of range"),
+            "{err}"
+        );
     }
 }

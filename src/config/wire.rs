@@ -24,6 +24,20 @@ pub struct File {
     pub admin: Option<Spanned<Admin>>,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_header_bytes: Option<Spanned<String>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_uri_bytes: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 /// `[log]`
@@ -58,6 +72,10 @@ pub struct Server {
 pub struct Timeouts {
     pub connect: Option<Spanned<String>>,
     pub response: Option<Spanned<String>>,
+    pub request_header: Option<Spanned<String>>,
+    pub request_body_idle: Option<Spanned<String>>,
+    pub client_idle: Option<Spanned<String>>,
+    pub request: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME]`

@@ -114,7 +114,11 @@ impl Scrape {
                 backend.stats().outcomes.duration.snapshot(),
             )?;
         }
-        // Answers without a backend (503: nothing available) appear once there are some.
+        // Answers without a backend (unrouted; 503: nothing available) appear once there are some.
+        let unrouted = self.state.unrouted().duration.snapshot();
+        if unrouted.count > 0 {
+            histogram(&mut family, &[("pool", ""), ("backend", "")], unrouted)?;
+        }
         for pool in self.state.pools() {
             let snapshot = pool.stats().unattributed.duration.snapshot();
             if snapshot.count > 0 {
@@ -288,6 +292,19 @@ impl Scrape {
                 &mut family,
                 &[("listener", listener.address())],
                 listener.accepted(),
+            )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_downstream_connections_rejected",
+            "Client connections closed at once because a connection limit was reached",
+            None,
+            MetricType::Counter,
+        )?;
+        for listener in &self.process.listeners {
+            counter(
+                &mut family,
+                &[("listener", listener.address())],
+                listener.rejected(),
             )?;
         }
         let mut family = encoder.encode_descriptor(

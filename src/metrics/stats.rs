@@ -131,6 +131,8 @@ pub struct PoolStats {
     retries: [Counter; RetryReason::ALL.len()],
     /// Times fail-open started.
     pub fail_open_started: Counter,
+    /// Whether the pool is failing open now; here so that it outlives a reload's new `Pool`.
+    pub failing_open: AtomicBool,
 }
 
 impl PoolStats {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::Backend;
 use super::connections::{self, Sender};
+use crate::inbound::BodyError;
 
 /// How long a pooled connection, just returned, may take to become ready again.
 const READY_WAIT: Duration = Duration::from_secs(1);
@@ -79,6 +80,10 @@ pub enum Failure {
     /// The client's request body failed while it was being forwarded (the client went away or
     /// sent a malformed body); the backend is not at fault.
     RequestBody(String),
+    /// The client's request body went past `max_body` bytes.
+    BodyTooLarge(u64),
+    /// The client's request body sent nothing for `request_body_idle`.
+    BodyIdle(Duration),
     /// The backend reset or closed the connection after the request was sent, or answered with
     /// something that is not HTTP.
     Upstream(String),
@@ -91,6 +96,8 @@ impl std::fmt::Display for Failure {
             Failure::Connect(reason) => write!(f, "connect error: {reason}"),
             Failure::NotSent(reason) => write!(f, "not sent: {reason}"),
             Failure::RequestBody(reason) => write!(f, "request body: {reason}"),
+            Failure::BodyTooLarge(limit) => write!(f, "request body larger than {limit} bytes"),
+            Failure::BodyIdle(idle) => write!(f, "no request body data for {idle:?}"),
             Failure::Upstream(reason) => f.write_str(reason),
         }
     }
@@ -101,15 +108,29 @@ impl Failure {
     pub fn never_sent(&self) -> bool {
         match self {
             Failure::ConnectTimeout | Failure::Connect(_) | Failure::NotSent(_) => true,
-            Failure::RequestBody(_) | Failure::Upstream(_) => false,
+            Failure::RequestBody(_)
+            | Failure::BodyTooLarge(_)
+            | Failure::BodyIdle(_)
+            | Failure::Upstream(_) => false,
         }
+    }
+
+    /// Whether the client is to blame: such a request is never retried.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            Failure::RequestBody(_) | Failure::BodyTooLarge(_) | Failure::BodyIdle(_)
+        )
     }
 
     /// Whether the backend is to blame (counts towards ejection).
     pub fn blames_backend(&self) -> bool {
         match self {
             Failure::ConnectTimeout | Failure::Connect(_) | Failure::Upstream(_) => true,
-            Failure::NotSent(_) | Failure::RequestBody(_) => false,
+            Failure::NotSent(_)
+            | Failure::RequestBody(_)
+            | Failure::BodyTooLarge(_)
+            | Failure::BodyIdle(_) => false,
         }
     }
 }
@@ -117,7 +138,11 @@ impl Failure {
 /// Sorts an error from an exchange that was started on a connection.
 pub fn classify(error: &hyper::Error) -> Failure {
     if error.is_user() {
-        return Failure::RequestBody(error.to_string());
+        return match innermost::<BodyError>(error) {
+            Some(BodyError::TooLarge { limit }) => Failure::BodyTooLarge(*limit),
+            Some(BodyError::Idle(idle)) => Failure::BodyIdle(*idle),
+            _ => Failure::RequestBody(error.to_string()),
+        };
     }
     if error.is_canceled() {
         return Failure::NotSent(error.to_string());

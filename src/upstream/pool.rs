@@ -63,7 +63,6 @@ pub struct Pool {
     budget: RetryBudget,
     /// Shared with the pool of the same name in the snapshots before and after this one.
     stats: Arc<PoolStats>,
-    failing_open: AtomicBool,
     /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
     retired: AtomicBool,
     /// Sticky token → member and its role, for a pool with sticky sessions.
@@ -94,7 +93,6 @@ impl Pool {
             policy,
             budget: RetryBudget::default(),
             stats: Arc::default(),
-            failing_open: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             pinned: HashMap::new(),
         }
@@ -128,7 +126,7 @@ impl Pool {
 
     /// Whether the last pick had to fail open.
     pub fn is_failing_open(&self) -> bool {
-        self.failing_open.load(Ordering::Relaxed)
+        self.stats.failing_open.load(Ordering::Relaxed)
     }
 
     /// The member a sticky token names, when it may take this request: available, not tried,
@@ -210,7 +208,8 @@ impl Pool {
         let everyone = self.everyone.as_ref()?;
         let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
         let picked = everyone.pick(enabled, key);
-        if picked.is_some() {
+        // A retry that only excluded the available backends it tried is not the pool failing.
+        if picked.is_some() && !self.primaries.any_available() && !self.backups.any_available() {
             self.set_failing_open(true);
         }
         picked
@@ -219,8 +218,9 @@ impl Pool {
     /// Logs the start and end of fail-open, once each.
     fn set_failing_open(&self, on: bool) {
         // A plain load first: the swap (a write) only happens on a change.
-        if self.failing_open.load(Ordering::Relaxed) == on
-            || self.failing_open.swap(on, Ordering::Relaxed) == on
+        let failing_open = &self.stats.failing_open;
+        if failing_open.load(Ordering::Relaxed) == on
+            || failing_open.swap(on, Ordering::Relaxed) == on
         {
             return;
         }

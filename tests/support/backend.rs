@@ -290,10 +290,19 @@ impl Body for PatternBody {
     }
 }
 
-/// An address where nothing listens: connects are refused.
+/// An address where nothing listens: connects are refused. Never the same twice in a test
+/// process (the kernel may hand a just-released port out again).
 pub async fn refusing_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&address) {
+            given.push(address);
+            return address;
+        }
+    }
 }
 
 /// An address that accepts no connection and answers no SYN: its accept queue is full and never

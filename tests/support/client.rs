@@ -189,3 +189,39 @@ pub async fn answered_by(http: &Http, count: usize) -> Vec<String> {
     }
     names
 }
+
+/// What came back for raw bytes: everything read, and whether the proxy closed the connection
+/// (rather than leaving it open past the wait).
+#[derive(Debug)]
+pub struct RawReply {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl RawReply {
+    /// The status code of the first response, if any.
+    pub fn status(&self) -> Option<u16> {
+        self.text.get(9..12)?.parse().ok()
+    }
+
+    /// How many responses came back.
+    pub fn responses(&self) -> usize {
+        self.text.matches("HTTP/1.").count()
+    }
+}
+
+/// Writes `bytes` on a fresh connection, then reads until the proxy closes it or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> RawReply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The proxy may close before reading everything; a failed write is part of the answer.
+    stream.write_all(bytes).await.ok();
+    let mut out = Vec::new();
+    let closed = matches!(
+        tokio::time::timeout(wait, stream.read_to_end(&mut out)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    );
+    RawReply {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}

@@ -14,7 +14,8 @@ pub use backend::{
     scripted_backend, stalled_backend,
 };
 pub use client::{
-    Http, Reply, TestBody, answered_by, empty, h2c, raw, until_served_by, wait_until,
+    Http, RawReply, Reply, TestBody, answered_by, empty, h2c, raw, raw_exchange, until_served_by,
+    wait_until,
 };
 pub use load::Load;
 pub use metrics::{Metrics, scrape};

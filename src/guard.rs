@@ -1,0 +1,285 @@
+//! A client connection's socket, watched: the timeouts hyper does not give separately, and the
+//! raw request head that screening sometimes needs.
+//!
+//! hyper's one `header_read_timeout` runs from the moment it waits for a request head, so it
+//! would also cut idle keep-alive connections; it is turned off and this does both:
+//! - `client_idle`: a connection with no request in progress and no byte of a new one for this
+//!   long is closed (end of stream, as if the client had closed: hyper closes quietly).
+//! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
+//!   within this (slowloris): the client gets 408 and the connection is closed.
+//!
+//! It also keeps the bytes of the current HTTP/1 request head: hyper drops `Content-Length` when
+//! `Transfer-Encoding` is present (treating the body as chunked), so only the raw head can show
+//! that a request carried both, which screening refuses (400). Heads of pipelined requests that
+//! arrive in the same read as an earlier request's body are not kept (hyper then still frames by
+//! `Transfer-Encoding` and closes after answering).
+//!
+//! Cost on the request path: a copy of each head (a few hundred bytes) and a search for its end;
+//! the timer is reset only when a deadline comes earlier than the one armed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::clock;
+
+/// The answer to a client whose head took too long; written straight to the socket.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 37\r\n\r\nrequest header timeout: too slow sent\n";
+
+/// What the connection and the requests on it share.
+#[derive(Debug)]
+pub struct Watch {
+    /// Requests whose response has not ended.
+    active: AtomicUsize,
+    /// When the connection last became idle (`clock::now_ms`).
+    idle_since_ms: AtomicU64,
+    /// The current request head's bytes so far (HTTP/1).
+    head: Mutex<Head>,
+}
+
+#[derive(Debug, Default)]
+struct Head {
+    /// A head has started and not ended.
+    open: bool,
+    started_ms: u64,
+    bytes: Vec<u8>,
+    /// The last head had more bytes than could be kept.
+    truncated: bool,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(clock::now_ms()),
+            head: Mutex::new(Head::default()),
+        }
+    }
+
+    /// Counts a request as in progress until the returned guard drops (with its response).
+    pub fn start(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(Arc::clone(self))
+    }
+
+    /// Whether the last complete request head had a `Content-Length` field.
+    pub fn head_had_content_length(&self) -> bool {
+        let head = self.lock();
+        head.bytes
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
+        self.head
+            .lock()
+            .expect("the head lock is never held across a panic")
+    }
+}
+
+/// A request in progress on a connection; dropped when its response ends.
+#[derive(Debug)]
+pub struct Active(Arc<Watch>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0
+                .idle_since_ms
+                .store(clock::now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The timeouts a watched connection enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub client_idle: Duration,
+    pub request_header: Duration,
+    /// Most head bytes kept for screening.
+    pub max_head: usize,
+}
+
+/// What the connection speaks, as told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Unknown,
+    Http1,
+    Http2,
+}
+
+/// A client's socket with its watch.
+#[derive(Debug)]
+pub struct Watched {
+    stream: TcpStream,
+    watch: Arc<Watch>,
+    timeouts: Timeouts,
+    speaks: Speaks,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Watched {
+    pub fn new(stream: TcpStream, timeouts: Timeouts) -> Watched {
+        Watched {
+            stream,
+            watch: Arc::new(Watch::new()),
+            timeouts,
+            speaks: Speaks::Unknown,
+            timer: None,
+        }
+    }
+
+    pub fn watch(&self) -> &Arc<Watch> {
+        &self.watch
+    }
+
+    /// Follows the request heads in bytes just read.
+    fn on_bytes(&mut self, bytes: &[u8]) {
+        if self.speaks == Speaks::Unknown {
+            self.speaks = if bytes.starts_with(b"PRI ") {
+                Speaks::Http2
+            } else {
+                Speaks::Http1
+            };
+        }
+        if self.speaks == Speaks::Http2 {
+            return;
+        }
+        let mut head = self.watch.lock();
+        if !head.open {
+            if self.watch.active.load(Ordering::Relaxed) > 0 {
+                return; // a request body, not a new head
+            }
+            head.open = true;
+            head.started_ms = clock::now_ms();
+            head.bytes.clear();
+            head.truncated = false;
+        }
+        let from = head.bytes.len().saturating_sub(3);
+        let room = self.timeouts.max_head.saturating_sub(head.bytes.len());
+        head.truncated |= bytes.len() > room;
+        head.bytes
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(end) = memchr::memmem::find(&head.bytes[from..], b"\r\n\r\n") {
+            let end = from + end + 4;
+            head.bytes.truncate(end);
+            head.open = false;
+        }
+    }
+
+    /// The deadline that applies now, and what passing it means.
+    fn deadline(&self) -> Option<(u64, Expiry)> {
+        if self.watch.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        if self.speaks == Speaks::Http1 {
+            let head = self.watch.lock();
+            if head.open {
+                let limit = self.timeouts.request_header.as_millis() as u64;
+                return Some((head.started_ms + limit, Expiry::Head));
+            }
+        }
+        let idle = self.timeouts.client_idle.as_millis() as u64;
+        let since = self.watch.idle_since_ms.load(Ordering::Relaxed);
+        Some((since + idle, Expiry::Idle))
+    }
+
+    /// Whether a deadline has passed; arms the timer for the next one otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
+        let (deadline_ms, expiry) = self.deadline()?;
+        let now = clock::now_ms();
+        if now >= deadline_ms {
+            return Some(expiry);
+        }
+        let at = Instant::now() + Duration::from_millis(deadline_ms - now);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        // Only ever brought forward: a later deadline is re-checked when the timer fires.
+        if timer.deadline() > at || timer.is_elapsed() {
+            timer.as_mut().reset(at);
+        }
+        // Registers the waker; if it fired already the deadline is re-checked on the next poll.
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    Head,
+    Idle,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.on_bytes(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match this.expired(cx) {
+                Some(Expiry::Head) => {
+                    // Best effort: the client may not even be reading.
+                    this.stream.try_write(REQUEST_TIMEOUT).ok();
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request header timeout",
+                    )))
+                }
+                // End of stream: hyper closes the connection quietly.
+                Some(Expiry::Idle) => Poll::Ready(Ok(())),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

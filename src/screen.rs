@@ -1,0 +1,272 @@
+//! Screening: what hyper's parser lets through but a proxy must not forward. Runs on every request
+//! before anything else, so a refused request never reaches a backend.
+//!
+//! - Framing (HTTP/1): `Transfer-Encoding` must be exactly one `chunked` (RFC 9112 section 6.1:
+//!   anything else would be read differently by different parties), never with
+//!   `Content-Length`, never on HTTP/1.0. Refused with 400 and the connection closed.
+//! - `Host` (HTTP/1.1): exactly one, a valid `host[:port]` (RFC 9112 section 3.2): 400 and close.
+//! - Limits: a target longer than `max_uri_bytes` gets 414; a declared `Content-Length` over
+//!   `max_body` gets 413 (both close, since the body is not read).
+//! - Methods: `CONNECT` gets 405 (Fulcrum is not a tunnel), as does `TRACE` (it would echo
+//!   credentials back to a script); `OPTIONS` with `Max-Forwards: 0` is answered here (RFC 9110
+//!   section 7.6.2).
+//! - Loops: a request whose `Via` already names Fulcrum [`LOOP_LIMIT`] times gets 508: a pool
+//!   that points back at the proxy cannot multiply a request forever.
+
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request, StatusCode, Version, header};
+
+use crate::config::Limits;
+use crate::headers::VIA_PSEUDONYM;
+
+/// How many Fulcrum hops a request may already have made.
+pub const LOOP_LIMIT: usize = 4;
+
+/// Methods Fulcrum forwards, for `Allow`.
+pub const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
+
+/// A request answered here instead of forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub status: StatusCode,
+    /// The response body, one line.
+    pub reason: &'static str,
+    /// Close the connection after answering (the request's framing cannot be trusted, or its
+    /// body is not read).
+    pub close: bool,
+    /// Send `Allow` (405 and OPTIONS).
+    pub allow: bool,
+}
+
+impl Local {
+    fn refuse(status: StatusCode, reason: &'static str) -> Local {
+        Local {
+            status,
+            reason,
+            close: true,
+            allow: false,
+        }
+    }
+}
+
+/// What to answer `request` with here, if it must not be forwarded. `raw_content_length` says
+/// whether the request's raw head had a `Content-Length` (hyper drops it when
+/// `Transfer-Encoding` is present); it is asked only then.
+pub fn screen<B>(
+    request: &Request<B>,
+    limits: &Limits,
+    raw_content_length: impl FnOnce() -> bool,
+) -> Option<Local> {
+    let headers = request.headers();
+    if request.version() < Version::HTTP_2 {
+        if let Some(refusal) = framing(request.version(), headers, raw_content_length) {
+            return Some(refusal);
+        }
+        if request.version() == Version::HTTP_11
+            && let Some(refusal) = host(headers)
+        {
+            return Some(refusal);
+        }
+    }
+    if target_len(request) > limits.max_uri_bytes {
+        return Some(Local::refuse(
+            StatusCode::URI_TOO_LONG,
+            "request target too long",
+        ));
+    }
+    if declared_length(headers).is_some_and(|length| length > limits.max_body) {
+        return Some(Local::refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    if let Some(local) = method(request.method(), headers) {
+        return Some(local);
+    }
+    if fulcrum_hops(headers) >= LOOP_LIMIT {
+        return Some(Local {
+            status: StatusCode::LOOP_DETECTED,
+            reason: "request loop: it has passed through this proxy too many times",
+            close: false,
+            allow: false,
+        });
+    }
+    None
+}
+
+fn framing(
+    version: Version,
+    headers: &HeaderMap,
+    raw_content_length: impl FnOnce() -> bool,
+) -> Option<Local> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    let bad = |reason| Some(Local::refuse(StatusCode::BAD_REQUEST, reason));
+    if version == Version::HTTP_10 {
+        return bad("Transfer-Encoding is not allowed in HTTP/1.0");
+    }
+    if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return bad("Transfer-Encoding must be exactly \"chunked\"");
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) || raw_content_length() {
+        return bad("Content-Length and Transfer-Encoding together");
+    }
+    None
+}
+
+fn host(headers: &HeaderMap) -> Option<Local> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let bad = |reason| Some(Local::refuse(StatusCode::BAD_REQUEST, reason));
+    let Some(host) = hosts.next() else {
+        return bad("missing Host header");
+    };
+    if hosts.next().is_some() {
+        return bad("more than one Host header");
+    }
+    if valid_host(host.as_bytes()) {
+        None
+    } else {
+        bad("malformed Host header")
+    }
+}
+
+/// `host[:port]` with a non-empty host, no userinfo, and a port that is a number if present.
+fn valid_host(value: &[u8]) -> bool {
+    if value.is_empty() || value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = Authority::try_from(value) else {
+        return false;
+    };
+    let text = authority.as_str();
+    let after_host = match text.strip_prefix('[') {
+        Some(_) => text.find(']').map_or(text.len(), |end| end + 1),
+        None => 0,
+    };
+    !text[after_host..].contains(':') || authority.port_u16().is_some()
+}
+
+fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
+    let not_allowed = |reason| {
+        Some(Local {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            reason,
+            close: false,
+            allow: true,
+        })
+    };
+    if *method == Method::CONNECT {
+        return not_allowed("CONNECT is not supported: this is not a tunnel");
+    }
+    if *method == Method::TRACE {
+        return not_allowed("TRACE is not allowed");
+    }
+    let last_hop = headers
+        .get(header::MAX_FORWARDS)
+        .is_some_and(|value| value.as_bytes().trim_ascii() == b"0");
+    if *method == Method::OPTIONS && last_hop {
+        return Some(Local {
+            status: StatusCode::OK,
+            reason: "",
+            close: false,
+            allow: true,
+        });
+    }
+    None
+}
+
+/// The target's length as received: authority (absolute form) plus path and query.
+fn target_len<B>(request: &Request<B>) -> usize {
+    let uri = request.uri();
+    uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
+/// The declared body length (hyper has already refused malformed or conflicting values).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many `Via` entries name Fulcrum.
+fn fulcrum_hops(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter(|entry| entry.split_whitespace().nth(1) == Some(VIA_PSEUDONYM))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lines: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::post("/x");
+        for (name, value) in lines {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn status(lines: &[(&str, &str)]) -> Option<u16> {
+        screen(&request(lines), &Limits::default(), || false).map(|l| l.status.as_u16())
+    }
+
+    #[test]
+    fn only_a_single_chunked_coding_passes() {
+        assert_eq!(
+            status(&[("host", "a"), ("transfer-encoding", "chunked")]),
+            None
+        );
+        assert_eq!(
+            status(&[("host", "a"), ("transfer-encoding", "Chunked")]),
+            None
+        );
+        for bad in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "xchunked",
+            "identity",
+            "chunked;q=1",
+        ] {
+            assert_eq!(
+                status(&[("host", "a"), ("transfer-encoding", bad)]),
+                Some(400),
+                "{bad:?}"
+            );
+        }
+        let both = [
+            ("host", "a"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+        ];
+        assert_eq!(status(&both), Some(400));
+    }
+
+    #[test]
+    fn host_must_be_one_valid_authority() {
+        assert_eq!(status(&[("host", "shop.example.com:8080")]), None);
+        assert_eq!(status(&[("host", "[::1]:8080")]), None);
+        assert_eq!(status(&[]), Some(400));
+        for bad in ["", "a b", "a:b:c", "a/b", "user@a", "a:"] {
+            assert_eq!(status(&[("host", bad)]), Some(400), "{bad:?}");
+        }
+        assert_eq!(status(&[("host", "a"), ("host", "a")]), Some(400));
+    }
+
+    #[test]
+    fn loops_are_cut_after_the_limit() {
+        let via = "1.1 fulcrum, 1.1 fulcrum, 1.0 edge, 1.1 fulcrum";
+        assert_eq!(status(&[("host", "a"), ("via", via)]), None);
+        let looped = format!("{via}, 1.1 fulcrum");
+        assert_eq!(status(&[("host", "a"), ("via", &looped)]), Some(508));
+    }
+}

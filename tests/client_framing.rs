@@ -1,0 +1,152 @@
+//! Client-side framing: requests whose end two parties could disagree about are refused with 400
+//! and a closed connection, before anything reaches the backend.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Backend, TestProxy, pool, raw_exchange};
+
+const WAIT: Duration = Duration::from_secs(3);
+
+/// Sends `request` raw and asserts: status `status`, connection closed, backend saw nothing.
+async fn refused(request: &str, status: u16) {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
+    assert_eq!(
+        reply.status(),
+        Some(status),
+        "{request:?} got {:?}",
+        reply.text
+    );
+    assert!(reply.closed, "{request:?}: the connection must be closed");
+    assert_eq!(
+        backend.served(),
+        0,
+        "{request:?} must not reach the backend"
+    );
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused() {
+    refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400).await;
+    refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400).await;
+}
+
+#[tokio::test]
+async fn bad_content_lengths_are_refused() {
+    for value in ["5, 6", "+5", "-1", "0x10", "", "5 5", "1e3"] {
+        let request = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\nhello");
+        refused(&request, 400).await;
+    }
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encodings_other_than_chunked_are_refused() {
+    for value in [
+        "gzip, chunked",
+        "chunked, chunked",
+        "xchunked",
+        "chunked ,",
+        "\u{b}chunked",
+        "identity",
+        "gzip",
+    ] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {value}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        refused(&request, 400).await;
+    }
+    refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400).await;
+    refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n", 400).await;
+    refused(
+        "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_heads_are_refused() {
+    for request in [
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX\0A: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    ] {
+        refused(request, 400).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_chunks_never_reach_the_backend_whole() {
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "\r\nhello\r\n0\r\n\r\n",
+        "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "3\r\nhello\r\n0\r\n\r\n",
+        "5;a=b\rc\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let backend = Backend::start("a").await;
+        let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
+        assert!(reply.closed, "{body:?}: connection closed");
+        assert!(
+            reply.status().is_none_or(|s| s == 400),
+            "{body:?}: 400 or nothing, got {:?}",
+            reply.text
+        );
+        assert!(
+            !reply.text.contains("ok=true"),
+            "{body:?}: the backend must not receive a complete body: {:?}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn runaway_chunk_extensions_are_cut() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+    request.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let reply = raw_exchange(proxy.addr, &request, WAIT).await;
+    assert!(
+        reply.closed,
+        "a megabyte of chunk extension closes the connection"
+    );
+    assert!(!reply.text.contains("ok=true"));
+}
+
+#[tokio::test]
+async fn garbage_after_a_valid_request_gets_400_and_close() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nthis is not http\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
+    assert_eq!(reply.responses(), 2, "{:?}", reply.text);
+    assert!(reply.text.contains("HTTP/1.1 400"), "{:?}", reply.text);
+    assert!(reply.closed);
+    assert_eq!(backend.served(), 1, "exactly the one legitimate request");
+}
