@@ -4,7 +4,9 @@
 //! hyper's one `header_read_timeout` runs from the moment it waits for a request head, so it
 //! would also cut idle keep-alive connections; it is turned off and this does both:
 //! - `client_idle`: a connection with no request in progress and no byte of a new one for this
-//!   long is closed (end of stream, as if the client had closed: hyper closes quietly).
+//!   long is closed (end of stream, as if the client had closed: hyper closes quietly). The
+//!   deadline is checked when the timer fires, so the close comes between one and two
+//!   `client_idle` after the last response.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //!
@@ -194,11 +196,14 @@ impl Watched {
 
     /// Whether a deadline has passed; arms the timer for the next one otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
-        let (deadline_ms, expiry) = self.deadline()?;
         let now = clock::now_ms();
-        if now >= deadline_ms {
-            return Some(expiry);
-        }
+        let deadline_ms = match self.deadline() {
+            Some((deadline_ms, expiry)) if now >= deadline_ms => return Some(expiry),
+            Some((deadline_ms, _)) => deadline_ms,
+            // Requests in progress: look again later (hyper may not read again when the last
+            // response ends), so an idle connection is closed within twice `client_idle`.
+            None => now + self.timeouts.client_idle.as_millis() as u64,
+        };
         let at = Instant::now() + Duration::from_millis(deadline_ms - now);
         let timer = self
             .timer

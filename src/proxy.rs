@@ -260,9 +260,17 @@ async fn forward<'a>(
         }
         let failed = match exchanged {
             Ok((response, connection)) => {
+                if let Some(reason) = screen::response_framing(&response) {
+                    // Its connection is dropped with it: nothing more is read from it.
+                    pool.record_failure(&backend, reason);
+                    return Err(ProxyError::UpstreamFailed {
+                        pool: pool.name().clone(),
+                        backend: backend.address().clone(),
+                        reason: reason.to_owned(),
+                    });
+                }
                 let mut response = relay(pool, response, in_flight, connection);
                 pin_to(pool, &backend, pinned, &mut response);
-                trail.backend = Some(backend);
                 return Ok(response);
             }
             Err(failed) => failed,

@@ -10,11 +10,13 @@
 //! - Methods: `CONNECT` gets 405 (Fulcrum is not a tunnel), as does `TRACE` (it would echo
 //!   credentials back to a script); `OPTIONS` with `Max-Forwards: 0` is answered here (RFC 9110
 //!   section 7.6.2).
+//! - Backend responses: a 101 nobody asked for, or a `Transfer-Encoding` other than one
+//!   `chunked`, is a 502 (hyper itself refuses conflicting lengths, obs-fold and oversized heads).
 //! - Loops: a request whose `Via` already names Fulcrum [`LOOP_LIMIT`] times gets 508: a pool
 //!   that points back at the proxy cannot multiply a request forever.
 
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request, StatusCode, Version, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version, header};
 
 use crate::config::Limits;
 use crate::headers::VIA_PSEUDONYM;
@@ -171,6 +173,23 @@ fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
             close: false,
             allow: true,
         });
+    }
+    None
+}
+
+/// Why a backend's response head cannot be relayed, if it cannot: an upgrade nobody asked for
+/// (the proxy forwards no `Upgrade`), or framing two parties could read differently.
+pub fn response_framing<B>(response: &Response<B>) -> Option<&'static str> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Some("unsolicited 101 Switching Protocols");
+    }
+    let mut codings = response.headers().get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return Some("Transfer-Encoding other than chunked");
+    }
+    if response.headers().contains_key(header::CONTENT_LENGTH) {
+        return Some("Content-Length and Transfer-Encoding together");
     }
     None
 }

@@ -27,6 +27,10 @@ pub type Sender = http1::SendRequest<RequestBody>;
 /// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Largest response head accepted from a backend (a larger one is a 502).
+/// nginx's `proxy_buffer_size` is 4 or 8 KiB; this leaves room for big cookies.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Most idle connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
@@ -104,6 +108,7 @@ pub async fn connect(
         debug!(backend = %address, %error, "cannot set TCP_NODELAY");
     }
     let (sender, connection) = http1::Builder::new()
+        .max_header_size(MAX_RESPONSE_HEAD)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|error| Failure::Connect(error.to_string()))?;

@@ -1,0 +1,71 @@
+//! Backend-side framing: a response that could be read two ways, or that hyper cannot parse,
+//! becomes a 502 and its connection is discarded; a body cut short aborts the client connection.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{TestProxy, raw_exchange, scripted_backend};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn through(reply: &'static [u8]) -> support::RawReply {
+    let backend = scripted_backend(reply).await;
+    let config = format!(
+        "[pool.web]\nretries = 0\nbackends = [{{ address = \"{backend}\" }}]\n\
+         [pool.web.outlier]\nconsecutive_failures = 0\n"
+    );
+    let proxy = TestProxy::start(&config).await;
+    raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn malformed_responses_become_502() {
+    let big: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+            "b".repeat(100_000)
+        )
+        .into_boxed_str(),
+    );
+    let cases: [(&str, &'static [u8]); 7] = [
+        ("conflicting lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("invalid length", b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello"),
+        ("length and chunked", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("gzip coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
+        ("obs-fold", b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok"),
+        ("unsolicited 101", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+        ("oversized head", big.as_bytes()),
+    ];
+    for (name, reply) in cases {
+        let answer = through(reply).await;
+        assert_eq!(
+            answer.status(),
+            Some(502),
+            "{name}: {:?}",
+            &answer.text[..answer.text.len().min(200)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_aborts_the_client_connection() {
+    let answer = through(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this").await;
+    assert_eq!(
+        answer.status(),
+        Some(200),
+        "the head was relayed: {:?}",
+        answer.text
+    );
+    assert!(answer.closed, "the connection is closed");
+    let body = answer.text.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        body.len() < 100,
+        "the client never gets a complete-looking body: {body:?}"
+    );
+}

@@ -1,0 +1,126 @@
+//! Slow and idle clients: a head dribbled byte by byte is cut at `request_header` (408), an idle
+//! keep-alive connection at `client_idle`, a stalled body at `request_body_idle` (408), a slow
+//! request at `timeouts.request` (504); thousands of idle connections do not slow a new request.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Backend, Http, TestProxy, pool, raw_exchange};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy_with(timeouts: &str) -> (Backend, TestProxy) {
+    let backend = Backend::start("a").await;
+    let config = pool("web", "round_robin", &[&backend]) + "[timeouts]\n" + timeouts;
+    let proxy = TestProxy::start(&config).await;
+    (backend, proxy)
+}
+
+/// Reads until the proxy closes the connection, for at most `wait`; `None` if it stays open.
+async fn until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_dribbled_head_is_cut_at_request_header_with_408() {
+    let (backend, proxy) = proxy_with("request_header = \"300ms\"\n").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let dribble = async {
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream
+                .write_all(format!("X-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    dribble.await;
+    let text = until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the connection is closed");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert_eq!(backend.served(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_client_idle_but_a_slow_answer_is_not() {
+    let (_backend, proxy) = proxy_with("client_idle = \"300ms\"\n").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // A request whose answer takes longer than client_idle: not idle, so not cut.
+    stream
+        .write_all(b"GET /sleep/700 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Then idle: closed, without a response.
+    let text = until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an idle connection is closed");
+    assert!(text.is_empty(), "{text:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_cut_at_request_body_idle_with_408() {
+    let (backend, proxy) = proxy_with("request_body_idle = \"300ms\"\n").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    let text = until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the connection is closed");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        !text.contains("len="),
+        "the backend never got a complete body: {text:?}"
+    );
+    assert!(backend.served() <= 1);
+}
+
+#[tokio::test]
+async fn a_request_over_the_total_deadline_gets_504() {
+    let (_backend, proxy) = proxy_with("request = \"300ms\"\n").await;
+    let reply = Http::to(proxy.addr).get("/sleep/3000").await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(reply.body.contains("request timeout"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn five_thousand_idle_connections_do_not_delay_a_new_request() {
+    let (_backend, proxy) = proxy_with("client_idle = \"60s\"\n").await;
+    let mut idle = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        idle.push(TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_exchange(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("answered while 5,000 connections sit idle");
+    assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
+    drop(idle);
+}
