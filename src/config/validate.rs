@@ -322,8 +322,10 @@ fn key_before(text: &str, offset: usize) -> Option<&str> {
     let before = text.get(..offset)?.trim_end();
     let before = before.strip_suffix('=')?.trim_end();
     let start = before
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let key = &before[start..];
     (!key.is_empty()).then_some(key)
 }
@@ -636,5 +638,12 @@ pool = "web"
             err.contains("limits.max_headers = 0 is out of range"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_non_ascii_character_before_a_bad_value_is_no_panic() {
+        // Found by tests/properties.rs: the key search sliced inside a multi-byte character.
+        let err = check("\u{1058c}==").unwrap_err();
+        assert!(err.starts_with("proxy.toml:1:"), "{err}");
     }
 }
