@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::control::Control;
 use crate::registry::Registry;
-use crate::server::Server;
+use crate::server::{Listeners, Server};
 
 /// How to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,9 +35,11 @@ impl App {
             None => Registry::in_memory(),
         };
         let admin = config.admin.clone();
-        let listen = config.server.listen.clone();
+        let listeners = Listeners::of(&config);
+        let tls = config.tls.as_ref().map(crate::tls::server_config);
         let control = Control::start(config, registry)?;
-        let server = Server::bind(&listen, control.state()).await?;
+        let server = Server::bind(&listeners, control.state()).await?;
+        server.set_tls(tls);
         control.attach(server.clone());
         let admin = match admin {
             None => None,
@@ -66,9 +68,14 @@ impl App {
         &self.control
     }
 
-    /// The proxy's bound addresses.
+    /// The proxy's bound plain-HTTP addresses.
     pub async fn local_addrs(&self) -> Vec<SocketAddr> {
         self.server.local_addrs().await
+    }
+
+    /// The proxy's bound TLS addresses.
+    pub async fn local_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.server.local_tls_addrs().await
     }
 
     /// The admin API's bound address, when it is on.

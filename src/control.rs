@@ -17,7 +17,7 @@ use crate::access::{AccessLog, Sinks};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Counter;
 use crate::registry::{Entry, Registry, RegistryError};
-use crate::server::Server;
+use crate::server::{Listeners, Server};
 use crate::state::{SharedState, State};
 
 /// Why a reload was refused.
@@ -214,10 +214,13 @@ impl Control {
             .access_sinks
             .open(&config.log)
             .map_err(ReloadError::AccessLog)?;
-        if let Some(server) = self.inner.server.get()
-            && config.server.listen != before.server.listen
-        {
-            server.listen_on(&config.server.listen).await?;
+        if let Some(server) = self.inner.server.get() {
+            let listeners = Listeners::of(&config);
+            if listeners != Listeners::of(&before) {
+                server.listen_on(&listeners).await?;
+            }
+            // Certificates are read anew on every reload: renewed files are picked up.
+            server.set_tls(config.tls.as_ref().map(crate::tls::server_config));
         }
         *self
             .inner

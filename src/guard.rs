@@ -33,7 +33,10 @@ use tokio::time::{Instant, Sleep};
 use crate::clock;
 
 /// The answer to a client whose head took too long; written straight to the socket.
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 37\r\n\r\nrequest header timeout: too slow sent\n";
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 41\r\n\r\nrequest header not received within time\n";
+
+/// How an HTTP/2 prior-knowledge connection starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// What the connection and the requests on it share.
 #[derive(Debug)]
@@ -54,6 +57,8 @@ struct Head {
     bytes: Vec<u8>,
     /// The last head had more bytes than could be kept.
     truncated: bool,
+    /// Any byte has arrived on the connection.
+    seen_any: bool,
 }
 
 impl Watch {
@@ -71,13 +76,19 @@ impl Watch {
         Active(Arc::clone(self))
     }
 
-    /// Whether the last complete request head had a `Content-Length` field.
-    pub fn head_had_content_length(&self) -> bool {
+    /// Whether the raw head of the request with this `start_line` prefix (`"POST /x "`) had a
+    /// `Content-Length` field; `None` when the head kept is not that request's (pipelined heads
+    /// are not kept), so its framing cannot be checked.
+    pub fn head_had_content_length(&self, start_line: &[u8]) -> Option<bool> {
         let head = self.lock();
-        head.bytes
-            .split(|&b| b == b'\n')
-            .skip(1)
-            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+        if head.open || head.truncated || !head.bytes.starts_with(start_line) {
+            return None;
+        }
+        let found =
+            head.bytes.split(|&b| b == b'\n').skip(1).any(|line| {
+                line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
+            });
+        Some(found)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
@@ -118,18 +129,35 @@ enum Speaks {
     Http2,
 }
 
-/// A client's socket with its watch.
+/// A client's stream (TCP, or TLS over TCP) with its watch.
 #[derive(Debug)]
-pub struct Watched {
-    stream: TcpStream,
+pub struct Watched<S> {
+    stream: S,
     watch: Arc<Watch>,
     timeouts: Timeouts,
     speaks: Speaks,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl Watched {
-    pub fn new(stream: TcpStream, timeouts: Timeouts) -> Watched {
+/// A stream the 408 can be written to without waiting (plain TCP only: on TLS the connection is
+/// just closed).
+pub trait WriteNow {
+    fn write_now(&self, bytes: &[u8]);
+}
+
+impl WriteNow for TcpStream {
+    fn write_now(&self, bytes: &[u8]) {
+        // Best effort: the client may not even be reading.
+        self.try_write(bytes).ok();
+    }
+}
+
+impl WriteNow for tokio_rustls::server::TlsStream<TcpStream> {
+    fn write_now(&self, _: &[u8]) {}
+}
+
+impl<S> Watched<S> {
+    pub fn new(stream: S, timeouts: Timeouts) -> Watched<S> {
         Watched {
             stream,
             watch: Arc::new(Watch::new()),
@@ -145,13 +173,6 @@ impl Watched {
 
     /// Follows the request heads in bytes just read.
     fn on_bytes(&mut self, bytes: &[u8]) {
-        if self.speaks == Speaks::Unknown {
-            self.speaks = if bytes.starts_with(b"PRI ") {
-                Speaks::Http2
-            } else {
-                Speaks::Http1
-            };
-        }
         if self.speaks == Speaks::Http2 {
             return;
         }
@@ -161,6 +182,7 @@ impl Watched {
                 return; // a request body, not a new head
             }
             head.open = true;
+            head.seen_any = true;
             head.started_ms = clock::now_ms();
             head.bytes.clear();
             head.truncated = false;
@@ -170,10 +192,28 @@ impl Watched {
         head.truncated |= bytes.len() > room;
         head.bytes
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.speaks == Speaks::Unknown {
+            // Decided on whole bytes: the HTTP/2 preface may arrive a few bytes at a time.
+            let seen = &head.bytes[..head.bytes.len().min(H2_PREFACE.len())];
+            if seen == &H2_PREFACE[..seen.len()] && seen.len() < H2_PREFACE.len() {
+                return;
+            }
+            self.speaks = if seen == H2_PREFACE {
+                Speaks::Http2
+            } else {
+                Speaks::Http1
+            };
+            if self.speaks == Speaks::Http2 {
+                head.open = false;
+                head.bytes.clear();
+                return;
+            }
+        }
         if let Some(end) = memchr::memmem::find(&head.bytes[from..], b"\r\n\r\n") {
             let end = from + end + 4;
             head.bytes.truncate(end);
             head.open = false;
+            head.truncated = false;
         }
     }
 
@@ -182,15 +222,18 @@ impl Watched {
         if self.watch.active.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        if self.speaks == Speaks::Http1 {
-            let head = self.watch.lock();
-            if head.open {
-                let limit = self.timeouts.request_header.as_millis() as u64;
-                return Some((head.started_ms + limit, Expiry::Head));
-            }
+        let header = self.timeouts.request_header.as_millis() as u64;
+        let head = self.watch.lock();
+        if head.open && self.speaks != Speaks::Http2 {
+            return Some((head.started_ms + header, Expiry::Head));
+        }
+        let since = self.watch.idle_since_ms.load(Ordering::Relaxed);
+        if !head.seen_any && self.speaks == Speaks::Unknown {
+            // Nothing sent since the connection opened: it gets `request_header`, as nginx's
+            // `client_header_timeout` and HAProxy's `timeout http-request` run from accept.
+            return Some((since + header, Expiry::Idle));
         }
         let idle = self.timeouts.client_idle.as_millis() as u64;
-        let since = self.watch.idle_since_ms.load(Ordering::Relaxed);
         Some((since + idle, Expiry::Idle))
     }
 
@@ -226,7 +269,7 @@ enum Expiry {
     Idle,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -244,8 +287,7 @@ impl AsyncRead for Watched {
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => match this.expired(cx) {
                 Some(Expiry::Head) => {
-                    // Best effort: the client may not even be reading.
-                    this.stream.try_write(REQUEST_TIMEOUT).ok();
+                    this.stream.write_now(REQUEST_TIMEOUT);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request header timeout",
@@ -259,7 +301,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

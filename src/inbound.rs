@@ -65,14 +65,21 @@ impl Inbound {
     /// Whether the client has gone quiet for longer than allowed; arms the timer otherwise.
     fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = self.last_data + self.rules.idle;
+        if Instant::now() >= deadline {
+            return true;
+        }
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            // Data came since it was armed: move it (only now, not on every frame).
+        // Armed for an earlier deadline, it fires early and is moved once then: not on every
+        // frame of a long upload.
+        if timer.is_elapsed() {
             timer.as_mut().reset(deadline);
         }
-        timer.as_mut().poll(cx).is_ready()
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        false
     }
 }
 

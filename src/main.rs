@@ -9,7 +9,7 @@ use fulcrum::app::{App, Options};
 use fulcrum::config::Config;
 use fulcrum::control::Control;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 // mimalloc: per-request allocations (headers, buffers) are small and short-lived, where it is
 // measurably faster than glibc's malloc (README, Performance).
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    raise_open_file_limit(config.limits.max_connections);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -51,7 +52,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+/// Raises the open-file soft limit to the hard limit, as nginx's `worker_rlimit_nofile` would:
+/// every client and upstream connection is a descriptor, and the usual soft limit (1024) is far
+/// below `max_connections`. Warns when even the hard limit is below it.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed, which lives on this
+    // stack frame for the duration of each call.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            if limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            } else {
+                true
+            }
+        }
+    };
+    let needed = max_connections as u64;
+    if !raised {
+        warn!("cannot read or raise the open-file limit");
+    } else if limit.rlim_cur < needed {
+        warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open-file limit is below limits.max_connections: raise it (ulimit -n)"
+        );
+    }
+}
+
 /// Operational logs on standard error: `RUST_LOG` sets the level (default `info`), and
 /// `FULCRUM_LOG_FORMAT=json` makes each event a JSON object (for log shippers).
 fn init_tracing() {

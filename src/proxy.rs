@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -47,11 +47,22 @@ use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 #[derive(Debug, Clone)]
 pub struct Proxy {
     state: SharedState,
+    /// The port plain-HTTP requests are redirected to with `redirect_https`: the first TLS
+    /// listener's, as bound (443 without one).
+    https_port: Arc<AtomicU16>,
 }
 
 impl Proxy {
     pub fn new(state: SharedState) -> Proxy {
-        Proxy { state }
+        Proxy {
+            state,
+            https_port: Arc::new(AtomicU16::new(443)),
+        }
+    }
+
+    /// Where `redirect_https` sends clients.
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
     }
 
     /// The limits and timeouts in force, for a new connection.
@@ -66,6 +77,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        tls: bool,
         watch: &Arc<Watch>,
     ) -> Response<Logged> {
         let active = watch.start();
@@ -98,12 +110,20 @@ impl Proxy {
             },
             answered: false,
         };
-        let raw_content_length = || watch.head_had_content_length();
+        let raw_content_length = || {
+            let target = request.uri().to_string();
+            let start_line = format!("{} {target} ", request.method());
+            watch.head_had_content_length(start_line.as_bytes())
+        };
+        let redirect =
+            (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
         let mut response = match screen::screen(&request, state.limits(), raw_content_length) {
             Some(local) => local_response(&local),
+            None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
             None => {
                 let forwarding =
-                    forward(&state, request, peer, received, &mut pending.trail).instrument(span);
+                    forward(&state, request, (peer, tls), received, &mut pending.trail)
+                        .instrument(span);
                 let forwarded = match state.timeouts().request {
                     None => forwarding.await,
                     Some(after) => tokio::time::timeout(after, forwarding)
@@ -195,10 +215,11 @@ impl Trail<'_> {
 async fn forward<'a>(
     state: &'a State,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let (peer, _) = client;
     let host = request_host(&request).map(host_name);
     let route = state
         .route(host, request.uri().path())
@@ -215,7 +236,7 @@ async fn forward<'a>(
         .sticky
         .as_ref()
         .and_then(|s| s.requested(request.headers()));
-    let (head, body) = prepare(request, peer);
+    let (head, body) = prepare(request, client);
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
     // A copy of the head is needed only to resend an idempotent request after it was sent; a
@@ -359,10 +380,10 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
 /// forwarding headers in, the target in origin form.
-fn prepare(mut request: Request<Incoming>, peer: SocketAddr) -> (Head, Incoming) {
+fn prepare(mut request: Request<Incoming>, (peer, tls): (SocketAddr, bool)) -> (Head, Incoming) {
     let client = ClientSide {
         ip: peer.ip(),
-        proto: "http",
+        proto: if tls { "https" } else { "http" },
         version: request.version(),
     };
     set_host_from_target(&mut request);
@@ -476,6 +497,23 @@ fn set_host_from_target<B>(request: &mut Request<B>) {
     if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
         request.headers_mut().insert(header::HOST, value);
     }
+}
+
+/// `308 Permanent Redirect` to the same host and target over https on `port` (RFC 9110 section
+/// 15.4.9: the method and body are kept, unlike 301).
+fn redirect_response<B>(request: &Request<B>, port: u16) -> Response<ProxyBody> {
+    let host = request_host(request).map(host_name).unwrap_or("");
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match port {
+        443 => format!("https://{host}{target}"),
+        port => format!("https://{host}:{port}{target}"),
+    };
+    let mut response = Response::new(ProxyBody::text(""));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// The answer to a request refused (or answered) before forwarding.

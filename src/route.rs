@@ -42,6 +42,11 @@ impl HostPattern {
         })
     }
 
+    /// Whether this is an exact name rather than a wildcard.
+    pub fn is_exact(&self) -> bool {
+        matches!(self, HostPattern::Exact(_))
+    }
+
     /// Whether `host` (already stripped of its port) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {

@@ -53,22 +53,30 @@ impl Local {
 
 /// What to answer `request` with here, if it must not be forwarded. `raw_content_length` says
 /// whether the request's raw head had a `Content-Length` (hyper drops it when
-/// `Transfer-Encoding` is present); it is asked only then.
+/// `Transfer-Encoding` is present), or `None` when that head was not kept (pipelined): such a
+/// request is refused, since its framing cannot be checked. It is asked only for requests with
+/// `Transfer-Encoding`.
 pub fn screen<B>(
     request: &Request<B>,
     limits: &Limits,
-    raw_content_length: impl FnOnce() -> bool,
+    raw_content_length: impl FnOnce() -> Option<bool>,
 ) -> Option<Local> {
     let headers = request.headers();
     if request.version() < Version::HTTP_2 {
         if let Some(refusal) = framing(request.version(), headers, raw_content_length) {
             return Some(refusal);
         }
-        if request.version() == Version::HTTP_11
-            && let Some(refusal) = host(headers)
-        {
+        if let Some(refusal) = host(headers, request.version() == Version::HTTP_11) {
             return Some(refusal);
         }
+    }
+    if let Some(authority) = request.uri().authority()
+        && !valid_host(authority.as_str().as_bytes())
+    {
+        return Some(Local::refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed authority in the target",
+        ));
     }
     if target_len(request) > limits.max_uri_bytes {
         return Some(Local::refuse(
@@ -99,7 +107,7 @@ pub fn screen<B>(
 fn framing(
     version: Version,
     headers: &HeaderMap,
-    raw_content_length: impl FnOnce() -> bool,
+    raw_content_length: impl FnOnce() -> Option<bool>,
 ) -> Option<Local> {
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     let first = codings.next()?;
@@ -110,17 +118,27 @@ fn framing(
     if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
         return bad("Transfer-Encoding must be exactly \"chunked\"");
     }
-    if headers.contains_key(header::CONTENT_LENGTH) || raw_content_length() {
+    if headers.contains_key(header::CONTENT_LENGTH) {
         return bad("Content-Length and Transfer-Encoding together");
+    }
+    match raw_content_length() {
+        Some(false) => {}
+        Some(true) => return bad("Content-Length and Transfer-Encoding together"),
+        None => return bad("chunked request pipelined behind another: framing cannot be checked"),
     }
     None
 }
 
-fn host(headers: &HeaderMap) -> Option<Local> {
+/// `Host`: at most one, well formed; required when `required` (HTTP/1.1).
+fn host(headers: &HeaderMap, required: bool) -> Option<Local> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let bad = |reason| Some(Local::refuse(StatusCode::BAD_REQUEST, reason));
     let Some(host) = hosts.next() else {
-        return bad("missing Host header");
+        return if required {
+            bad("missing Host header")
+        } else {
+            None
+        };
     };
     if hosts.next().is_some() {
         return bad("more than one Host header");
@@ -145,7 +163,8 @@ fn valid_host(value: &[u8]) -> bool {
         Some(_) => text.find(']').map_or(text.len(), |end| end + 1),
         None => 0,
     };
-    !text[after_host..].contains(':') || authority.port_u16().is_some()
+    !authority.host().is_empty()
+        && (!text[after_host..].contains(':') || authority.port_u16().is_some())
 }
 
 fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
@@ -236,7 +255,7 @@ mod tests {
     }
 
     fn status(lines: &[(&str, &str)]) -> Option<u16> {
-        screen(&request(lines), &Limits::default(), || false).map(|l| l.status.as_u16())
+        screen(&request(lines), &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
     }
 
     #[test]
@@ -275,7 +294,7 @@ mod tests {
         assert_eq!(status(&[("host", "shop.example.com:8080")]), None);
         assert_eq!(status(&[("host", "[::1]:8080")]), None);
         assert_eq!(status(&[]), Some(400));
-        for bad in ["", "a b", "a:b:c", "a/b", "user@a", "a:"] {
+        for bad in ["", "a b", "a:b:c", "a/b", "user@a", "a:", ":80"] {
             assert_eq!(status(&[("host", bad)]), Some(400), "{bad:?}");
         }
         assert_eq!(status(&[("host", "a"), ("host", "a")]), Some(400));

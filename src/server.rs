@@ -11,17 +11,19 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Admitted};
 use crate::config::{self, Limits};
-use crate::guard::{self, Watched};
+use crate::guard::{self, Watched, WriteNow};
 use crate::proxy::Proxy;
 use crate::state::SharedState;
 
@@ -53,11 +55,14 @@ struct Shared {
     /// `None` once shutdown has started.
     graceful: Mutex<Option<GracefulShutdown>>,
     listeners: tokio::sync::Mutex<Vec<Listening>>,
+    /// The TLS settings for new handshakes.
+    tls: ArcSwapOption<rustls::ServerConfig>,
 }
 
-/// One listener: the address as configured, as bound, its accept loop and its counts.
+/// One listener: the address as configured (and whether it is TLS), as bound, its accept loop
+/// and its counts.
 struct Listening {
-    configured: SocketAddr,
+    configured: (SocketAddr, bool),
     local: SocketAddr,
     task: JoinHandle<()>,
     stats: Arc<ListenerStats>,
@@ -117,28 +122,72 @@ impl Drop for OpenConnection {
     }
 }
 
+/// The addresses to accept on: plain HTTP, and TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub plain: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl Listeners {
+    /// The listeners `config` asks for.
+    pub fn of(config: &config::Config) -> Listeners {
+        Listeners {
+            plain: config.server.listen.clone(),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|tls| tls.listen.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
+        let plain = self.plain.iter().map(|&a| (a, false));
+        plain.chain(self.tls.iter().map(|&a| (a, true)))
+    }
+}
+
 impl Server {
     /// Binds every address and starts accepting; fails, binding nothing, if any cannot be bound.
-    pub async fn bind(addresses: &[SocketAddr], state: SharedState) -> io::Result<Server> {
+    /// TLS listeners need [`Server::set_tls`] before they can complete a handshake.
+    pub async fn bind(listeners: &Listeners, state: SharedState) -> io::Result<Server> {
         let server = Server {
             shared: Arc::new(Shared {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
                 graceful: Mutex::new(Some(GracefulShutdown::new())),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
+                tls: ArcSwapOption::empty(),
             }),
         };
-        server.listen_on(addresses).await?;
+        server.listen_on(listeners).await?;
         Ok(server)
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The TLS settings (certificates) for handshakes from now on; connections already up keep
+    /// theirs.
+    pub fn set_tls(&self, tls: Option<Arc<rustls::ServerConfig>>) {
+        self.shared.tls.store(tls);
+    }
+
+    /// The plain-HTTP addresses actually bound (port 0 resolved).
     pub async fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound(false).await
+    }
+
+    /// The TLS addresses actually bound.
+    pub async fn local_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.bound(true).await
+    }
+
+    async fn bound(&self, tls: bool) -> Vec<SocketAddr> {
         self.shared
             .listeners
             .lock()
             .await
             .iter()
+            .filter(|l| l.configured.1 == tls)
             .map(|l| l.local)
             .collect()
     }
@@ -154,28 +203,31 @@ impl Server {
             .collect()
     }
 
-    /// Makes the listeners match `addresses`: new ones are bound first, and only if all of them
+    /// Makes the listeners match `listeners`: new ones are bound first, and only if all of them
     /// bind are the ones no longer wanted closed. On error nothing changes.
-    pub async fn listen_on(&self, addresses: &[SocketAddr]) -> io::Result<()> {
+    pub async fn listen_on(&self, listeners: &Listeners) -> io::Result<()> {
         let mut listening = self.shared.listeners.lock().await;
         let mut fresh = Vec::new();
-        for &address in addresses {
-            if listening.iter().any(|l| l.configured == address) {
+        for wanted in listeners.each() {
+            if listening.iter().any(|l| l.configured == wanted) {
                 continue;
             }
+            let address = wanted.0;
             let listener = TcpListener::bind(address).await.map_err(|err| {
                 io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
             })?;
-            fresh.push((address, listener));
+            fresh.push((wanted, listener));
         }
         for (configured, listener) in fresh {
             let local = listener.local_addr()?;
-            info!(address = %local, "listening");
+            let tls = configured.1;
+            info!(tls, address = %local, "listening");
             let stats = Arc::new(ListenerStats::new(local));
             let task = tokio::spawn(accept_loop(
                 listener,
                 Arc::clone(&self.shared),
                 Arc::clone(&stats),
+                tls,
             ));
             listening.push(Listening {
                 configured,
@@ -185,13 +237,18 @@ impl Server {
             });
         }
         listening.retain(|l| {
-            let keep = addresses.contains(&l.configured);
+            let keep = listeners.each().any(|wanted| wanted == l.configured);
             if !keep {
                 info!(address = %l.local, "no longer listening");
                 l.task.abort();
             }
             keep
         });
+        let https_port = listening
+            .iter()
+            .find(|l| l.configured.1)
+            .map_or(443, |l| l.local.port());
+        self.shared.proxy.set_https_port(https_port);
         Ok(())
     }
 
@@ -226,7 +283,12 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stats: Arc<ListenerStats>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stats: Arc<ListenerStats>,
+    tls: bool,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -245,25 +307,61 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stats: Arc<List
                 continue; // dropping the stream closes it
             }
         };
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let connection = Connection {
             stream,
             peer,
             limits,
             timeouts,
             open: (stats.opened(), admitted),
+            tls,
         };
-        serve_connection(&shared, connection);
+        if tls {
+            tokio::spawn(handshake(Arc::clone(&shared), connection));
+        } else {
+            serve_connection(&shared, connection);
+        }
+    }
+}
+
+/// Completes a TLS handshake, within `request_header`, then serves the connection.
+async fn handshake(shared: Arc<Shared>, accepted: Connection<TcpStream>) {
+    let Some(config) = shared.tls.load_full() else {
+        warn!(peer = %accepted.peer, "TLS connection without TLS settings: closed");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let peer = accepted.peer;
+    let limit = accepted.timeouts.request_header;
+    match tokio::time::timeout(limit, acceptor.accept(accepted.stream)).await {
+        Ok(Ok(stream)) => serve_connection(
+            &shared,
+            Connection {
+                stream,
+                peer,
+                limits: accepted.limits,
+                timeouts: accepted.timeouts,
+                open: accepted.open,
+                tls: true,
+            },
+        ),
+        Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
     }
 }
 
 /// An accepted client connection and what it is served with.
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     peer: SocketAddr,
     limits: Limits,
     timeouts: config::Timeouts,
     /// Held until the connection ends.
     open: (OpenConnection, Admitted),
+    /// It came over TLS.
+    tls: bool,
 }
 
 /// hyper's settings for a client connection, with `limits` set explicitly so that a dependency
@@ -292,17 +390,18 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn serve_connection(shared: &Shared, accepted: Connection) {
+fn serve_connection<S>(shared: &Shared, accepted: Connection<S>)
+where
+    S: AsyncRead + AsyncWrite + WriteNow + Unpin + Send + 'static,
+{
     let Connection {
         stream,
         peer,
         limits,
         timeouts,
         open,
+        tls,
     } = accepted;
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%peer, %error, "cannot set TCP_NODELAY");
-    }
     let stream = Watched::new(
         stream,
         guard::Timeouts {
@@ -315,7 +414,7 @@ fn serve_connection(shared: &Shared, accepted: Connection) {
     let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
-        async move { Ok::<_, Infallible>(proxy.handle(request, peer, &watch).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) }
     });
     let connection = connection_builder(&limits)
         .serve_connection(TokioIo::new(stream), service)

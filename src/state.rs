@@ -40,6 +40,8 @@ pub struct State {
     generation: u64,
     timeouts: Timeouts,
     limits: Limits,
+    /// Plain-HTTP requests get a redirect to https.
+    redirect_https: bool,
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
@@ -95,6 +97,7 @@ impl State {
             generation,
             timeouts: config.timeouts,
             limits: config.limits,
+            redirect_https: config.server.redirect_https,
             pools,
             routes,
             client,
@@ -140,6 +143,11 @@ impl State {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether plain-HTTP requests are redirected to https.
+    pub fn redirect_https(&self) -> bool {
+        self.redirect_https
     }
 
     pub fn pools(&self) -> &[Arc<Pool>] {

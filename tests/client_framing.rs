@@ -150,3 +150,54 @@ async fn garbage_after_a_valid_request_gets_400_and_close() {
     assert!(reply.closed);
     assert_eq!(backend.served(), 1, "exactly the one legitimate request");
 }
+
+#[tokio::test]
+async fn a_smuggling_request_pipelined_behind_a_valid_one_never_reaches_the_backend() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(reply.text.starts_with("HTTP/1.1 200"), "{:?}", reply.text);
+    assert!(reply.text.contains("HTTP/1.1 400"), "{:?}", reply.text);
+    assert!(reply.closed);
+    assert_eq!(backend.served(), 1, "only the GET");
+
+    // The same, the second head arriving while the first request is still being answered.
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .ok();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("HTTP/1.1 400"), "{text:?}");
+    assert_eq!(backend.served(), 1, "only the GET: {text:?}");
+}
+
+#[tokio::test]
+async fn bad_authorities_are_refused() {
+    for request in [
+        "GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        "GET http://user:pass@a:80/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        refused(request, 400).await;
+    }
+}

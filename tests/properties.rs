@@ -149,7 +149,7 @@ proptest! {
         let mut request = Request::post("/x").body(()).unwrap();
         *request.headers_mut() = header_map(&pairs);
         *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
-        let verdict = screen(&request, &Default::default(), || false);
+        let verdict = screen(&request, &Default::default(), || Some(false));
         if verdict.is_none() {
             let codings: Vec<_> = request.headers().get_all("transfer-encoding").iter().collect();
             prop_assert!(codings.len() <= 1);

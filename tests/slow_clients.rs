@@ -124,3 +124,81 @@ async fn five_thousand_idle_connections_do_not_delay_a_new_request() {
     assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
     drop(idle);
 }
+
+#[tokio::test]
+async fn a_silent_new_connection_gets_request_header_not_client_idle() {
+    let (_backend, proxy) = proxy_with("request_header = \"300ms\"\nclient_idle = \"60s\"\n").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let text = until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("a connection that never sends a byte is closed at request_header");
+    assert!(text.is_empty(), "{text:?}");
+}
+
+#[tokio::test]
+async fn an_http2_preface_split_into_pieces_is_still_http2() {
+    let (backend, proxy) = proxy_with("request_header = \"300ms\"\n").await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // A client whose first write is a single byte of the preface.
+    stream.writable().await.unwrap();
+    stream.try_write(b"P").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    struct Rest(TcpStream, bool);
+    impl tokio::io::AsyncRead for Rest {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        }
+    }
+    impl tokio::io::AsyncWrite for Rest {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            if !this.1 {
+                // The client library writes the preface again; the "P" is already sent.
+                assert_eq!(buf[0], b'P');
+                this.1 = true;
+                return match std::pin::Pin::new(&mut this.0).poll_write(cx, &buf[1..]) {
+                    std::task::Poll::Ready(Ok(n)) => std::task::Poll::Ready(Ok(n + 1)),
+                    other => other,
+                };
+            }
+            std::pin::Pin::new(&mut this.0).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        }
+    }
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(Rest(stream, false)),
+    )
+    .await
+    .expect("an HTTP/2 connection");
+    tokio::spawn(connection);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let request = http::Request::get("http://a/split")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("served over HTTP/2");
+    assert_eq!(response.status(), 200);
+    assert_eq!(backend.served(), 1);
+}

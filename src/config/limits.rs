@@ -26,12 +26,16 @@ impl Source<'_> {
             16..=max_header_bytes,
             defaults.max_uri_bytes as u64,
         )?;
-        let max_body = self.size_in(
+        // 0 means no limit, as nginx's `client_max_body_size 0`.
+        let max_body = match self.size_in(
             "limits.max_body",
             &limits.max_body,
             0..=u64::MAX,
             defaults.max_body,
-        )?;
+        )? {
+            0 => u64::MAX,
+            size => size,
+        };
         let max_headers =
             self.int_in("limits.max_headers", &limits.max_headers, 1..=10_000, 100)?;
         let max_connections = self.int_in(

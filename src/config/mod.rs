@@ -10,6 +10,7 @@
 mod error;
 mod limits;
 mod pools;
+mod tls;
 mod units;
 mod validate;
 pub use validate::parse_backend_address;
@@ -58,6 +59,50 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub log: Log,
     pub limits: Limits,
+    /// TLS termination; `None` when off.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub min_version: TlsVersion,
+    /// In config order; the first also serves clients without SNI.
+    pub certificates: Vec<Certificate>,
+}
+
+impl PartialEq for TlsConfig {
+    /// Equal when the same files are configured the same way (their contents may differ).
+    fn eq(&self, other: &TlsConfig) -> bool {
+        self.listen == other.listen
+            && self.min_version == other.min_version
+            && self.certificates.len() == other.certificates.len()
+            && self
+                .certificates
+                .iter()
+                .zip(&other.certificates)
+                .all(|(a, b)| a.hosts == b.hosts && a.cert == b.cert && a.key == b.key)
+    }
+}
+
+/// `[tls] min_version`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// One `[[tls.certificates]]`, loaded.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    /// Names it serves (SNI); may be empty for a default-only certificate.
+    pub hosts: Vec<HostPattern>,
+    /// Where the chain and key were read from (resolved against the config file's directory).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The chain and key, checked to match.
+    pub key_pair: std::sync::Arc<rustls::sign::CertifiedKey>,
 }
 
 /// `[log]`: the access log.
@@ -113,6 +158,8 @@ pub struct Server {
     pub workers: Option<usize>,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Answer plain-HTTP requests with a 308 to https (needs `[tls]`).
+    pub redirect_https: bool,
 }
 
 /// `[timeouts]`

@@ -38,6 +38,10 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         },
         log: src.log(&file.log)?,
         limits: src.limits(&file.limits)?,
+        tls: match &file.tls {
+            None => None,
+            Some(tls) => Some(src.tls(tls)?),
+        },
     })
 }
 
@@ -99,6 +103,7 @@ impl Source<'_> {
             listen,
             workers,
             shutdown_grace,
+            redirect_https: server.redirect_https.unwrap_or(false),
         })
     }
 
@@ -168,7 +173,10 @@ impl Source<'_> {
         })
     }
 
-    fn listen(&self, listen: &Spanned<wire::OneOrMany>) -> Result<Vec<SocketAddr>, ConfigError> {
+    pub fn listen(
+        &self,
+        listen: &Spanned<wire::OneOrMany>,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
         let addresses = &listen.get_ref().0;
         if addresses.is_empty() {
             return Err(self.error_at(listen, "server.listen is empty: give at least one address"));

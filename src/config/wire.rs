@@ -26,6 +26,27 @@ pub struct File {
     pub log: Log,
     #[serde(default)]
     pub limits: Limits,
+    pub tls: Option<Spanned<Tls>>,
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub listen: Spanned<OneOrMany>,
+    pub min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<Certificate>>,
+}
+
+/// One `[[tls.certificates]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[limits]`
@@ -64,6 +85,7 @@ pub struct Server {
     pub listen: Option<Spanned<OneOrMany>>,
     pub workers: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
+    pub redirect_https: Option<bool>,
 }
 
 /// `[timeouts]`

@@ -7,6 +7,7 @@ pub mod client;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod tls;
 
 pub use admin::{AdminReply, admin};
 pub use backend::{

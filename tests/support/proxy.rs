@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 /// (gracefully) when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The first TLS listener, when `[tls]` is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub control: Control,
     pub dir: TempDir,
@@ -43,6 +45,7 @@ impl TestProxy {
             Config::load(path).unwrap_or_else(|err| panic!("test config must be valid: {err}"));
         let app = App::start(config, options).await.expect("start the proxy");
         let addr = app.local_addrs().await[0];
+        let tls_addr = app.local_tls_addrs().await.first().copied();
         let admin = app.admin_addr();
         let control = app.control().clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -51,6 +54,7 @@ impl TestProxy {
         }));
         TestProxy {
             addr,
+            tls_addr,
             admin,
             control,
             dir,
