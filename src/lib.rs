@@ -20,6 +20,7 @@
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
+//! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
 //! - `server.rs`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
 //! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
@@ -65,5 +66,6 @@ pub mod screen;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod watch;

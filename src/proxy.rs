@@ -41,6 +41,7 @@ use crate::request_id;
 use crate::route::host_name;
 use crate::screen;
 use crate::state::{SharedState, State};
+use crate::tunnel::{self, Tunnels};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 
 /// The proxy service: one per server, shared by every connection.
@@ -50,6 +51,8 @@ pub struct Proxy {
     /// The port plain-HTTP requests are redirected to with `redirect_https`: the first TLS
     /// listener's, as bound (443 without one).
     https_port: Arc<AtomicU16>,
+    /// Open upgraded connections (WebSockets).
+    tunnels: Arc<Tunnels>,
 }
 
 impl Proxy {
@@ -57,7 +60,13 @@ impl Proxy {
         Proxy {
             state,
             https_port: Arc::new(AtomicU16::new(443)),
+            tunnels: Arc::default(),
         }
+    }
+
+    /// The open tunnels, for shutdown to wait on.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// Where `redirect_https` sends clients.
@@ -121,9 +130,15 @@ impl Proxy {
             Some(local) => local_response(&local),
             None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
             None => {
-                let forwarding =
-                    forward(&state, request, (peer, tls), received, &mut pending.trail)
-                        .instrument(span);
+                let forwarding = forward(
+                    &state,
+                    request,
+                    (peer, tls),
+                    received,
+                    &self.tunnels,
+                    &mut pending.trail,
+                )
+                .instrument(span);
                 let forwarded = match state.timeouts().request {
                     None => forwarding.await,
                     Some(after) => tokio::time::timeout(after, forwarding)
@@ -214,12 +229,16 @@ impl Trail<'_> {
 
 async fn forward<'a>(
     state: &'a State,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
+    tunnels: &Arc<Tunnels>,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (peer, _) = client;
+    // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
+    let mut upgrade = tunnel::requested(request.version(), request.headers())
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let host = request_host(&request).map(host_name);
     let route = state
         .route(host, request.uri().path())
@@ -236,7 +255,11 @@ async fn forward<'a>(
         .sticky
         .as_ref()
         .and_then(|s| s.requested(request.headers()));
-    let (head, body) = prepare(request, client);
+    let (head, body) = prepare(
+        request,
+        client,
+        upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
+    );
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
     // A copy of the head is needed only to resend an idempotent request after it was sent; a
@@ -280,8 +303,8 @@ async fn forward<'a>(
             *trail.upstream_time.get_or_insert_default() += sent.elapsed();
         }
         let failed = match exchanged {
-            Ok((response, connection)) => {
-                if let Some(reason) = screen::response_framing(&response) {
+            Ok((mut response, connection)) => {
+                if let Some(reason) = screen::response_framing(&response, upgrade.is_some()) {
                     // Its connection is dropped with it: nothing more is read from it.
                     pool.record_failure(&backend, reason);
                     return Err(ProxyError::UpstreamFailed {
@@ -289,6 +312,17 @@ async fn forward<'a>(
                         backend: backend.address().clone(),
                         reason: reason.to_owned(),
                     });
+                }
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some((_, client)) = upgrade.take()
+                {
+                    pool.record_success(&backend);
+                    let upgraded = hyper::upgrade::on(&mut response);
+                    // The connection is the tunnel's now: it never goes back to the pool.
+                    drop(connection);
+                    let idle = state.timeouts().client_idle;
+                    tunnel::bridge(tunnels, client, upgraded, in_flight, idle);
+                    return Ok(switching(response));
                 }
                 let mut response = relay(pool, response, in_flight, connection);
                 pin_to(pool, &backend, pinned, &mut response);
@@ -380,7 +414,11 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
 /// forwarding headers in, the target in origin form.
-fn prepare(mut request: Request<Incoming>, (peer, tls): (SocketAddr, bool)) -> (Head, Incoming) {
+fn prepare(
+    mut request: Request<Incoming>,
+    (peer, tls): (SocketAddr, bool),
+    upgrade: Option<HeaderValue>,
+) -> (Head, Incoming) {
     let client = ClientSide {
         ip: peer.ip(),
         proto: if tls { "https" } else { "http" },
@@ -388,6 +426,9 @@ fn prepare(mut request: Request<Incoming>, (peer, tls): (SocketAddr, bool)) -> (
     };
     set_host_from_target(&mut request);
     headers::rewrite_request(request.headers_mut(), &client);
+    if let Some(protocol) = upgrade {
+        tunnel::restore(request.headers_mut(), protocol);
+    }
     let (parts, body) = request.into_parts();
     let head = Head {
         method: parts.method,
@@ -407,6 +448,17 @@ fn origin_form(uri: Uri) -> Uri {
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     Uri::from(path_and_query)
+}
+
+/// The client's 101 for a backend's: its headers, with the upgrade ones put back.
+fn switching(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    headers::rewrite_response(&mut parts.headers, parts.version);
+    if let Some(protocol) = protocol {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
+    Response::from_parts(parts, ProxyBody::text(""))
 }
 
 /// Relays a backend's response; a 502/503/504 from it counts against it for ejection.

@@ -198,8 +198,8 @@ fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
 
 /// Why a backend's response head cannot be relayed, if it cannot: an upgrade nobody asked for
 /// (the proxy forwards no `Upgrade`), or framing two parties could read differently.
-pub fn response_framing<B>(response: &Response<B>) -> Option<&'static str> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+pub fn response_framing<B>(response: &Response<B>, upgrade_asked: bool) -> Option<&'static str> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
         return Some("unsolicited 101 Switching Protocols");
     }
     let mut codings = response.headers().get_all(header::TRANSFER_ENCODING).iter();

@@ -255,6 +255,7 @@ impl Server {
     /// Stops accepting at once and lets open connections finish their requests (idle
     /// keep-alive connections close at once), for at most `grace`.
     pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         for listening in self.shared.listeners.lock().await.drain(..) {
             listening.task.abort();
         }
@@ -279,6 +280,17 @@ impl Server {
                 ?grace,
                 "grace period over: closing the remaining connections"
             );
+        }
+        // Upgraded connections (WebSockets) are no longer hyper's: wait for them too.
+        let tunnels = self.shared.proxy.tunnels();
+        if tunnels.open() > 0 {
+            info!(open = tunnels.open(), "waiting for open tunnels to close");
+            if tokio::time::timeout_at(deadline, tunnels.all_closed())
+                .await
+                .is_err()
+            {
+                warn!(?grace, "grace period over: closing the open tunnels");
+            }
         }
     }
 }
@@ -417,7 +429,7 @@ where
         async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) }
     });
     let connection = connection_builder(&limits)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
     let watched = {
         let graceful = shared

@@ -114,7 +114,8 @@ pub async fn connect(
         .map_err(|error| Failure::Connect(error.to_string()))?;
     let backend = address.clone();
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        // With upgrades: a 101 hands the connection over to a tunnel instead of closing it.
+        if let Err(error) = connection.with_upgrades().await {
             debug!(%backend, %error, "upstream connection ended with an error");
         }
     });

@@ -380,3 +380,43 @@ pub async fn stalled_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, received)
 }
+
+/// A backend that accepts any HTTP/1.1 upgrade (answering 101 with the same `Upgrade`) and then
+/// echoes every byte back until the client closes; plain requests get 200 "plain".
+pub async fn upgrade_echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|mut request: Request<Incoming>| async move {
+                    let Some(protocol) = request.headers().get("upgrade").cloned() else {
+                        let body = http_body_util::Full::new(Bytes::from_static(b"plain"));
+                        return Ok::<_, Infallible>(Response::new(body.boxed()));
+                    };
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = upgrade.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let (mut reader, mut writer) = tokio::io::split(&mut io);
+                            tokio::io::copy(&mut reader, &mut writer).await.ok();
+                        }
+                    });
+                    let response = Response::builder()
+                        .status(101)
+                        .header("upgrade", protocol)
+                        .header("connection", "upgrade")
+                        .body(http_body_util::Empty::new().boxed())
+                        .unwrap();
+                    Ok(response)
+                });
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+                    .ok();
+            });
+        }
+    });
+    addr
+}

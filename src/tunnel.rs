@@ -1,0 +1,171 @@
+//! Upgrades (WebSocket, and any other HTTP/1.1 `Upgrade`): the request's `Upgrade` is forwarded,
+//! the backend's 101 relayed, and then bytes are bridged both ways until either side closes, or
+//! neither sends anything for `client_idle`.
+//!
+//! A tunnel belongs to no request and no hyper connection once it is up, so open tunnels are
+//! counted here: a reload leaves them alone, and shutdown waits for them up to its grace period.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Version, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::clock;
+use crate::upstream::InFlight;
+
+/// The open tunnels.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl Tunnels {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no tunnel is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// The protocol a request asks to upgrade to, when it is an HTTP/1.1 upgrade request
+/// (`Connection: upgrade` and `Upgrade: ...`, RFC 9110 section 7.8).
+pub fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the upgrade headers that hop-by-hop removal took out.
+pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Bridges the client's and the backend's upgraded connections once both are ready, in a task of
+/// its own; `in_flight` counts the tunnel against its backend until it closes.
+pub fn bridge(
+    tunnels: &Arc<Tunnels>,
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    in_flight: InFlight,
+    idle: Duration,
+) {
+    tunnels.open.fetch_add(1, Ordering::Relaxed);
+    let tunnels = Arc::clone(tunnels);
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        match tokio::try_join!(client, backend) {
+            Ok((client, backend)) => {
+                let activity = Arc::new(AtomicU64::new(clock::now_ms()));
+                let mut client = Active::new(TokioIo::new(client), &activity);
+                let mut backend = Active::new(TokioIo::new(backend), &activity);
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                        if let Err(error) = copied {
+                            debug!(%error, "tunnel ended with an error");
+                        }
+                    }
+                    () = quiet_for(&activity, idle) => debug!(?idle, "tunnel idle: closed"),
+                }
+            }
+            Err(error) => debug!(%error, "upgrade failed"),
+        }
+        if tunnels.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            tunnels.closed.notify_waiters();
+        }
+    });
+}
+
+/// Resolves once nothing has moved for `idle`.
+async fn quiet_for(activity: &AtomicU64, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let last = activity.load(Ordering::Relaxed);
+        let now = clock::now_ms();
+        if now >= last + idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(last + idle_ms - now)).await;
+    }
+}
+
+/// A stream that notes when bytes last moved through it.
+struct Active<S> {
+    stream: S,
+    activity: Arc<AtomicU64>,
+}
+
+impl<S> Active<S> {
+    fn new(stream: S, activity: &Arc<AtomicU64>) -> Active<S> {
+        Active {
+            stream,
+            activity: Arc::clone(activity),
+        }
+    }
+
+    fn touch(&self) {
+        self.activity.store(clock::now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.stream).poll_read(cx, buf);
+        if polled.is_ready() {
+            this.touch();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

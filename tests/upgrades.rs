@@ -1,0 +1,104 @@
+//! WebSocket and other upgrades: the upgrade is forwarded, the 101 relayed, bytes bridged both
+//! ways; a reload does not cut a tunnel, shutdown waits for it, an idle one is closed.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{TestProxy, upgrade_echo_backend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(backend: std::net::SocketAddr, extra: &str) -> String {
+    format!("[pool.ws]\nbackends = [{{ address = \"{backend}\" }}]\n{extra}")
+}
+
+/// Opens an upgraded connection through the proxy; returns it after the 101.
+async fn open_tunnel(proxy: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("the 101 arrives")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the connection stays open: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    stream
+}
+
+async fn echo(stream: &mut TcpStream, text: &[u8]) {
+    stream.write_all(text).await.unwrap();
+    let mut back = vec![0u8; text.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("the echo comes back")
+        .expect("the tunnel is open");
+    assert_eq!(back, text);
+}
+
+#[tokio::test]
+async fn an_upgrade_is_bridged_both_ways_and_survives_a_reload() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "")).await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    echo(&mut tunnel, b"hello through the proxy").await;
+
+    proxy.rewrite(&config(backend, "retries = 1\n"));
+    proxy.control.reload().await.expect("reload");
+    echo(&mut tunnel, b"still here after the reload").await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_an_open_tunnel() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "[server]\nshutdown_grace = \"10s\"\n")).await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    let stopping = tokio::spawn(proxy.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits while the tunnel is open"
+    );
+    echo(&mut tunnel, b"during the drain").await;
+    drop(tunnel);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finishes once the tunnel closes")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_at_client_idle() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "[timeouts]\nclient_idle = \"300ms\"\n")).await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    echo(&mut tunnel, b"x").await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle tunnel is closed");
+}
+
+#[tokio::test]
+async fn a_plain_request_to_the_same_backend_is_not_upgraded() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "")).await;
+    let reply = support::Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "plain");
+}
