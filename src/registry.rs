@@ -164,6 +164,7 @@ impl Registry {
                 backend: BackendConfig {
                     address: e.address.clone(),
                     weight: e.weight,
+                    tls_name: None,
                 },
                 backup: e.backup,
             })

@@ -21,7 +21,8 @@ use crate::access::AccessLog;
 use crate::config::{BackendConfig, Config, Limits, PoolConfig, Timeouts};
 use crate::metrics::Outcomes;
 use crate::route::Route;
-use crate::upstream::{Backend, Client, Policy, Pool, checker, transitions};
+use crate::upstream::tls::UpstreamTls;
+use crate::upstream::{self, Backend, Client, Policy, Pool, checker, transitions};
 
 /// The live snapshot, swapped whole.
 pub type SharedState = Arc<ArcSwap<State>>;
@@ -192,11 +193,26 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
     let existing: HashMap<&Authority, &Arc<Backend>> = before
         .map(|pool| pool.members().map(|(b, _)| (b.address(), b)).collect())
         .unwrap_or_default();
+    // Built only for a pool with an https:// backend: the roots take a moment to load.
+    let any_tls = config
+        .backends
+        .iter()
+        .chain(&config.backups)
+        .any(|b| b.tls_name.is_some());
+    let client_tls = any_tls.then(|| upstream::tls::client_config(&config.ca));
+    let tls_for = |spec: &BackendConfig| {
+        let name = spec.tls_name.as_deref()?;
+        let client = client_tls.as_ref()?;
+        UpstreamTls::new(Arc::clone(client), name).map(Arc::new)
+    };
     let backend = |spec: &BackendConfig| -> Arc<Backend> {
         let Some(existing) = existing.get(&spec.address) else {
-            return Backend::new(spec.address.clone(), spec.weight, start_healthy);
+            let backend = Backend::new(spec.address.clone(), spec.weight, start_healthy);
+            backend.set_tls(tls_for(spec));
+            return backend;
         };
         existing.set_weight(spec.weight);
+        existing.set_tls(tls_for(spec));
         if config.health.is_none() {
             // No checker will ever revise an old verdict: do not keep one.
             existing.health().clear_probe_verdict();
@@ -293,6 +309,7 @@ mod tests {
                 backend: BackendConfig {
                     address: "127.0.0.1:9".parse().unwrap(),
                     weight: 2,
+                    tls_name: None,
                 },
                 backup: true,
             },
@@ -301,6 +318,7 @@ mod tests {
                 backend: BackendConfig {
                     address: "127.0.0.1:1".parse().unwrap(),
                     weight: 7,
+                    tls_name: None,
                 },
                 backup: false,
             },

@@ -244,6 +244,8 @@ pub struct PoolConfig {
     pub hash_balance_factor: Option<f64>,
     /// Sticky sessions.
     pub sticky: Option<Sticky>,
+    /// Extra roots trusted for `https://` backends (PEM), besides the public web PKI roots.
+    pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// `[pool.NAME.health]`: active checks.
@@ -310,6 +312,8 @@ pub struct BackendConfig {
     /// `host:port`
     pub address: Authority,
     pub weight: u32,
+    /// For an `https://` backend: the name its certificate is checked against (and sent as SNI).
+    pub tls_name: Option<String>,
 }
 
 /// One `[[route]]`.

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::affinity::{HashKey, Sticky, valid_cookie_name};
 use crate::balance::Strategy;
+use rustls_pki_types::CertificateDer;
 
 impl Source<'_> {
     pub(super) fn pool(
@@ -74,7 +75,32 @@ impl Source<'_> {
             hash_key,
             hash_balance_factor,
             sticky,
+            ca: match &pool.ca {
+                None => Vec::new(),
+                Some(ca) => self.ca(pool_name, ca)?,
+            },
         })
+    }
+
+    /// The certificates in the `ca` file (resolved against the config's directory).
+    fn ca(
+        &self,
+        pool: &str,
+        ca: &Spanned<String>,
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        use rustls_pki_types::pem::PemObject;
+        let path = self.beside_config(ca.get_ref());
+        let fail = |reason: String| {
+            self.error_at(ca, format!("pool.{pool}.ca: {}: {reason}", path.display()))
+        };
+        let roots = CertificateDer::pem_file_iter(&path)
+            .map_err(|err| fail(format!("{err:?}")))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| fail(format!("not valid PEM: {err:?}")))?;
+        if roots.is_empty() {
+            return Err(fail("no certificate found".to_owned()));
+        }
+        Ok(roots)
     }
 
     /// `hash_key` and `hash_balance_factor`: required and allowed only with `consistent_hash`.
@@ -186,12 +212,41 @@ impl Source<'_> {
     }
 
     fn backend(&self, pool: &str, backend: &wire::Backend) -> Result<BackendConfig, ConfigError> {
-        let address = parse_backend_address(backend.address.get_ref()).map_err(|reason| {
+        let (https, bare) = match backend.address.get_ref().strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, backend.address.get_ref().as_str()),
+        };
+        let address = parse_backend_address(bare).map_err(|reason| {
             self.error_at(
                 &backend.address,
                 format!("pool {pool:?}: backend address {reason}"),
             )
         })?;
+        let tls_name = match (&backend.server_name, https) {
+            (Some(name), true) => Some(name.get_ref().clone()),
+            (None, true) => Some(
+                address
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            ),
+            (Some(name), false) => {
+                return Err(self.error_at(
+                    name,
+                    format!("pool {pool:?}: server_name is for https:// backends only"),
+                ));
+            }
+            (None, false) => None,
+        };
+        if let Some(name) = &tls_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(self.error_at(
+                &backend.address,
+                format!("pool {pool:?}: {name:?} is not a valid TLS server name"),
+            ));
+        }
         let weight = match &backend.weight {
             None => 1,
             Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -205,7 +260,11 @@ impl Source<'_> {
                 ));
             }
         };
-        Ok(BackendConfig { address, weight })
+        Ok(BackendConfig {
+            address,
+            weight,
+            tls_name,
+        })
     }
 
     fn health(

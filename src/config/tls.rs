@@ -69,7 +69,7 @@ impl Source<'_> {
     }
 
     /// `path` as written, resolved against the config file's directory when relative.
-    fn beside_config(&self, path: &str) -> PathBuf {
+    pub(super) fn beside_config(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         match self.path.parent() {
             Some(dir) if path.is_relative() => dir.join(path),

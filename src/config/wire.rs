@@ -117,6 +117,7 @@ pub struct Pool {
     pub hash_key: Option<Spanned<String>>,
     pub hash_balance_factor: Option<Spanned<f64>>,
     pub sticky: Option<Spanned<Sticky>>,
+    pub ca: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME.sticky]`
@@ -169,6 +170,7 @@ pub struct Outlier {
 pub struct Backend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 /// One `[[route]]`.

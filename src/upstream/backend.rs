@@ -12,7 +12,9 @@ use http::uri::Authority;
 
 use super::connections::Connections;
 use super::health::Health;
+use super::tls::UpstreamTls;
 use crate::metrics::BackendStats;
+use arc_swap::ArcSwapOption;
 
 /// A backend server of a pool.
 #[derive(Debug)]
@@ -26,6 +28,8 @@ pub struct Backend {
     served: AtomicU64,
     health: Health,
     stats: BackendStats,
+    /// TLS settings for an `https://` backend; changed by reloads.
+    tls: ArcSwapOption<UpstreamTls>,
 }
 
 impl Backend {
@@ -50,6 +54,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             health,
+            tls: ArcSwapOption::empty(),
         })
     }
 
@@ -76,6 +81,21 @@ impl Backend {
     /// Its idle keep-alive connections.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+
+    /// TLS settings, for an `https://` backend.
+    pub fn tls(&self) -> Option<Arc<UpstreamTls>> {
+        self.tls.load_full()
+    }
+
+    /// Sets how to reach it over TLS (or not); idle connections made otherwise are dropped.
+    pub fn set_tls(&self, tls: Option<Arc<UpstreamTls>>) {
+        let was_tls = self.tls.load().is_some();
+        let is_tls = tls.is_some();
+        self.tls.store(tls);
+        if was_tls != is_tls {
+            self.connections.clear();
+        }
     }
 
     /// Selection weight.

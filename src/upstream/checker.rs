@@ -89,10 +89,9 @@ async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
         .body(RequestBody::empty())
         .map_err(|err| format!("cannot build the probe: {err}"))?;
     let exchange = async {
-        let mut sender =
-            connections::connect(backend.address(), backend.socket_addr(), check.timeout)
-                .await
-                .map_err(|failure| failure.to_string())?;
+        let mut sender = connections::connect(backend, check.timeout)
+            .await
+            .map_err(|failure| failure.to_string())?;
         let response = sender
             .send_request(request)
             .await

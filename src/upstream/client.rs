@@ -57,12 +57,7 @@ impl Client {
             }
         }
         let started = std::time::Instant::now();
-        let sender = connections::connect(
-            backend.address(),
-            backend.socket_addr(),
-            self.connect_timeout(),
-        )
-        .await?;
+        let sender = connections::connect(backend, self.connect_timeout()).await?;
         backend.stats().connect.observe(started.elapsed());
         Ok((sender, false))
     }

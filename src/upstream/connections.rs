@@ -6,7 +6,6 @@
 //! in every cache). Closed connections and ones idle past [`IDLE_TIMEOUT`] are dropped as they
 //! are met. The stack lives in the `Backend`, so a reload that keeps the backend keeps them.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Failure;
+use super::{Backend, Failure};
 use crate::body::RequestBody;
 
 /// The sending half of one upstream connection.
@@ -80,6 +79,11 @@ impl Connections {
         });
     }
 
+    /// Drops every idle connection.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle
             .lock()
@@ -87,14 +91,12 @@ impl Connections {
     }
 }
 
-/// Opens a new connection to `address` (`socket` when it is an IP literal), within `timeout`.
-pub async fn connect(
-    address: &Authority,
-    socket: Option<SocketAddr>,
-    timeout: Duration,
-) -> Result<Sender, Failure> {
+/// Opens a new connection to `backend` (TLS for an `https://` one), within `timeout` for the
+/// TCP connect and the same again for the TLS handshake.
+pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Failure> {
+    let address = backend.address();
     let connecting = async {
-        match socket {
+        match backend.socket_addr() {
             Some(socket) => TcpStream::connect(socket).await,
             None => TcpStream::connect(address.as_str()).await,
         }
@@ -107,9 +109,27 @@ pub async fn connect(
     if let Err(error) = stream.set_nodelay(true) {
         debug!(backend = %address, %error, "cannot set TCP_NODELAY");
     }
+    let Some(tls) = backend.tls() else {
+        return handshake(address, TokioIo::new(stream)).await;
+    };
+    match tokio::time::timeout(timeout, tls.connect(stream)).await {
+        Ok(Ok(stream)) => handshake(address, TokioIo::new(stream)).await,
+        Ok(Err(error)) => Err(Failure::Connect(format!(
+            "TLS handshake with {:?} failed: {error}",
+            tls.name()
+        ))),
+        Err(_) => Err(Failure::ConnectTimeout),
+    }
+}
+
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<I>(address: &Authority, io: I) -> Result<Sender, Failure>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD)
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(|error| Failure::Connect(error.to_string()))?;
     let backend = address.clone();

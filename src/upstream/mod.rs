@@ -10,6 +10,7 @@
 //! - `transitions.rs`: each backend state change reported once, as an event and a count.
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
 //! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
+//! - `tls.rs`: TLS to `https://` backends, verified against web PKI roots plus the pool's `ca`.
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
 //!
 //! This module does not route, rewrite headers or build responses: that is `proxy.rs`.
@@ -22,6 +23,7 @@ pub mod connections;
 pub mod health;
 mod pool;
 mod tier;
+pub mod tls;
 pub mod transitions;
 
 pub use backend::{Backend, InFlight};

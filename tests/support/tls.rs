@@ -94,3 +94,60 @@ pub async fn connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> Tls
 pub fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+/// A private CA (written as `ca.pem` in `dir`) and an HTTPS backend on 127.0.0.1 whose
+/// certificate, signed by it, names `name`; it answers every request with "secure" and
+/// `x-proto` set to the request's `x-forwarded-proto`.
+pub async fn https_backend(dir: &Path, name: &str) -> SocketAddr {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let proto = request
+                            .headers()
+                            .get("x-forwarded-proto")
+                            .cloned()
+                            .unwrap_or(http::HeaderValue::from_static("none"));
+                        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"secure"));
+                        let mut response = http::Response::new(body);
+                        response.headers_mut().insert("x-proto", proto);
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await
+                    .ok();
+            });
+        }
+    });
+    addr
+}

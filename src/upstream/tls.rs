@@ -1,0 +1,65 @@
+//! TLS to `https://` backends: the certificate is verified against the public web PKI roots
+//! (webpki-roots) plus the pool's `ca`, for the backend's `server_name` (or its host), which is
+//! also sent as SNI. A certificate that does not verify fails the connect (502, logged with the
+//! reason), never a fall back to plain HTTP.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How to open TLS to one backend.
+pub struct UpstreamTls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The client settings of a pool whose `ca` is `extra_roots`.
+pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        // A CA the config validated as PEM but rustls cannot use is left out; the handshake
+        // then fails against it with a clear error.
+        roots.add(root.clone()).ok();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+impl UpstreamTls {
+    /// TLS with `config`, checking the certificate for `name` (validated by the config).
+    pub fn new(config: Arc<ClientConfig>, name: &str) -> Option<UpstreamTls> {
+        Some(UpstreamTls {
+            connector: TlsConnector::from(config),
+            name: ServerName::try_from(name.to_owned()).ok()?,
+        })
+    }
+
+    /// Runs the handshake over `tcp`.
+    pub async fn connect(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        self.connector.connect(self.name.clone(), tcp).await
+    }
+
+    /// The name the certificate must carry.
+    pub fn name(&self) -> &ServerName<'static> {
+        &self.name
+    }
+}

@@ -1,0 +1,67 @@
+//! HTTPS backends: verified against the pool's `ca` for the backend's `server_name`; a
+//! certificate that does not verify is a 502, never a fall back to plain HTTP.
+
+mod support;
+
+use support::tls::https_backend;
+use support::{Http, TempDir, TestProxy};
+
+fn config(
+    backend: std::net::SocketAddr,
+    server_name: &str,
+    ca: Option<&std::path::Path>,
+) -> String {
+    let ca = ca.map_or(String::new(), |dir| {
+        format!("ca = \"{}/ca.pem\"\n", dir.display())
+    });
+    format!(
+        "[pool.secure]\n{ca}backends = [{{ address = \"https://{backend}\", server_name = \"{server_name}\" }}]\n\
+         [pool.secure.outlier]\nconsecutive_failures = 0\n"
+    )
+}
+
+#[tokio::test]
+async fn an_https_backend_signed_by_the_pools_ca_is_reached() {
+    let dir = TempDir::new();
+    let backend = https_backend(dir.path(), "api.internal").await;
+    let proxy = TestProxy::start(&config(backend, "api.internal", Some(dir.path()))).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "secure");
+}
+
+#[tokio::test]
+async fn an_untrusted_or_misnamed_certificate_is_a_502() {
+    let dir = TempDir::new();
+    let backend = https_backend(dir.path(), "api.internal").await;
+    let without_ca = TestProxy::start(&config(backend, "api.internal", None)).await;
+    let reply = Http::to(without_ca.addr).get("/").await;
+    assert_eq!(reply.status, 502, "no trust without the ca: {}", reply.body);
+
+    let misnamed = TestProxy::start(&config(backend, "other.internal", Some(dir.path()))).await;
+    let reply = Http::to(misnamed.addr).get("/").await;
+    assert_eq!(reply.status, 502, "the name must match: {}", reply.body);
+}
+
+#[test]
+fn server_name_is_for_https_backends_and_ca_must_exist() {
+    let dir = TempDir::new();
+    let check = |text: &str| {
+        fulcrum::config::Config::parse(text, &dir.path().join("proxy.toml"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let err = check("[pool.p]\nbackends = [{ address = \"127.0.0.1:1\", server_name = \"a\" }]\n");
+    assert!(
+        err.contains("server_name is for https:// backends only"),
+        "{err}"
+    );
+    let err = check(
+        "[pool.p]\nca = \"missing.pem\"\nbackends = [{ address = \"https://127.0.0.1:1\" }]\n",
+    );
+    assert!(
+        err.contains("pool.p.ca") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
