@@ -19,7 +19,7 @@ use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::body::{Leftover, RequestBody};
-use crate::upstream::{Backend, Client, Failure, Sender, classify};
+use crate::upstream::{Backend, Client, Failure, Sender, classify, for_http2};
 
 /// How long to wait for a dropped request body to report what it sent. It reports as it is
 /// dropped, which hyper does on failure; this only bounds a surprise.
@@ -149,13 +149,16 @@ pub async fn exchange(
             }
         };
         let mut reported = None;
-        let outcome = wait(
-            sender.try_send_request(request),
-            &mut report,
-            &mut reported,
-            timeout,
-        )
-        .await;
+        let outcome = match &mut sender {
+            Sender::Http1(http1) => {
+                let sending = http1.try_send_request(request);
+                wait(sending, &mut report, &mut reported, timeout).await
+            }
+            Sender::Http2(http2) => {
+                let sending = http2.try_send_request(for_http2(request, backend));
+                wait(sending, &mut report, &mut reported, timeout).await
+            }
+        };
         let mut error = match outcome {
             Ok(response) => return Ok((response, sender)),
             Err(Waited::TimedOut) => {

@@ -199,7 +199,7 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         .iter()
         .chain(&config.backups)
         .any(|b| b.tls_name.is_some());
-    let client_tls = any_tls.then(|| upstream::tls::client_config(&config.ca));
+    let client_tls = any_tls.then(|| upstream::tls::client_config(&config.ca, config.http2));
     let tls_for = |spec: &BackendConfig| {
         let name = spec.tls_name.as_deref()?;
         let client = client_tls.as_ref()?;
@@ -209,10 +209,12 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         let Some(existing) = existing.get(&spec.address) else {
             let backend = Backend::new(spec.address.clone(), spec.weight, start_healthy);
             backend.set_tls(tls_for(spec));
+            backend.set_http2(config.http2);
             return backend;
         };
         existing.set_weight(spec.weight);
         existing.set_tls(tls_for(spec));
+        existing.set_http2(config.http2);
         if config.health.is_none() {
             // No checker will ever revise an old verdict: do not keep one.
             existing.health().clear_probe_verdict();

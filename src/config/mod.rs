@@ -246,6 +246,9 @@ pub struct PoolConfig {
     pub sticky: Option<Sticky>,
     /// Extra roots trusted for `https://` backends (PEM), besides the public web PKI roots.
     pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `protocol = "http2"`: backends are spoken to in HTTP/2 (h2 by ALPN over TLS, or h2c
+    /// prior knowledge).
+    pub http2: bool,
 }
 
 /// `[pool.NAME.health]`: active checks.

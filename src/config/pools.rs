@@ -79,6 +79,19 @@ impl Source<'_> {
                 None => Vec::new(),
                 Some(ca) => self.ca(pool_name, ca)?,
             },
+            http2: match &pool.protocol {
+                None => false,
+                Some(protocol) => match protocol.get_ref().as_str() {
+                    "http1" => false,
+                    "http2" => true,
+                    other => {
+                        return Err(self.error_at(
+                            protocol,
+                            format!("pool.{pool_name}.protocol = {other:?}: expected \"http1\" or \"http2\""),
+                        ));
+                    }
+                },
+            },
         })
     }
 

@@ -118,6 +118,7 @@ pub struct Pool {
     pub hash_balance_factor: Option<Spanned<f64>>,
     pub sticky: Option<Spanned<Sticky>>,
     pub ca: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME.sticky]`

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
@@ -30,6 +30,8 @@ pub struct Backend {
     stats: BackendStats,
     /// TLS settings for an `https://` backend; changed by reloads.
     tls: ArcSwapOption<UpstreamTls>,
+    /// Spoken to in HTTP/2 (its pool's `protocol`).
+    http2: AtomicBool,
 }
 
 impl Backend {
@@ -55,6 +57,7 @@ impl Backend {
             served: AtomicU64::new(0),
             health,
             tls: ArcSwapOption::empty(),
+            http2: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +97,18 @@ impl Backend {
         let is_tls = tls.is_some();
         self.tls.store(tls);
         if was_tls != is_tls {
+            self.connections.clear();
+        }
+    }
+
+    /// Whether it is spoken to in HTTP/2.
+    pub fn http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Sets the protocol it is spoken to in; idle connections in the other are dropped.
+    pub fn set_http2(&self, http2: bool) {
+        if self.http2.swap(http2, Ordering::Relaxed) != http2 {
             self.connections.clear();
         }
     }

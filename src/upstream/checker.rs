@@ -93,7 +93,7 @@ async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
             .await
             .map_err(|failure| failure.to_string())?;
         let response = sender
-            .send_request(request)
+            .send(request, backend)
             .await
             .map_err(|err| super::classify(&err).to_string())?;
         let status = response.status();

@@ -58,6 +58,9 @@ impl Client {
         }
         let started = std::time::Instant::now();
         let sender = connections::connect(backend, self.connect_timeout()).await?;
+        if let Some(shared) = sender.share() {
+            backend.connections().share(shared);
+        }
         backend.stats().connect.observe(started.elapsed());
         Ok((sender, false))
     }

@@ -11,16 +11,14 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::{Backend, Failure};
-use crate::body::RequestBody;
 
-/// The sending half of one upstream connection.
-pub type Sender = http1::SendRequest<RequestBody>;
+pub use super::sender::Sender;
 
 /// How long an idle upstream connection is kept for reuse; below common backend keep-alive
 /// timeouts (nginx 75s) so the backend rarely closes a connection we are about to reuse.
@@ -46,20 +44,30 @@ struct Idle {
 }
 
 impl Connections {
-    /// The most recently used idle connection that is still open, if any.
+    /// The most recently used idle connection that is still open, if any. An HTTP/2 connection
+    /// is shared: a handle on it is returned and it stays.
     pub fn take(&self) -> Option<Sender> {
         let mut idle = self.lock();
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+        while let Some(entry) = idle.last() {
+            if entry.sender.is_closed() {
+                idle.pop();
+                continue;
+            }
+            if let Some(shared) = entry.sender.share() {
+                return Some(shared);
+            }
+            let entry = idle.pop().expect("checked just above");
+            if entry.since.elapsed() < IDLE_TIMEOUT {
                 return Some(entry.sender);
             }
         }
         None
     }
 
-    /// Returns a connection whose exchange is complete.
+    /// Returns a connection whose exchange is complete. A handle on a shared (HTTP/2)
+    /// connection is simply dropped: the connection stays in the pool.
     pub fn put(&self, sender: Sender) {
-        if sender.is_closed() {
+        if sender.is_closed() || sender.is_shared() {
             return;
         }
         let mut idle = self.lock();
@@ -73,6 +81,15 @@ impl Connections {
         {
             idle.remove(0);
         }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Keeps a handle on a new shared (HTTP/2) connection, for every request to come.
+    pub fn share(&self, sender: Sender) {
+        let mut idle = self.lock();
         idle.push(Idle {
             sender,
             since: Instant::now(),
@@ -109,11 +126,12 @@ pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Fai
     if let Err(error) = stream.set_nodelay(true) {
         debug!(backend = %address, %error, "cannot set TCP_NODELAY");
     }
+    let http2 = backend.http2();
     let Some(tls) = backend.tls() else {
-        return handshake(address, TokioIo::new(stream)).await;
+        return handshake(address, TokioIo::new(stream), http2).await;
     };
     match tokio::time::timeout(timeout, tls.connect(stream)).await {
-        Ok(Ok(stream)) => handshake(address, TokioIo::new(stream)).await,
+        Ok(Ok(stream)) => handshake(address, TokioIo::new(stream), http2).await,
         Ok(Err(error)) => Err(Failure::Connect(format!(
             "TLS handshake with {:?} failed: {error}",
             tls.name()
@@ -122,11 +140,25 @@ pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Fai
     }
 }
 
-/// HTTP/1.1 over `io`, its connection driven by a task of its own.
-async fn handshake<I>(address: &Authority, io: I) -> Result<Sender, Failure>
+/// HTTP/1.1 (or HTTP/2 when `http2`) over `io`, its connection driven by a task of its own.
+async fn handshake<I>(address: &Authority, io: I, http2: bool) -> Result<Sender, Failure>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    if http2 {
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|error| Failure::Connect(error.to_string()))?;
+        let backend = address.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%backend, %error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        return Ok(Sender::Http2(sender));
+    }
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD)
         .handshake(io)
@@ -139,5 +171,5 @@ where
             debug!(%backend, %error, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Sender::Http1(sender))
 }

@@ -26,8 +26,9 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
-/// The client settings of a pool whose `ca` is `extra_roots`.
-pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
+/// The client settings of a pool whose `ca` is `extra_roots`, offering only `h2` by ALPN when
+/// the pool speaks HTTP/2.
+pub fn client_config(extra_roots: &[CertificateDer<'static>], http2: bool) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for root in extra_roots {
@@ -36,11 +37,16 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Arc<ClientConfi
         roots.add(root.clone()).ok();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Arc::new(config)
 }
 
