@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# TLS termination: wrk over HTTPS (keep-alive: one handshake per connection) at Fulcrum and at
+# nginx, each with one worker pinned to the same core, the same ECDSA P-256 certificate and a
+# plain-HTTP backend, in interleaved rounds; prints medians and the ratio.
+#
+#   benches/tls.sh                       # 3 rounds of 10 s
+#
+# Needs wrk, nginx and openssl. Everything binds and targets 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+BACKEND_PORT=${BACKEND_PORT:-18400}
+FULCRUM_PORT=18401 NGINX_PORT=18402
+
+# shellcheck source=benches/common.sh
+source benches/common.sh
+command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 1; }
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
+render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
+taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
+wait_port "$BACKEND_PORT"
+render benches/peers/fulcrum-tls.toml "$FULCRUM_PORT" "$work/fulcrum-tls.toml"
+sed -i "s|@PLAIN@|$((FULCRUM_PORT + 10))|" "$work/fulcrum-tls.toml"
+RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$work/fulcrum-tls.toml" & pids+=($!)
+render benches/peers/nginx-tls.conf "$NGINX_PORT" "$work/nginx-tls.conf"
+taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx-tls.conf" & pids+=($!)
+targets=(fulcrum:$FULCRUM_PORT nginx:$NGINX_PORT)
+for target in "${targets[@]}"; do wait_port "${target#*:}"; done
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION over HTTPS, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
+for round in $(seq "$ROUNDS"); do
+  for target in "${targets[@]}"; do
+    name=${target%%:*} port=${target#*:}
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "https://127.0.0.1:$port/" >/dev/null
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "https://127.0.0.1:$port/" \
+      > "$work/$name.$round.txt"
+    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
+  done
+done
+
+python3 - "$work" "${targets[@]%%:*}" <<'PY'
+import re, statistics, sys, pathlib
+work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rows = {}
+for name in names:
+    rps, p99 = [], []
+    for run in sorted(work.glob(f"{name}.*.txt")):
+        text = run.read_text()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
+        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
+    rows[name] = (statistics.median(rps), statistics.median(p99))
+print("\n| over TLS | req/s (median) | p99 ms |")
+print("|---|---:|---:|")
+for name, (rps, p99) in rows.items():
+    print(f"| {name} | {rps:,.0f} | {p99:.2f} |")
+print(f"fulcrum/nginx over TLS: {rows['fulcrum'][0] / rows['nginx'][0]:.2f}x")
+PY
