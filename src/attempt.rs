@@ -162,6 +162,7 @@ pub async fn exchange(
         let mut error = match outcome {
             Ok(response) => return Ok((response, sender)),
             Err(Waited::TimedOut) => {
+                forget_if_shared(backend, &sender);
                 return Err(failed(Cause::TimedOut, has_body, reported, report).await);
             }
             Err(Waited::Error(error)) => error,
@@ -178,9 +179,20 @@ pub async fn exchange(
             }
             None => {
                 let cause = Cause::Failed(classify(error.error()));
+                if cause.blames_backend() {
+                    forget_if_shared(backend, &sender);
+                }
                 return Err(failed(cause, has_body, reported, report).await);
             }
         }
+    }
+}
+
+/// A shared (HTTP/2) connection that timed out or failed is not offered to the next request:
+/// it may be stuck with the backend still holding the socket open.
+fn forget_if_shared(backend: &Backend, sender: &Sender) {
+    if sender.is_shared() {
+        backend.connections().forget_shared();
     }
 }
 

@@ -38,6 +38,9 @@ pub struct ClientSide {
 
 /// Rewrites a request's headers for the backend: hop-by-hop removed, forwarding headers set.
 pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
+    if client.version == Version::HTTP_2 {
+        join_cookies(headers);
+    }
     let keep_trailers = te_allows_trailers(headers);
     strip_hop_by_hop(headers);
     headers.remove(header::TE);
@@ -110,6 +113,23 @@ const NOT_IN_TRAILERS: [&str; 22] = [
     "x-forwarded-host",
     "x-forwarded-proto",
 ];
+
+/// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1.1 backend must get
+/// them as one, joined with "; " (RFC 9113 section 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
 
 /// Removes from `trailers` every field a trailer must not carry.
 pub fn strip_trailer_fields(trailers: &mut HeaderMap) {
@@ -285,5 +305,20 @@ mod tests {
         };
         rewrite_request(&mut headers, &client);
         assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn split_http2_cookies_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append("cookie", HeaderValue::from_static("a=1"));
+        headers.append("cookie", HeaderValue::from_static("b=2"));
+        let client = ClientSide {
+            ip: "127.0.0.1".parse().unwrap(),
+            proto: "https",
+            version: Version::HTTP_2,
+        };
+        rewrite_request(&mut headers, &client);
+        let cookies: Vec<_> = headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 }

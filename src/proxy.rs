@@ -135,7 +135,7 @@ impl Proxy {
                     request,
                     (peer, tls),
                     received,
-                    &self.tunnels,
+                    (&self.tunnels, watch),
                     &mut pending.trail,
                 )
                 .instrument(span);
@@ -232,7 +232,7 @@ async fn forward<'a>(
     mut request: Request<Incoming>,
     client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
-    tunnels: &Arc<Tunnels>,
+    (tunnels, watch): (&Arc<Tunnels>, &Arc<Watch>),
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (peer, _) = client;
@@ -321,7 +321,10 @@ async fn forward<'a>(
                     // The connection is the tunnel's now: it never goes back to the pool.
                     drop(connection);
                     let idle = state.timeouts().client_idle;
-                    tunnel::bridge(tunnels, client, upgraded, in_flight, idle);
+                    // The client connection is busy for the tunnel's life: its request-head and
+                    // idle deadlines must not fire on tunnelled bytes.
+                    let busy = watch.start();
+                    tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
                     return Ok(switching(response));
                 }
                 let mut response = relay(pool, response, in_flight, connection);

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::clock;
+use crate::guard;
 use crate::upstream::InFlight;
 
 /// The open tunnels.
@@ -65,23 +66,24 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Bridges the client's and the backend's upgraded connections once both are ready, in a task of
-/// its own; `in_flight` counts the tunnel against its backend until it closes.
+/// its own; `held` counts the tunnel against its backend and keeps its client connection busy
+/// until it closes.
 pub fn bridge(
     tunnels: &Arc<Tunnels>,
     client: OnUpgrade,
     backend: OnUpgrade,
-    in_flight: InFlight,
+    held: (InFlight, guard::Active),
     idle: Duration,
 ) {
     tunnels.open.fetch_add(1, Ordering::Relaxed);
     let tunnels = Arc::clone(tunnels);
     tokio::spawn(async move {
-        let _in_flight = in_flight;
+        let _held = held;
         match tokio::try_join!(client, backend) {
             Ok((client, backend)) => {
                 let activity = Arc::new(AtomicU64::new(clock::now_ms()));
-                let mut client = Active::new(TokioIo::new(client), &activity);
-                let mut backend = Active::new(TokioIo::new(backend), &activity);
+                let mut client = Touched::new(TokioIo::new(client), &activity);
+                let mut backend = Touched::new(TokioIo::new(backend), &activity);
                 tokio::select! {
                     copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
                         if let Err(error) = copied {
@@ -113,14 +115,14 @@ async fn quiet_for(activity: &AtomicU64, idle: Duration) {
 }
 
 /// A stream that notes when bytes last moved through it.
-struct Active<S> {
+struct Touched<S> {
     stream: S,
     activity: Arc<AtomicU64>,
 }
 
-impl<S> Active<S> {
-    fn new(stream: S, activity: &Arc<AtomicU64>) -> Active<S> {
-        Active {
+impl<S> Touched<S> {
+    fn new(stream: S, activity: &Arc<AtomicU64>) -> Touched<S> {
+        Touched {
             stream,
             activity: Arc::clone(activity),
         }
@@ -131,7 +133,7 @@ impl<S> Active<S> {
     }
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<S> {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Touched<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -146,7 +148,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<S> {
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<S> {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Touched<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -102,3 +102,17 @@ async fn a_plain_request_to_the_same_backend_is_not_upgraded() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "plain");
 }
+
+#[tokio::test]
+async fn a_pause_longer_than_request_header_does_not_break_a_tunnel() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(
+        backend,
+        "[timeouts]\nrequest_header = \"200ms\"\nclient_idle = \"60s\"\n",
+    ))
+    .await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    echo(&mut tunnel, b"first frame").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo(&mut tunnel, b"after a pause: not a slow request head").await;
+}

@@ -13,7 +13,7 @@ use crate::route::HostPattern;
 impl Source<'_> {
     pub(super) fn tls(&self, tls: &Spanned<wire::Tls>) -> Result<TlsConfig, ConfigError> {
         let table = tls.get_ref();
-        let listen = self.listen(&table.listen)?;
+        let listen = self.listen("tls.listen", &table.listen)?;
         let min_version = match &table.min_version {
             None => TlsVersion::V1_2,
             Some(v) => match v.get_ref().as_str() {

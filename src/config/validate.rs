@@ -82,7 +82,7 @@ impl Source<'_> {
                     .parse()
                     .expect("the default listen address parses"),
             ],
-            Some(listen) => self.listen(listen)?,
+            Some(listen) => self.listen("server.listen", listen)?,
         };
         let workers = match &server.workers {
             None => None,
@@ -175,11 +175,12 @@ impl Source<'_> {
 
     pub fn listen(
         &self,
+        key: &str,
         listen: &Spanned<wire::OneOrMany>,
     ) -> Result<Vec<SocketAddr>, ConfigError> {
         let addresses = &listen.get_ref().0;
         if addresses.is_empty() {
-            return Err(self.error_at(listen, "server.listen is empty: give at least one address"));
+            return Err(self.error_at(listen, format!("{key} is empty: give at least one address")));
         }
         let mut seen = HashSet::new();
         addresses
@@ -188,15 +189,11 @@ impl Source<'_> {
                 let addr: SocketAddr = text.parse().map_err(|_| {
                     self.error_at(
                         listen,
-                        format!(
-                            "server.listen: {text:?} is not an address such as \"127.0.0.1:8080\""
-                        ),
+                        format!("{key}: {text:?} is not an address such as \"127.0.0.1:8080\""),
                     )
                 })?;
                 if !seen.insert(addr) {
-                    return Err(
-                        self.error_at(listen, format!("server.listen: {addr} is listed twice"))
-                    );
+                    return Err(self.error_at(listen, format!("{key}: {addr} is listed twice")));
                 }
                 Ok(addr)
             })

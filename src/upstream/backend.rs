@@ -93,10 +93,11 @@ impl Backend {
 
     /// Sets how to reach it over TLS (or not); idle connections made otherwise are dropped.
     pub fn set_tls(&self, tls: Option<Arc<UpstreamTls>>) {
-        let was_tls = self.tls.load().is_some();
-        let is_tls = tls.is_some();
+        let name = |t: Option<&UpstreamTls>| t.map(|t| t.name().clone());
+        let changed = name(self.tls.load().as_deref()) != name(tls.as_deref());
         self.tls.store(tls);
-        if was_tls != is_tls {
+        if changed {
+            // Connections verified for another name (or none) are not reused.
             self.connections.clear();
         }
     }

@@ -28,6 +28,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; this leaves room for big cookies.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// How often an HTTP/2 backend connection is pinged, and how long the pong may take.
+const H2_PING_EVERY: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Most idle connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
@@ -87,13 +91,25 @@ impl Connections {
         });
     }
 
-    /// Keeps a handle on a new shared (HTTP/2) connection, for every request to come.
+    /// Keeps a handle on a new shared (HTTP/2) connection, for every request to come, unless one
+    /// is already kept (requests that raced to connect first use theirs once, then it closes).
     pub fn share(&self, sender: Sender) {
         let mut idle = self.lock();
+        if idle
+            .iter()
+            .any(|e| e.sender.is_shared() && !e.sender.is_closed())
+        {
+            return;
+        }
         idle.push(Idle {
             sender,
             since: Instant::now(),
         });
+    }
+
+    /// Drops the shared (HTTP/2) connection kept, if any: the next request opens a new one.
+    pub fn forget_shared(&self) {
+        self.lock().retain(|e| !e.sender.is_shared());
     }
 
     /// Drops every idle connection.
@@ -148,6 +164,10 @@ where
     if http2 {
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // A backend that stops answering is noticed even with no request waiting.
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .keep_alive_while_idle(true)
             .handshake(io)
             .await
             .map_err(|error| Failure::Connect(error.to_string()))?;
