@@ -8,7 +8,7 @@
 //! - `affinity.rs`: consistent-hash keys and sticky-session cookies.
 //! - `balance/`: the selection strategies, pure and synchronous, one file each.
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
-//! - `proxy.rs`: the request path (below), retries included.
+//! - `proxy/`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `inbound.rs`: the client's request body as read: counted, limited, timed, trailers screened.
@@ -21,7 +21,7 @@
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
 //! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
-//! - `server.rs`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
+//! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
 //! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
 //! - `watch.rs`: reload when the config file changes.
@@ -31,7 +31,7 @@
 //! - `metrics/`: lock-free counts on the request path and their Prometheus exposition.
 //!
 //! # The life of one request
-//! 1. `server.rs` accepts the connection and hands each request to `Proxy::handle`.
+//! 1. `server/` accepts the connection and hands each request to `Proxy::handle`.
 //! 2. The proxy loads the current snapshot once; the request sees that config to the end.
 //! 3. The first route matching host and path names a pool; the pool's balancer picks a backend.
 //! 4. The backend's in-flight count goes up (an RAII guard), headers are rewritten, and the

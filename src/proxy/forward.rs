@@ -1,0 +1,309 @@
+//! Forwarding a request to its pool: pick, attempt, retry by the rules in `mod.rs`, relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use super::Trail;
+use super::target::{prepare, request_host};
+use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
+use crate::body::{ProxyBody, Relayed, RequestBody};
+use crate::error::ProxyError;
+use crate::guard::Watch;
+use crate::headers;
+use crate::inbound::{BodyRules, Inbound};
+use crate::metrics::RetryReason;
+use crate::route::host_name;
+use crate::screen;
+use crate::state::State;
+use crate::tunnel::{self, Tunnels};
+use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
+
+/// Routes `request` to its pool and makes attempts on its backends until one answers or the
+/// retry rules say stop; `trail` records where it went.
+pub(super) async fn forward<'a>(
+    state: &'a State,
+    mut request: Request<Incoming>,
+    client: (SocketAddr, bool),
+    received: Option<Arc<AtomicU64>>,
+    (tunnels, watch): (&Arc<Tunnels>, &Arc<Watch>),
+    trail: &mut Trail<'a>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (peer, _) = client;
+    // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
+    let mut upgrade = tunnel::requested(request.version(), request.headers())
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+    let host = request_host(&request).map(host_name);
+    let route = state
+        .route(host, request.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let pool = route.pool();
+    trail.pool = Some(pool);
+    trail.span.record("pool", &**pool.name());
+    let policy = pool.policy();
+    let key = policy
+        .hash_key
+        .as_ref()
+        .and_then(|k| k.hash(&request, peer.ip()));
+    let pinned = policy
+        .sticky
+        .as_ref()
+        .and_then(|s| s.requested(request.headers()));
+    let (head, body) = prepare(
+        request,
+        client,
+        upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
+    );
+    let idempotent = is_idempotent(&head.method);
+    let retries = pool.policy().retries;
+    // A copy of the head is needed only to resend an idempotent request after it was sent; a
+    // request that never left comes back whole.
+    let kept = (idempotent && retries > 0).then(|| head.detached());
+    let rules = BodyRules {
+        max_body: state.limits().max_body,
+        idle: state.timeouts().request_body_idle,
+    };
+    let (body, report) = RequestBody::new(Inbound::new(body, rules, received));
+    let mut next = (head.into_request(body), report);
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    let mut last_error = None;
+    // Why the attempt before failed: a retry is counted once it has a backend to go to.
+    let mut retrying = None;
+    loop {
+        let chosen = pinned
+            .and_then(|token| pool.pinned(token, &tried))
+            .or_else(|| pool.pick(&tried, key));
+        let Some(backend) = chosen.cloned() else {
+            return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyBackend {
+                pool: pool.name().clone(),
+            }));
+        };
+        if let Some(reason) = retrying.take() {
+            pool.stats().retried(reason);
+        }
+        if tried.is_empty() {
+            pool.budget().deposit();
+        }
+        let in_flight = backend.start_request();
+        let (request, report) = next;
+        let timeout = state.timeouts().response;
+        trail.attempts += 1;
+        trail.backend = Some(Arc::clone(&backend));
+        trail.span.record("backend", backend.address().as_str());
+        // Timed only for the access log: two clock reads per attempt are not free.
+        let sent = state.access_log().map(|_| Instant::now());
+        let exchanged = attempt::exchange(state.client(), &backend, request, report, timeout).await;
+        if let Some(sent) = sent {
+            *trail.upstream_time.get_or_insert_default() += sent.elapsed();
+        }
+        let failed = match exchanged {
+            Ok((mut response, connection)) => {
+                if let Some(reason) = screen::response_framing(&response, upgrade.is_some()) {
+                    // Its connection is dropped with it: nothing more is read from it.
+                    pool.record_failure(&backend, reason);
+                    return Err(ProxyError::UpstreamFailed {
+                        pool: pool.name().clone(),
+                        backend: backend.address().clone(),
+                        reason: reason.to_owned(),
+                    });
+                }
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some((_, client)) = upgrade.take()
+                {
+                    pool.record_success(&backend);
+                    let upgraded = hyper::upgrade::on(&mut response);
+                    // The connection is the tunnel's now: it never goes back to the pool.
+                    drop(connection);
+                    let idle = state.timeouts().client_idle;
+                    // The client connection is busy for the tunnel's life: its request-head and
+                    // idle deadlines must not fire on tunnelled bytes.
+                    let busy = watch.start();
+                    tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
+                    return Ok(switching(response));
+                }
+                let mut response = relay(pool, response, in_flight, connection);
+                pin_to(pool, &backend, pinned, &mut response);
+                return Ok(response);
+            }
+            Err(failed) => failed,
+        };
+        drop(in_flight);
+        let error = upstream_error(&failed.cause, pool, &backend, state);
+        if failed.cause.blames_backend() {
+            pool.record_failure(&backend, &error.to_string());
+        }
+        let last = tried.len() as u32 >= retries;
+        let reason = retry_reason(&failed.cause);
+        let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
+            return Err(error);
+        };
+        retrying = Some(reason);
+        debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
+        next = again;
+        tried.push(backend);
+        last_error = Some(error);
+    }
+}
+
+/// The request for another attempt, when the retry rules and the budget allow one.
+fn retry(
+    failed: Failed,
+    idempotent: bool,
+    last: bool,
+    pool: &Pool,
+    kept: Option<&Head>,
+) -> Option<(Request<RequestBody>, Report)> {
+    let client_fault = matches!(&failed.cause, Cause::Failed(f) if f.is_client_fault());
+    if last || client_fault {
+        return None;
+    }
+    let never_sent = failed.cause.never_sent();
+    if !never_sent && !idempotent {
+        return None;
+    }
+    let again = match failed.replay? {
+        Replay::Request(request, report) => (request, report),
+        Replay::Body(body, report) => (kept?.clone().into_request(body), report),
+    };
+    // A request that never reached a backend adds no load when sent to another: the budget,
+    // which guards against multiplying load, only counts retries of requests that may have.
+    (never_sent || pool.budget().try_withdraw()).then_some(again)
+}
+
+/// The `reason` label of a retry after `cause`.
+fn retry_reason(cause: &Cause) -> RetryReason {
+    match cause {
+        Cause::TimedOut => RetryReason::ResponseTimeout,
+        Cause::Failed(Failure::ConnectTimeout) => RetryReason::ConnectTimeout,
+        Cause::Failed(Failure::Connect(_)) => RetryReason::ConnectFailure,
+        Cause::Failed(Failure::NotSent(_)) => RetryReason::ConnectionClosed,
+        // A client's fault is never retried; the label is never used for it.
+        Cause::Failed(
+            Failure::Upstream(_)
+            | Failure::RequestBody(_)
+            | Failure::BodyTooLarge(_)
+            | Failure::BodyIdle(_),
+        ) => RetryReason::UpstreamError,
+    }
+}
+
+/// With sticky sessions, sets the affinity cookie when the request was not already pinned to the
+/// backend that served it (no cookie, a forged one, or its backend was unavailable).
+fn pin_to(pool: &Pool, backend: &Backend, pinned: Option<u64>, response: &mut Response<ProxyBody>) {
+    let Some(sticky) = &pool.policy().sticky else {
+        return;
+    };
+    let token = pool.sticky_token(backend);
+    if pinned != Some(token) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, sticky.set_cookie(token));
+    }
+}
+
+/// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The client's 101 for a backend's: its headers, with the upgrade ones put back.
+fn switching(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    headers::rewrite_response(&mut parts.headers, parts.version);
+    if let Some(protocol) = protocol {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
+    Response::from_parts(parts, ProxyBody::text(""))
+}
+
+/// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
+fn relay(
+    pool: &Pool,
+    response: Response<Incoming>,
+    in_flight: InFlight,
+    connection: Sender,
+) -> Response<ProxyBody> {
+    let status = response.status();
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        pool.record_failure(in_flight.backend(), status.as_str());
+    } else {
+        pool.record_success(in_flight.backend());
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::rewrite_response(&mut parts.headers, parts.version);
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(Relayed::new(body, in_flight, connection)),
+    )
+}
+
+fn upstream_error(cause: &Cause, pool: &Pool, backend: &Backend, state: &State) -> ProxyError {
+    let pool = pool.name().clone();
+    let backend = backend.address().clone();
+    match cause {
+        Cause::TimedOut => ProxyError::ResponseTimeout {
+            pool,
+            backend,
+            after: state.timeouts().response,
+        },
+        Cause::Failed(Failure::ConnectTimeout) => ProxyError::ConnectTimeout {
+            pool,
+            backend,
+            after: state.timeouts().connect,
+        },
+        Cause::Failed(Failure::Connect(reason)) => ProxyError::ConnectFailed {
+            pool,
+            backend,
+            reason: reason.clone(),
+        },
+        Cause::Failed(Failure::NotSent(reason) | Failure::Upstream(reason)) => {
+            ProxyError::UpstreamFailed {
+                pool,
+                backend,
+                reason: reason.clone(),
+            }
+        }
+        Cause::Failed(Failure::RequestBody(reason)) => ProxyError::RequestBody {
+            pool,
+            backend,
+            reason: reason.clone(),
+        },
+        Cause::Failed(Failure::BodyTooLarge(limit)) => ProxyError::BodyTooLarge {
+            pool,
+            backend,
+            limit: *limit,
+        },
+        Cause::Failed(Failure::BodyIdle(idle)) => ProxyError::BodyIdle {
+            pool,
+            backend,
+            idle: *idle,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_and_idempotent_methods_are_idempotent() {
+        for method in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert!(is_idempotent(&method.parse().unwrap()), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "PURGE"] {
+            assert!(!is_idempotent(&method.parse().unwrap()), "{method}");
+        }
+    }
+}

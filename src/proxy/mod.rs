@@ -1,0 +1,235 @@
+//! The request path: route, pick, rewrite, forward with retries, relay, and turn failures into
+//! answers.
+//!
+//! Life of a request: load the snapshot once → find the route by host and path → rewrite the
+//! head once → the pool picks an available backend → count it in flight → one attempt
+//! (`attempt.rs`) → relay the response head and stream its body, the in-flight count ending with
+//! the body. A failed attempt is retried on a backend not yet tried when the retry rules below
+//! allow it; otherwise it is a [`ProxyError`], logged once here with pool and backend.
+//!
+//! # Retries
+//! - A request that never reached a backend (connect refused or timed out, or a pooled connection
+//!   found closed before writing) is retried whatever its method.
+//! - One that was sent and then failed (reset, closed, response timeout) is retried only for
+//!   idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and only when its body can be
+//!   replayed (no body, or one that fit in `body::REPLAY_LIMIT`).
+//! - Once a response head has arrived nothing is retried: the response is the client's.
+//! - At most `retries` extra attempts, each on a backend not tried yet. Retries of requests that
+//!   may have reached a backend also need the pool's retry budget (`upstream/budget.rs`).
+//!
+//! # Layout
+//! - `mod.rs`: [`Proxy::handle`]: screening, metrics, the access log entry, the request span.
+//! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
+//! - `target.rs`: the head as the backend receives it.
+//! - `answer.rs`: the answers the proxy writes itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tracing::field::Empty;
+use tracing::{Instrument, Span, debug_span};
+
+use crate::access::{Entry, Logged};
+use crate::config::{Limits, Timeouts};
+use crate::error::ProxyError;
+use crate::guard::Watch;
+use crate::metrics::Outcomes;
+use crate::request_id;
+use crate::screen;
+use crate::state::{SharedState, State};
+use crate::tunnel::Tunnels;
+use crate::upstream::{Backend, Pool};
+
+mod answer;
+mod forward;
+mod target;
+
+use answer::{error_response, local_response, redirect_response};
+use forward::forward;
+
+/// The proxy service: one per server, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    state: SharedState,
+    /// The port plain-HTTP requests are redirected to with `redirect_https`: the first TLS
+    /// listener's, as bound (443 without one).
+    https_port: Arc<AtomicU16>,
+    /// Open upgraded connections (WebSockets).
+    tunnels: Arc<Tunnels>,
+}
+
+impl Proxy {
+    pub fn new(state: SharedState) -> Proxy {
+        Proxy {
+            state,
+            https_port: Arc::new(AtomicU16::new(443)),
+            tunnels: Arc::default(),
+        }
+    }
+
+    /// The open tunnels, for shutdown to wait on.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
+    /// Where `redirect_https` sends clients.
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
+    }
+
+    /// The limits and timeouts in force, for a new connection.
+    pub fn settings(&self) -> (Limits, Timeouts) {
+        let state = self.state.load();
+        (*state.limits(), *state.timeouts())
+    }
+
+    /// Serves one request from `peer`, on the connection `watch` follows; never fails, since
+    /// every error becomes a response.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        watch: &Arc<Watch>,
+    ) -> Response<Logged> {
+        let active = watch.start();
+        let started = Instant::now();
+        let state = self.state.load_full();
+        let mut request = request;
+        let id = request_id::ensure(request.headers_mut());
+        let entry = state
+            .access_log()
+            .map(|_| Entry::begin(&request, peer, &id, started));
+        let received = entry.as_ref().map(|entry| Arc::clone(entry.received()));
+        // At debug level: every event of the request carries its id, pool and backend.
+        let span = debug_span!(
+            "request",
+            id = id.to_str().unwrap_or(""),
+            pool = Empty,
+            backend = Empty
+        );
+        // Counted and logged even if the client goes away before the answer (as 499).
+        let mut pending = Pending {
+            state: &state,
+            started,
+            entry,
+            trail: Trail {
+                pool: None,
+                backend: None,
+                attempts: 0,
+                upstream_time: None,
+                span: span.clone(),
+            },
+            answered: false,
+        };
+        let raw_content_length = || {
+            let target = request.uri().to_string();
+            let start_line = format!("{} {target} ", request.method());
+            watch.head_had_content_length(start_line.as_bytes())
+        };
+        let redirect =
+            (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
+        let mut response = match screen::screen(&request, state.limits(), raw_content_length) {
+            Some(local) => local_response(&local),
+            None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
+            None => {
+                let forwarding = forward(
+                    &state,
+                    request,
+                    (peer, tls),
+                    received,
+                    (&self.tunnels, watch),
+                    &mut pending.trail,
+                )
+                .instrument(span);
+                let forwarded = match state.timeouts().request {
+                    None => forwarding.await,
+                    Some(after) => tokio::time::timeout(after, forwarding)
+                        .await
+                        .unwrap_or(Err(ProxyError::Deadline { after })),
+                };
+                match forwarded {
+                    Ok(response) => response,
+                    Err(error) => error_response(&error, &id),
+                }
+            }
+        };
+        let entry = pending.answer(response.status().as_u16());
+        response.headers_mut().insert(request_id::X_REQUEST_ID, id);
+        let log = entry.zip(state.access_log().cloned());
+        response.map(|body| Logged::new(body, log, active))
+    }
+}
+
+/// A request on its way: until it is answered, dropping it (the client went away) still counts
+/// it and logs it, with status 499 as nginx does.
+struct Pending<'a> {
+    state: &'a State,
+    started: Instant,
+    entry: Option<Entry>,
+    trail: Trail<'a>,
+    answered: bool,
+}
+
+/// What nginx logs for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Pending<'_> {
+    /// Counts the answer's `status` and returns the access log entry to finish with its body.
+    fn answer(&mut self, status: u16) -> Option<Entry> {
+        self.answered = true;
+        let trail = &self.trail;
+        trail
+            .outcomes(self.state)
+            .record(status, self.started.elapsed());
+        let mut entry = self.entry.take()?;
+        entry.answered(
+            status,
+            trail.pool.map(|pool| Arc::clone(pool.name())),
+            trail.backend.as_ref().map(|b| b.address().clone()),
+            trail.attempts,
+            trail.upstream_time,
+        );
+        Some(entry)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let (Some(entry), Some(log)) = (self.answer(CLIENT_CLOSED), self.state.access_log()) {
+            log.write(entry.line(log.format()));
+        }
+    }
+}
+
+/// Where a request went: its pool, the backend its answer is attributed to (the one that
+/// answered, or the last one tried), and how many attempts it took.
+#[derive(Debug)]
+struct Trail<'a> {
+    pool: Option<&'a Pool>,
+    backend: Option<Arc<Backend>>,
+    attempts: u32,
+    /// Time spent waiting on backends for a response head, over all attempts.
+    upstream_time: Option<Duration>,
+    /// The request's span, told the pool and backends as they are chosen.
+    span: Span,
+}
+
+impl Trail<'_> {
+    /// The series its response counts in: its backend's, else its pool's (no backend), else
+    /// the unrouted.
+    fn outcomes<'s>(&'s self, state: &'s State) -> &'s Outcomes {
+        match (&self.backend, self.pool) {
+            (Some(backend), _) => &backend.stats().outcomes,
+            (None, Some(pool)) => &pool.stats().unattributed,
+            (None, None) => state.unrouted(),
+        }
+    }
+}
