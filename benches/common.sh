@@ -20,3 +20,17 @@ wait_port() { # port: wait until something listens on it
   done
   echo "nothing listens on 127.0.0.1:$1" >&2; exit 1
 }
+
+rounds() { # scheme target... : ROUNDS interleaved wrk runs of DURATION per target (name:port),
+  # each after a 1 s warm-up that fills keep-alive pools, into $work/NAME.ROUND.txt
+  local scheme=$1; shift
+  for round in $(seq "$ROUNDS"); do
+    for target in "$@"; do
+      local name=${target%%:*} port=${target#*:}
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$scheme://127.0.0.1:$port/" >/dev/null
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "$scheme://127.0.0.1:$port/" > "$work/$name.$round.txt"
+      echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
+    done
+  done
+}

@@ -41,16 +41,7 @@ for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU, wrk+backend on cpu $LOAD_CPU"
-for round in $(seq "$ROUNDS"); do
-  for target in "${targets[@]}"; do
-    name=${target%%:*} port=${target#*:}
-    # A short warm-up fills upstream keep-alive pools before the measured run.
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" \
-      > "$work/$name.$round.txt"
-    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
-  done
-done
+rounds http "${targets[@]}"
 
 # Memory per idle client connection: RSS of each proxy before and with IDLE keep-alive client
 # connections open (each has made one request, then sits idle).

@@ -47,15 +47,7 @@ fi
 for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
-for round in $(seq "$ROUNDS"); do
-  for target in "${targets[@]}"; do
-    name=${target%%:*} port=${target#*:}
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" \
-      > "$work/$name.$round.txt"
-    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
-  done
-done
+rounds http "${targets[@]}"
 echo "access log lines written: $(wc -l < "$work/access.log")"
 
 python3 - "$work" "${targets[@]%%:*}" <<'PY'

@@ -38,15 +38,7 @@ for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION over HTTPS, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
-for round in $(seq "$ROUNDS"); do
-  for target in "${targets[@]}"; do
-    name=${target%%:*} port=${target#*:}
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "https://127.0.0.1:$port/" >/dev/null
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "https://127.0.0.1:$port/" \
-      > "$work/$name.$round.txt"
-    echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
-  done
-done
+rounds https "${targets[@]}"
 
 python3 - "$work" "${targets[@]%%:*}" <<'PY'
 import re, statistics, sys, pathlib

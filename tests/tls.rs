@@ -15,6 +15,18 @@ use support::tls::{connect, presented, write_cert};
 use support::{Backend, TempDir, TestProxy, pool, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `GET path` on an HTTP/1.1 TLS stream (closing it); the whole answer.
+async fn get(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `[tls]` with the two certificates `a` (a.test, *.a.test) and `b` (b.test) in `dir`.
 fn tls_config(dir: &Path) -> String {
     format!(
@@ -65,13 +77,7 @@ async fn http1_over_tls_is_forwarded_with_x_forwarded_proto_https() {
         TestProxy::start(&(pool("web", "round_robin", &[&backend]) + &tls_config(certs.path())))
             .await;
     let mut stream = connect(proxy.tls_addr.unwrap(), Some("a.test"), &[b"http/1.1"]).await;
-    stream
-        .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.ok();
-    let text = String::from_utf8_lossy(&out);
+    let text = get(&mut stream, "/x").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let seen = backend.requests();
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
@@ -134,17 +140,8 @@ async fn a_renewed_certificate_is_served_to_new_connections_after_a_reload() {
     assert_eq!(presented(&connect(tls, Some("a.test"), &[]).await), renewed);
 
     // The connection made before the reload still works.
-    before
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    before.read_to_end(&mut out).await.ok();
-    assert!(
-        out.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    let text = get(&mut before, "/").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 
     // A broken certificate file on reload is a reload error, and the old one stays.
     std::fs::write(certs.path().join("a.pem"), "not a certificate").unwrap();
@@ -212,11 +209,5 @@ async fn plain_http_is_redirected_to_https_when_asked() {
     assert_eq!(backend.served(), 0);
     // Over TLS, the same request is served.
     let mut stream = connect(proxy.tls_addr.unwrap(), Some("a.test"), &[b"http/1.1"]).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.ok();
-    assert!(out.starts_with(b"HTTP/1.1 200"));
+    assert!(get(&mut stream, "/").await.starts_with("HTTP/1.1 200"));
 }

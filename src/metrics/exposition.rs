@@ -144,19 +144,15 @@ impl Scrape {
 
     /// In flight, state, ejections and health checks, per backend.
     fn backends(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
-        let mut family = encoder.encode_descriptor(
-            "fulcrum_backend_in_flight",
-            "Requests sent to a backend whose response has not finished",
-            None,
-            MetricType::Gauge,
+        self.per_backend(
+            encoder,
+            (
+                "fulcrum_backend_in_flight",
+                "Requests sent to a backend whose response has not finished",
+                MetricType::Gauge,
+            ),
+            |backend| Sample::Gauge(backend.in_flight() as i64),
         )?;
-        for (pool, backend) in self.members() {
-            let labels = [
-                ("pool", &**pool.name()),
-                ("backend", backend.address().as_str()),
-            ];
-            gauge(&mut family, &labels, backend.in_flight() as i64)?;
-        }
         let mut family = encoder.encode_descriptor(
             "fulcrum_backend_state",
             "1 for a backend's current state (healthy, unhealthy, ejected, draining, disabled)",
@@ -174,19 +170,15 @@ impl Scrape {
                 gauge(&mut family, &labels, i64::from(now == state))?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "fulcrum_backend_ejections",
-            "Times a backend was ejected for consecutive failures",
-            None,
-            MetricType::Counter,
+        self.per_backend(
+            encoder,
+            (
+                "fulcrum_backend_ejections",
+                "Times a backend was ejected for consecutive failures",
+                MetricType::Counter,
+            ),
+            |backend| Sample::Counter(backend.stats().ejections.get()),
         )?;
-        for (pool, backend) in self.members() {
-            let labels = [
-                ("pool", &**pool.name()),
-                ("backend", backend.address().as_str()),
-            ];
-            counter(&mut family, &labels, backend.stats().ejections.get())?;
-        }
         let mut family = encoder.encode_descriptor(
             "fulcrum_backend_state_changes",
             "Backend state changes, by the state changed to",
@@ -268,45 +260,33 @@ impl Scrape {
 
     /// Listeners, reloads and the build.
     fn process(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
-        let mut family = encoder.encode_descriptor(
-            "fulcrum_downstream_connections",
-            "Client connections open now, by listener",
-            None,
-            MetricType::Gauge,
+        self.per_listener(
+            encoder,
+            (
+                "fulcrum_downstream_connections",
+                "Client connections open now, by listener",
+                MetricType::Gauge,
+            ),
+            |listener| Sample::Gauge(listener.open()),
         )?;
-        for listener in &self.process.listeners {
-            gauge(
-                &mut family,
-                &[("listener", listener.address())],
-                listener.open(),
-            )?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "fulcrum_downstream_connections",
-            "Client connections accepted, by listener",
-            None,
-            MetricType::Counter,
+        self.per_listener(
+            encoder,
+            (
+                "fulcrum_downstream_connections",
+                "Client connections accepted, by listener",
+                MetricType::Counter,
+            ),
+            |listener| Sample::Counter(listener.accepted()),
         )?;
-        for listener in &self.process.listeners {
-            counter(
-                &mut family,
-                &[("listener", listener.address())],
-                listener.accepted(),
-            )?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "fulcrum_downstream_connections_rejected",
-            "Client connections closed at once because a connection limit was reached",
-            None,
-            MetricType::Counter,
+        self.per_listener(
+            encoder,
+            (
+                "fulcrum_downstream_connections_rejected",
+                "Client connections closed at once because a connection limit was reached",
+                MetricType::Counter,
+            ),
+            |listener| Sample::Counter(listener.rejected()),
         )?;
-        for listener in &self.process.listeners {
-            counter(
-                &mut family,
-                &[("listener", listener.address())],
-                listener.rejected(),
-            )?;
-        }
         let mut family = encoder.encode_descriptor(
             "fulcrum_config_reloads",
             "Config reloads, by result (success, failure)",
@@ -356,6 +336,59 @@ impl Scrape {
             MetricType::Gauge,
         )?;
         gauge(&mut family, &[("version", env!("CARGO_PKG_VERSION"))], 1)
+    }
+}
+
+/// One sample's value.
+enum Sample {
+    Counter(u64),
+    Gauge(i64),
+}
+
+impl Sample {
+    fn encode<const N: usize>(
+        &self,
+        family: &mut MetricEncoder,
+        labels: &Labels<'_, N>,
+    ) -> Result<(), Error> {
+        match *self {
+            Sample::Counter(value) => counter(family, labels, value),
+            Sample::Gauge(value) => gauge(family, labels, value),
+        }
+    }
+}
+
+impl Scrape {
+    /// A family of `kind` with one sample per backend, labelled `pool` and `backend`.
+    fn per_backend(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        value: impl Fn(&Backend) -> Sample,
+    ) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for (pool, backend) in self.members() {
+            let labels = [
+                ("pool", &**pool.name()),
+                ("backend", backend.address().as_str()),
+            ];
+            value(backend).encode(&mut family, &labels)?;
+        }
+        Ok(())
+    }
+
+    /// A family of `kind` with one sample per listener, labelled `listener`.
+    fn per_listener(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        value: impl Fn(&ListenerStats) -> Sample,
+    ) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for listener in &self.process.listeners {
+            value(listener).encode(&mut family, &[("listener", listener.address())])?;
+        }
+        Ok(())
     }
 }
 
