@@ -160,11 +160,12 @@ impl BinaryProxy {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .ok()
-            .flatten()
-            .expect("fulcrum logs the address it listens on");
+        let Some(addr) = rx.recv_timeout(Duration::from_secs(20)).ok().flatten() else {
+            // Not left running after the test fails.
+            child.kill().ok();
+            child.wait().ok();
+            panic!("fulcrum logs the address it listens on");
+        };
         BinaryProxy {
             addr,
             child,
