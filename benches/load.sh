@@ -69,33 +69,10 @@ for target in "${targets[@]}"; do
   wait "$HOLD_PID" 2>/dev/null || true
 done
 
-python3 - "$work" "${targets[@]%%:*}" <<'PY'
-import re, statistics, sys, pathlib
-work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
-def ms(text):
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-rows = {}
-for name in names:
-    rps, p50, p99, errors = [], [], [], 0
-    for run in sorted(work.glob(f"{name}.*.txt")):
-        text = run.read_text()
-        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
-        p50.append(ms(re.search(r"\s50%\s+(\S+)", text).group(1)))
-        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-        errors += int(m.group(1)) if m else 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-        errors += sum(map(int, m.groups())) if m else 0
-    rows[name] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errors)
-print(f"\n| target | req/s (median) | p50 ms | p99 ms | errors |")
-print(f"|---|---:|---:|---:|---:|")
-for name, (rps, p50, p99, errors) in rows.items():
-    print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} |")
-f = rows["fulcrum"][0]
-for peer in ("nginx", "haproxy", "direct"):
-    if peer in rows:
-        print(f"fulcrum/{peer}: {f / rows[peer][0]:.2f}x")
+python3 benches/summary.py "$work" nginx "${targets[@]%%:*}"
+python3 - "$work" <<'PY'
+import sys, pathlib
+work = pathlib.Path(sys.argv[1])
 idle = (work / "idle.txt").read_text().splitlines()
 count = int(idle[0].split()[2])
 print(f"\n| proxy | RSS before (KiB) | RSS with {count} idle connections (KiB) | per connection |")

@@ -50,23 +50,5 @@ echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; prox
 rounds http "${targets[@]}"
 echo "access log lines written: $(wc -l < "$work/access.log")"
 
-python3 - "$work" "${targets[@]%%:*}" <<'PY'
-import re, statistics, sys, pathlib
-work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
-def ms(text):
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-rows = {}
-for name in names:
-    rps, p99 = [], []
-    for run in sorted(work.glob(f"{name}.*.txt")):
-        text = run.read_text()
-        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
-        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
-    rows[name] = (statistics.median(rps), statistics.median(p99))
-first = "baseline" if "baseline" in rows else names[0]
-print(f"\n| variant | req/s (median) | p99 ms | vs {first} |")
-print("|---|---:|---:|---:|")
-for name, (rps, p99) in rows.items():
-    print(f"| {name} | {rps:,.0f} | {p99:.2f} | {rps / rows[first][0]:.3f}x |")
-PY
+ref=metrics; [ -n "${BASELINE:-}" ] && ref=baseline
+python3 benches/summary.py "$work" "$ref" "${targets[@]%%:*}"

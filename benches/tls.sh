@@ -40,23 +40,4 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION over HTTPS, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
 rounds https "${targets[@]}"
 
-python3 - "$work" "${targets[@]%%:*}" <<'PY'
-import re, statistics, sys, pathlib
-work, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
-def ms(text):
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-rows = {}
-for name in names:
-    rps, p99 = [], []
-    for run in sorted(work.glob(f"{name}.*.txt")):
-        text = run.read_text()
-        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
-        p99.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
-    rows[name] = (statistics.median(rps), statistics.median(p99))
-print("\n| over TLS | req/s (median) | p99 ms |")
-print("|---|---:|---:|")
-for name, (rps, p99) in rows.items():
-    print(f"| {name} | {rps:,.0f} | {p99:.2f} |")
-print(f"fulcrum/nginx over TLS: {rows['fulcrum'][0] / rows['nginx'][0]:.2f}x")
-PY
+python3 benches/summary.py "$work" nginx "${targets[@]%%:*}"

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Summarises interleaved wrk rounds (WORK/NAME.ROUND.txt, as `rounds` in common.sh writes them):
+the median req/s, p50 and p99 of each target, its errors, and each target's ratio to REF.
+
+    python3 benches/summary.py WORK REF NAME...
+"""
+import pathlib
+import re
+import statistics
+import sys
+
+
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def errors(text):
+    count = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    count += int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    count += sum(map(int, m.groups())) if m else 0
+    return count
+
+
+def main():
+    work, ref, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    rows = {}
+    for name in names:
+        runs = [run.read_text() for run in sorted(work.glob(f"{name}.*.txt"))]
+        rows[name] = (
+            statistics.median(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)) for t in runs),
+            statistics.median(ms(re.search(r"\s50%\s+(\S+)", t).group(1)) for t in runs),
+            statistics.median(ms(re.search(r"\s99%\s+(\S+)", t).group(1)) for t in runs),
+            sum(errors(t) for t in runs),
+        )
+    print(f"\n| target | req/s (median) | p50 ms | p99 ms | errors | vs {ref} |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (rps, p50, p99, errs) in rows.items():
+        print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {rps / rows[ref][0]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
