@@ -27,6 +27,19 @@ async fn get(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A backend, the certificates `a` and `b` in a directory (kept while it lives), and a proxy
+/// terminating TLS with them in front of the backend.
+async fn tls_proxy() -> (Backend, TempDir, TestProxy) {
+    let backend = Backend::start("web").await;
+    let certs = TempDir::new();
+    write_cert(certs.path(), "a", &["a.test"]);
+    write_cert(certs.path(), "b", &["b.test"]);
+    let proxy =
+        TestProxy::start(&(pool("web", "round_robin", &[&backend]) + &tls_config(certs.path())))
+            .await;
+    (backend, certs, proxy)
+}
+
 /// `[tls]` with the two certificates `a` (a.test, *.a.test) and `b` (b.test) in `dir`.
 fn tls_config(dir: &Path) -> String {
     format!(
@@ -69,13 +82,7 @@ async fn certificates_are_chosen_by_sni_with_the_first_as_default() {
 
 #[tokio::test]
 async fn http1_over_tls_is_forwarded_with_x_forwarded_proto_https() {
-    let backend = Backend::start("web").await;
-    let certs = TempDir::new();
-    write_cert(certs.path(), "a", &["a.test"]);
-    write_cert(certs.path(), "b", &["b.test"]);
-    let proxy =
-        TestProxy::start(&(pool("web", "round_robin", &[&backend]) + &tls_config(certs.path())))
-            .await;
+    let (backend, _certs, proxy) = tls_proxy().await;
     let mut stream = connect(proxy.tls_addr.unwrap(), Some("a.test"), &[b"http/1.1"]).await;
     let text = get(&mut stream, "/x").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -85,13 +92,7 @@ async fn http1_over_tls_is_forwarded_with_x_forwarded_proto_https() {
 
 #[tokio::test]
 async fn alpn_h2_serves_a_real_http2_client() {
-    let backend = Backend::start("web").await;
-    let certs = TempDir::new();
-    write_cert(certs.path(), "a", &["a.test"]);
-    write_cert(certs.path(), "b", &["b.test"]);
-    let proxy =
-        TestProxy::start(&(pool("web", "round_robin", &[&backend]) + &tls_config(certs.path())))
-            .await;
+    let (backend, _certs, proxy) = tls_proxy().await;
     let stream = connect(
         proxy.tls_addr.unwrap(),
         Some("a.test"),
