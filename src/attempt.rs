@@ -8,6 +8,9 @@
 //! A request that hyper hands back unsent (the connection closed before it could be written)
 //! goes on a fresh connection at once when the closed one came from the pool: a stale keep-alive
 //! connection never surfaces as an error.
+//!
+//! A request without a body to a plain-HTTP/1.1 backend is exchanged on a plain connection
+//! (`upstream/plain.rs`) by the request's own task, with the same rules.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,8 +21,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
-use crate::body::{Leftover, RequestBody};
-use crate::upstream::{Backend, Client, Failure, Sender, classify, for_http2};
+use crate::body::{Leftover, RequestBody, UpstreamBody};
+use crate::upstream::{Backend, Client, Failure, PlainError, Sender, classify, for_http2};
 
 /// How long to wait for a dropped request body to report what it sent. It reports as it is
 /// dropped, which hyper does on failure; this only bounds a surprise.
@@ -128,9 +131,82 @@ pub struct Failed {
     pub replay: Option<Replay>,
 }
 
-/// Sends `request` to `backend` and waits for its response head; on success, also returns the
-/// connection, to be recycled once the response body has been relayed.
+/// Sends `request` to `backend` and waits for its response head; on success, also returns
+/// hyper's connection when it was used, to be recycled once the response body has been relayed.
 pub async fn exchange(
+    client: &Client,
+    backend: &Backend,
+    request: Request<RequestBody>,
+    report: Report,
+    timeout: Duration,
+) -> Result<(Response<UpstreamBody>, Option<Sender>), Failed> {
+    if report.is_none() && goes_plain(backend, &request) {
+        let response = exchange_plain(client, backend, request, timeout).await?;
+        return Ok((response.map(UpstreamBody::Plain), None));
+    }
+    let (response, sender) = exchange_hyper(client, backend, request, report, timeout).await?;
+    Ok((response.map(UpstreamBody::Hyper), Some(sender)))
+}
+
+/// Whether `request` can go on a plain connection: the backend speaks HTTP/1.1 without TLS, and
+/// it is not an upgrade (its connection becomes a tunnel, which hyper hands over).
+fn goes_plain(backend: &Backend, request: &Request<RequestBody>) -> bool {
+    backend.tls().is_none()
+        && !backend.http2()
+        && request.method() != Method::CONNECT
+        && !request.headers().contains_key(http::header::UPGRADE)
+}
+
+/// [`exchange`] for a request without a body, on a plain connection.
+async fn exchange_plain(
+    client: &Client,
+    backend: &Backend,
+    request: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<Response<crate::upstream::PlainBody>, Failed> {
+    loop {
+        let (connection, reused) = match client.plain_connection(backend).await {
+            Ok(connection) => connection,
+            Err(failure) => return Err(not_sent(failure, request)),
+        };
+        let error = match tokio::time::timeout(timeout, connection.exchange(&request)).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err((error, _connection))) => error,
+            Err(_) => return Err(sent(Cause::TimedOut, request)),
+        };
+        match error {
+            // A pooled connection closed under us before the request was written: a fresh one.
+            PlainError::Write(_) if reused => continue,
+            PlainError::Write(error) => {
+                let failure = Failure::NotSent(crate::upstream::describe_io(&error));
+                return Err(not_sent(failure, request));
+            }
+            PlainError::Read(reason) => {
+                return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));
+            }
+        }
+    }
+}
+
+/// A failed attempt that never reached the backend: the whole request goes again.
+fn not_sent(failure: Failure, request: Request<RequestBody>) -> Failed {
+    Failed {
+        cause: Cause::Failed(failure),
+        replay: Some(Replay::Request(request, None)),
+    }
+}
+
+/// A failed attempt whose request (without a body) was sent: it is whole, and can go again if
+/// the retry rules allow.
+fn sent(cause: Cause, request: Request<RequestBody>) -> Failed {
+    Failed {
+        cause,
+        replay: Some(Replay::Request(request, None)),
+    }
+}
+
+/// [`exchange`] on a hyper connection.
+async fn exchange_hyper(
     client: &Client,
     backend: &Backend,
     mut request: Request<RequestBody>,

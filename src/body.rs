@@ -1,6 +1,7 @@
 //! Message bodies on their way through the proxy, streamed frame by frame, never buffered whole.
 //!
-//! - [`ProxyBody`], a response body: the backend's, carrying the backend's in-flight guard (so the
+//! - [`ProxyBody`], a response body: the backend's (read by hyper's client connection, or by
+//!   the request's own task on a plain connection: [`UpstreamBody`]), carrying the backend's in-flight guard (so the
 //!   request counts as in flight until its body is done or dropped), or a short one the proxy
 //!   wrote itself. An enum rather than a boxed body: no allocation per response.
 //! - [`RequestBody`], a client's body on its way to a backend. It says when it has been sent
@@ -17,7 +18,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
 use crate::inbound::{BodyError, Inbound};
-use crate::upstream::{InFlight, Sender};
+use crate::upstream::{InFlight, PlainBody, Sender};
+
+/// A response body's error, whichever connection it was read from.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body sent to the client.
 #[derive(Debug)]
@@ -33,23 +37,66 @@ pub enum ProxyBody {
 /// the body was read to its end (a connection with unread bytes cannot carry another exchange).
 #[derive(Debug)]
 pub struct Relayed {
-    body: Incoming,
+    body: UpstreamBody,
     in_flight: InFlight,
+    /// hyper's connection the body came on; a plain connection is inside its body.
     connection: Option<Sender>,
 }
 
+/// A backend's response body: read by hyper's client connection, or by this request's task.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Plain(PlainBody),
+}
+
 impl Relayed {
-    pub fn new(body: Incoming, in_flight: InFlight, connection: Sender) -> Relayed {
+    pub fn new(body: UpstreamBody, in_flight: InFlight, connection: Option<Sender>) -> Relayed {
         Relayed {
             body,
             in_flight,
-            connection: Some(connection),
+            connection,
         }
     }
 
     fn recycle(&mut self) {
+        let connections = self.in_flight.backend().connections();
         if let Some(connection) = self.connection.take() {
-            self.in_flight.backend().connections().put(connection);
+            connections.put(connection);
+        }
+        if let UpstreamBody::Plain(body) = &mut self.body
+            && let Some(connection) = body.reusable()
+        {
+            connections.put_plain(connection);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Plain(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Plain(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Plain(body) => body.size_hint(),
         }
     }
 }
@@ -71,12 +118,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(relayed) => {
                 let polled = Pin::new(&mut relayed.body).poll_frame(cx);

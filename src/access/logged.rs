@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{AccessLog, Entry};
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::guard::Active;
 
 /// A response body, its request's access log entry (when the access log is on), and the
@@ -44,12 +44,12 @@ impl Drop for Logged {
 
 impl Body for Logged {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(pending)) = (&polled, &mut this.entry)

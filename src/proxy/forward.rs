@@ -12,7 +12,7 @@ use tracing::debug;
 use super::Trail;
 use super::target::{prepare, request_host};
 use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
-use crate::body::{ProxyBody, Relayed, RequestBody};
+use crate::body::{ProxyBody, Relayed, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::Watch;
 use crate::headers;
@@ -215,7 +215,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The client's 101 for a backend's: its headers, with the upgrade ones put back.
-fn switching(response: Response<Incoming>) -> Response<ProxyBody> {
+fn switching(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::rewrite_response(&mut parts.headers, parts.version);
@@ -228,9 +228,9 @@ fn switching(response: Response<Incoming>) -> Response<ProxyBody> {
 /// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
 fn relay(
     pool: &Pool,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     in_flight: InFlight,
-    connection: Sender,
+    connection: Option<Sender>,
 ) -> Response<ProxyBody> {
     let status = response.status();
     if matches!(

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::Backend;
 use super::connections::{self, Sender};
+use super::plain::Plain;
 use crate::inbound::BodyError;
 
 /// How long a pooled connection, just returned, may take to become ready again.
@@ -63,6 +64,20 @@ impl Client {
         }
         backend.stats().connect.observe(started.elapsed());
         Ok((sender, false))
+    }
+}
+
+impl Client {
+    /// A plain connection to `backend` (`plain.rs`), and whether it was reused: the most
+    /// recently used idle one that can carry another exchange, else a new one.
+    pub async fn plain_connection(&self, backend: &Backend) -> Result<(Box<Plain>, bool), Failure> {
+        if let Some(connection) = backend.connections().take_plain() {
+            return Ok((connection, true));
+        }
+        let started = std::time::Instant::now();
+        let stream = connections::open(backend, self.connect_timeout()).await?;
+        backend.stats().connect.observe(started.elapsed());
+        Ok((Plain::new(stream), false))
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::plain::Plain;
 use super::{Backend, Failure};
 
 pub use super::sender::Sender;
@@ -26,7 +27,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest response head accepted from a backend (a larger one is a 502).
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; this leaves room for big cookies.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// How often an HTTP/2 backend connection is pinged, and how long the pong may take.
 const H2_PING_EVERY: Duration = Duration::from_secs(10);
@@ -35,10 +36,18 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most idle connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
-/// A backend's idle connections, most recently used last.
+/// A backend's idle connections, most recently used last: hyper's, and the plain ones that
+/// requests drive themselves (`plain.rs`).
 #[derive(Debug, Default)]
 pub struct Connections {
     idle: Mutex<Vec<Idle>>,
+    plain: Mutex<Vec<IdlePlain>>,
+}
+
+#[derive(Debug)]
+struct IdlePlain {
+    connection: Box<Plain>,
+    since: Instant,
 }
 
 #[derive(Debug)]
@@ -115,6 +124,42 @@ impl Connections {
     /// Drops every idle connection.
     pub fn clear(&self) {
         self.lock().clear();
+        self.lock_plain().clear();
+    }
+
+    /// The most recently used idle plain connection that can carry another exchange, if any.
+    pub fn take_plain(&self) -> Option<Box<Plain>> {
+        let mut idle = self.lock_plain();
+        while let Some(entry) = idle.pop() {
+            if entry.connection.is_reusable() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.connection);
+            }
+        }
+        None
+    }
+
+    /// Returns a plain connection whose response was read to its end.
+    pub fn put_plain(&self, connection: Box<Plain>) {
+        let mut idle = self.lock_plain();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        if idle
+            .first()
+            .is_some_and(|e| e.since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
+        idle.push(IdlePlain {
+            connection,
+            since: Instant::now(),
+        });
+    }
+
+    fn lock_plain(&self) -> std::sync::MutexGuard<'_, Vec<IdlePlain>> {
+        self.plain
+            .lock()
+            .expect("the idle-connections lock is never held across a panic")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -127,6 +172,24 @@ impl Connections {
 /// Opens a new connection to `backend` (TLS for an `https://` one), within `timeout` for the
 /// TCP connect and the same again for the TLS handshake.
 pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Failure> {
+    let address = backend.address();
+    let stream = open(backend, timeout).await?;
+    let http2 = backend.http2();
+    let Some(tls) = backend.tls() else {
+        return handshake(address, TokioIo::new(stream), http2).await;
+    };
+    match tokio::time::timeout(timeout, tls.connect(stream)).await {
+        Ok(Ok(stream)) => handshake(address, TokioIo::new(stream), http2).await,
+        Ok(Err(error)) => Err(Failure::Connect(format!(
+            "TLS handshake with {:?} failed: {error}",
+            tls.name()
+        ))),
+        Err(_) => Err(Failure::ConnectTimeout),
+    }
+}
+
+/// Opens a TCP connection to `backend` within `timeout`, with `TCP_NODELAY` set.
+pub async fn open(backend: &Backend, timeout: Duration) -> Result<TcpStream, Failure> {
     let address = backend.address();
     let connecting = async {
         match backend.socket_addr() {
@@ -142,18 +205,7 @@ pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Fai
     if let Err(error) = stream.set_nodelay(true) {
         debug!(backend = %address, %error, "cannot set TCP_NODELAY");
     }
-    let http2 = backend.http2();
-    let Some(tls) = backend.tls() else {
-        return handshake(address, TokioIo::new(stream), http2).await;
-    };
-    match tokio::time::timeout(timeout, tls.connect(stream)).await {
-        Ok(Ok(stream)) => handshake(address, TokioIo::new(stream), http2).await,
-        Ok(Err(error)) => Err(Failure::Connect(format!(
-            "TLS handshake with {:?} failed: {error}",
-            tls.name()
-        ))),
-        Err(_) => Err(Failure::ConnectTimeout),
-    }
+    Ok(stream)
 }
 
 /// HTTP/1.1 (or HTTP/2 when `http2`) over `io`, its connection driven by a task of its own.

@@ -11,6 +11,8 @@
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
 //! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
 //! - `tls.rs`: TLS to `https://` backends, verified against web PKI roots plus the pool's `ca`.
+//! - `plain.rs`: bodyless requests to plain-HTTP/1.1 backends, exchanged by the request's own
+//!   task instead of a hyper connection task.
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
 //!
 //! This module does not route, rewrite headers or build responses: that is `proxy.rs`.
@@ -21,6 +23,7 @@ pub mod checker;
 mod client;
 pub mod connections;
 pub mod health;
+mod plain;
 mod pool;
 mod sender;
 mod tier;
@@ -29,7 +32,8 @@ pub mod transitions;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
-pub use client::{Client, Failure, classify};
+pub use client::{Client, Failure, classify, describe_io};
 pub use connections::Sender;
+pub use plain::{Plain, PlainBody, PlainError};
 pub use pool::{Policy, Pool, Role};
 pub use sender::for_http2;
