@@ -41,37 +41,16 @@ pub struct Head {
 }
 
 impl Head {
+    /// A copy of `request`'s head that owns its bytes, as [`Head::detached`].
+    pub fn copy_of<B>(request: &Request<B>) -> Head {
+        detach(request.method(), request.uri(), request.headers())
+    }
+
     /// A copy that owns its bytes, in one allocation for all values. A plain clone would share
     /// the values' and target's bytes with hyper's connection read buffer, keeping that buffer
     /// shared for as long as the request lives.
     pub fn detached(&self) -> Head {
-        // Every value copied into one allocation, each header a slice of it.
-        let total: usize = self.headers.values().map(|v| v.len()).sum();
-        let mut buffer = BytesMut::with_capacity(total);
-        for value in self.headers.values() {
-            buffer.extend_from_slice(value.as_bytes());
-        }
-        let buffer = buffer.freeze();
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        let mut offset = 0;
-        for (name, value) in &self.headers {
-            let bytes = buffer.slice(offset..offset + value.len());
-            offset += value.len();
-            let mut copy = HeaderValue::from_maybe_shared(bytes)
-                .expect("a copy of a valid header value is valid");
-            copy.set_sensitive(value.is_sensitive());
-            headers.append(name.clone(), copy);
-        }
-        let uri = self
-            .uri
-            .path_and_query()
-            .and_then(|pq| Uri::try_from(pq.as_str().to_owned()).ok())
-            .unwrap_or_else(|| self.uri.clone());
-        Head {
-            method: self.method.clone(),
-            uri,
-            headers,
-        }
+        detach(&self.method, &self.uri, &self.headers)
     }
 
     /// The HTTP/1.1 request for this head and `body`.
@@ -82,6 +61,36 @@ impl Head {
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers;
         request
+    }
+}
+
+/// A copy of a head that owns its bytes: every value copied into one allocation, each header a
+/// slice of it.
+fn detach(method: &Method, uri: &Uri, headers: &HeaderMap) -> Head {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    let mut buffer = BytesMut::with_capacity(total);
+    for value in headers.values() {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = buffer.freeze();
+    let mut copied = HeaderMap::with_capacity(headers.len());
+    let mut offset = 0;
+    for (name, value) in headers {
+        let bytes = buffer.slice(offset..offset + value.len());
+        offset += value.len();
+        let mut copy =
+            HeaderValue::from_maybe_shared(bytes).expect("a copy of a valid header value is valid");
+        copy.set_sensitive(value.is_sensitive());
+        copied.append(name.clone(), copy);
+    }
+    let uri = uri
+        .path_and_query()
+        .and_then(|pq| Uri::try_from(pq.as_str().to_owned()).ok())
+        .unwrap_or_else(|| uri.clone());
+    Head {
+        method: method.clone(),
+        uri,
+        headers: copied,
     }
 }
 
@@ -214,6 +223,8 @@ async fn exchange_hyper(
     timeout: Duration,
 ) -> Result<(Response<Incoming>, Sender), Failed> {
     let has_body = report.is_some();
+    // hyper keeps the request it sends: one without a body is copied first, to go again whole.
+    let resend = (!has_body).then(|| Head::copy_of(&request));
     loop {
         let (mut sender, reused) = match client.connection(backend).await {
             Ok(connection) => connection,
@@ -239,7 +250,7 @@ async fn exchange_hyper(
             Ok(response) => return Ok((response, sender)),
             Err(Waited::TimedOut) => {
                 forget_if_shared(backend, &sender);
-                return Err(failed(Cause::TimedOut, has_body, reported, report).await);
+                return Err(failed(Cause::TimedOut, resend, reported, report).await);
             }
             Err(Waited::Error(error)) => error,
         };
@@ -258,7 +269,7 @@ async fn exchange_hyper(
                 if cause.blames_backend() {
                     forget_if_shared(backend, &sender);
                 }
-                return Err(failed(cause, has_body, reported, report).await);
+                return Err(failed(cause, resend, reported, report).await);
             }
         }
     }
@@ -315,19 +326,17 @@ enum First {
     Reported(Option<Leftover>),
 }
 
-/// A failed attempt whose head was sent, with the body to replay if there is one: an empty body
-/// always replays; otherwise the body's report says (waited for if it has not arrived yet).
+/// A failed attempt whose head was sent, with what to replay: a request without a body goes
+/// again whole (`resend`, its copy); otherwise the body's report says (waited for if it has
+/// not arrived yet).
 async fn failed(
     cause: Cause,
-    has_body: bool,
+    resend: Option<Head>,
     reported: Option<Leftover>,
     pending: Report,
 ) -> Failed {
-    if !has_body {
-        return Failed {
-            cause,
-            replay: Some(Replay::Body(RequestBody::empty(), None)),
-        };
+    if let Some(head) = resend {
+        return sent(cause, head.into_request(RequestBody::empty()));
     }
     let leftover = match (reported, pending) {
         (Some(leftover), _) => Some(leftover),

@@ -68,6 +68,10 @@ pub fn rewrite_response(headers: &mut HeaderMap, version: Version) {
 /// Removes `Connection`, every header it names (except `Host`, which routing already used and
 /// the backend must still see), and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names beats a lookup per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -154,17 +158,37 @@ fn te_allows_trailers(headers: &HeaderMap) -> bool {
 /// Appends the client address to `X-Forwarded-For`, keeping an incoming chain as one list.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
-    let mut chain = String::new();
+    let mut chain = Vec::with_capacity(48);
     for value in headers.get_all(&name) {
         if let Ok(text) = value.to_str() {
-            chain.push_str(text.trim());
-            chain.push_str(", ");
+            chain.extend_from_slice(text.trim().as_bytes());
+            chain.extend_from_slice(b", ");
         }
     }
-    chain.push_str(&ip.to_string());
+    write_ip(ip, &mut chain);
     let value =
-        HeaderValue::from_str(&chain).expect("addresses and visible ASCII form a valid header");
+        HeaderValue::from_bytes(&chain).expect("addresses and visible ASCII form a valid header");
     headers.insert(name, value);
+}
+
+/// Writes `ip` as text; IPv4, the common case, without the formatting machinery.
+fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    let IpAddr::V4(v4) = ip else {
+        out.extend_from_slice(ip.to_string().as_bytes());
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
 }
 
 /// Appends this hop to `Via`, named by the protocol the message arrived with.
@@ -234,6 +258,23 @@ mod tests {
         }
         assert_eq!(headers["x-kept"], "yes");
         assert_eq!(headers["host"], "example.com", "Host is kept");
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "127.0.0.1",
+            "255.255.100.9",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(ip, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 
     #[test]

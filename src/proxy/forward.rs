@@ -61,14 +61,14 @@ pub(super) async fn forward<'a>(
     );
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
-    // A copy of the head is needed only to resend an idempotent request after it was sent; a
-    // request that never left comes back whole.
-    let kept = (idempotent && retries > 0).then(|| head.detached());
     let rules = BodyRules {
         max_body: state.limits().max_body,
         idle: state.timeouts().request_body_idle,
     };
     let (body, report) = RequestBody::new(Inbound::new(body, rules, received));
+    // A copy of the head is needed only to resend an idempotent request with a body after it
+    // was sent; a request that never left, or has no body, comes back whole (`attempt.rs`).
+    let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
     let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let mut last_error = None;

@@ -118,7 +118,8 @@ where
     let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
-        async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) }
+        // Boxed: the request's future is large, and hyper moves it about; a box moves as a pointer.
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) })
     });
     let connection = connection_builder(&limits)
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
