@@ -153,7 +153,9 @@ pub async fn exchange(
         let response = exchange_plain(client, backend, request, timeout).await?;
         return Ok((response.map(UpstreamBody::Plain), None));
     }
-    let (response, sender) = exchange_hyper(client, backend, request, report, timeout).await?;
+    // Boxed: hyper's futures are large, and the plain path's future should not carry their size.
+    let hyper = Box::pin(exchange_hyper(client, backend, request, report, timeout));
+    let (response, sender) = hyper.await?;
     Ok((response.map(UpstreamBody::Hyper), Some(sender)))
 }
 

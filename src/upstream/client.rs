@@ -58,7 +58,9 @@ impl Client {
             }
         }
         let started = std::time::Instant::now();
-        let sender = connections::connect(backend, self.connect_timeout()).await?;
+        // Boxed: with its TLS and HTTP/2 handshakes the future is several KiB, and every
+        // request's future would otherwise be that much larger to move about.
+        let sender = Box::pin(connections::connect(backend, self.connect_timeout())).await?;
         if let Some(shared) = sender.share() {
             backend.connections().share(shared);
         }
