@@ -128,15 +128,14 @@ impl Plain {
     }
 
     /// Reads what the socket has into `input`: the count, 0 at the end of the stream.
+    ///
+    /// Through `AsyncRead`, not `try_read`: a read shorter than the room given clears tokio's
+    /// readiness for the socket, so the next exchange does not first make a read that can only
+    /// answer "would block" (one system call per request saved), and [`Plain::is_reusable`]
+    /// can trust the readiness.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.input.reserve(READ_SIZE);
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.input) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.input)
     }
 }
 
