@@ -77,6 +77,9 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // `guard.rs` does the header and idle timeouts: hyper's would also cut idle keep-alive.
         .header_read_timeout(None)
+        // One buffer, one write(2), per response: bodies are small, and copying them beats
+        // the kernel's cost of gathering a vector.
+        .writev(false)
         // A head beyond the read buffer is answered 431.
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
     if limits.max_headers != DEFAULT_MAX_HEADERS {
