@@ -68,24 +68,38 @@ pub fn rewrite_response(headers: &mut HeaderMap, version: Version) {
 /// Removes `Connection`, every header it names (except `Host`, which routing already used and
 /// the backend must still see), and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names beats a lookup per hop-by-hop name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| *name != header::HOST)
-            .collect();
-        for name in named {
-            headers.remove(name);
+    // One pass over the names finds which are present: most messages carry none, or only
+    // `Connection: keep-alive`, and a lookup per hop-by-hop name would cost more.
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
         }
     }
-    for name in &HOP_BY_HOP {
+    if present[0] {
+        remove_named_by_connection(headers);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers that `Connection` names (RFC 9110 section 7.6.1), except `Host`.
+fn remove_named_by_connection(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        // The usual tokens name no header, or one removed anyway: no allocation for them.
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| *name != header::HOST)
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }

@@ -179,12 +179,21 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    // The head's bytes in one allocation; each value is a slice of it, as hyper does.
+    let bytes = Bytes::copy_from_slice(&input[..length]);
+    let start = input.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| format!("invalid response header name {:?}", field.name))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| format!("invalid value for response header {name}"))?;
+        // An empty value's slice need not point into the input.
+        let value = match (field.value.as_ptr() as usize).checked_sub(start) {
+            Some(offset) if !field.value.is_empty() && offset + field.value.len() <= length => {
+                HeaderValue::from_maybe_shared(bytes.slice(offset..offset + field.value.len()))
+            }
+            _ => HeaderValue::from_bytes(field.value),
+        }
+        .map_err(|_| format!("invalid value for response header {name}"))?;
         headers.append(name, value);
     }
     let reason = parsed
@@ -596,6 +605,14 @@ mod tests {
         assert_eq!(parts.headers["x-a"], "b");
         assert_eq!(&input[..], b"ok\n");
         assert_eq!(framing(&parts, false), Ok(Framing::Length(3)));
+    }
+
+    #[test]
+    fn empty_and_repeated_values_are_kept() {
+        let parts = parts("HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Two: a\r\nX-Two: b\r\n\r\n");
+        assert_eq!(parts.headers["x-empty"], "");
+        let two: Vec<_> = parts.headers.get_all("x-two").iter().collect();
+        assert_eq!(two, ["a", "b"]);
     }
 
     #[test]
