@@ -11,11 +11,6 @@ use fulcrum::control::Control;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-// mimalloc: per-request allocations (headers, buffers) are small and short-lived, where it is
-// measurably faster than glibc's malloc (README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Fulcrum, a layer-7 load-balancing reverse proxy.
 #[derive(Debug, Parser)]
 #[command(version, about)]
