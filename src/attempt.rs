@@ -10,7 +10,9 @@
 //! connection never surfaces as an error.
 //!
 //! A request without a body to a plain-HTTP/1.1 backend is exchanged on a plain connection
-//! (`upstream/plain.rs`) by the request's own task, with the same rules.
+//! (`upstream/plain.rs`) by the request's own task, with the same rules, and one more: a pooled
+//! connection that closes without a byte of response (the backend closed it as the request went
+//! out) sends an idempotent request again on a fresh connection.
 
 use std::future::Future;
 use std::time::Duration;
@@ -92,6 +94,14 @@ fn detach(method: &Method, uri: &Uri, headers: &HeaderMap) -> Head {
         uri,
         headers: copied,
     }
+}
+
+/// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Why an attempt produced no response.
@@ -191,6 +201,13 @@ async fn exchange_plain(
             PlainError::Write(error) => {
                 let failure = Failure::NotSent(crate::upstream::describe_io(&error));
                 return Err(not_sent(failure, request));
+            }
+            // A pooled connection the backend closed as the request went out (the keep-alive
+            // race): an idempotent request goes again on a fresh one, as Go's client does.
+            PlainError::ClosedEarly if reused && is_idempotent(request.method()) => continue,
+            PlainError::ClosedEarly => {
+                let reason = "connection closed before message completed".to_owned();
+                return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));
             }
             PlainError::Read(reason) => {
                 return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));

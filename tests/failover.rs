@@ -304,6 +304,26 @@ async fn stale_pooled_connections_never_surface_as_errors() {
     }
 }
 
+#[tokio::test]
+async fn a_pooled_connection_closed_as_a_get_goes_out_is_retried_on_a_fresh_one() {
+    // The backend closes each connection when a second request arrives on it: every GET after
+    // the first meets a dead pooled connection, and must be sent again on a new one.
+    let (backend, answered) = support::one_request_per_connection_backend().await;
+    let config = format!("[pool.web]\nretries = 0\nbackends = [{{ address = \"{backend}\" }}]\n");
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    for i in 0..20 {
+        let reply = http.get("/").await;
+        assert_eq!(reply.status, 200, "GET {i}: {}", reply.body);
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 20);
+    // A POST is not idempotent: the backend may have acted on it, so it is not sent again.
+    let post = http::Request::post("/").body(support::empty()).unwrap();
+    let reply = http.send(post).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_backends_under_load_loses_no_request() {
     let a = Backend::start("a").await;

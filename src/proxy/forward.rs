@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::debug;
 
 use super::Trail;
 use super::target::{prepare, request_host};
-use crate::attempt::{self, Cause, Failed, Head, Replay, Report};
+use crate::attempt::{self, Cause, Failed, Head, Replay, Report, is_idempotent};
 use crate::body::{ProxyBody, Relayed, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::Watch;
@@ -204,14 +204,6 @@ fn pin_to(pool: &Pool, backend: &Backend, pinned: Option<u64>, response: &mut Re
             .headers_mut()
             .append(header::SET_COOKIE, sticky.set_cookie(token));
     }
-}
-
-/// Methods that may be sent twice without a different effect (RFC 9110 section 9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// The client's 101 for a backend's: its headers, with the upgrade ones put back.

@@ -51,6 +51,8 @@ pub struct Plain {
 pub enum PlainError {
     /// The request head could not be written: the backend has not received the request.
     Write(io::Error),
+    /// The connection closed before any byte of a response came back.
+    ClosedEarly,
     /// Reading or parsing the response head failed after the request was written.
     Read(String),
 }
@@ -93,7 +95,7 @@ impl Plain {
         let no_body = request.method() == Method::HEAD;
         let (parts, framing) = match self.read_head(no_body).await {
             Ok(head) => head,
-            Err(reason) => return Err((PlainError::Read(reason), self)),
+            Err(error) => return Err((error, self)),
         };
         let keep_alive = keeps_alive(&parts.headers, parts.version) && framing != Framing::Close;
         let body = PlainBody::new(self, framing, keep_alive);
@@ -104,25 +106,30 @@ impl Plain {
     async fn read_head(
         &mut self,
         no_body: bool,
-    ) -> Result<(http::response::Parts, Framing), String> {
+    ) -> Result<(http::response::Parts, Framing), PlainError> {
+        let mut received = false;
         loop {
-            if let Some(parts) = parse_head(&mut self.input)? {
+            if let Some(parts) = parse_head(&mut self.input).map_err(PlainError::Read)? {
                 if parts.status.is_informational()
                     && parts.status != StatusCode::SWITCHING_PROTOCOLS
                 {
                     continue;
                 }
-                let framing = framing(&parts, no_body)?;
+                let framing = framing(&parts, no_body).map_err(PlainError::Read)?;
                 return Ok((parts, framing));
             }
             if self.input.len() >= MAX_RESPONSE_HEAD {
-                return Err("response head too large".to_owned());
+                return Err(PlainError::Read("response head too large".to_owned()));
             }
             let read = poll_fn(|cx| self.poll_fill(cx)).await;
             match read {
-                Ok(0) => return Err("connection closed before message completed".to_owned()),
-                Ok(_) => {}
-                Err(error) => return Err(super::client::describe_io(&error)),
+                Ok(0) if !received => return Err(PlainError::ClosedEarly),
+                Ok(0) => {
+                    let reason = "connection closed before message completed";
+                    return Err(PlainError::Read(reason.to_owned()));
+                }
+                Ok(_) => received = true,
+                Err(error) => return Err(PlainError::Read(super::client::describe_io(&error))),
             }
         }
     }

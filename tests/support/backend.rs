@@ -341,6 +341,31 @@ async fn read_head(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// A backend that answers one request per connection (keep-alive, as far as the response says)
+/// and closes the connection when the next request arrives on it, unanswered: the race every
+/// pooled connection can lose. Counts the requests it answered.
+pub async fn one_request_per_connection_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(reply).await.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                read_head(&mut stream).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
 /// A backend that reads one request head on each connection, writes `reply`
 /// verbatim, and closes: for responses no well-behaved server would send.
 pub async fn scripted_backend(reply: &'static [u8]) -> SocketAddr {
