@@ -7,7 +7,8 @@
 //! - `route.rs`: host and path-prefix matching, first match wins.
 //! - `affinity.rs`: consistent-hash keys and sticky-session cookies.
 //! - `balance/`: the selection strategies, pure and synchronous, one file each.
-//! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client.
+//! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client (hyper's,
+//!   and `plain.rs`, the HTTP/1.1 exchange a bodyless request drives in its own task).
 //! - `proxy/`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
@@ -35,7 +36,8 @@
 //! 2. The proxy loads the current snapshot once; the request sees that config to the end.
 //! 3. The first route matching host and path names a pool; the pool's balancer picks a backend.
 //! 4. The backend's in-flight count goes up (an RAII guard), headers are rewritten, and the
-//!    request is sent on a pooled keep-alive connection.
+//!    request is sent on a pooled keep-alive connection (a plain one, driven by the request's
+//!    own task, for a request without a body to a plain-HTTP/1.1 backend; hyper's otherwise).
 //! 5. The response head is relayed and its body streamed; the guard drops with the body.
 //! 6. Any failure becomes a `ProxyError`: logged once with pool and backend, answered with its
 //!    status and a one-line reason.
