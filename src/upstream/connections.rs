@@ -40,20 +40,33 @@ const MAX_IDLE: usize = 1024;
 /// requests drive themselves (`plain.rs`).
 #[derive(Debug, Default)]
 pub struct Connections {
-    idle: Mutex<Vec<Idle>>,
-    plain: Mutex<Vec<IdlePlain>>,
+    idle: Mutex<Vec<Idle<Sender>>>,
+    plain: Mutex<Vec<Idle<Box<Plain>>>>,
 }
 
+/// An idle connection and when it became idle.
 #[derive(Debug)]
-struct IdlePlain {
-    connection: Box<Plain>,
+struct Idle<C> {
+    connection: C,
     since: Instant,
 }
 
-#[derive(Debug)]
-struct Idle {
-    sender: Sender,
-    since: Instant,
+/// Pushes `connection` on an idle stack, keeping at most [`MAX_IDLE`] and dropping the oldest
+/// if it has expired, so a quiet backend's stack does not only grow.
+fn push_idle<C>(idle: &mut Vec<Idle<C>>, connection: C) {
+    if idle.len() >= MAX_IDLE {
+        idle.remove(0);
+    }
+    if idle
+        .first()
+        .is_some_and(|e| e.since.elapsed() >= IDLE_TIMEOUT)
+    {
+        idle.remove(0);
+    }
+    idle.push(Idle {
+        connection,
+        since: Instant::now(),
+    });
 }
 
 impl Connections {
@@ -62,16 +75,16 @@ impl Connections {
     pub fn take(&self) -> Option<Sender> {
         let mut idle = self.lock();
         while let Some(entry) = idle.last() {
-            if entry.sender.is_closed() {
+            if entry.connection.is_closed() {
                 idle.pop();
                 continue;
             }
-            if let Some(shared) = entry.sender.share() {
+            if let Some(shared) = entry.connection.share() {
                 return Some(shared);
             }
             let entry = idle.pop().expect("checked just above");
             if entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+                return Some(entry.connection);
             }
         }
         None
@@ -83,21 +96,7 @@ impl Connections {
         if sender.is_closed() || sender.is_shared() {
             return;
         }
-        let mut idle = self.lock();
-        if idle.len() >= MAX_IDLE {
-            idle.remove(0);
-        }
-        // Drop the oldest if it has expired, so a quiet backend's stack does not only grow.
-        if idle
-            .first()
-            .is_some_and(|e| e.since.elapsed() >= IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        push_idle(&mut self.lock(), sender);
     }
 
     /// Keeps a handle on a new shared (HTTP/2) connection, for every request to come, unless one
@@ -106,19 +105,19 @@ impl Connections {
         let mut idle = self.lock();
         if idle
             .iter()
-            .any(|e| e.sender.is_shared() && !e.sender.is_closed())
+            .any(|e| e.connection.is_shared() && !e.connection.is_closed())
         {
             return;
         }
         idle.push(Idle {
-            sender,
+            connection: sender,
             since: Instant::now(),
         });
     }
 
     /// Drops the shared (HTTP/2) connection kept, if any: the next request opens a new one.
     pub fn forget_shared(&self) {
-        self.lock().retain(|e| !e.sender.is_shared());
+        self.lock().retain(|e| !e.connection.is_shared());
     }
 
     /// Drops every idle connection.
@@ -140,29 +139,16 @@ impl Connections {
 
     /// Returns a plain connection whose response was read to its end.
     pub fn put_plain(&self, connection: Box<Plain>) {
-        let mut idle = self.lock_plain();
-        if idle.len() >= MAX_IDLE {
-            idle.remove(0);
-        }
-        if idle
-            .first()
-            .is_some_and(|e| e.since.elapsed() >= IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
-        idle.push(IdlePlain {
-            connection,
-            since: Instant::now(),
-        });
+        push_idle(&mut self.lock_plain(), connection);
     }
 
-    fn lock_plain(&self) -> std::sync::MutexGuard<'_, Vec<IdlePlain>> {
+    fn lock_plain(&self) -> std::sync::MutexGuard<'_, Vec<Idle<Box<Plain>>>> {
         self.plain
             .lock()
             .expect("the idle-connections lock is never held across a panic")
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<Sender>>> {
         self.idle
             .lock()
             .expect("the idle-connections lock is never held across a panic")
