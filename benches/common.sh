@@ -6,8 +6,19 @@ command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -
 cargo build --release --quiet --bin fulcrum
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -d "$work/baseline" ]; then git worktree remove --force "$work/baseline" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
+
+build_baseline() { # git revision: builds its release binary into $work/baseline-target
+  git worktree add -f "$work/baseline" "$1" -q
+  (cd "$work/baseline" && CARGO_TARGET_DIR="$work/baseline-target" cargo build --release --quiet --bin fulcrum)
+}
+baseline_bin() { echo "$work/baseline-target/release/fulcrum"; }
 
 render() { # template port -> file, with @DIR@, @PORT@ and @BACKEND@ filled in
   sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"

@@ -4,6 +4,7 @@
 #
 #   benches/load.sh                     # 3 rounds of 10 s per target
 #   ROUNDS=5 DURATION=20s benches/load.sh
+#   BASELINE=b3896b8 benches/load.sh    # also a build of that git revision, as "baseline"
 #
 # Needs wrk; nginx and haproxy are measured when installed (apt-get install -y wrk nginx haproxy).
 # Everything binds and targets 127.0.0.1 only. Each wrk run is bounded by DURATION.
@@ -16,7 +17,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 PROXY_CPU=${PROXY_CPU:-0}          # the one core every proxy runs on
 LOAD_CPU=${LOAD_CPU:-1}            # wrk and the backend share the other(s)
 BACKEND_PORT=${BACKEND_PORT:-18000}
-FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
+FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003 BASELINE_PORT=18004
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
@@ -29,6 +30,12 @@ targets=(direct:$BACKEND_PORT)
 render benches/peers/fulcrum.toml "$FULCRUM_PORT" "$work/fulcrum.toml"
 RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$work/fulcrum.toml" & pids+=($!)
 targets+=(fulcrum:$FULCRUM_PORT)
+if [ -n "${BASELINE:-}" ]; then
+  build_baseline "$BASELINE"
+  render benches/peers/fulcrum.toml "$BASELINE_PORT" "$work/baseline.toml"
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$(baseline_bin)" --config "$work/baseline.toml" & pids+=($!)
+  targets+=(baseline:$BASELINE_PORT)
+fi
 render benches/peers/nginx.conf "$NGINX_PORT" "$work/nginx.conf"
 taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
 targets+=(nginx:$NGINX_PORT)
@@ -51,6 +58,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 proxy_pid() { # name -> the process serving connections (nginx: its worker)
   case $1 in
     fulcrum) pgrep -f "target/release/fulcrum --config $work/fulcrum.toml" | head -1 ;;
+    baseline) pgrep -f "fulcrum --config $work/baseline.toml" | head -1 ;;
     nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
     haproxy) pgrep -f "haproxy -f $work/haproxy.cfg" | head -1 ;;
   esac

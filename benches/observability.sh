@@ -35,14 +35,12 @@ targets=()
 start metrics 18201 target/release/fulcrum
 start access_log 18202 target/release/fulcrum "access = \"json\"\naccess_path = \"$work/access.log\""
 if [ -n "${BASELINE:-}" ]; then
-  git worktree add -f "$work/baseline" "$BASELINE" -q
-  (cd "$work/baseline" && CARGO_TARGET_DIR="$work/baseline-target" cargo build --release --quiet --bin fulcrum)
+  build_baseline "$BASELINE"
   # A revision from before [log] existed knows no such table.
   render benches/peers/fulcrum.toml 18203 "$work/baseline.toml"
   sed -i '/^\[log\]$/d; /^access = /d' "$work/baseline.toml"
-  RUST_LOG=warn taskset -c "$PROXY_CPU" "$work/baseline-target/release/fulcrum" --config "$work/baseline.toml" & pids+=($!)
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$(baseline_bin)" --config "$work/baseline.toml" & pids+=($!)
   targets+=("baseline:18203")
-  trap 'cleanup; git worktree remove --force "$work/baseline" 2>/dev/null || true' EXIT
 fi
 for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
