@@ -61,8 +61,14 @@ struct Head {
     seen_any: bool,
 }
 
+impl Default for Watch {
+    fn default() -> Watch {
+        Watch::new()
+    }
+}
+
 impl Watch {
-    fn new() -> Watch {
+    pub fn new() -> Watch {
         Watch {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(clock::now_ms()),
@@ -74,6 +80,12 @@ impl Watch {
     pub fn start(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
         Active(Arc::clone(self))
+    }
+
+    /// When the connection last became idle (`clock::now_ms`): its last response ended, or it
+    /// opened.
+    pub fn idle_since_ms(&self) -> u64 {
+        self.idle_since_ms.load(Ordering::Relaxed)
     }
 
     /// Whether the raw head of the request with this `start_line` prefix (`"POST /x "`) had a
@@ -136,7 +148,7 @@ pub struct Watched<S> {
     watch: Arc<Watch>,
     timeouts: Timeouts,
     speaks: Speaks,
-    timer: Option<Pin<Box<Sleep>>>,
+    alarm: Alarm,
 }
 
 /// A stream the 408 can be written to without waiting (plain TCP only: on TLS the connection is
@@ -163,7 +175,7 @@ impl<S> Watched<S> {
             watch: Arc::new(Watch::new()),
             timeouts,
             speaks: Speaks::Unknown,
-            timer: None,
+            alarm: Alarm::default(),
         }
     }
 
@@ -239,27 +251,45 @@ impl<S> Watched<S> {
 
     /// Whether a deadline has passed; arms the timer for the next one otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
-        let now = clock::now_ms();
-        let deadline_ms = match self.deadline() {
-            Some((deadline_ms, expiry)) if now >= deadline_ms => return Some(expiry),
-            Some((deadline_ms, _)) => deadline_ms,
+        let (deadline_ms, expiry) = match self.deadline() {
+            Some((deadline_ms, expiry)) => (deadline_ms, Some(expiry)),
             // Requests in progress: look again later (hyper may not read again when the last
             // response ends), so an idle connection is closed within twice `client_idle`.
-            None => now + self.timeouts.client_idle.as_millis() as u64,
+            None => (clock::after_ms(self.timeouts.client_idle), None),
         };
+        if self.alarm.passed(deadline_ms, cx) {
+            expiry
+        } else {
+            None
+        }
+    }
+}
+
+/// A timer for a deadline that moves with every request but is seldom reached. It is only ever
+/// brought forward: a deadline moved later is checked again when the timer fires, so moving it
+/// costs no change to tokio's timer wheel.
+#[derive(Debug, Default)]
+pub struct Alarm(Option<Pin<Box<Sleep>>>);
+
+impl Alarm {
+    /// Whether `deadline_ms` (on `clock::now_ms`) has passed; if not, `cx` is woken by then.
+    pub fn passed(&mut self, deadline_ms: u64, cx: &mut Context<'_>) -> bool {
+        let now = clock::now_ms();
+        if now >= deadline_ms {
+            return true;
+        }
         let at = Instant::now() + Duration::from_millis(deadline_ms - now);
         let timer = self
-            .timer
+            .0
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        // Only ever brought forward: a later deadline is re-checked when the timer fires.
         if timer.deadline() > at || timer.is_elapsed() {
             timer.as_mut().reset(at);
         }
-        // Registers the waker; if it fired already the deadline is re-checked on the next poll.
+        // Registers the waker; if it fired already the deadline is checked again at once.
         if timer.as_mut().poll(cx).is_ready() {
             cx.waker().wake_by_ref();
         }
-        None
+        false
     }
 }
 

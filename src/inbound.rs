@@ -31,6 +31,43 @@ pub enum BodyError {
     Idle(Duration),
 }
 
+/// A client's request body as the server connection hands it over: hyper's, or none (a request
+/// Fulcrum's own HTTP/1.1 connection read, which never has a body).
+#[derive(Debug)]
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// What a body must respect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyRules {
@@ -41,7 +78,7 @@ pub struct BodyRules {
 /// A client's request body being read.
 #[derive(Debug)]
 pub struct Inbound {
-    body: Incoming,
+    body: ClientBody,
     rules: BodyRules,
     read: u64,
     last_data: Instant,
@@ -51,7 +88,7 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(body: Incoming, rules: BodyRules, received: Option<Arc<AtomicU64>>) -> Inbound {
+    pub fn new(body: ClientBody, rules: BodyRules, received: Option<Arc<AtomicU64>>) -> Inbound {
         Inbound {
             body,
             rules,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use crate::inbound::ClientBody;
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use tracing::debug;
 
 use super::Trail;
@@ -28,7 +28,7 @@ use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 /// retry rules say stop; `trail` records where it went.
 pub(super) async fn forward<'a>(
     state: &'a State,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
     (tunnels, watch): (&Arc<Tunnels>, &Arc<Watch>),

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::inbound::ClientBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
 
@@ -91,7 +91,7 @@ impl Proxy {
     /// every error becomes a response.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: SocketAddr,
         tls: bool,
         watch: &Arc<Watch>,

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::inbound::ClientBody;
 use http::{HeaderValue, Request, Uri, header};
-use hyper::body::Incoming;
 
 use crate::attempt::Head;
 use crate::headers::{self, ClientSide};
@@ -13,10 +13,10 @@ use crate::tunnel;
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
 /// forwarding headers in, the target in origin form.
 pub(super) fn prepare(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     (peer, tls): (SocketAddr, bool),
     upgrade: Option<HeaderValue>,
-) -> (Head, Incoming) {
+) -> (Head, ClientBody) {
     let client = ClientSide {
         ip: peer.ip(),
         proto: if tls { "https" } else { "http" },

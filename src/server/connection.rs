@@ -17,6 +17,7 @@ use super::stats::OpenConnection;
 use crate::admission::Admitted;
 use crate::config::{self, Limits};
 use crate::guard::{self, Watched, WriteNow};
+use crate::inbound::ClientBody;
 
 /// hyper's smallest read buffer.
 const MIN_BUF_SIZE: usize = 8192;
@@ -122,6 +123,7 @@ where
     let service = service_fn(move |request| {
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
         // Boxed: the request's future is large, and hyper moves it about; a box moves as a pointer.
+        let request = request.map(ClientBody::Hyper);
         Box::pin(async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) })
     });
     let connection = connection_builder(&limits)
