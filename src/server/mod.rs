@@ -24,10 +24,12 @@ use crate::config;
 use crate::proxy::Proxy;
 
 mod connection;
+mod h1;
+mod prefixed;
 mod stats;
 
 use crate::state::SharedState;
-use connection::{Connection, handshake, serve_connection};
+use connection::{Connection, handshake};
 pub use stats::ListenerStats;
 
 /// How long to wait after an accept error (such as running out of file descriptors) before
@@ -43,8 +45,10 @@ pub struct Server {
 struct Shared {
     proxy: Proxy,
     admission: Arc<Admission>,
-    /// `None` once shutdown has started.
+    /// hyper's connections; `None` once shutdown has started.
     graceful: Mutex<Option<GracefulShutdown>>,
+    /// Fulcrum's own connections (`h1/`) wait on this; `true` once shutdown has started.
+    drain: tokio::sync::watch::Sender<bool>,
     listeners: tokio::sync::Mutex<Vec<Listening>>,
     /// The TLS settings for new handshakes.
     tls: ArcSwapOption<rustls::ServerConfig>,
@@ -94,6 +98,7 @@ impl Server {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
                 graceful: Mutex::new(Some(GracefulShutdown::new())),
+                drain: tokio::sync::watch::Sender::new(false),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 tls: ArcSwapOption::empty(),
             }),
@@ -205,14 +210,15 @@ impl Server {
         let Some(graceful) = graceful else {
             return;
         };
+        self.shared.drain.send_replace(true);
         info!(
-            open = graceful.count(),
+            open = graceful.count() + self.shared.drain.receiver_count(),
             "shutting down: draining connections"
         );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let drained = async {
+            tokio::join!(graceful.shutdown(), self.shared.drain.closed());
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             warn!(
                 ?grace,
                 "grace period over: closing the remaining connections"
@@ -270,7 +276,7 @@ async fn accept_loop(
         if tls {
             tokio::spawn(handshake(Arc::clone(&shared), connection));
         } else {
-            serve_connection(&shared, connection);
+            h1::serve(Arc::clone(&shared), connection);
         }
     }
 }
