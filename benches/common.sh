@@ -14,11 +14,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-build_baseline() { # git revision: builds its release binary into $work/baseline-target
+build_baseline() { # git revision: builds its release binary into $work/baseline-target, unless
+  # BASELINE_BIN names a binary already built (of that revision, say)
+  [ -n "${BASELINE_BIN:-}" ] && return 0
   git worktree add -f "$work/baseline" "$1" -q
   (cd "$work/baseline" && CARGO_TARGET_DIR="$work/baseline-target" cargo build --release --quiet --bin fulcrum)
 }
-baseline_bin() { echo "$work/baseline-target/release/fulcrum"; }
+baseline_bin() { echo "${BASELINE_BIN:-$work/baseline-target/release/fulcrum}"; }
 
 render() { # template port -> file, with @DIR@, @PORT@ and @BACKEND@ filled in
   sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"

@@ -5,6 +5,7 @@
 #   benches/load.sh                     # 3 rounds of 10 s per target
 #   ROUNDS=5 DURATION=20s benches/load.sh
 #   BASELINE=b3896b8 benches/load.sh    # also a build of that git revision, as "baseline"
+#   BASELINE=b3896b8 BASELINE_BIN=/tmp/fulcrum-b3896b8 benches/load.sh   # that build, already made
 #
 # Needs wrk; nginx and haproxy are measured when installed (apt-get install -y wrk nginx haproxy).
 # Everything binds and targets 127.0.0.1 only. Each wrk run is bounded by DURATION.
