@@ -47,7 +47,7 @@ mod date;
 mod request;
 mod response;
 
-use request::Served;
+use request::{Asks, Served};
 
 /// The most bytes one read takes: a head larger than this arrives in pieces, and is hyper's.
 const READ_SIZE: usize = 8192;
@@ -123,11 +123,8 @@ impl Lean {
 
     /// Serves the request at the start of `bytes`, or says it is hyper's.
     async fn take(&mut self, bytes: Bytes) -> Taken {
-        let Some(Served {
-            request,
-            len,
-            close,
-        }) = request::parse(&bytes, self.accepted.limits.max_headers)
+        let Some(Served { request, len, asks }) =
+            request::parse(&bytes, self.accepted.limits.max_headers)
         else {
             return Taken::Hyper(bytes);
         };
@@ -136,7 +133,7 @@ impl Lean {
             self.unread = Some(bytes.slice(len..));
         }
         drop(bytes);
-        if self.serve(request, close).await {
+        if self.serve(request, asks).await {
             Taken::Served
         } else {
             Taken::Close
@@ -172,7 +169,7 @@ impl Lean {
     }
 
     /// Serves one request and writes its response; whether the connection stays open.
-    async fn serve(&mut self, request: Request<ClientBody>, close: bool) -> bool {
+    async fn serve(&mut self, request: Request<ClientBody>, asks: Asks) -> bool {
         let Lean {
             shared,
             accepted,
@@ -203,7 +200,14 @@ impl Lean {
             return false;
         };
         let draining = poll_fn(|cx| Poll::Ready(self.drain.started(cx))).await;
-        response::write(&mut self.accepted.stream, response, !close && !draining).await
+        let keep_alive = !asks.close && !draining;
+        response::write(
+            &mut self.accepted.stream,
+            response,
+            keep_alive,
+            asks.trailers,
+        )
+        .await
     }
 
     /// Gives the connection to hyper, `bytes` to be read first.

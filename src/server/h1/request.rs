@@ -24,8 +24,16 @@ pub(super) struct Served {
     pub(super) request: Request<ClientBody>,
     /// Bytes of the buffer its head took.
     pub(super) len: usize,
-    /// The client asked to close after it (`Connection: close`).
+    pub(super) asks: Asks,
+}
+
+/// What the client's fields ask of the response's connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Asks {
+    /// Close after it (`Connection: close`).
     pub(super) close: bool,
+    /// Trailer fields may be sent (`TE: trailers`); as with hyper, they are dropped otherwise.
+    pub(super) trailers: bool,
 }
 
 /// Parses the head at the start of `bytes`; header values share `bytes`, copied nowhere.
@@ -45,17 +53,13 @@ pub(super) fn parse(bytes: &Bytes, max_headers: usize) -> Option<Served> {
         return None;
     }
     let uri = origin_form(bytes, head.path?)?;
-    let (headers, close) = fields_of(bytes, head.headers)?;
+    let (headers, asks) = fields_of(bytes, head.headers)?;
     let mut request = Request::new(ClientBody::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Some(Served {
-        request,
-        len,
-        close,
-    })
+    Some(Served { request, len, asks })
 }
 
 /// The target, if it is in origin form (`/path?query`) and valid.
@@ -66,33 +70,34 @@ fn origin_form(bytes: &Bytes, path: &str) -> Option<Uri> {
     Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()
 }
 
-/// The header fields, and whether the client asked to close; `None` if any field makes the
+/// The header fields, and what they ask of the connection; `None` if any field makes the
 /// request hyper's.
-fn fields_of(bytes: &Bytes, fields: &[httparse::Header<'_>]) -> Option<(HeaderMap, bool)> {
+fn fields_of(bytes: &Bytes, fields: &[httparse::Header<'_>]) -> Option<(HeaderMap, Asks)> {
     // Room for the fields the proxy adds (request id, forwarding, `Via`): growing the map
     // re-hashes it, a cost hyper avoids by reusing the last response's map.
     let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
-    let mut close = false;
+    let mut asks = Asks::default();
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
         match name {
             header::CONTENT_LENGTH if value.as_bytes() != b"0" => return None,
             header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT => return None,
-            header::CONNECTION => close |= lists_close(&value),
+            header::CONNECTION => asks.close |= lists(&value, b"close"),
+            header::TE => asks.trailers |= lists(&value, b"trailers"),
             _ => {}
         }
         headers.append(name, value);
     }
-    Some((headers, close))
+    Some((headers, asks))
 }
 
-/// Whether a `Connection` value lists `close`.
-pub(super) fn lists_close(value: &HeaderValue) -> bool {
+/// Whether a comma-separated field value lists `token` (in any case).
+pub(super) fn lists(value: &HeaderValue, token: &[u8]) -> bool {
     value
         .as_bytes()
         .split(|&b| b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        .any(|listed| listed.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -103,13 +108,9 @@ mod tests {
         parse(&Bytes::copy_from_slice(head.as_bytes()), MAX_HEADERS)
     }
 
-    fn served(head: &str) -> (Request<ClientBody>, usize, bool) {
+    fn served(head: &str) -> (Request<ClientBody>, usize, Asks) {
         match parsed(head) {
-            Some(Served {
-                request,
-                len,
-                close,
-            }) => (request, len, close),
+            Some(Served { request, len, asks }) => (request, len, asks),
             None => panic!("served here: {head:?}"),
         }
     }
@@ -117,9 +118,9 @@ mod tests {
     #[test]
     fn a_plain_get_is_served_here_with_its_fields_in_order() {
         let head = "GET /a%2Fb?x=1 HTTP/1.1\r\nHost: shop\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next";
-        let (request, len, close) = served(head);
+        let (request, len, asks) = served(head);
         assert_eq!(len, head.len() - "GET /next".len());
-        assert!(!close);
+        assert_eq!(asks, Asks::default());
         assert_eq!(request.method(), Method::GET);
         assert_eq!(request.uri().to_string(), "/a%2Fb?x=1");
         assert_eq!(request.version(), Version::HTTP_11);
@@ -130,11 +131,18 @@ mod tests {
 
     #[test]
     fn connection_close_is_noticed_among_other_tokens() {
-        let (_, _, close) = served("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-foo, Close\r\n\r\n");
-        assert!(close);
-        let (_, _, close) =
-            served("DELETE / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
-        assert!(!close);
+        let (_, _, asks) = served("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-foo, Close\r\n\r\n");
+        assert!(asks.close);
+        let (_, _, asks) = served("DELETE / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!asks.close);
+    }
+
+    #[test]
+    fn te_trailers_is_noticed_among_other_codings() {
+        let (_, _, asks) = served("GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\nte: Trailers\r\n\r\n");
+        assert!(asks.trailers);
+        let (_, _, asks) = served("GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\n\r\n");
+        assert!(!asks.trailers);
     }
 
     #[test]

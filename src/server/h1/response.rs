@@ -23,7 +23,7 @@ use hyper::body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::date;
-use super::request::lists_close;
+use super::request::lists;
 use crate::access::Logged;
 use crate::headers::strip_trailer_fields;
 
@@ -53,8 +53,14 @@ enum Known {
 }
 
 /// Writes `response`; whether the connection may carry another request after it (`keep_alive`
-/// asked for, and nothing failed or asked to close).
-pub(super) async fn write<S>(stream: &mut S, response: Response<Logged>, keep_alive: bool) -> bool
+/// asked for, and nothing failed or asked to close). Trailer fields are sent only if the client
+/// accepts them (`trailers`).
+pub(super) async fn write<S>(
+    stream: &mut S,
+    response: Response<Logged>,
+    keep_alive: bool,
+    trailers: bool,
+) -> bool
 where
     S: AsyncWrite + Unpin,
 {
@@ -67,7 +73,7 @@ where
             .map_or(Known::Unknown, Known::Exactly)
     };
     let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
-    let (framing, keep_alive) = encode_head(&mut parts, known, keep_alive, &mut out);
+    let (framing, keep_alive) = encode_head(&mut parts, known, keep_alive, trailers, &mut out);
     let written = match framing {
         Framing::Empty => stream.write_all(&out).await,
         framing => send_body(stream, out, &mut body, framing).await,
@@ -82,6 +88,7 @@ fn encode_head(
     parts: &mut Parts,
     known: Known,
     mut keep_alive: bool,
+    send_trailers: bool,
     out: &mut Vec<u8>,
 ) -> (Framing, bool) {
     let status = parts.status;
@@ -115,14 +122,16 @@ fn encode_head(
                 if http10 || bodiless {
                     continue;
                 }
+                // The field still goes out when its trailers will not, as with hyper.
                 trailers.extend(
                     value
                         .as_bytes()
                         .split(|&b| b == b',')
-                        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok()),
+                        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+                        .filter(|_| send_trailers),
                 );
             }
-            header::CONNECTION if lists_close(value) => wrote_close = true,
+            header::CONNECTION if lists(value, b"close") => wrote_close = true,
             header::DATE => wrote_date = true,
             _ => {}
         }
@@ -232,7 +241,11 @@ where
         };
         let done = match frame {
             None => {
-                encoder.finish(&mut out)?;
+                if let Err(error) = encoder.finish(&mut out) {
+                    // What was relayed still reaches the client before the connection is cut.
+                    flush(stream, &mut out).await.ok();
+                    return Err(error);
+                }
                 true
             }
             Some(Err(error)) => {
@@ -348,5 +361,238 @@ fn write_trailers(mut trailers: HeaderMap, allowed: &[HeaderName], out: &mut Vec
         if allowed.contains(name) {
             field(out, name.as_str(), value.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    fn parts(status: u16, version: Version, fields: &[(&str, &str)]) -> Parts {
+        let mut builder = Response::builder().status(status).version(version);
+        for (name, value) in fields {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    /// The head as written, without its `date` line; the framing; whether it stays open.
+    fn head(parts: &mut Parts, known: Known, keep_alive: bool) -> (String, Framing, bool) {
+        let mut out = Vec::new();
+        let (framing, open) = encode_head(parts, known, keep_alive, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let without_date: String = text
+            .split_inclusive("\r\n")
+            .filter(|line| !line.starts_with("date: "))
+            .collect();
+        assert_eq!(text.matches("date: ").count(), 1, "{text:?}");
+        (without_date, framing, open)
+    }
+
+    #[test]
+    fn a_known_length_is_written_once_and_the_body_follows_it() {
+        let mut p = parts(
+            200,
+            Version::HTTP_11,
+            &[("content-length", "5"), ("x-a", "1")],
+        );
+        let (text, framing, open) = head(&mut p, Known::Exactly(5), true);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\n"
+        );
+        assert_eq!(framing, Framing::Length(5));
+        assert!(open);
+        let (text, framing, _) = head(
+            &mut parts(404, Version::HTTP_11, &[]),
+            Known::Exactly(9),
+            true,
+        );
+        assert_eq!(text, "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\n");
+        assert_eq!(framing, Framing::Length(9));
+    }
+
+    #[test]
+    fn an_unknown_length_is_chunked_and_transfer_encoding_is_ours() {
+        let mut p = parts(200, Version::HTTP_11, &[("transfer-encoding", "gzip")]);
+        let (text, framing, open) = head(&mut p, Known::Unknown, true);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(framing, Framing::Chunked(Vec::new()));
+        assert!(open);
+    }
+
+    #[test]
+    fn bodiless_statuses_get_no_length_and_an_empty_body_gets_zero() {
+        for status in [204, 304] {
+            let mut p = parts(status, Version::HTTP_11, &[("content-length", "7")]);
+            let (text, framing, _) = head(&mut p, Known::Empty, true);
+            assert!(!text.contains("content-length"), "{text:?}");
+            assert_eq!(framing, Framing::Empty);
+        }
+        let (text, framing, _) = head(&mut parts(200, Version::HTTP_11, &[]), Known::Empty, true);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(framing, Framing::Empty);
+    }
+
+    #[test]
+    fn an_http10_response_of_unknown_length_ends_at_close() {
+        let mut p = parts(200, Version::HTTP_10, &[("trailer", "x-sum")]);
+        let (text, framing, open) = head(&mut p, Known::Unknown, true);
+        assert_eq!(text, "HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(framing, Framing::Close);
+        assert!(!open);
+    }
+
+    #[test]
+    fn closing_adds_connection_close_once_and_a_backend_close_is_kept() {
+        let (text, _, open) = head(
+            &mut parts(200, Version::HTTP_11, &[]),
+            Known::Exactly(1),
+            false,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\n"
+        );
+        assert!(!open);
+        let mut p = parts(200, Version::HTTP_11, &[("connection", "close")]);
+        let (text, _, open) = head(&mut p, Known::Exactly(1), false);
+        assert_eq!(text.matches("connection: close").count(), 1, "{text:?}");
+        assert!(!open);
+    }
+
+    #[test]
+    fn a_reason_phrase_from_the_backend_is_kept() {
+        let mut p = parts(200, Version::HTTP_11, &[]);
+        p.extensions
+            .insert(hyper::ext::ReasonPhrase::from_static(b"Fine"));
+        let (text, _, _) = head(&mut p, Known::Exactly(0), true);
+        assert!(text.starts_with("HTTP/1.1 200 Fine\r\n"), "{text:?}");
+    }
+
+    #[test]
+    fn trailers_go_out_only_when_declared_and_accepted() {
+        let declared = &[("trailer", "x-sum, X-Other")];
+        let mut out = Vec::new();
+        let (framing, _) = encode_head(
+            &mut parts(200, Version::HTTP_11, declared),
+            Known::Unknown,
+            true,
+            true,
+            &mut out,
+        );
+        assert_eq!(
+            framing,
+            Framing::Chunked(vec![
+                HeaderName::from_static("x-sum"),
+                HeaderName::from_static("x-other")
+            ])
+        );
+        let (framing, _) = encode_head(
+            &mut parts(200, Version::HTTP_11, declared),
+            Known::Unknown,
+            true,
+            false,
+            &mut out,
+        );
+        assert_eq!(framing, Framing::Chunked(Vec::new()));
+    }
+
+    async fn sent<B>(body: B, framing: Framing) -> (io::Result<()>, String)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut body = body;
+        let mut wire = Vec::new();
+        let result = send_body(&mut wire, b"HEAD\r\n".to_vec(), &mut body, framing).await;
+        (result, String::from_utf8(wire).unwrap())
+    }
+
+    /// A body giving these frames, one per poll.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = String;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn frames(frames: Vec<Frame<Bytes>>) -> Frames {
+        Frames(frames.into())
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_ends_with_its_declared_trailers_only() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "42".parse().unwrap());
+        trailers.insert("x-undeclared", "1".parse().unwrap());
+        let body = frames(vec![
+            Frame::data(Bytes::from_static(b"hello")),
+            Frame::data(Bytes::from_static(b" world!")),
+            Frame::trailers(trailers),
+        ]);
+        let framing = Framing::Chunked(vec![HeaderName::from_static("x-sum")]);
+        let (result, wire) = sent(body, framing).await;
+        result.unwrap();
+        assert_eq!(
+            wire,
+            "HEAD\r\n5\r\nhello\r\n7\r\n world!\r\n0\r\nx-sum: 42\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_without_trailers_ends_with_the_last_chunk() {
+        let body = frames(vec![Frame::data(Bytes::from(vec![b'a'; 20]))]);
+        let (result, wire) = sent(body, Framing::Chunked(Vec::new())).await;
+        result.unwrap();
+        assert_eq!(
+            wire,
+            format!("HEAD\r\n14\r\n{}\r\n0\r\n\r\n", "a".repeat(20))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_arrives_whole_and_in_order() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let body = Full::new(Bytes::from(data.clone())).map_err(|never| match never {});
+        let mut wire = Vec::new();
+        let mut body = body;
+        send_body(&mut wire, Vec::new(), &mut body, Framing::Length(200_000))
+            .await
+            .unwrap();
+        assert_eq!(wire, data);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_is_an_error() {
+        let long = frames(vec![Frame::data(Bytes::from_static(b"toolong"))]);
+        let (result, _) = sent(long, Framing::Length(3)).await;
+        assert!(result.is_err());
+        let short = frames(vec![Frame::data(Bytes::from_static(b"ab"))]);
+        let (result, wire) = sent(short, Framing::Length(3)).await;
+        assert!(result.is_err());
+        assert_eq!(wire, "HEAD\r\nab", "what was relayed still goes out");
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        let mut out = Vec::new();
+        number(&mut out, 0, 10);
+        out.push(b' ');
+        number(&mut out, 18_446_744_073_709_551_615, 10);
+        out.push(b' ');
+        number(&mut out, 255, 16);
+        assert_eq!(out, b"0 18446744073709551615 ff");
     }
 }

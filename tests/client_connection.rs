@@ -1,0 +1,270 @@
+//! The client connection on a plain listener, as a client sees it: pipelined requests answered
+//! in order, `Connection: close` honoured, requests of every shape served on one connection
+//! (Fulcrum's own connection serves the common ones and hands the rest to hyper mid-connection),
+//! response framing relayed faithfully (chunked, trailers, no-body statuses, HTTP/1.0 bodies
+//! that end at close), and a drain that closes idle connections and lets busy ones finish.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Backend, TestProxy, pattern_byte, pool, raw_exchange, scripted_backend, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn one_backend() -> (Backend, TestProxy) {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    (backend, proxy)
+}
+
+/// The proxy in front of a backend that answers every request with `reply` and closes.
+async fn scripted(reply: &'static [u8]) -> TestProxy {
+    let backend = scripted_backend(reply).await;
+    let config = format!(
+        "[pool.web]\nretries = 0\nbackends = [{{ address = \"{backend}\" }}]\n\
+         [pool.web.outlier]\nconsecutive_failures = 0\n"
+    );
+    TestProxy::start(&config).await
+}
+
+/// The status lines and `content-length` values of the responses in `text`, in order.
+fn statuses_and_lengths(text: &str) -> (Vec<&str>, Vec<&str>) {
+    let statuses = text
+        .match_indices("HTTP/1.")
+        .map(|(at, _)| first_line(&text[at..]))
+        .collect();
+    let lengths = text
+        .split("\r\ncontent-length: ")
+        .skip(1)
+        .map(first_line)
+        .collect();
+    (statuses, lengths)
+}
+
+fn first_line(text: &str) -> &str {
+    text.split("\r\n").next().unwrap_or("")
+}
+
+fn pattern(len: u64) -> String {
+    (0..len).map(|i| pattern_byte(i) as char).collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_close_ends_the_connection() {
+    let (backend, proxy) = one_backend().await;
+    let requests = "GET /bytes/1 HTTP/1.1\r\nHost: a\r\n\r\n\
+                    GET /bytes/22 HTTP/1.1\r\nHost: a\r\n\r\n\
+                    GET /bytes/100 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let reply = raw_exchange(proxy.addr, requests.as_bytes(), WAIT).await;
+    assert!(reply.closed, "Connection: close closes: {:?}", reply.text);
+    let (statuses, lengths) = statuses_and_lengths(&reply.text);
+    assert_eq!(statuses, ["HTTP/1.1 200 OK"; 3], "{:?}", reply.text);
+    assert_eq!(lengths, ["1", "22", "100"], "in the order asked");
+    assert!(reply.text.ends_with(&pattern(100)), "{:?}", reply.text);
+    let last = reply.text.rsplit("HTTP/1.1 200 OK").next().unwrap();
+    assert!(last.contains("\r\nconnection: close\r\n"), "{last:?}");
+    assert_eq!(reply.text.matches("\r\ndate: ").count(), 3);
+    assert_eq!(backend.served(), 3);
+}
+
+#[tokio::test]
+async fn requests_of_every_shape_are_served_in_order_on_one_connection() {
+    let (backend, proxy) = one_backend().await;
+    let mut requests = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+                         POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+        .to_vec();
+    requests.extend(pattern(5).bytes());
+    requests.extend_from_slice(
+        b"HEAD /bytes/7 HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n\
+          DELETE /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let reply = raw_exchange(proxy.addr, &requests, WAIT).await;
+    assert!(reply.closed, "{:?}", reply.text);
+    let (statuses, lengths) = statuses_and_lengths(&reply.text);
+    assert_eq!(statuses.len(), 5, "{:?}", reply.text);
+    assert!(statuses.iter().all(|s| s.starts_with("HTTP/1.1 200")));
+    // The HEAD response declares the length of the GET it stands for, with no body after it.
+    assert_eq!(lengths, ["1", "13", "7", "4", "1"], "{:?}", reply.text);
+    assert!(
+        reply.text.contains("\r\n\r\nlen=5 ok=true"),
+        "{:?}",
+        reply.text
+    );
+    let methods: Vec<String> = backend.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["GET", "POST", "HEAD", "GET", "DELETE"]);
+}
+
+#[tokio::test]
+async fn a_head_arriving_in_pieces_or_larger_than_one_read_is_served() {
+    let (backend, proxy) = one_backend().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(b"GET /pieces HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    // A pause so the pieces are likely read apart; the answer must be the same either way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"st: a\r\n\r\n").await.unwrap();
+    let big = "b".repeat(20_000);
+    let second =
+        format!("GET /big HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut text))
+        .await
+        .expect("closed after the second response")
+        .unwrap();
+    let (statuses, _) = statuses_and_lengths(&text);
+    assert_eq!(statuses, ["HTTP/1.1 200 OK"; 2], "{text:?}");
+    let requests = backend.requests();
+    assert_eq!(requests[0].target, "/pieces");
+    assert_eq!(requests[1].headers["x-big"], big.as_str());
+}
+
+#[tokio::test]
+async fn a_chunked_response_keeps_its_trailers_for_a_client_that_accepts_them() {
+    let proxy = scripted(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 42\r\n\r\n",
+    )
+    .await;
+    let accepting = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    let text = &accepting.text;
+    assert!(
+        text.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("\r\ntrailer: x-sum\r\n"), "{text:?}");
+    let body = text
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n");
+    let chunks: String = body.split("\r\n").collect();
+    assert!(
+        chunks.contains("hello") && chunks.contains(" world"),
+        "{text:?}"
+    );
+    assert!(text.ends_with("0\r\nx-sum: 42\r\n\r\n"), "{text:?}");
+
+    let refusing = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(
+        refusing.text.ends_with("\r\n0\r\n\r\n"),
+        "{:?}",
+        refusing.text
+    );
+    assert!(!refusing.text.contains("x-sum: 42"), "{:?}", refusing.text);
+}
+
+#[tokio::test]
+async fn bodiless_answers_keep_the_connection_framed() {
+    for reply in [
+        &b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"[..],
+        &b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+    ] {
+        let proxy = scripted(reply).await;
+        let reply = raw_exchange(
+            proxy.addr,
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            WAIT,
+        )
+        .await;
+        let (statuses, lengths) = statuses_and_lengths(&reply.text);
+        assert_eq!(statuses.len(), 2, "both answered: {:?}", reply.text);
+        assert!(lengths.iter().all(|l| *l == "0"), "{:?}", reply.text);
+        assert!(
+            !reply.text.contains("transfer-encoding"),
+            "{:?}",
+            reply.text
+        );
+        assert!(
+            reply.text.ends_with("\r\n\r\n"),
+            "no body bytes: {:?}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http10_backend_body_without_length_is_relayed_whole_then_closed() {
+    let proxy = scripted(b"HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nall of this until close").await;
+    let reply = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", WAIT).await;
+    assert!(
+        reply.closed,
+        "a body that ends at close closes: {:?}",
+        reply.text
+    );
+    assert!(reply.text.starts_with("HTTP/1."), "{:?}", reply.text);
+    assert!(
+        reply.text.contains("\r\nx-old: yes\r\n"),
+        "{:?}",
+        reply.text
+    );
+    assert!(
+        reply.text.ends_with("\r\n\r\nall of this until close")
+            || reply.text.contains("all of this until close\r\n0\r\n\r\n"),
+        "{:?}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn a_drain_closes_idle_connections_and_busy_ones_after_their_answer() {
+    let (backend, proxy) = one_backend().await;
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut busy = TcpStream::connect(proxy.addr).await.unwrap();
+    busy.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the held request reached the backend", WAIT, || {
+        backend.requests().iter().any(|r| r.target == "/hold")
+    })
+    .await;
+
+    let stopping = tokio::spawn(proxy.stop());
+    let mut rest = Vec::new();
+    let idle_closed = tokio::time::timeout(WAIT, idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(idle_closed, Ok(Ok(0))),
+        "the idle connection is closed at once"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "the drain waits for the busy connection"
+    );
+
+    backend.release(1);
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, busy.read_to_string(&mut text))
+        .await
+        .expect("the busy connection closes after its answer")
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text:?}");
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the drain ends")
+        .unwrap();
+}
