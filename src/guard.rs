@@ -61,14 +61,8 @@ struct Head {
     seen_any: bool,
 }
 
-impl Default for Watch {
-    fn default() -> Watch {
-        Watch::new()
-    }
-}
-
 impl Watch {
-    pub fn new() -> Watch {
+    fn new() -> Watch {
         Watch {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(clock::now_ms()),
@@ -80,12 +74,6 @@ impl Watch {
     pub fn start(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
         Active(Arc::clone(self))
-    }
-
-    /// When the connection last became idle (`clock::now_ms`): its last response ended, or it
-    /// opened.
-    pub fn idle_since_ms(&self) -> u64 {
-        self.idle_since_ms.load(Ordering::Relaxed)
     }
 
     /// Whether the raw head of the request with this `start_line` prefix (`"POST /x "`) had a

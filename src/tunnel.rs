@@ -72,7 +72,7 @@ pub fn bridge(
     tunnels: &Arc<Tunnels>,
     client: OnUpgrade,
     backend: OnUpgrade,
-    held: (InFlight, guard::Active),
+    held: (InFlight, Option<guard::Active>),
     idle: Duration,
 ) {
     tunnels.open.fetch_add(1, Ordering::Relaxed);

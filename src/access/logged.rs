@@ -19,12 +19,16 @@ use crate::guard::Active;
 pub struct Logged {
     body: ProxyBody,
     entry: Option<Box<(Entry, AccessLog)>>,
-    _active: Active,
+    _active: Option<Active>,
 }
 
 impl Logged {
     /// `body`, whose end finishes `entry` into its log, and ends `active`.
-    pub fn new(body: ProxyBody, entry: Option<(Entry, AccessLog)>, active: Active) -> Logged {
+    pub fn new(
+        body: ProxyBody,
+        entry: Option<(Entry, AccessLog)>,
+        active: Option<Active>,
+    ) -> Logged {
         Logged {
             body,
             entry: entry.map(Box::new),

@@ -31,7 +31,7 @@ pub(super) async fn forward<'a>(
     mut request: Request<ClientBody>,
     client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
-    (tunnels, watch): (&Arc<Tunnels>, &Arc<Watch>),
+    (tunnels, watch): (&Arc<Tunnels>, Option<&Arc<Watch>>),
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (peer, _) = client;
@@ -122,7 +122,7 @@ pub(super) async fn forward<'a>(
                     let idle = state.timeouts().client_idle;
                     // The client connection is busy for the tunnel's life: its request-head and
                     // idle deadlines must not fire on tunnelled bytes.
-                    let busy = watch.start();
+                    let busy = watch.map(Watch::start);
                     tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
                     return Ok(switching(response));
                 }

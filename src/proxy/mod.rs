@@ -87,16 +87,16 @@ impl Proxy {
         (*state.limits(), *state.timeouts())
     }
 
-    /// Serves one request from `peer`, on the connection `watch` follows; never fails, since
-    /// every error becomes a response.
+    /// Serves one request from `peer`, on the connection `watch` follows (hyper's connections;
+    /// Fulcrum's own keeps its own time); never fails, since every error becomes a response.
     pub async fn handle(
         &self,
         request: Request<ClientBody>,
         peer: SocketAddr,
         tls: bool,
-        watch: &Arc<Watch>,
+        watch: Option<&Arc<Watch>>,
     ) -> Response<Logged> {
-        let active = watch.start();
+        let active = watch.map(Watch::start);
         let started = Instant::now();
         let state = self.state.load_full();
         let mut request = request;
@@ -129,7 +129,7 @@ impl Proxy {
         let raw_content_length = || {
             let target = request.uri().to_string();
             let start_line = format!("{} {target} ", request.method());
-            watch.head_had_content_length(start_line.as_bytes())
+            watch.and_then(|watch| watch.head_had_content_length(start_line.as_bytes()))
         };
         let redirect =
             (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));

@@ -57,6 +57,10 @@ pub(super) async fn handshake(shared: Arc<Shared>, accepted: Connection<TcpStrea
     }
 }
 
+/// Held while a client connection is open: it counts against its listener and the admission
+/// limits.
+pub(super) type Open = (OpenConnection, Admitted);
+
 /// An accepted client connection and what it is served with.
 pub(super) struct Connection<S> {
     pub(super) stream: S,
@@ -64,7 +68,7 @@ pub(super) struct Connection<S> {
     pub(super) limits: Limits,
     pub(super) timeouts: config::Timeouts,
     /// Held until the connection ends.
-    pub(super) open: (OpenConnection, Admitted),
+    pub(super) open: Open,
     /// It came over TLS.
     pub(super) tls: bool,
 }
@@ -124,7 +128,9 @@ where
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
         // Boxed: the request's future is large, and hyper moves it about; a box moves as a pointer.
         let request = request.map(ClientBody::Hyper);
-        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(request, peer, tls, &watch).await) })
+        Box::pin(async move {
+            Ok::<_, Infallible>(proxy.handle(request, peer, tls, Some(&watch)).await)
+        })
     });
     let connection = connection_builder(&limits)
         .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -47,8 +47,8 @@ struct Shared {
     admission: Arc<Admission>,
     /// hyper's connections; `None` once shutdown has started.
     graceful: Mutex<Option<GracefulShutdown>>,
-    /// Fulcrum's own connections (`h1/`) wait on this; `true` once shutdown has started.
-    drain: tokio::sync::watch::Sender<bool>,
+    /// Fulcrum's own connections (`h1/`).
+    roster: h1::Roster,
     listeners: tokio::sync::Mutex<Vec<Listening>>,
     /// The TLS settings for new handshakes.
     tls: ArcSwapOption<rustls::ServerConfig>,
@@ -98,11 +98,13 @@ impl Server {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
                 graceful: Mutex::new(Some(GracefulShutdown::new())),
-                drain: tokio::sync::watch::Sender::new(false),
+                roster: h1::Roster::default(),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 tls: ArcSwapOption::empty(),
             }),
         };
+        // Holds a `Weak`: it ends with the server.
+        tokio::spawn(h1::sweep(Arc::downgrade(&server.shared)));
         server.listen_on(listeners).await?;
         Ok(server)
     }
@@ -210,13 +212,12 @@ impl Server {
         let Some(graceful) = graceful else {
             return;
         };
-        self.shared.drain.send_replace(true);
         info!(
-            open = graceful.count() + self.shared.drain.receiver_count(),
+            open = graceful.count() + self.shared.roster.len(),
             "shutting down: draining connections"
         );
         let drained = async {
-            tokio::join!(graceful.shutdown(), self.shared.drain.closed());
+            tokio::join!(graceful.shutdown(), self.shared.roster.drain());
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             warn!(
@@ -276,7 +277,7 @@ async fn accept_loop(
         if tls {
             tokio::spawn(handshake(Arc::clone(&shared), connection));
         } else {
-            h1::serve(Arc::clone(&shared), connection);
+            h1::serve(&shared, connection);
         }
     }
 }

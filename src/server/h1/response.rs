@@ -10,7 +10,7 @@
 //! Small responses leave in one `write`: the head and whatever body is ready at once share a
 //! buffer, which is written when the body has nothing more ready, or has grown past [`FLUSH_AT`].
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
@@ -55,16 +55,19 @@ enum Known {
 /// Writes `response`; whether the connection may carry another request after it (`keep_alive`
 /// asked for, and nothing failed or asked to close). Trailer fields are sent only if the client
 /// accepts them (`trailers`).
-pub(super) async fn write<S>(
+///
+/// The head is encoded before the future is made, so the future holds only the body and the
+/// bytes to write, not the response: a connection's task is sized by its largest future.
+pub(super) fn write<S>(
     stream: &mut S,
     response: Response<Logged>,
     keep_alive: bool,
     trailers: bool,
-) -> bool
+) -> impl Future<Output = bool>
 where
     S: AsyncWrite + Unpin,
 {
-    let (mut parts, mut body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let known = if body.is_end_stream() {
         Known::Empty
     } else {
@@ -74,10 +77,25 @@ where
     };
     let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
     let (framing, keep_alive) = encode_head(&mut parts, known, keep_alive, trailers, &mut out);
-    let written = match framing {
-        Framing::Empty => stream.write_all(&out).await,
-        framing => send_body(stream, out, &mut body, framing).await,
-    };
+    drop(parts);
+    send(stream, out, body, framing, keep_alive)
+}
+
+/// Writes the head in `out` and the body after it; whether the connection may stay open.
+async fn send<S, B>(
+    stream: &mut S,
+    out: Vec<u8>,
+    mut body: B,
+    framing: Framing,
+    keep_alive: bool,
+) -> bool
+where
+    S: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let written = send_body(stream, out, &mut body, Encoder::new(framing)).await;
+    // The body (and what it holds: the backend connection, the access log entry) ends here.
     drop(body);
     written.is_ok() && keep_alive
 }
@@ -222,14 +240,16 @@ async fn send_body<S, B>(
     stream: &mut S,
     mut out: Vec<u8>,
     body: &mut B,
-    framing: Framing,
+    mut encoder: Encoder,
 ) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut encoder = Encoder::new(framing);
+    if encoder.framing == Framing::Empty {
+        return flush(stream, &mut out).await;
+    }
     loop {
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
@@ -239,27 +259,28 @@ where
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
-        let done = match frame {
-            None => {
-                if let Err(error) = encoder.finish(&mut out) {
-                    // What was relayed still reaches the client before the connection is cut.
-                    flush(stream, &mut out).await.ok();
-                    return Err(error);
+        // The frame is used up here, so the future does not hold one across its writes.
+        let step = match frame {
+            None => encoder.finish(&mut out).map(|()| Step::Done),
+            Some(Err(error)) => Err(io::Error::other(format!("response body: {error}"))),
+            Some(Ok(frame)) => encoder.frame(frame, &mut out),
+        };
+        match step {
+            Ok(Step::More) if out.len() < FLUSH_AT => {}
+            Ok(Step::More) => flush(stream, &mut out).await?,
+            Ok(Step::Large(data)) => {
+                flush(stream, &mut out).await?;
+                stream.write_all(&data).await?;
+                if encoder.end_chunk(&mut out) {
+                    return flush(stream, &mut out).await;
                 }
-                true
             }
-            Some(Err(error)) => {
+            Ok(Step::Done) => return flush(stream, &mut out).await,
+            Err(error) => {
                 // What was relayed still reaches the client before the connection is cut.
                 flush(stream, &mut out).await.ok();
-                return Err(io::Error::other(format!("response body: {error}")));
+                return Err(error);
             }
-            Some(Ok(frame)) => encoder.frame(frame, stream, &mut out).await?,
-        };
-        if done {
-            return flush(stream, &mut out).await;
-        }
-        if out.len() >= FLUSH_AT {
-            flush(stream, &mut out).await?;
         }
     }
 }
@@ -270,6 +291,17 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> io::
         out.clear();
     }
     Ok(())
+}
+
+/// What a frame of the body leaves to do.
+enum Step {
+    /// Added to the bytes to write; more to come.
+    More,
+    /// A data frame too large to copy: to be written from its own buffer, after what is
+    /// gathered, then [`Encoder::end_chunk`].
+    Large(Bytes),
+    /// The body is complete in the bytes to write.
+    Done,
 }
 
 /// The body's framing as it is written: how much a length still allows.
@@ -287,16 +319,8 @@ impl Encoder {
         Encoder { framing, left }
     }
 
-    /// Adds a frame to `out` (or writes a large one straight out); whether the body is done.
-    async fn frame<S>(
-        &mut self,
-        frame: Frame<Bytes>,
-        stream: &mut S,
-        out: &mut Vec<u8>,
-    ) -> io::Result<bool>
-    where
-        S: AsyncWrite + Unpin,
-    {
+    /// Adds a frame to `out`, or, for a large one, its chunk size only.
+    fn frame(&mut self, frame: Frame<Bytes>, out: &mut Vec<u8>) -> io::Result<Step> {
         let data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
@@ -307,13 +331,13 @@ impl Encoder {
                     write_trailers(trailers, allowed, out);
                     out.extend_from_slice(b"\r\n");
                     self.framing = Framing::Empty;
-                    return Ok(true);
+                    return Ok(Step::Done);
                 }
-                return Ok(false);
+                return Ok(Step::More);
             }
         };
         if data.is_empty() {
-            return Ok(false);
+            return Ok(Step::More);
         }
         let len = data.len() as u64;
         if len > self.left {
@@ -322,21 +346,27 @@ impl Encoder {
             ));
         }
         self.left -= len;
-        let chunked = matches!(self.framing, Framing::Chunked(_));
-        if chunked {
+        if matches!(self.framing, Framing::Chunked(_)) {
             number(out, len, 16);
             out.extend_from_slice(b"\r\n");
         }
-        if data.len() < COPY_BELOW {
-            out.extend_from_slice(&data);
-        } else {
-            flush(stream, out).await?;
-            stream.write_all(&data).await?;
+        if data.len() >= COPY_BELOW {
+            return Ok(Step::Large(data));
         }
-        if chunked {
+        out.extend_from_slice(&data);
+        Ok(if self.end_chunk(out) {
+            Step::Done
+        } else {
+            Step::More
+        })
+    }
+
+    /// Ends the data just written: the chunk's line end; whether the length is now met.
+    fn end_chunk(&mut self, out: &mut Vec<u8>) -> bool {
+        if matches!(self.framing, Framing::Chunked(_)) {
             out.extend_from_slice(b"\r\n");
         }
-        Ok(matches!(self.framing, Framing::Length(_)) && self.left == 0)
+        matches!(self.framing, Framing::Length(_)) && self.left == 0
     }
 
     /// Ends the body: the last chunk, or a check that the length was met.
@@ -509,7 +539,13 @@ mod tests {
     {
         let mut body = body;
         let mut wire = Vec::new();
-        let result = send_body(&mut wire, b"HEAD\r\n".to_vec(), &mut body, framing).await;
+        let result = send_body(
+            &mut wire,
+            b"HEAD\r\n".to_vec(),
+            &mut body,
+            Encoder::new(framing),
+        )
+        .await;
         (result, String::from_utf8(wire).unwrap())
     }
 
@@ -568,9 +604,14 @@ mod tests {
         let body = Full::new(Bytes::from(data.clone())).map_err(|never| match never {});
         let mut wire = Vec::new();
         let mut body = body;
-        send_body(&mut wire, Vec::new(), &mut body, Framing::Length(200_000))
-            .await
-            .unwrap();
+        send_body(
+            &mut wire,
+            Vec::new(),
+            &mut body,
+            Encoder::new(Framing::Length(200_000)),
+        )
+        .await
+        .unwrap();
         assert_eq!(wire, data);
     }
 
