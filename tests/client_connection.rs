@@ -268,3 +268,39 @@ async fn a_drain_closes_idle_connections_and_busy_ones_after_their_answer() {
         .expect("the drain ends")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_idle_long_enough_to_leave_the_runtime_is_still_served_and_timed() {
+    // Sweeps every 50 ms (an eighth of request_header): idle past two of them, a parked
+    // connection's socket moves out of tokio's registry into the server's own epoll set.
+    let backend = Backend::start("a").await;
+    let config = pool("web", "round_robin", &[&backend])
+        + "[timeouts]\nrequest_header = \"400ms\"\nclient_idle = \"1500ms\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream
+            .write_all(format!("GET /round/{round} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("a request after an idle spell is answered")
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"), "round {round}");
+    }
+    // And its idle deadline still holds: closed without a response after client_idle.
+    let started = tokio::time::Instant::now();
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("an idle connection is closed at client_idle")
+        .unwrap();
+    assert_eq!(n, 0, "closed without a response");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "not before client_idle"
+    );
+    assert_eq!(backend.served(), 3);
+}

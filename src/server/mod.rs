@@ -93,18 +93,22 @@ impl Server {
     /// Binds every address and starts accepting; fails, binding nothing, if any cannot be bound.
     /// TLS listeners need [`Server::set_tls`] before they can complete a handshake.
     pub async fn bind(listeners: &Listeners, state: SharedState) -> io::Result<Server> {
+        let (roster, sunk) = h1::Roster::new();
         let server = Server {
             shared: Arc::new(Shared {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
                 graceful: Mutex::new(Some(GracefulShutdown::new())),
-                roster: h1::Roster::default(),
+                roster,
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 tls: ArcSwapOption::empty(),
             }),
         };
-        // Holds a `Weak`: it ends with the server.
+        // These hold a `Weak`: they end with the server.
         tokio::spawn(h1::sweep(Arc::downgrade(&server.shared)));
+        if let Some(sunk) = sunk {
+            tokio::spawn(h1::surface(Arc::downgrade(&server.shared), sunk));
+        }
         server.listen_on(listeners).await?;
         Ok(server)
     }

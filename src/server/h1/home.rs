@@ -5,16 +5,20 @@
 //! whose readiness now wakes the connection's [`Home`] instead of a task, and that wake spawns a
 //! task to serve what arrived. An idle keep-alive connection so costs its `Home` and tokio's
 //! registration, a few hundred bytes, and no timer: the roster's sweep (`roster.rs`) closes it
-//! when its deadline passes.
+//! when its deadline passes, and, once it has been idle a while, moves its socket out of
+//! tokio's registry (`deep.rs`), leaving only the `Home`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
+use mio::Registry;
 use tokio::net::TcpStream;
+use tracing::debug;
 
 use super::super::Shared;
 use super::super::connection::Open;
+use super::deep;
 
 /// One connection, known to the roster from accept until it closes or becomes hyper's.
 pub(super) struct Home {
@@ -23,7 +27,7 @@ pub(super) struct Home {
     /// Its place in the roster.
     slot: usize,
     /// The connection while it waits for bytes; `None` while a task serves it.
-    parked: Mutex<Option<Parked>>,
+    parked: Mutex<Option<Rest>>,
 }
 
 /// What a connection is made of, moved between its task and its home.
@@ -33,6 +37,23 @@ pub(super) struct Parked {
     pub(super) open: Open,
     /// When it closes if no request comes (`clock::now_ms`).
     pub(super) deadline_ms: u64,
+}
+
+/// A parked connection.
+struct Rest {
+    socket: Socket,
+    open: Open,
+    deadline_ms: u64,
+    /// A sweep has found it parked: the next one sinks it.
+    swept: bool,
+}
+
+/// A parked connection's socket.
+enum Socket {
+    /// Registered with tokio, which wakes the home.
+    Registered(TcpStream),
+    /// In the server's own epoll set (`deep.rs`).
+    Sunk(std::net::TcpStream),
 }
 
 impl Home {
@@ -52,14 +73,22 @@ impl Home {
         let mut parked = self.lock();
         if self.shared.roster.draining() {
             drop(parked);
-            return self.close(connection);
+            drop(connection);
+            return self.leave();
         }
         let waker = Waker::from(Arc::clone(self));
         match connection
             .stream
             .poll_read_ready(&mut Context::from_waker(&waker))
         {
-            Poll::Pending => *parked = Some(connection),
+            Poll::Pending => {
+                *parked = Some(Rest {
+                    socket: Socket::Registered(connection.stream),
+                    open: connection.open,
+                    deadline_ms: connection.deadline_ms,
+                    swept: false,
+                });
+            }
             // Bytes (or the end) arrived since the last read.
             Poll::Ready(_) => {
                 drop(parked);
@@ -68,27 +97,119 @@ impl Home {
         }
     }
 
-    /// Whether it is parked with its deadline before `now_ms`; a busy lock means it is not.
-    pub(super) fn expired(&self, now_ms: u64) -> bool {
-        self.parked.try_lock().is_ok_and(|parked| {
-            parked
-                .as_ref()
-                .is_some_and(|parked| parked.deadline_ms <= now_ms)
-        })
+    /// A sweep's first look, under the roster's lock, so cheap: whether the connection is parked
+    /// past its deadline, or parked since the last sweep and still with tokio (and `sinking`).
+    /// Marks one found parked for the first time. A busy lock means it is not parked.
+    pub(super) fn needs_sweep(&self, now_ms: u64, sinking: bool) -> bool {
+        let Ok(mut parked) = self.parked.try_lock() else {
+            return false;
+        };
+        let Some(rest) = parked.as_mut() else {
+            return false;
+        };
+        if rest.deadline_ms <= now_ms {
+            return true;
+        }
+        if !rest.swept {
+            rest.swept = true;
+            return false;
+        }
+        sinking && matches!(rest.socket, Socket::Registered(_))
     }
 
-    /// Closes the connection if it is parked and `when` says so.
-    pub(super) fn close_parked(&self, when: impl Fn(&Parked) -> bool) {
-        let taken = self.lock().take_if(|parked| when(parked));
-        if let Some(connection) = taken {
-            self.close(connection);
+    /// Closes the connection if it is parked past its deadline, or sinks it if it has been
+    /// parked since the last sweep.
+    pub(super) fn sweep(&self, now_ms: u64, sink: Option<&Registry>) {
+        let mut parked = self.lock();
+        let Some(rest) = parked.as_mut() else {
+            return;
+        };
+        if rest.deadline_ms <= now_ms {
+            let expired = parked.take();
+            drop(parked);
+            drop(expired);
+            return self.leave();
+        }
+        if !rest.swept {
+            return;
+        }
+        if let (Some(registry), Socket::Registered(_)) = (sink, &rest.socket) {
+            let rest = parked.take().expect("matched as parked above");
+            *parked = self.sunk(rest, registry);
+            if parked.is_none() {
+                drop(parked);
+                self.leave();
+            }
         }
     }
 
-    /// Closes the connection: it has nothing unread, so dropping it sends a FIN.
-    fn close(&self, connection: Parked) {
-        drop(connection);
-        self.leave();
+    /// `rest` with its socket moved to the server's epoll set; `None` (closed) if that fails, as
+    /// an idle connection may always be.
+    fn sunk(&self, rest: Rest, registry: &Registry) -> Option<Rest> {
+        let Socket::Registered(stream) = rest.socket else {
+            return Some(rest);
+        };
+        let moved = stream
+            .into_std()
+            .and_then(|socket| deep::sink(registry, &socket, self.slot).map(|()| socket));
+        match moved {
+            Ok(socket) => Some(Rest {
+                socket: Socket::Sunk(socket),
+                ..rest
+            }),
+            Err(error) => {
+                debug!(peer = %self.peer, %error, "closing an idle connection that could not be sunk");
+                None
+            }
+        }
+    }
+
+    /// The sunk connection became readable: back to tokio, and served.
+    pub(super) fn surface(self: &Arc<Self>, registry: &Registry) {
+        let taken = {
+            let mut parked = self.lock();
+            match parked.as_ref() {
+                Some(Rest {
+                    socket: Socket::Sunk(_),
+                    ..
+                }) => parked.take(),
+                // Served or parked with tokio already: a stale event.
+                _ => None,
+            }
+        };
+        let Some(Rest {
+            socket: Socket::Sunk(socket),
+            open,
+            deadline_ms,
+            ..
+        }) = taken
+        else {
+            return;
+        };
+        // Closing the socket would remove it too; failing here only leaves that to happen.
+        deep::unsink(registry, &socket).ok();
+        match TcpStream::from_std(socket) {
+            Ok(stream) => self.run(Parked {
+                stream,
+                open,
+                deadline_ms,
+            }),
+            Err(error) => {
+                debug!(peer = %self.peer, %error, "closing an idle connection that could not be resumed");
+                drop(open);
+                self.leave();
+            }
+        }
+    }
+
+    /// Closes the connection if it is parked: the server is draining.
+    pub(super) fn close_parked(&self) {
+        let taken = self.lock().take();
+        if taken.is_some() {
+            // Nothing unread: dropping the socket sends a FIN.
+            drop(taken);
+            self.leave();
+        }
     }
 
     /// Takes it off the roster: it is closed, or hyper's.
@@ -101,11 +222,14 @@ impl Home {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(super::run(Arc::clone(self), connection))),
             // No runtime: it is being shut down.
-            Err(_) => self.close(connection),
+            Err(_) => {
+                drop(connection);
+                self.leave();
+            }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Parked>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Rest>> {
         self.parked
             .lock()
             .expect("a home's lock is never held across a panic")
@@ -119,9 +243,28 @@ impl Wake for Home {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let taken = self.lock().take();
-        if let Some(connection) = taken {
-            self.run(connection);
+        let taken = {
+            let mut parked = self.lock();
+            match parked.as_ref() {
+                Some(Rest {
+                    socket: Socket::Registered(_),
+                    ..
+                }) => parked.take(),
+                _ => None,
+            }
+        };
+        if let Some(Rest {
+            socket: Socket::Registered(stream),
+            open,
+            deadline_ms,
+            ..
+        }) = taken
+        {
+            self.run(Parked {
+                stream,
+                open,
+                deadline_ms,
+            });
         }
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! What it keeps of hyper's behaviour and `guard.rs`'s: a connection with no request yet gets
 //! `request_header` from accept, an idle one `client_idle` (both checked by the roster's sweep,
-//! so within an eighth of the timeout, at most a second, late); a client that closes while its
+//! so late by at most an eighth of the shorter timeout, and never more than 100 ms); a client that closes while its
 //! request is in progress has the request dropped (logged 499); pipelined requests are answered
 //! in order; `Connection: close` closes after the response; a drain closes idle connections at
 //! once and the busy ones after their response (with `Connection: close`). A head that arrives
@@ -22,6 +22,7 @@
 //! - `mod.rs`: accept, and a woken connection's task: read, serve, answer, park, or hand over.
 //! - `home.rs`: a connection between requests, parked without a task.
 //! - `roster.rs`: every connection, for the deadline sweep and the drain.
+//! - `deep.rs`: the epoll set connections idle a while sink to, out of tokio's registry.
 //! - `request.rs`: a head parsed into a request, or judged hyper's.
 //! - `response.rs`: the response head as hyper writes it, and its body, framed.
 //! - `date.rs`: the `Date` header, formatted once a second.
@@ -46,11 +47,13 @@ use crate::access::Logged;
 use crate::clock;
 
 mod date;
+mod deep;
 mod home;
 mod request;
 mod response;
 mod roster;
 
+pub(super) use deep::surface;
 use home::{Home, Parked};
 use request::{Asks, Served};
 pub(super) use roster::Roster;

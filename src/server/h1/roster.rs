@@ -4,32 +4,60 @@
 //!
 //! One sweep checks every parked connection's deadline, so no connection holds a timer: a timer
 //! is a hundred bytes and a timer-wheel entry per connection, and the deadlines, seconds long,
-//! need no finer grain than a fraction of themselves. Joining and leaving take a lock once per
-//! connection, not per request.
+//! need no finer grain than a fraction of themselves. The same sweep sinks connections found
+//! parked twice running (`deep.rs`). Joining and leaving take a lock once per connection, not
+//! per request.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use mio::{Poll, Registry};
 use slab::Slab;
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tracing::warn;
 
+use super::deep;
 use super::home::Home;
 
-/// The shortest and longest pause between sweeps.
-const SWEEP_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// The shortest and longest pause between sweeps. At most a tenth of a second: a connection
+/// idle that long is sunk (`deep.rs`) before many more have piled up with tokio, and one look at
+/// a parked connection is a lock tried and a field read, so even ten thousand of them cost a
+/// fraction of a millisecond per sweep.
+const SWEEP_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(100));
 
 /// Fulcrum's own connections: parked or being served, not yet closed or handed to hyper.
-#[derive(Default)]
 pub(in crate::server) struct Roster {
     homes: Mutex<Slab<Arc<Home>>>,
     draining: AtomicBool,
     /// Notified when the last connection leaves during a drain.
     emptied: Notify,
+    /// Adds idle connections to the server's epoll set (`deep.rs`); `None` if it could not be
+    /// made, and idle connections then stay with tokio.
+    sink: Option<Registry>,
 }
 
 impl Roster {
+    /// An empty roster, and the epoll set its idle connections sink to, for
+    /// [`deep::surface`] to watch.
+    pub(in crate::server) fn new() -> (Roster, Option<Poll>) {
+        let (sink, poll) = match deep::open() {
+            Ok((registry, poll)) => (Some(registry), Some(poll)),
+            Err(error) => {
+                warn!(%error, "idle connections will stay registered with the runtime");
+                (None, None)
+            }
+        };
+        let roster = Roster {
+            homes: Mutex::default(),
+            draining: AtomicBool::new(false),
+            emptied: Notify::new(),
+            sink,
+        };
+        (roster, poll)
+    }
+
     /// Adds the connection `make` builds from its slot.
     pub(super) fn join(&self, make: impl FnOnce(usize) -> Home) -> Arc<Home> {
         let mut homes = self.lock();
@@ -58,10 +86,26 @@ impl Roster {
         self.lock().len()
     }
 
-    /// Closes the parked connections whose deadline is before `now_ms`.
+    /// Closes the parked connections whose deadline is before `now_ms`, and sinks those parked
+    /// since the last sweep.
     pub(super) fn sweep(&self, now_ms: u64) {
-        for home in self.select(|home| home.expired(now_ms)) {
-            home.close_parked(|parked| parked.deadline_ms <= now_ms);
+        let sinking = self.sink.is_some();
+        let chosen: Vec<Arc<Home>> = self
+            .lock()
+            .iter()
+            .filter(|(_, home)| home.needs_sweep(now_ms, sinking))
+            .map(|(_, home)| Arc::clone(home))
+            .collect();
+        for home in chosen {
+            home.sweep(now_ms, self.sink.as_ref());
+        }
+    }
+
+    /// The sunk connection in `slot` became readable.
+    pub(super) fn surface(&self, slot: usize) {
+        let home = self.lock().get(slot).map(Arc::clone);
+        if let (Some(home), Some(registry)) = (home, &self.sink) {
+            home.surface(registry);
         }
     }
 
@@ -74,8 +118,8 @@ impl Roster {
     /// Ends when every connection has.
     pub(in crate::server) async fn drain(&self) {
         self.draining.store(true, Ordering::Release);
-        for home in self.select(|_| true) {
-            home.close_parked(|_| true);
+        for home in self.select() {
+            home.close_parked();
         }
         loop {
             let emptied = self.emptied.notified();
@@ -89,11 +133,10 @@ impl Roster {
         }
     }
 
-    /// The connections `wanted` picks, copied out so they are closed without the lock held.
-    fn select(&self, wanted: impl Fn(&Home) -> bool) -> Vec<Arc<Home>> {
+    /// Every connection, copied out so each is looked at without the roster's lock held.
+    fn select(&self) -> Vec<Arc<Home>> {
         self.lock()
             .iter()
-            .filter(|(_, home)| wanted(home))
             .map(|(_, home)| Arc::clone(home))
             .collect()
     }
@@ -111,11 +154,11 @@ mod tests {
 
     #[test]
     fn sweeps_come_at_an_eighth_of_the_shortest_deadline_within_bounds() {
-        assert_eq!(
-            Roster::pause(Duration::from_secs(2)),
-            Duration::from_millis(250)
-        );
         assert_eq!(Roster::pause(Duration::from_millis(20)), SWEEP_BOUNDS.0);
         assert_eq!(Roster::pause(Duration::from_secs(60)), SWEEP_BOUNDS.1);
+        assert_eq!(
+            Roster::pause(Duration::from_millis(400)),
+            Duration::from_millis(50)
+        );
     }
 }
