@@ -152,6 +152,9 @@ fn host(headers: &HeaderMap, required: bool) -> Option<Local> {
 
 /// `host[:port]` with a non-empty host, no userinfo, and a port that is a number if present.
 fn valid_host(value: &[u8]) -> bool {
+    if let Some(valid) = plain_host(value) {
+        return valid;
+    }
     if value.is_empty() || value.contains(&b'@') {
         return false;
     }
@@ -165,6 +168,29 @@ fn valid_host(value: &[u8]) -> bool {
     };
     !authority.host().is_empty()
         && (!text[after_host..].contains(':') || authority.port_u16().is_some())
+}
+
+/// The verdict on the common `Host` (a name or IPv4 address, a port or none) without parsing an
+/// `Authority`, which copies the value; `None` for anything else, which the full check judges.
+fn plain_host(value: &[u8]) -> Option<bool> {
+    let (host, port) = match value.iter().position(|&b| b == b':') {
+        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+        None => (value, None),
+    };
+    let name_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.';
+    if host.is_empty() || host.len() > 255 || !host.iter().all(name_char) {
+        return None;
+    }
+    let Some(port) = port else {
+        return Some(true);
+    };
+    if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = port
+        .iter()
+        .fold(0u32, |n, digit| n * 10 + u32::from(digit - b'0'));
+    Some(number <= u32::from(u16::MAX))
 }
 
 fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
@@ -244,6 +270,56 @@ fn fulcrum_hops(headers: &HeaderMap) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_plain_host_shortcut_agrees_with_the_full_check() {
+        let hosts: [&[u8]; 18] = [
+            b"example.com",
+            b"a",
+            b"a.b-c.d",
+            b"127.0.0.1",
+            b"shop:8080",
+            b"shop:0",
+            b"shop:65535",
+            b"shop:65536",
+            b"shop:99999",
+            b"shop:",
+            b":80",
+            b"shop:080",
+            b"-a..b",
+            b"shop:8x",
+            b"sh op",
+            b"[::1]:80",
+            b"user@shop",
+            b"shop:123456",
+        ];
+        for host in hosts {
+            let full = {
+                // The full check alone, as before the shortcut.
+                let text = String::from_utf8_lossy(host);
+                !host.is_empty()
+                    && !host.contains(&b'@')
+                    && http::uri::Authority::try_from(host).is_ok_and(|authority| {
+                        let after = if text.starts_with('[') {
+                            text.find(']').map_or(text.len(), |end| end + 1)
+                        } else {
+                            0
+                        };
+                        !authority.host().is_empty()
+                            && (!text[after..].contains(':') || authority.port_u16().is_some())
+                    })
+            };
+            if let Some(shortcut) = super::plain_host(host) {
+                assert_eq!(shortcut, full, "{:?}", String::from_utf8_lossy(host));
+            }
+            assert_eq!(
+                super::valid_host(host),
+                full,
+                "{:?}",
+                String::from_utf8_lossy(host)
+            );
+        }
+    }
+
     use super::*;
 
     fn request(lines: &[(&str, &str)]) -> Request<()> {
