@@ -59,7 +59,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 proxy_pid() { # name -> the process serving connections (nginx: its worker)
   case $1 in
     fulcrum) pgrep -f "target/release/fulcrum --config $work/fulcrum.toml" | head -1 ;;
-    baseline) pgrep -f "fulcrum --config $work/baseline.toml" | head -1 ;;
+    baseline) pgrep -f -- "--config $work/baseline.toml" | head -1 ;;
     nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
     haproxy) pgrep -f "haproxy -f $work/haproxy.cfg" | head -1 ;;
   esac

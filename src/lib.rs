@@ -22,7 +22,9 @@
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
 //! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
-//! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain.
+//! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain;
+//!   `server/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain
+//!   listeners (idle connections parked without a task), hyper's for everything else.
 //! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
 //! - `watch.rs`: reload when the config file changes.
