@@ -15,6 +15,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -172,9 +173,11 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
     if input.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let length = match parsed.parse(input) {
+    // Uninitialised: a hundred empty fields would be 3 KiB written for every response.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default();
+    let length = match parsing.parse_response_with_uninit_headers(&mut parsed, input, &mut slots) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(format!("invalid response head: {error}")),
@@ -189,7 +192,8 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
     // The head's bytes in one allocation; each value is a slice of it, as hyper does.
     let bytes = Bytes::copy_from_slice(&input[..length]);
     let start = input.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for what the proxy adds (`Via`, `X-Request-Id`, a cookie): growing re-hashes the map.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 3);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| format!("invalid response header name {:?}", field.name))?;
