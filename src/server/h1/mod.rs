@@ -99,6 +99,9 @@ pub(super) async fn sweep(shared: Weak<Shared>) {
 /// Serves a woken connection, request after request, until it has nothing to read: then it is
 /// parked again and the task ends.
 async fn run(home: Arc<Home>, mut connection: Parked) {
+    // Ended any other way (a panic, the runtime shutting down), the task still takes the
+    // connection off the roster, or a drain would wait for it in vain.
+    let mut leaving = Leaving(Some(&home));
     let mut unread = None;
     loop {
         let bytes = match unread.take() {
@@ -108,7 +111,10 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 &mut Context::from_waker(Waker::noop()),
             ) {
                 Poll::Ready(Ok(Some(bytes))) => bytes,
-                Poll::Pending => return home.park(connection),
+                Poll::Pending => {
+                    leaving.0 = None;
+                    return home.park(connection);
+                }
                 Poll::Ready(Ok(None)) => break,
                 Poll::Ready(Err(error)) => {
                     debug!(peer = %home.peer, %error, "client connection failed");
@@ -118,6 +124,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         };
         let (limits, _) = home.shared.proxy.settings();
         let Some(Served { request, len, asks }) = request::parse(&bytes, limits.max_headers) else {
+            leaving.0 = None;
             return hand_over(&home, connection, bytes);
         };
         if bytes.len() > len {
@@ -140,7 +147,20 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         let (_, timeouts) = home.shared.proxy.settings();
         connection.deadline_ms = clock::after_ms(timeouts.client_idle);
     }
+    // The guard takes it off the roster once it is closed.
     close(&home, connection).await;
+}
+
+/// Takes a connection off the roster when its task ends before it is parked, handed over or
+/// closed.
+struct Leaving<'a>(Option<&'a Home>);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if let Some(home) = self.0 {
+            home.leave();
+        }
+    }
 }
 
 /// Waits for the response `handling` makes and writes it; whether the connection stays open.
@@ -203,8 +223,6 @@ async fn close(home: &Home, mut connection: Parked) {
     if let Err(error) = connection.stream.shutdown().await {
         debug!(peer = %home.peer, %error, "closing the client connection");
     }
-    drop(connection);
-    home.leave();
 }
 
 /// Reads what the socket has now into the stack, and copies it out at its size (`None`: the

@@ -85,6 +85,8 @@ fn fields_of(bytes: &Bytes, fields: &[httparse::Header<'_>]) -> Option<(HeaderMa
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
         match name {
             header::CONTENT_LENGTH if value.as_bytes() != b"0" => return None,
+            // Kept once, as hyper does: some servers refuse a repeated Content-Length.
+            header::CONTENT_LENGTH if headers.contains_key(header::CONTENT_LENGTH) => continue,
             header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT => return None,
             header::CONNECTION => asks.close |= lists(&value, b"close"),
             header::TE => asks.trailers |= lists(&value, b"trailers"),
@@ -151,6 +153,16 @@ mod tests {
     #[test]
     fn an_empty_body_declared_with_content_length_zero_is_served_here() {
         served("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_repeated_zero_content_length_is_kept_once() {
+        let (request, _, _) =
+            served("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            request.headers().get_all("content-length").iter().count(),
+            1
+        );
     }
 
     #[test]

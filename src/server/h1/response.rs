@@ -128,11 +128,17 @@ fn encode_head(
                     .ok()
                     .and_then(|text| text.trim().parse::<u64>().ok());
                 let Some(declared) = declared else { continue };
-                // A body that knows its length is trusted over the header, as hyper does.
-                length = Some(match known {
+                // A body that knows its length is trusted over the header, as hyper does; the
+                // line goes where the header was, written once whatever the body's size.
+                let n = match known {
                     Known::Exactly(n) => n,
                     _ => declared,
-                });
+                };
+                length = Some(n);
+                out.extend_from_slice(b"content-length: ");
+                number(out, n, 10);
+                out.extend_from_slice(b"\r\n");
+                continue;
             }
             // The framing is this connection's to choose.
             header::TRANSFER_ENCODING => continue,
@@ -157,7 +163,9 @@ fn encode_head(
     }
     let framing = match (length, known) {
         _ if bodiless => Framing::Empty,
-        (Some(0), _) | (None, Known::Empty) | (None, Known::Exactly(0)) => {
+        // Its line is written already.
+        (Some(0), _) => Framing::Empty,
+        (None, Known::Empty) | (None, Known::Exactly(0)) => {
             field(out, "content-length", b"0");
             Framing::Empty
         }
@@ -441,6 +449,20 @@ mod tests {
         );
         assert_eq!(text, "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\n");
         assert_eq!(framing, Framing::Length(9));
+    }
+
+    #[test]
+    fn a_declared_length_is_written_once_with_the_size_the_body_knows() {
+        // An HTTP/2 backend's empty body can end only with an empty DATA frame: not yet at its
+        // end, but known to be 0 long.
+        let mut p = parts(200, Version::HTTP_11, &[("content-length", "0")]);
+        let (text, framing, _) = head(&mut p, Known::Exactly(0), true);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(framing, Framing::Empty);
+        let mut p = parts(200, Version::HTTP_11, &[("content-length", "5")]);
+        let (text, framing, _) = head(&mut p, Known::Exactly(7), true);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(framing, Framing::Length(7));
     }
 
     #[test]

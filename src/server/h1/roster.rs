@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mio::{Poll, Registry};
+use mio::Registry;
 use slab::Slab;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -41,9 +41,9 @@ pub(in crate::server) struct Roster {
 impl Roster {
     /// An empty roster, and the epoll set its idle connections sink to, for
     /// [`deep::surface`] to watch.
-    pub(in crate::server) fn new() -> (Roster, Option<Poll>) {
-        let (sink, poll) = match deep::open() {
-            Ok((registry, poll)) => (Some(registry), Some(poll)),
+    pub(in crate::server) fn new() -> (Roster, Option<deep::Set>) {
+        let (sink, set) = match deep::open() {
+            Ok((registry, set)) => (Some(registry), Some(set)),
             Err(error) => {
                 warn!(%error, "idle connections will stay registered with the runtime");
                 (None, None)
@@ -55,7 +55,7 @@ impl Roster {
             emptied: Notify::new(),
             sink,
         };
-        (roster, poll)
+        (roster, set)
     }
 
     /// Adds the connection `make` builds from its slot.
