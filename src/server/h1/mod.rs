@@ -25,6 +25,7 @@
 //! - `deep.rs`: the epoll set connections idle a while sink to, out of tokio's registry.
 //! - `request.rs`: a head parsed into a request, or judged hyper's.
 //! - `response.rs`: the response head as hyper writes it, and its body, framed.
+//! - `stall.rs`: a response to a client that stops reading gives up after `client_idle`.
 //! - `date.rs`: the `Date` header, formatted once a second.
 
 use std::future::{Future, poll_fn};
@@ -52,11 +53,13 @@ mod home;
 mod request;
 mod response;
 mod roster;
+mod stall;
 
 pub(super) use deep::surface;
 use home::{Home, Parked};
 use request::{Asks, Served};
 pub(super) use roster::Roster;
+use stall::Stall;
 
 /// The most bytes one read takes: a head larger than this arrives in pieces, and is hyper's.
 const READ_SIZE: usize = 8192;
@@ -198,6 +201,8 @@ where
             return false;
         };
         let keep_alive = !asks.close && !home.shared.roster.draining();
+        let (_, timeouts) = home.shared.proxy.settings();
+        let stream = Stall::new(stream, timeouts.client_idle);
         response::write(stream, response, keep_alive, asks.trailers)
     };
     writing.await

@@ -59,7 +59,7 @@ enum Known {
 /// The head is encoded before the future is made, so the future holds only the body and the
 /// bytes to write, not the response: a connection's task is sized by its largest future.
 pub(super) fn write<S>(
-    stream: &mut S,
+    stream: S,
     response: Response<Logged>,
     keep_alive: bool,
     trailers: bool,
@@ -83,7 +83,7 @@ where
 
 /// Writes the head in `out` and the body after it; whether the connection may stay open.
 async fn send<S, B>(
-    stream: &mut S,
+    mut stream: S,
     out: Vec<u8>,
     mut body: B,
     framing: Framing,
@@ -94,7 +94,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let written = send_body(stream, out, &mut body, Encoder::new(framing)).await;
+    let written = send_body(&mut stream, out, &mut body, Encoder::new(framing)).await;
     // The body (and what it holds: the backend connection, the access log entry) ends here.
     drop(body);
     written.is_ok() && keep_alive
