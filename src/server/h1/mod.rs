@@ -34,6 +34,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -125,7 +126,8 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 }
             },
         };
-        let (limits, _) = home.shared.proxy.settings();
+        // Read once per request: a reload applies from the next one.
+        let (limits, timeouts) = home.shared.proxy.settings();
         let Some(Served { request, len, asks }) = request::parse(&bytes, limits.max_headers) else {
             leaving.0 = None;
             return hand_over(&home, connection, bytes);
@@ -141,13 +143,12 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
             &home,
             &mut connection.stream,
             handling,
-            asks,
+            (asks, timeouts.client_idle),
             &mut unread,
         ));
         if !answering.await {
             break;
         }
-        let (_, timeouts) = home.shared.proxy.settings();
         connection.deadline_ms = clock::after_ms(timeouts.client_idle);
     }
     // The guard takes it off the roster once it is closed.
@@ -166,12 +167,13 @@ impl Drop for Leaving<'_> {
     }
 }
 
-/// Waits for the response `handling` makes and writes it; whether the connection stays open.
+/// Waits for the response `handling` makes and writes it, giving up if the client reads none
+/// of it for `send_limit`; whether the connection stays open.
 async fn answer<F>(
     home: &Home,
     stream: &mut TcpStream,
     mut handling: Pin<Box<F>>,
-    asks: Asks,
+    (asks, send_limit): (Asks, Duration),
     unread: &mut Option<Bytes>,
 ) -> bool
 where
@@ -201,8 +203,7 @@ where
             return false;
         };
         let keep_alive = !asks.close && !home.shared.roster.draining();
-        let (_, timeouts) = home.shared.proxy.settings();
-        let stream = Stall::new(stream, timeouts.client_idle);
+        let stream = Stall::new(stream, send_limit);
         response::write(stream, response, keep_alive, asks.trailers)
     };
     writing.await
