@@ -166,23 +166,13 @@ impl Home {
 
     /// The sunk connection became readable: back to tokio, and served.
     pub(super) fn surface(self: &Arc<Self>, registry: &Registry) {
-        let taken = {
-            let mut parked = self.lock();
-            match parked.as_ref() {
-                Some(Rest {
-                    socket: Socket::Sunk(_),
-                    ..
-                }) => parked.take(),
-                // Served or parked with tokio already: a stale event.
-                _ => None,
-            }
-        };
+        // Served or parked with tokio already: a stale event.
         let Some(Rest {
             socket: Socket::Sunk(socket),
             open,
             deadline_ms,
             ..
-        }) = taken
+        }) = self.take_parked(|socket| matches!(socket, Socket::Sunk(_)))
         else {
             return;
         };
@@ -229,6 +219,11 @@ impl Home {
         }
     }
 
+    /// Takes the parked connection if its socket is where `wanted` says.
+    fn take_parked(&self, wanted: impl Fn(&Socket) -> bool) -> Option<Rest> {
+        self.lock().take_if(|rest| wanted(&rest.socket))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Rest>> {
         self.parked
             .lock()
@@ -243,22 +238,12 @@ impl Wake for Home {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let taken = {
-            let mut parked = self.lock();
-            match parked.as_ref() {
-                Some(Rest {
-                    socket: Socket::Registered(_),
-                    ..
-                }) => parked.take(),
-                _ => None,
-            }
-        };
         if let Some(Rest {
             socket: Socket::Registered(stream),
             open,
             deadline_ms,
             ..
-        }) = taken
+        }) = self.take_parked(|socket| matches!(socket, Socket::Registered(_)))
         {
             self.run(Parked {
                 stream,
