@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
+use crate::arena;
 use crate::body::{Leftover, RequestBody, UpstreamBody};
 use crate::upstream::{Backend, Client, Failure, PlainError, Sender, classify, for_http2};
 
@@ -191,7 +192,11 @@ async fn exchange_plain(
             Err(failure) => return Err(not_sent(failure, request)),
         };
         let error = match tokio::time::timeout(timeout, connection.exchange(&request)).await {
-            Ok(Ok(response)) => return Ok(response),
+            Ok(Ok(response)) => {
+                // Sent whole: its head is done with, and its map serves the next message.
+                arena::recycle(request.into_parts().0.headers);
+                return Ok(response);
+            }
             Ok(Err((error, _connection))) => error,
             Err(_) => return Err(sent(Cause::TimedOut, request)),
         };

@@ -9,8 +9,11 @@
 
 use std::net::IpAddr;
 
+use bytes::{BufMut, Bytes};
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::arena;
 
 /// The pseudonym Fulcrum gives itself in `Via` (RFC 9110 section 7.6.3).
 pub const VIA_PSEUDONYM: &str = "fulcrum";
@@ -172,36 +175,49 @@ fn te_allows_trailers(headers: &HeaderMap) -> bool {
 /// Appends the client address to `X-Forwarded-For`, keeping an incoming chain as one list.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
-    let mut chain = Vec::with_capacity(48);
-    for value in headers.get_all(&name) {
-        if let Ok(text) = value.to_str() {
-            chain.extend_from_slice(text.trim().as_bytes());
-            chain.extend_from_slice(b", ");
+    let incoming: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
+    let write_chain = |out: &mut dyn BufMut| {
+        for value in headers.get_all(&name) {
+            if let Ok(text) = value.to_str() {
+                out.put_slice(text.trim().as_bytes());
+                out.put_slice(b", ");
+            }
         }
-    }
-    write_ip(ip, &mut chain);
-    let value =
-        HeaderValue::from_bytes(&chain).expect("addresses and visible ASCII form a valid header");
+        write_ip(ip, out);
+    };
+    // Written straight into the arena when it fits, as it nearly always does.
+    let chain = if incoming + LONGEST_IP <= arena::LARGEST {
+        arena::fill(incoming + LONGEST_IP, |chunk| write_chain(chunk)).0
+    } else {
+        let mut chain = Vec::with_capacity(incoming + LONGEST_IP);
+        write_chain(&mut chain);
+        Bytes::from(chain)
+    };
+    let value = HeaderValue::from_maybe_shared(chain)
+        .expect("addresses and visible ASCII form a valid header");
     headers.insert(name, value);
 }
 
+/// The longest text of an IP address (IPv6 with an embedded IPv4 address).
+const LONGEST_IP: usize = 45;
+
 /// Writes `ip` as text; IPv4, the common case, without the formatting machinery.
-fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
+fn write_ip(ip: IpAddr, out: &mut dyn BufMut) {
     let IpAddr::V4(v4) = ip else {
-        out.extend_from_slice(ip.to_string().as_bytes());
+        out.put_slice(ip.to_string().as_bytes());
         return;
     };
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            out.put_u8(b'.');
         }
         if octet >= 100 {
-            out.push(b'0' + octet / 100);
+            out.put_u8(b'0' + octet / 100);
         }
         if octet >= 10 {
-            out.push(b'0' + octet / 10 % 10);
+            out.put_u8(b'0' + octet / 10 % 10);
         }
-        out.push(b'0' + octet % 10);
+        out.put_u8(b'0' + octet % 10);
     }
 }
 

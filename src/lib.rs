@@ -16,6 +16,7 @@
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
 //! - `body.rs`: request and response body types, streamed without buffering.
+//! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
@@ -51,6 +52,7 @@ pub mod admin;
 pub mod admission;
 pub mod affinity;
 pub mod app;
+pub mod arena;
 pub mod attempt;
 pub mod balance;
 pub mod body;

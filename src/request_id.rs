@@ -4,6 +4,8 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::arena;
+
 /// The header's name.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,7 +38,10 @@ fn generate() -> HeaderValue {
     for (i, digit) in digits.iter_mut().enumerate() {
         *digit = HEX[((random >> (4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&digits).expect("hex digits form a valid header value")
+    // In the arena: the id is cloned for the backend, the log and the response, and a clone of
+    // an arena slice is a count, where a clone of a fresh allocation is another allocation.
+    HeaderValue::from_maybe_shared(arena::copy(&digits))
+        .expect("hex digits form a valid header value")
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::connections::MAX_RESPONSE_HEAD;
+use crate::arena;
 use crate::body::RequestBody;
 use crate::headers;
 
@@ -189,11 +190,11 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // The head's bytes in one allocation; each value is a slice of it, as hyper does.
-    let bytes = Bytes::copy_from_slice(&input[..length]);
+    // The head's bytes copied out once (into the arena); each value is a slice of them.
+    let bytes = arena::copy(&input[..length]);
     let start = input.as_ptr() as usize;
     // Room for what the proxy adds (`Via`, `X-Request-Id`, a cookie): growing re-hashes the map.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 3);
+    let mut headers = arena::header_map(parsed.headers.len() + 3);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| format!("invalid response header name {:?}", field.name))?;
@@ -515,10 +516,10 @@ impl PlainBody {
     }
 }
 
-/// The first `count` bytes of `input`, copied out: sharing them instead would make the
-/// connection's buffer shared, and the next read would have to allocate a new one.
+/// The first `count` bytes of `input`, copied out (into the arena): sharing them instead would
+/// make the connection's buffer shared, and the next read would have to allocate a new one.
 fn take_bytes(input: &mut BytesMut, count: usize) -> Bytes {
-    let data = Bytes::copy_from_slice(&input[..count]);
+    let data = arena::copy(&input[..count]);
     input.advance(count);
     data
 }

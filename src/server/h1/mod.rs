@@ -30,15 +30,14 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use http::Response;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -46,7 +45,7 @@ use super::Shared;
 use super::connection::{Connection, serve_connection};
 use super::prefixed::Prefixed;
 use crate::access::Logged;
-use crate::clock;
+use crate::{arena, clock};
 
 mod date;
 mod deep;
@@ -231,15 +230,15 @@ async fn close(home: &Home, mut connection: Parked) {
     }
 }
 
-/// Reads what the socket has now into the stack, and copies it out at its size (`None`: the
-/// client closed). The stack buffer is not part of the connection's future, so an idle
-/// connection holds none.
+/// Reads what the socket has now into this thread's arena chunk (`None`: the client closed).
+/// The buffer is the thread's, not the connection's, so an idle connection holds none.
 fn read_now(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-    let mut space = [const { MaybeUninit::<u8>::uninit() }; READ_SIZE];
-    let mut buf = ReadBuf::uninit(&mut space);
-    match Pin::new(stream).poll_read(cx, &mut buf) {
-        Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
-        Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(Bytes::copy_from_slice(buf.filled())))),
+    let (bytes, read) = arena::fill(READ_SIZE, |chunk| {
+        tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut chunk.limit(READ_SIZE))
+    });
+    match read {
+        Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(Some(bytes))),
         Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         Poll::Pending => Poll::Pending,
     }

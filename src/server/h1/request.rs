@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
+use crate::arena;
 use crate::inbound::ClientBody;
 
 /// hyper's default count of request header fields, the largest this connection parses.
@@ -78,7 +79,7 @@ fn origin_form(bytes: &Bytes, path: &str) -> Option<Uri> {
 fn fields_of(bytes: &Bytes, fields: &[httparse::Header<'_>]) -> Option<(HeaderMap, Asks)> {
     // Room for the fields the proxy adds (request id, forwarding, `Via`): growing the map
     // re-hashes it, a cost hyper avoids by reusing the last response's map.
-    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
+    let mut headers = arena::header_map(fields.len() + ADDED_FIELDS);
     let mut asks = Asks::default();
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;

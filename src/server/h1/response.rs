@@ -25,6 +25,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::date;
 use super::request::lists;
 use crate::access::Logged;
+use crate::arena;
 use crate::headers::strip_trailer_fields;
 
 /// Bytes gathered before they are written, however much more body is ready.
@@ -75,29 +76,36 @@ where
             .exact()
             .map_or(Known::Unknown, Known::Exactly)
     };
-    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
+    let mut out = arena::buffer(256 + parts.headers.len() * 32);
     let (framing, keep_alive) = encode_head(&mut parts, known, keep_alive, trailers, &mut out);
-    drop(parts);
+    arena::recycle(parts.headers);
     send(stream, out, body, framing, keep_alive)
 }
 
 /// Writes the head in `out` and the body after it; whether the connection may stay open.
-async fn send<S, B>(
+///
+/// An `async` block, not an `async fn`: an `async fn` keeps its arguments and its moved copies
+/// of them both, which made the future too large for the allocator's fast path.
+#[allow(clippy::manual_async_fn)]
+fn send<S, B>(
     mut stream: S,
-    out: Vec<u8>,
+    mut out: Vec<u8>,
     mut body: B,
     framing: Framing,
     keep_alive: bool,
-) -> bool
+) -> impl Future<Output = bool>
 where
     S: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let written = send_body(&mut stream, out, &mut body, Encoder::new(framing)).await;
-    // The body (and what it holds: the backend connection, the access log entry) ends here.
-    drop(body);
-    written.is_ok() && keep_alive
+    async move {
+        let written = send_body(&mut stream, &mut out, &mut body, Encoder::new(framing)).await;
+        // The body (and what it holds: the backend connection, the access log entry) ends here.
+        drop(body);
+        arena::recycle_buffer(out);
+        written.is_ok() && keep_alive
+    }
 }
 
 /// Writes the status line and fields to `out`; how the body will be framed, and whether the
@@ -246,7 +254,7 @@ fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// breaks its framing (the connection is then closed: the client sees a cut-short body).
 async fn send_body<S, B>(
     stream: &mut S,
-    mut out: Vec<u8>,
+    out: &mut Vec<u8>,
     body: &mut B,
     mut encoder: Encoder,
 ) -> io::Result<()>
@@ -256,37 +264,37 @@ where
     B::Error: std::fmt::Display,
 {
     if encoder.framing == Framing::Empty {
-        return flush(stream, &mut out).await;
+        return flush(stream, out).await;
     }
     loop {
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 // Nothing more ready: what is gathered goes out while the body is awaited.
-                flush(stream, &mut out).await?;
+                flush(stream, out).await?;
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
         // The frame is used up here, so the future does not hold one across its writes.
         let step = match frame {
-            None => encoder.finish(&mut out).map(|()| Step::Done),
+            None => encoder.finish(out).map(|()| Step::Done),
             Some(Err(error)) => Err(io::Error::other(format!("response body: {error}"))),
-            Some(Ok(frame)) => encoder.frame(frame, &mut out),
+            Some(Ok(frame)) => encoder.frame(frame, out),
         };
         match step {
             Ok(Step::More) if out.len() < FLUSH_AT => {}
-            Ok(Step::More) => flush(stream, &mut out).await?,
+            Ok(Step::More) => flush(stream, out).await?,
             Ok(Step::Large(data)) => {
-                flush(stream, &mut out).await?;
+                flush(stream, out).await?;
                 stream.write_all(&data).await?;
-                if encoder.end_chunk(&mut out) {
-                    return flush(stream, &mut out).await;
+                if encoder.end_chunk(out) {
+                    return flush(stream, out).await;
                 }
             }
-            Ok(Step::Done) => return flush(stream, &mut out).await,
+            Ok(Step::Done) => return flush(stream, out).await,
             Err(error) => {
                 // What was relayed still reaches the client before the connection is cut.
-                flush(stream, &mut out).await.ok();
+                flush(stream, out).await.ok();
                 return Err(error);
             }
         }
@@ -563,7 +571,7 @@ mod tests {
         let mut wire = Vec::new();
         let result = send_body(
             &mut wire,
-            b"HEAD\r\n".to_vec(),
+            &mut b"HEAD\r\n".to_vec(),
             &mut body,
             Encoder::new(framing),
         )
@@ -628,7 +636,7 @@ mod tests {
         let mut body = body;
         send_body(
             &mut wire,
-            Vec::new(),
+            &mut Vec::new(),
             &mut body,
             Encoder::new(Framing::Length(200_000)),
         )
