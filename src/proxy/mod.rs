@@ -144,11 +144,13 @@ impl Proxy {
                     received,
                     (&self.tunnels, watch),
                     &mut pending.trail,
-                )
-                .instrument(span);
-                let forwarded = match state.timeouts().request {
-                    None => forwarding.await,
-                    Some(after) => tokio::time::timeout(after, forwarding)
+                );
+                // A disabled span (debug off, the usual case) is not worth wrapping: wrapping
+                // the large forwarding future copies it once more.
+                let forwarded = match (state.timeouts().request, span.is_disabled()) {
+                    (None, true) => forwarding.await,
+                    (None, false) => forwarding.instrument(span).await,
+                    (Some(after), _) => tokio::time::timeout(after, forwarding.instrument(span))
                         .await
                         .unwrap_or(Err(ProxyError::Deadline { after })),
                 };
