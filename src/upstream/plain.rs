@@ -95,11 +95,11 @@ impl Plain {
             return Err((PlainError::Write(error), self));
         }
         let no_body = request.method() == Method::HEAD;
-        let (parts, framing) = match self.read_head(no_body).await {
+        let (parts, asked, framing) = match self.read_head(no_body).await {
             Ok(head) => head,
             Err(error) => return Err((error, self)),
         };
-        let keep_alive = keeps_alive(&parts.headers, parts.version) && framing != Framing::Close;
+        let keep_alive = asked.keeps_alive(parts.version) && framing != Framing::Close;
         let body = PlainBody::new(self, framing, keep_alive);
         Ok(Response::from_parts(parts, body))
     }
@@ -108,17 +108,17 @@ impl Plain {
     async fn read_head(
         &mut self,
         no_body: bool,
-    ) -> Result<(http::response::Parts, Framing), PlainError> {
+    ) -> Result<(http::response::Parts, Asked, Framing), PlainError> {
         let mut received = false;
         loop {
-            if let Some(parts) = parse_head(&mut self.input).map_err(PlainError::Read)? {
+            if let Some((parts, asked)) = parse_head(&mut self.input).map_err(PlainError::Read)? {
                 if parts.status.is_informational()
                     && parts.status != StatusCode::SWITCHING_PROTOCOLS
                 {
                     continue;
                 }
                 let framing = framing(&parts, no_body).map_err(PlainError::Read)?;
-                return Ok((parts, framing));
+                return Ok((parts, asked, framing));
             }
             if self.input.len() >= MAX_RESPONSE_HEAD {
                 return Err(PlainError::Read("response head too large".to_owned()));
@@ -169,8 +169,13 @@ fn encode_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Parses a response head at the start of `input` and consumes it, if it is complete.
-fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, String> {
+/// Parses a response head at the start of `input` and consumes it, if it is complete; with
+/// what its `Connection` fields ask.
+///
+/// A `Connection` field that lists only `close` and `keep-alive` is left out of the headers:
+/// it is hop-by-hop and names no other field, so the proxy would remove it anyway
+/// (`headers::strip_hop_by_hop`), after a lookup and a removal.
+fn parse_head(input: &mut BytesMut) -> Result<Option<(http::response::Parts, Asked)>, String> {
     if input.is_empty() {
         return Ok(None);
     }
@@ -195,6 +200,7 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
     let start = input.as_ptr() as usize;
     // Room for what the proxy adds (`Via`, `X-Request-Id`, a cookie): growing re-hashes the map.
     let mut headers = arena::header_map(parsed.headers.len() + 3);
+    let mut asked = Asked::default();
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| format!("invalid response header name {:?}", field.name))?;
@@ -206,6 +212,9 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
             _ => HeaderValue::from_bytes(field.value),
         }
         .map_err(|_| format!("invalid value for response header {name}"))?;
+        if name == http::header::CONNECTION && asked.note(value.as_bytes()) {
+            continue;
+        }
         headers.append(name, value);
     }
     let reason = parsed
@@ -220,7 +229,7 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<http::response::Parts>, Str
     if let Some(reason) = reason {
         parts.extensions.insert(reason);
     }
-    Ok(Some(parts))
+    Ok(Some((parts, asked)))
 }
 
 /// How a response body is delimited (RFC 9112 section 6.3).
@@ -282,20 +291,35 @@ fn framing(parts: &http::response::Parts, no_body: bool) -> Result<Framing, Stri
     })
 }
 
-/// Whether the connection may carry another exchange after this response (RFC 9112 section 9.3).
-fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in headers.get_all(http::header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
+/// What a response's `Connection` fields ask of the connection.
+#[derive(Debug, Default, Clone, Copy)]
+struct Asked {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Asked {
+    /// Notes the tokens of one `Connection` value; whether it lists nothing else.
+    fn note(&mut self, value: &[u8]) -> bool {
+        let mut only_these = true;
+        for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            let close = token.eq_ignore_ascii_case(b"close");
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+            only_these &= close || keep_alive || token.is_empty();
         }
+        only_these
     }
-    match version {
-        Version::HTTP_11 => !close,
-        _ => keep_alive && !close,
+
+    /// Whether the connection may carry another exchange after this response (RFC 9112
+    /// section 9.3).
+    fn keeps_alive(self, version: Version) -> bool {
+        match version {
+            Version::HTTP_11 => !self.close,
+            _ => self.keep_alive && !self.close,
+        }
     }
 }
 
@@ -605,14 +629,19 @@ mod tests {
 
     fn parts(head: &str) -> http::response::Parts {
         let mut input = BytesMut::from(head);
-        parse_head(&mut input).unwrap().unwrap()
+        parse_head(&mut input).unwrap().unwrap().0
+    }
+
+    fn asked(head: &str) -> Asked {
+        let mut input = BytesMut::from(head);
+        parse_head(&mut input).unwrap().unwrap().1
     }
 
     #[test]
     fn parses_a_head_and_leaves_the_body() {
         let mut input =
             BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nok\n");
-        let parts = parse_head(&mut input).unwrap().unwrap();
+        let (parts, _) = parse_head(&mut input).unwrap().unwrap();
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(parts.headers["x-a"], "b");
         assert_eq!(&input[..], b"ok\n");
@@ -674,12 +703,24 @@ mod tests {
 
     #[test]
     fn keep_alive_by_version_and_connection() {
-        let mut headers = HeaderMap::new();
-        assert!(keeps_alive(&headers, Version::HTTP_11));
-        assert!(!keeps_alive(&headers, Version::HTTP_10));
-        headers.insert("connection", HeaderValue::from_static("Keep-Alive"));
-        assert!(keeps_alive(&headers, Version::HTTP_10));
-        headers.insert("connection", HeaderValue::from_static("foo, close"));
-        assert!(!keeps_alive(&headers, Version::HTTP_11));
+        let bare = asked("HTTP/1.1 200 OK\r\n\r\n");
+        assert!(bare.keeps_alive(Version::HTTP_11));
+        assert!(!bare.keeps_alive(Version::HTTP_10));
+        let keep = asked("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(keep.keeps_alive(Version::HTTP_10));
+        let close = asked("HTTP/1.1 200 OK\r\nConnection: foo, close\r\n\r\n");
+        assert!(!close.keeps_alive(Version::HTTP_11));
+        let split = asked("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n");
+        assert!(!split.keeps_alive(Version::HTTP_11));
+    }
+
+    #[test]
+    fn a_connection_field_naming_only_keep_alive_or_close_is_left_out() {
+        let plain = parts("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-A: b\r\n\r\n");
+        assert!(!plain.headers.contains_key("connection"));
+        assert_eq!(plain.headers["x-a"], "b");
+        // One that names another field stays, for the proxy to remove that field too.
+        let naming = parts("HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: b\r\n\r\n");
+        assert_eq!(naming.headers["connection"], "close, X-A");
     }
 }
