@@ -7,6 +7,11 @@
 //! registration, a few hundred bytes, and no timer: the roster's sweep (`roster.rs`) closes it
 //! when its deadline passes, and, once it has been idle a while, moves its socket out of
 //! tokio's registry (`deep.rs`), leaving only the `Home`.
+//!
+//! Before it parks, the task lingers: it waits for the next request itself until a sweep has
+//! seen it waiting twice (one to two sweep pauses), or a drain starts. Under load the next
+//! request comes long before that, and is served without spawning a task (an allocation, and
+//! the runtime's bookkeeping, per request); a connection that goes quiet parks soon after.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,8 +31,20 @@ pub(super) struct Home {
     pub(super) peer: SocketAddr,
     /// Its place in the roster.
     slot: usize,
-    /// The connection while it waits for bytes; `None` while a task serves it.
-    parked: Mutex<Option<Rest>>,
+    place: Mutex<Place>,
+}
+
+/// Where a connection is between its bytes.
+enum Place {
+    /// A task serves it.
+    Busy,
+    /// Its task waits for its next bytes; a sweep that finds it so twice (`swept`) ends the
+    /// wait, as does a drain.
+    Lingering { waker: Waker, swept: bool },
+    /// A sweep or a drain ended the wait: the task parks it when it next looks.
+    LingerOver,
+    /// Waiting for bytes without a task.
+    Parked(Rest),
 }
 
 /// What a connection is made of, moved between its task and its home.
@@ -62,7 +79,49 @@ impl Home {
             shared,
             peer,
             slot,
-            parked: Mutex::new(None),
+            place: Mutex::new(Place::Busy),
+        }
+    }
+
+    /// The task waits on, woken by `waker`, unless a sweep or a drain has ended its wait.
+    pub(super) fn linger(&self, waker: &Waker) -> bool {
+        let mut place = self.lock();
+        match &mut *place {
+            _ if self.shared.roster.draining() => {
+                *place = Place::Busy;
+                false
+            }
+            Place::Busy => {
+                *place = Place::Lingering {
+                    waker: waker.clone(),
+                    swept: false,
+                };
+                true
+            }
+            Place::Lingering { waker: kept, .. } => {
+                kept.clone_from(waker);
+                true
+            }
+            Place::LingerOver | Place::Parked(_) => {
+                *place = Place::Busy;
+                false
+            }
+        }
+    }
+
+    /// The task's wait is over: its bytes came.
+    pub(super) fn busy(&self) {
+        *self.lock() = Place::Busy;
+    }
+
+    /// Ends a lingering task's wait; wakes it to park.
+    fn end_linger(&self, mut place: MutexGuard<'_, Place>) {
+        match std::mem::replace(&mut *place, Place::LingerOver) {
+            Place::Lingering { waker, .. } => {
+                drop(place);
+                waker.wake();
+            }
+            other => *place = other,
         }
     }
 
@@ -70,9 +129,10 @@ impl Home {
     /// them at once. A draining server closes it instead.
     pub(super) fn park(self: &Arc<Self>, connection: Parked) {
         // Checked under the lock, so a drain that starts now finds it parked.
-        let mut parked = self.lock();
+        let mut place = self.lock();
         if self.shared.roster.draining() {
-            drop(parked);
+            *place = Place::Busy;
+            drop(place);
             drop(connection);
             return self.leave();
         }
@@ -82,7 +142,7 @@ impl Home {
             .poll_read_ready(&mut Context::from_waker(&waker))
         {
             Poll::Pending => {
-                *parked = Some(Rest {
+                *place = Place::Parked(Rest {
                     socket: Socket::Registered(connection.stream),
                     open: connection.open,
                     deadline_ms: connection.deadline_ms,
@@ -91,21 +151,25 @@ impl Home {
             }
             // Bytes (or the end) arrived since the last read.
             Poll::Ready(_) => {
-                drop(parked);
+                *place = Place::Busy;
+                drop(place);
                 self.run(connection);
             }
         }
     }
 
     /// A sweep's first look, under the roster's lock, so cheap: whether the connection is parked
-    /// past its deadline, or parked since the last sweep and still with tokio (and `sinking`).
-    /// Marks one found parked for the first time. A busy lock means it is not parked.
+    /// past its deadline, or parked since the last sweep and still with tokio (and `sinking`), or
+    /// lingering since the last sweep. Marks one found parked or lingering for the first time. A
+    /// busy lock means it is neither.
     pub(super) fn needs_sweep(&self, now_ms: u64, sinking: bool) -> bool {
-        let Ok(mut parked) = self.parked.try_lock() else {
+        let Ok(mut place) = self.place.try_lock() else {
             return false;
         };
-        let Some(rest) = parked.as_mut() else {
-            return false;
+        let rest = match &mut *place {
+            Place::Parked(rest) => rest,
+            Place::Lingering { swept, .. } => return std::mem::replace(swept, true),
+            Place::Busy | Place::LingerOver => return false,
         };
         if rest.deadline_ms <= now_ms {
             return true;
@@ -118,29 +182,39 @@ impl Home {
     }
 
     /// Closes the connection if it is parked past its deadline, or sinks it if it has been
-    /// parked since the last sweep.
+    /// parked since the last sweep; ends the wait of a task lingering since the last sweep.
     pub(super) fn sweep(&self, now_ms: u64, sink: Option<&Registry>) {
-        let mut parked = self.lock();
-        let Some(rest) = parked.as_mut() else {
-            return;
+        let place = self.lock();
+        let rest = match &*place {
+            Place::Parked(rest) => rest,
+            Place::Lingering { swept: true, .. } => return self.end_linger(place),
+            _ => return,
         };
         if rest.deadline_ms <= now_ms {
-            let expired = parked.take();
-            drop(parked);
-            drop(expired);
-            return self.leave();
+            return self.close(place);
         }
         if !rest.swept {
             return;
         }
         if let (Some(registry), Socket::Registered(_)) = (sink, &rest.socket) {
-            let rest = parked.take().expect("matched as parked above");
-            *parked = self.sunk(rest, registry);
-            if parked.is_none() {
-                drop(parked);
-                self.leave();
+            let mut place = place;
+            match take_rest(&mut place).and_then(|rest| self.sunk(rest, registry)) {
+                Some(rest) => *place = Place::Parked(rest),
+                None => {
+                    drop(place);
+                    self.leave();
+                }
             }
         }
+    }
+
+    /// Closes the parked connection in `place`.
+    fn close(&self, mut place: MutexGuard<'_, Place>) {
+        let closed = std::mem::replace(&mut *place, Place::Busy);
+        drop(place);
+        // Nothing unread: dropping the socket sends a FIN.
+        drop(closed);
+        self.leave();
     }
 
     /// `rest` with its socket moved to the server's epoll set; `None` (closed) if that fails, as
@@ -192,13 +266,14 @@ impl Home {
         }
     }
 
-    /// Closes the connection if it is parked: the server is draining.
+    /// Closes the connection if it is parked, or has its task park it (and so close it) if it
+    /// is lingering: the server is draining.
     pub(super) fn close_parked(&self) {
-        let taken = self.lock().take();
-        if taken.is_some() {
-            // Nothing unread: dropping the socket sends a FIN.
-            drop(taken);
-            self.leave();
+        let place = self.lock();
+        match &*place {
+            Place::Parked(_) => self.close(place),
+            Place::Lingering { .. } => self.end_linger(place),
+            Place::Busy | Place::LingerOver => {}
         }
     }
 
@@ -221,13 +296,29 @@ impl Home {
 
     /// Takes the parked connection if its socket is where `wanted` says.
     fn take_parked(&self, wanted: impl Fn(&Socket) -> bool) -> Option<Rest> {
-        self.lock().take_if(|rest| wanted(&rest.socket))
+        let mut place = self.lock();
+        match &*place {
+            Place::Parked(rest) if wanted(&rest.socket) => take_rest(&mut place),
+            _ => None,
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Rest>> {
-        self.parked
+    fn lock(&self) -> MutexGuard<'_, Place> {
+        self.place
             .lock()
             .expect("a home's lock is never held across a panic")
+    }
+}
+
+/// The parked connection in `place`, which becomes busy; `None` (and `place` unchanged) if it
+/// is not parked.
+fn take_rest(place: &mut Place) -> Option<Rest> {
+    match std::mem::replace(place, Place::Busy) {
+        Place::Parked(rest) => Some(rest),
+        other => {
+            *place = other;
+            None
+        }
     }
 }
 

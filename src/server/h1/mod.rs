@@ -7,9 +7,9 @@
 //! Why not hyper for all: under load hyper's server connection took about a fifth of the proxy's
 //! core, and it holds an 8 KiB read and an 8 KiB write buffer, a task and a timer on every idle
 //! keep-alive connection. Here an idle connection has none of these: it is parked (`home.rs`),
-//! and a task is spawned when bytes arrive and ends when it has nothing more to read. Bytes are
-//! read into the stack and copied out at the size they arrived; a response is gathered in a
-//! buffer that lives as long as the response.
+//! and a task is spawned when bytes arrive and ends when it has had nothing more to read for a
+//! sweep or two. Bytes are read into the thread's arena chunk (`arena.rs`); a response is
+//! gathered in a buffer kept per thread.
 //!
 //! What it keeps of hyper's behaviour and `guard.rs`'s: a connection with no request yet gets
 //! `request_header` from accept, an idle one `client_idle` (both checked by the roster's sweep,
@@ -99,8 +99,8 @@ pub(super) async fn sweep(shared: Weak<Shared>) {
     }
 }
 
-/// Serves a woken connection, request after request, until it has nothing to read: then it is
-/// parked again and the task ends.
+/// Serves a woken connection, request after request, until it has had nothing to read for a
+/// while (`linger`): then it is parked again and the task ends.
 async fn run(home: Arc<Home>, mut connection: Parked) {
     // Ended any other way (a panic, the runtime shutting down), the task still takes the
     // connection off the roster, or a drain would wait for it in vain.
@@ -109,12 +109,12 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     loop {
         let bytes = match unread.take() {
             Some(bytes) => bytes,
-            None => match read_now(
-                &mut connection.stream,
-                &mut Context::from_waker(Waker::noop()),
-            ) {
+            None => match read_now(&mut connection.stream) {
                 Poll::Ready(Ok(Some(bytes))) => bytes,
                 Poll::Pending => {
+                    if linger(&home, &connection.stream).await {
+                        continue;
+                    }
                     leaving.0 = None;
                     return home.park(connection);
                 }
@@ -136,8 +136,8 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         }
         drop(bytes);
         let handling = Box::pin(home.shared.proxy.handle(request, home.peer, false, None));
-        // Boxed: a task is spawned at every wake, and tokio moves its future by value a few
-        // times; the request's state is allocated once, and moves as a pointer.
+        // Boxed: a task is spawned at every wake from parking, and tokio moves its future by
+        // value a few times; the request's state is allocated once, and moves as a pointer.
         let answering = Box::pin(answer(
             &home,
             &mut connection.stream,
@@ -152,6 +152,22 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     }
     // The guard takes it off the roster once it is closed.
     close(&home, connection).await;
+}
+
+/// Waits, on the task, for the connection's next bytes until a sweep or a drain ends the wait
+/// (`home.rs`); whether they came.
+async fn linger(home: &Home, stream: &TcpStream) -> bool {
+    poll_fn(|cx| {
+        if stream.poll_read_ready(cx).is_ready() {
+            home.busy();
+            return Poll::Ready(true);
+        }
+        match home.linger(cx.waker()) {
+            true => Poll::Pending,
+            false => Poll::Ready(false),
+        }
+    })
+    .await
 }
 
 /// Takes a connection off the roster when its task ends before it is parked, handed over or
@@ -188,7 +204,7 @@ where
                 return Poll::Ready(Some(response));
             }
             if unread.is_none() {
-                match read_now(stream, cx) {
+                match read_woken(stream, cx) {
                     Poll::Ready(Ok(Some(bytes))) => *unread = Some(bytes),
                     Poll::Ready(Ok(None) | Err(_)) => return Poll::Ready(None),
                     Poll::Pending => {}
@@ -232,7 +248,14 @@ async fn close(home: &Home, mut connection: Parked) {
 
 /// Reads what the socket has now into this thread's arena chunk (`None`: the client closed).
 /// The buffer is the thread's, not the connection's, so an idle connection holds none.
-fn read_now(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+///
+/// Without a waker: the caller asks for readiness afterwards if it waits.
+fn read_now(stream: &mut TcpStream) -> Poll<io::Result<Option<Bytes>>> {
+    read_woken(stream, &mut Context::from_waker(Waker::noop()))
+}
+
+/// [`read_now`], `cx` woken when the socket becomes readable.
+fn read_woken(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
     let (bytes, read) = arena::fill(READ_SIZE, |chunk| {
         tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut chunk.limit(READ_SIZE))
     });

@@ -5,7 +5,8 @@
 //! One sweep checks every parked connection's deadline, so no connection holds a timer: a timer
 //! is a hundred bytes and a timer-wheel entry per connection, and the deadlines, seconds long,
 //! need no finer grain than a fraction of themselves. The same sweep sinks connections found
-//! parked twice running (`deep.rs`). Joining and leaving take a lock once per connection, not
+//! parked twice running (`deep.rs`), and ends the wait of tasks found lingering twice running
+//! (`home.rs`). Joining and leaving take a lock once per connection, not
 //! per request.
 
 use std::sync::Mutex;
