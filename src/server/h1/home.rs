@@ -54,6 +54,9 @@ pub(super) struct Parked {
     pub(super) open: Open,
     /// When it closes if no request comes (`clock::now_ms`).
     pub(super) deadline_ms: u64,
+    /// Whether a request has been served on it: a connection that comes back for more is
+    /// worth a task that lingers for its next request.
+    pub(super) served: bool,
 }
 
 /// A parked connection.
@@ -61,6 +64,7 @@ struct Rest {
     socket: Socket,
     open: Open,
     deadline_ms: u64,
+    served: bool,
     /// A sweep has found it parked: the next one sinks it.
     swept: bool,
 }
@@ -146,6 +150,7 @@ impl Home {
                     socket: Socket::Registered(connection.stream),
                     open: connection.open,
                     deadline_ms: connection.deadline_ms,
+                    served: connection.served,
                     swept: false,
                 });
             }
@@ -245,6 +250,7 @@ impl Home {
             socket: Socket::Sunk(socket),
             open,
             deadline_ms,
+            served,
             ..
         }) = self.take_parked(|socket| matches!(socket, Socket::Sunk(_)))
         else {
@@ -257,6 +263,7 @@ impl Home {
                 stream,
                 open,
                 deadline_ms,
+                served,
             }),
             Err(error) => {
                 debug!(peer = %self.peer, %error, "closing an idle connection that could not be resumed");
@@ -333,6 +340,7 @@ impl Wake for Home {
             socket: Socket::Registered(stream),
             open,
             deadline_ms,
+            served,
             ..
         }) = self.take_parked(|socket| matches!(socket, Socket::Registered(_)))
         {
@@ -340,6 +348,7 @@ impl Wake for Home {
                 stream,
                 open,
                 deadline_ms,
+                served,
             });
         }
     }

@@ -81,6 +81,7 @@ pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<TcpStream>) {
         stream,
         open,
         deadline_ms: clock::after_ms(timeouts.request_header),
+        served: false,
     });
 }
 
@@ -106,13 +107,16 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     // connection off the roster, or a drain would wait for it in vain.
     let mut leaving = Leaving(Some(&home));
     let mut unread = None;
+    // Only a connection back for another request lingers: one that made a single request and
+    // went quiet parks at once, holding no task.
+    let returning = connection.served;
     loop {
         let bytes = match unread.take() {
             Some(bytes) => bytes,
             None => match read_now(&mut connection.stream) {
                 Poll::Ready(Ok(Some(bytes))) => bytes,
                 Poll::Pending => {
-                    if linger(&home, &connection.stream).await {
+                    if returning && linger(&home, &connection.stream).await {
                         continue;
                     }
                     leaving.0 = None;
@@ -149,6 +153,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
             break;
         }
         connection.deadline_ms = clock::after_ms(timeouts.client_idle);
+        connection.served = true;
     }
     // The guard takes it off the roster once it is closed.
     close(&home, connection).await;
