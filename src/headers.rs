@@ -18,6 +18,8 @@ use crate::arena;
 /// The pseudonym Fulcrum gives itself in `Via` (RFC 9110 section 7.6.3).
 pub const VIA_PSEUDONYM: &str = "fulcrum";
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers that never cross a proxy, whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -44,13 +46,16 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
     if client.version == Version::HTTP_2 {
         join_cookies(headers);
     }
-    let keep_trailers = te_allows_trailers(headers);
-    strip_hop_by_hop(headers);
-    headers.remove(header::TE);
+    let present = Present::in_(headers);
+    let keep_trailers = present.te && te_allows_trailers(headers);
+    strip_present(headers, present.hop);
+    if present.te {
+        headers.remove(header::TE);
+    }
     if keep_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    append_forwarded_for(headers, client.ip);
+    append_forwarded_for(headers, client.ip, present.forwarded_for);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(client.proto),
@@ -63,22 +68,51 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
 
 /// Rewrites a backend response's headers for the client.
 pub fn rewrite_response(headers: &mut HeaderMap, version: Version) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::PROXY_AUTHENTICATE);
+    let present = Present::in_(headers);
+    strip_present(headers, present.hop);
+    if present.proxy_authenticate {
+        headers.remove(header::PROXY_AUTHENTICATE);
+    }
     append_via(headers, version);
+}
+
+/// Which of the fields the rewrites act on a message carries. One pass over the names finds
+/// them: most messages carry none of them, and a lookup for each would cost more.
+#[derive(Debug, Default)]
+struct Present {
+    /// Each of [`HOP_BY_HOP`], in its order.
+    hop: [bool; 6],
+    te: bool,
+    forwarded_for: bool,
+    proxy_authenticate: bool,
+}
+
+impl Present {
+    fn in_(headers: &HeaderMap) -> Present {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+                present.hop[i] = true;
+            } else if name == header::TE {
+                present.te = true;
+            } else if name == X_FORWARDED_FOR {
+                present.forwarded_for = true;
+            } else if name == header::PROXY_AUTHENTICATE {
+                present.proxy_authenticate = true;
+            }
+        }
+        present
+    }
 }
 
 /// Removes `Connection`, every header it names (except `Host`, which routing already used and
 /// the backend must still see), and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present: most messages carry none, or only
-    // `Connection: keep-alive`, and a lookup per hop-by-hop name would cost more.
-    let mut present = [false; 6];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[i] = true;
-        }
-    }
+    strip_present(headers, Present::in_(headers).hop);
+}
+
+/// [`strip_hop_by_hop`], knowing which of [`HOP_BY_HOP`] are `present`.
+fn strip_present(headers: &mut HeaderMap, present: [bool; 6]) {
     if present[0] {
         remove_named_by_connection(headers);
     }
@@ -172,12 +206,14 @@ fn te_allows_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Appends the client address to `X-Forwarded-For`, keeping an incoming chain as one list.
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let incoming: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
+/// Appends the client address to `X-Forwarded-For`, keeping an incoming chain (if `present`)
+/// as one list.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, present: bool) {
+    let name = X_FORWARDED_FOR;
+    let chain = present.then(|| headers.get_all(&name));
+    let incoming: usize = chain.iter().flatten().map(|v| v.len() + 2).sum();
     let write_chain = |out: &mut dyn BufMut| {
-        for value in headers.get_all(&name) {
+        for value in chain.iter().flatten() {
             if let Ok(text) = value.to_str() {
                 out.put_slice(text.trim().as_bytes());
                 out.put_slice(b", ");

@@ -252,12 +252,17 @@ fn framing(parts: &http::response::Parts, no_body: bool) -> Result<Framing, Stri
     {
         return Ok(Framing::Empty);
     }
-    let headers = &parts.headers;
-    if let Some(last) = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    // One pass over the few fields of a response, rather than two lookups.
+    let mut last_coding = None;
+    let mut length = Ok(None);
+    for (name, value) in &parts.headers {
+        if name == http::header::TRANSFER_ENCODING {
+            last_coding = Some(value);
+        } else if name == http::header::CONTENT_LENGTH {
+            length = length.and_then(|seen| declared_length(seen, value));
+        }
+    }
+    if let Some(last) = last_coding {
         let chunked = last
             .as_bytes()
             .rsplit(|&b| b == b',')
@@ -270,25 +275,29 @@ fn framing(parts: &http::response::Parts, no_body: bool) -> Result<Framing, Stri
             Framing::Close
         });
     }
-    let mut length = None;
-    for value in headers.get_all(http::header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let parsed = std::str::from_utf8(item.trim_ascii())
-                .ok()
-                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|digits| digits.parse::<u64>().ok())
-                .ok_or_else(|| "invalid Content-Length in response".to_owned())?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err("conflicting Content-Length values in response".to_owned());
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(match length {
+    Ok(match length? {
         Some(0) => Framing::Empty,
         Some(length) => Framing::Length(length),
         None => Framing::Close,
     })
+}
+
+/// The length `value` (one `Content-Length` field) declares, given the one declared before
+/// (`seen`): each item must be digits, and all must agree.
+fn declared_length(seen: Option<u64>, value: &HeaderValue) -> Result<Option<u64>, String> {
+    let mut length = seen;
+    for item in value.as_bytes().split(|&b| b == b',') {
+        let parsed = std::str::from_utf8(item.trim_ascii())
+            .ok()
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .ok_or_else(|| "invalid Content-Length in response".to_owned())?;
+        if length.is_some_and(|seen| seen != parsed) {
+            return Err("conflicting Content-Length values in response".to_owned());
+        }
+        length = Some(parsed);
+    }
+    Ok(length)
 }
 
 /// What a response's `Connection` fields ask of the connection.
