@@ -15,6 +15,7 @@
 //! out) sends an idempotent request again on a fresh connection.
 
 use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -161,7 +162,8 @@ pub async fn exchange(
     timeout: Duration,
 ) -> Result<(Response<UpstreamBody>, Option<Sender>), Failed> {
     if report.is_none() && goes_plain(backend, &request) {
-        let response = exchange_plain(client, backend, request, timeout).await?;
+        // Awaited through a pin: by value, the future would be copied once more.
+        let response = pin!(exchange_plain(client, backend, request, timeout)).await?;
         return Ok((response.map(UpstreamBody::Plain), None));
     }
     // Boxed: hyper's futures are large, and the plain path's future should not carry their size.

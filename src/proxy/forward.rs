@@ -1,6 +1,7 @@
 //! Forwarding a request to its pool: pick, attempt, retry by the rules in `mod.rs`, relay.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -97,7 +98,15 @@ pub(super) async fn forward<'a>(
         trail.span.record("backend", backend.address().as_str());
         // Timed only for the access log: two clock reads per attempt are not free.
         let sent = state.access_log().map(|_| Instant::now());
-        let exchanged = attempt::exchange(state.client(), &backend, request, report, timeout).await;
+        // Awaited through a pin: by value, the large future would be copied once more.
+        let exchanged = pin!(attempt::exchange(
+            state.client(),
+            &backend,
+            request,
+            report,
+            timeout
+        ))
+        .await;
         if let Some(sent) = sent {
             *trail.upstream_time.get_or_insert_default() += sent.elapsed();
         }

@@ -24,6 +24,7 @@
 //! - `answer.rs`: the answers the proxy writes itself.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -137,18 +138,19 @@ impl Proxy {
             Some(local) => local_response(&local),
             None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
             None => {
-                let forwarding = forward(
+                // Pinned where it is made and awaited through the pin: awaiting it by value
+                // would copy the large future once more.
+                let mut forwarding = pin!(forward(
                     &state,
                     request,
                     (peer, tls),
                     received,
                     (&self.tunnels, watch),
                     &mut pending.trail,
-                );
-                // A disabled span (debug off, the usual case) is not worth wrapping: wrapping
-                // the large forwarding future copies it once more.
+                ));
+                // A disabled span (debug off, the usual case) is not worth wrapping.
                 let forwarded = match (state.timeouts().request, span.is_disabled()) {
-                    (None, true) => forwarding.await,
+                    (None, true) => forwarding.as_mut().await,
                     (None, false) => forwarding.instrument(span).await,
                     (Some(after), _) => tokio::time::timeout(after, forwarding.instrument(span))
                         .await
