@@ -101,7 +101,7 @@ pub(super) async fn sweep(shared: Weak<Shared>) {
 }
 
 /// Serves a woken connection, request after request, until it has had nothing to read for a
-/// while (`linger`): then it is parked again and the task ends.
+/// while (`read_next`): then it is parked again and the task ends.
 async fn run(home: Arc<Home>, mut connection: Parked) {
     // Ended any other way (a panic, the runtime shutting down), the task still takes the
     // connection off the roster, or a drain would wait for it in vain.
@@ -113,12 +113,9 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     loop {
         let bytes = match unread.take() {
             Some(bytes) => bytes,
-            None => match read_now(&mut connection.stream) {
+            None => match read_next(&home, &mut connection.stream, returning).await {
                 Poll::Ready(Ok(Some(bytes))) => bytes,
                 Poll::Pending => {
-                    if returning && linger(&home, &connection.stream).await {
-                        continue;
-                    }
                     leaving.0 = None;
                     return home.park(connection);
                 }
@@ -159,17 +156,30 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     close(&home, connection).await;
 }
 
-/// Waits, on the task, for the connection's next bytes until a sweep or a drain ends the wait
-/// (`home.rs`); whether they came.
-async fn linger(home: &Home, stream: &TcpStream) -> bool {
+/// Reads the connection's next bytes; `Pending` when there are none to read now, or, if it
+/// `lingers`, none came before a sweep or a drain ended the wait (`home.rs`).
+async fn read_next(
+    home: &Home,
+    stream: &mut TcpStream,
+    lingers: bool,
+) -> Poll<io::Result<Option<Bytes>>> {
+    if !lingers {
+        return read_now(stream);
+    }
+    let mut waited = false;
     poll_fn(|cx| {
-        if stream.poll_read_ready(cx).is_ready() {
-            home.busy();
-            return Poll::Ready(true);
+        // With the task's waker: the read that finds nothing also asks to be woken.
+        let read = read_woken(stream, cx);
+        if read.is_ready() {
+            if waited {
+                home.busy();
+            }
+            return Poll::Ready(read);
         }
+        waited = true;
         match home.linger(cx.waker()) {
             true => Poll::Pending,
-            false => Poll::Ready(false),
+            false => Poll::Ready(Poll::Pending),
         }
     })
     .await
