@@ -212,8 +212,15 @@ impl Replay {
 }
 
 /// A request body on its way to a backend: replayed chunks first, then the client's stream.
+///
+/// An empty one holds nothing: requests, which carry it by value through every layer of the
+/// proxy, stay small for the common request without a body.
 #[derive(Debug)]
-pub struct RequestBody {
+pub struct RequestBody(Option<Box<Streaming>>);
+
+/// A [`RequestBody`] with something to send.
+#[derive(Debug)]
+struct Streaming {
     queued: std::vec::IntoIter<Chunk>,
     rest: Option<Inbound>,
     /// Everything sent so far, while it fits in the limit; `None` once it does not.
@@ -234,13 +241,7 @@ impl RequestBody {
 
     /// A body with nothing in it.
     pub fn empty() -> RequestBody {
-        RequestBody {
-            queued: Vec::new().into_iter(),
-            rest: None,
-            sent: None,
-            sent_bytes: 0,
-            report: None,
-        }
+        RequestBody(None)
     }
 
     fn build(
@@ -248,16 +249,18 @@ impl RequestBody {
         rest: Option<Inbound>,
     ) -> (RequestBody, Option<oneshot::Receiver<Leftover>>) {
         let (tx, rx) = oneshot::channel();
-        let body = RequestBody {
+        let body = Streaming {
             queued: chunks.into_iter(),
             rest,
             sent: Some(Vec::new()),
             sent_bytes: 0,
             report: Some(tx),
         };
-        (body, Some(rx))
+        (RequestBody(Some(Box::new(body))), Some(rx))
     }
+}
 
+impl Streaming {
     fn keep(&mut self, chunk: Chunk) {
         self.sent_bytes += chunk.len();
         if self.sent_bytes > REPLAY_LIMIT {
@@ -283,13 +286,41 @@ impl RequestBody {
     }
 }
 
-impl Drop for RequestBody {
+impl Drop for Streaming {
     fn drop(&mut self) {
         self.finish(false);
     }
 }
 
 impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().0 {
+            Some(streaming) => Pin::new(&mut **streaming).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|streaming| streaming.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.as_ref().map_or_else(
+            || SizeHint::with_exact(0),
+            |streaming| streaming.size_hint(),
+        )
+    }
+}
+
+impl Body for Streaming {
     type Data = Bytes;
     type Error = BodyError;
 
