@@ -11,8 +11,10 @@
 //!
 //! What it costs: a chunk lives until the last slice of it is dropped, so a request that lives
 //! long keeps its chunk (shared with the requests around it) alive. Strings larger than
-//! [`LARGEST`] get an allocation of their own. Nothing here outlives its request: long-lived
-//! values (configuration, pooled state) must not be made from it.
+//! [`LARGEST`] get an allocation of their own. Nothing made here may outlive its request: a
+//! value kept longer is copied out first ([`own`]): the access log's request id, the bytes a
+//! connection handed to hyper starts with, and every header value of an HTTP/2 message, whose
+//! header compression table keeps values for the connection's life.
 //!
 //! The header maps of the common exchange (the client's request, the backend's response) and
 //! the buffers responses are written from are reused the same way: emptied when their message
@@ -23,7 +25,7 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Bytes in a chunk. When a chunk has too little room left, a new one is started, or the same
 /// one is reused from its start if no slice of it is alive any more.
@@ -62,9 +64,27 @@ pub fn header_map(fields: usize) -> HeaderMap {
 
 /// Keeps `map`, emptied, for a later [`header_map`].
 pub fn recycle(mut map: HeaderMap) {
-    if map.capacity() <= LARGEST_MAP {
+    // Both: repeated fields take room the capacity does not count.
+    if map.capacity() <= LARGEST_MAP && map.len() <= LARGEST_MAP {
         map.clear();
         keep(&MAPS, map);
+    }
+}
+
+/// A copy of `value` in an allocation of its own, for a value that may outlive its request (an
+/// access log entry, HTTP/2's header compression table): a slice of a chunk would keep the
+/// whole chunk.
+pub fn own(value: &HeaderValue) -> HeaderValue {
+    let mut owned = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+        .expect("a copy of a valid header value is valid");
+    owned.set_sensitive(value.is_sensitive());
+    owned
+}
+
+/// Every value of `headers` made [`own`].
+pub fn own_all(headers: &mut HeaderMap) {
+    for (_, value) in headers.iter_mut() {
+        *value = own(value);
     }
 }
 
@@ -201,7 +221,40 @@ mod tests {
         let mut map = HeaderMap::with_capacity(LARGEST_MAP + 1);
         map.insert("x-a", "1".parse().unwrap());
         recycle(map);
-        assert!(MAPS.with_borrow(Vec::is_empty));
+        let mut repeated = HeaderMap::with_capacity(4);
+        for _ in 0..=LARGEST_MAP {
+            repeated.append("set-cookie", "a=b".parse().unwrap());
+        }
+        recycle(repeated);
+        assert!(MAPS.with_borrow(Vec::is_empty), "neither map is kept");
+    }
+
+    #[test]
+    fn an_owned_value_shares_nothing_with_the_chunk() {
+        let id = HeaderValue::from_maybe_shared(copy(b"0123abcd")).unwrap();
+        let mut secret = HeaderValue::from_maybe_shared(copy(b"token")).unwrap();
+        secret.set_sensitive(true);
+        let (owned, owned_secret) = (own(&id), own(&secret));
+        assert_eq!(owned, id);
+        assert!(owned_secret.is_sensitive());
+        let next_in_chunk = copy(b"next");
+        assert_ne!(
+            owned.as_bytes().as_ptr(),
+            id.as_bytes().as_ptr(),
+            "a copy, not a slice"
+        );
+        assert_ne!(
+            owned.as_bytes().as_ptr_range().end,
+            next_in_chunk.as_ptr(),
+            "not in the chunk either"
+        );
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", id.clone());
+        headers.append("x-a", secret.clone());
+        own_all(&mut headers);
+        let values: Vec<_> = headers.get_all("x-a").iter().collect();
+        assert_eq!(values, [&id, &secret]);
+        assert!(values[1].is_sensitive());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Version, header};
 
+use crate::arena;
 use crate::config::AccessFormat;
 
 /// A request's entry, in progress.
@@ -70,7 +71,8 @@ impl Entry {
             host: host.to_owned(),
             target: target.to_owned(),
             version: request.version(),
-            request_id: request_id.clone(),
+            // The entry lives as long as the response's body: not a slice of the arena.
+            request_id: arena::own(request_id),
             received: Arc::new(AtomicU64::new(0)),
             status: 0,
             pool: None,

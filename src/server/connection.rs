@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::Version;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,6 +16,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::stats::OpenConnection;
 use crate::admission::Admitted;
+use crate::arena;
 use crate::config::{self, Limits};
 use crate::guard::{self, Watched, WriteNow};
 use crate::inbound::ClientBody;
@@ -128,8 +130,14 @@ where
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
         // Boxed: the request's future is large, and hyper moves it about; a box moves as a pointer.
         let request = request.map(ClientBody::Hyper);
+        let http2 = request.version() == Version::HTTP_2;
         Box::pin(async move {
-            Ok::<_, Infallible>(proxy.handle(request, peer, tls, Some(&watch)).await)
+            let mut response = proxy.handle(request, peer, tls, Some(&watch)).await;
+            if http2 {
+                // HTTP/2's header compression keeps values for the connection's life.
+                arena::own_all(response.headers_mut());
+            }
+            Ok::<_, Infallible>(response)
         })
     });
     let connection = connection_builder(&limits)

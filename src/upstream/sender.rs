@@ -93,5 +93,7 @@ pub fn for_http2(mut request: Request<RequestBody>, backend: &Backend) -> Reques
         *request.uri_mut() = uri;
     }
     *request.version_mut() = Version::HTTP_2;
+    // HTTP/2's header compression keeps values for the connection's life.
+    crate::arena::own_all(request.headers_mut());
     request
 }

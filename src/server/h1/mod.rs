@@ -244,7 +244,8 @@ fn hand_over(home: &Home, connection: Parked, bytes: Bytes) {
     home.leave();
     let (limits, timeouts) = home.shared.proxy.settings();
     let connection = Connection {
-        stream: Prefixed::new(bytes, connection.stream),
+        // Its own copy: hyper may keep the connection (and a slice of the arena) for long.
+        stream: Prefixed::new(Bytes::copy_from_slice(&bytes), connection.stream),
         peer: home.peer,
         limits,
         timeouts,
