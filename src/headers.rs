@@ -106,12 +106,7 @@ impl Present {
 }
 
 /// Removes `Connection`, every header it names (except `Host`, which routing already used and
-/// the backend must still see), and the fixed hop-by-hop set.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_present(headers, Present::in_(headers).hop);
-}
-
-/// [`strip_hop_by_hop`], knowing which of [`HOP_BY_HOP`] are `present`.
+/// the backend must still see), and those of the fixed hop-by-hop set that are `present`.
 fn strip_present(headers: &mut HeaderMap, present: [bool; 6]) {
     if present[0] {
         remove_named_by_connection(headers);

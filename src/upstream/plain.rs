@@ -174,7 +174,7 @@ fn encode_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
 ///
 /// A `Connection` field that lists only `close` and `keep-alive` is left out of the headers:
 /// it is hop-by-hop and names no other field, so the proxy would remove it anyway
-/// (`headers::strip_hop_by_hop`), after a lookup and a removal.
+/// (`headers::rewrite_response`), after a lookup and a removal.
 fn parse_head(input: &mut BytesMut) -> Result<Option<(http::response::Parts, Asked)>, String> {
     if input.is_empty() {
         return Ok(None);
