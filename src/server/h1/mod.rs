@@ -30,7 +30,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -110,6 +110,9 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     // Only a connection back for another request lingers: one that made a single request and
     // went quiet parks at once, holding no task.
     let returning = connection.served;
+    // The request's state: allocated once per task and refilled by each request it serves. It
+    // is several KiB, which glibc serves on its slow path, and a task serves many requests.
+    let mut handling = Box::pin(None);
     loop {
         let bytes = match unread.take() {
             Some(bytes) => bytes,
@@ -136,13 +139,13 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
             unread = Some(bytes.slice(len..));
         }
         drop(bytes);
-        let handling = Box::pin(home.shared.proxy.handle(request, home.peer, false, None));
-        // Boxed: a task is spawned at every wake from parking, and tokio moves its future by
-        // value a few times; the request's state is allocated once, and moves as a pointer.
-        let answering = Box::pin(answer(
+        handling.as_mut().set(Some(
+            home.shared.proxy.handle(request, home.peer, false, None),
+        ));
+        let answering = pin!(answer(
             &home,
             &mut connection.stream,
-            handling,
+            handling.as_mut(),
             (asks, timeouts.client_idle),
             &mut unread,
         ));
@@ -198,11 +201,12 @@ impl Drop for Leaving<'_> {
 }
 
 /// Waits for the response `handling` makes and writes it, giving up if the client reads none
-/// of it for `send_limit`; whether the connection stays open.
+/// of it for `send_limit`; whether the connection stays open. `handling` is emptied once it has
+/// answered, or the client has gone.
 async fn answer<F>(
     home: &Home,
     stream: &mut TcpStream,
-    mut handling: Pin<Box<F>>,
+    mut handling: Pin<&mut Option<F>>,
     (asks, send_limit): (Asks, Duration),
     unread: &mut Option<Bytes>,
 ) -> bool
@@ -215,7 +219,10 @@ where
         // The client closing before its answer drops the request (logged 499), as hyper does;
         // bytes of a pipelined request are kept for after this one.
         let response = poll_fn(|cx| {
-            if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+            let Some(future) = handling.as_mut().as_pin_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Poll::Ready(response) = future.poll(cx) {
                 return Poll::Ready(Some(response));
             }
             if unread.is_none() {
@@ -228,7 +235,7 @@ where
             Poll::Pending
         })
         .await;
-        drop(handling);
+        handling.set(None);
         let Some(response) = response else {
             return false;
         };
