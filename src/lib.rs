@@ -17,6 +17,7 @@
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
 //! - `body.rs`: request and response body types, streamed without buffering.
 //! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
+//! - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
@@ -64,6 +65,7 @@ pub mod guard;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
+pub mod names;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;

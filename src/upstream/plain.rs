@@ -26,9 +26,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::connections::MAX_RESPONSE_HEAD;
-use crate::arena;
 use crate::body::RequestBody;
 use crate::headers;
+use crate::{arena, names};
 
 /// Most headers accepted in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -202,7 +202,7 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<(http::response::Parts, Ask
     let mut headers = arena::header_map(parsed.headers.len() + 3);
     let mut asked = Asked::default();
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = names::header_name(field.name.as_bytes())
             .map_err(|_| format!("invalid response header name {:?}", field.name))?;
         // An empty value's slice need not point into the input.
         let value = match (field.value.as_ptr() as usize).checked_sub(start) {

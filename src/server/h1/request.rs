@@ -9,11 +9,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use crate::arena;
 use crate::inbound::ClientBody;
+use crate::{arena, names};
 
 /// hyper's default count of request header fields, the largest this connection parses.
 const MAX_HEADERS: usize = 100;
@@ -82,7 +82,7 @@ fn fields_of(bytes: &Bytes, fields: &[httparse::Header<'_>]) -> Option<(HeaderMa
     let mut headers = arena::header_map(fields.len() + ADDED_FIELDS);
     let mut asks = Asks::default();
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let name = names::header_name(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
         match name {
             header::CONTENT_LENGTH if value.as_bytes() != b"0" => return None,
