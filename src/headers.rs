@@ -60,7 +60,7 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(client.proto),
     );
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    if let Some(host) = present.host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     append_via(headers, client.version);
@@ -85,13 +85,17 @@ struct Present {
     te: bool,
     forwarded_for: bool,
     proxy_authenticate: bool,
+    /// The first `Host` value.
+    host: Option<HeaderValue>,
 }
 
 impl Present {
     fn in_(headers: &HeaderMap) -> Present {
         let mut present = Present::default();
-        for name in headers.keys() {
-            if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        for (name, value) in headers {
+            if name == header::HOST {
+                present.host.get_or_insert_with(|| value.clone());
+            } else if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
                 present.hop[i] = true;
             } else if name == header::TE {
                 present.te = true;

@@ -2,7 +2,7 @@
 //! logs can be joined. A client's id is kept when it is reasonable (visible ASCII, at most
 //! [`MAX_LEN`] bytes); otherwise the proxy makes one: 32 random hex digits (128 bits).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::arena;
 
@@ -15,14 +15,16 @@ pub const MAX_LEN: usize = 200;
 /// The request's id: the client's, if acceptable, else a new one (which is also set on
 /// `headers`, so the backend receives it).
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID)
-        && acceptable(id)
-    {
-        return id.clone();
+    // One lookup for the check and the insert: hashing the name costs as much as the rest.
+    match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(kept) if acceptable(kept.get()) => kept.get().clone(),
+        Entry::Occupied(mut replaced) => {
+            let id = generate();
+            replaced.insert(id.clone());
+            id
+        }
+        Entry::Vacant(vacant) => vacant.insert(generate()).clone(),
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
 }
 
 fn acceptable(id: &HeaderValue) -> bool {

@@ -62,8 +62,11 @@ pub fn screen<B>(
     raw_content_length: impl FnOnce() -> Option<bool>,
 ) -> Option<Local> {
     let headers = request.headers();
+    let carried = Carried::in_(headers);
     if request.version() < Version::HTTP_2 {
-        if let Some(refusal) = framing(request.version(), headers, raw_content_length) {
+        if carried.transfer_encoding
+            && let Some(refusal) = framing(request.version(), headers, raw_content_length)
+        {
             return Some(refusal);
         }
         if let Some(refusal) = host(headers, request.version() == Version::HTTP_11) {
@@ -84,7 +87,7 @@ pub fn screen<B>(
             "request target too long",
         ));
     }
-    if declared_length(headers).is_some_and(|length| length > limits.max_body) {
+    if carried.content_length && declared_length(headers).is_some_and(|len| len > limits.max_body) {
         return Some(Local::refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large",
@@ -93,7 +96,7 @@ pub fn screen<B>(
     if let Some(local) = method(request.method(), headers) {
         return Some(local);
     }
-    if fulcrum_hops(headers) >= LOOP_LIMIT {
+    if carried.via && fulcrum_hops(headers) >= LOOP_LIMIT {
         return Some(Local {
             status: StatusCode::LOOP_DETECTED,
             reason: "request loop: it has passed through this proxy too many times",
@@ -102,6 +105,31 @@ pub fn screen<B>(
         });
     }
     None
+}
+
+/// Which of the fields screened below a request carries. One pass over the names finds them:
+/// most requests carry none of them, and a lookup for each would cost more.
+#[derive(Debug, Default)]
+struct Carried {
+    transfer_encoding: bool,
+    content_length: bool,
+    via: bool,
+}
+
+impl Carried {
+    fn in_(headers: &HeaderMap) -> Carried {
+        let mut carried = Carried::default();
+        for name in headers.keys() {
+            if name == header::TRANSFER_ENCODING {
+                carried.transfer_encoding = true;
+            } else if name == header::CONTENT_LENGTH {
+                carried.content_length = true;
+            } else if name == header::VIA {
+                carried.via = true;
+            }
+        }
+        carried
+    }
 }
 
 fn framing(
@@ -208,10 +236,13 @@ fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
     if *method == Method::TRACE {
         return not_allowed("TRACE is not allowed");
     }
-    let last_hop = headers
-        .get(header::MAX_FORWARDS)
-        .is_some_and(|value| value.as_bytes().trim_ascii() == b"0");
-    if *method == Method::OPTIONS && last_hop {
+    // The method first: the lookup is for OPTIONS only.
+    let last_hop = || {
+        headers
+            .get(header::MAX_FORWARDS)
+            .is_some_and(|value| value.as_bytes().trim_ascii() == b"0")
+    };
+    if *method == Method::OPTIONS && last_hop() {
         return Some(Local {
             status: StatusCode::OK,
             reason: "",
