@@ -193,14 +193,13 @@ async fn exchange_plain(
             Ok(connection) => connection,
             Err(failure) => return Err(not_sent(failure, request)),
         };
-        let error = match tokio::time::timeout(timeout, connection.exchange(&request)).await {
-            Ok(Ok(response)) => {
+        let error = match connection.exchange(&request, timeout).await {
+            Ok(response) => {
                 // Sent whole: its head is done with, and its map serves the next message.
                 arena::recycle(request.into_parts().0.headers);
                 return Ok(response);
             }
-            Ok(Err((error, _connection))) => error,
-            Err(_) => return Err(sent(Cause::TimedOut, request)),
+            Err((error, _connection)) => error,
         };
         match error {
             // A pooled connection closed under us before the request was written: a fresh one.
@@ -216,6 +215,7 @@ async fn exchange_plain(
                 let reason = "connection closed before message completed".to_owned();
                 return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));
             }
+            PlainError::TimedOut => return Err(sent(Cause::TimedOut, request)),
             PlainError::Read(reason) => {
                 return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));
             }

@@ -47,6 +47,32 @@ async fn slow_response_head_is_504_after_the_response_timeout() {
 }
 
 #[tokio::test]
+async fn a_reused_backend_connection_keeps_its_response_timeout() {
+    let backend = Backend::start("slow").await;
+    let config = single_backend_pool(backend.addr, "response = \"300ms\"");
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    // Each in time, together longer than the timeout: each exchange's deadline is its own.
+    for _ in 0..3 {
+        assert_eq!(http.get("/sleep/200").await.status, 200);
+    }
+    let started = Instant::now();
+    let reply = http.get("/sleep/10000").await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "504 after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "504 took {elapsed:?}");
+    // One connection carried all four: the timed-out exchange ran on a reused one.
+    assert_eq!(backend.connections(), 1);
+    // The timed-out connection is not reused: the next request opens another.
+    assert_eq!(http.get("/sleep/0").await.status, 200);
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
 async fn response_within_the_timeout_is_relayed() {
     let backend = Backend::start("prompt").await;
     let config = single_backend_pool(backend.addr, "response = \"2s\"");

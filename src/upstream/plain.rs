@@ -16,14 +16,16 @@
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::connections::MAX_RESPONSE_HEAD;
 use crate::body::RequestBody;
@@ -46,6 +48,10 @@ pub struct Plain {
     input: BytesMut,
     /// The request head being written; kept to reuse its allocation.
     output: Vec<u8>,
+    /// The response timeout, kept from one exchange to the next: moving a registered timer's
+    /// deadline later is one atomic operation, where a timer per exchange is put into tokio's
+    /// timer wheel and taken out again, under its lock, for every request.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why an exchange on a [`Plain`] connection failed.
@@ -57,6 +63,8 @@ pub enum PlainError {
     ClosedEarly,
     /// Reading or parsing the response head failed after the request was written.
     Read(String),
+    /// No response head within the timeout (the request may have been written).
+    TimedOut,
 }
 
 impl Plain {
@@ -66,6 +74,7 @@ impl Plain {
             stream,
             input: BytesMut::new(),
             output: Vec::new(),
+            timer: None,
         })
     }
 
@@ -85,23 +94,56 @@ impl Plain {
     }
 
     /// Sends `request` (its body is empty) and reads the response head, skipping interim (1xx)
-    /// responses. The response's body reads from this connection, which it owns until the end.
+    /// responses, all within `timeout`. The response's body reads from this connection, which it
+    /// owns until the end. After [`PlainError::TimedOut`] the connection must not be reused.
     pub async fn exchange(
         mut self: Box<Self>,
         request: &Request<RequestBody>,
+        timeout: Duration,
     ) -> Result<Response<PlainBody>, (PlainError, Box<Plain>)> {
-        encode_head(request, &mut self.output);
-        if let Err(error) = self.stream.write_all(&self.output).await {
-            return Err((PlainError::Write(error), self));
-        }
-        let no_body = request.method() == Method::HEAD;
-        let (parts, asked, framing) = match self.read_head(no_body).await {
+        let mut timer = self.arm(timeout);
+        let exchanged = {
+            let mut exchanging = pin!(self.send_and_read(request));
+            poll_fn(|cx| match exchanging.as_mut().poll(cx) {
+                Poll::Ready(exchanged) => Poll::Ready(exchanged),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(PlainError::TimedOut)),
+            })
+            .await
+        };
+        // Nobody to wake if the deadline passes while the connection sits idle.
+        let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        self.timer = Some(timer);
+        let (parts, asked, framing) = match exchanged {
             Ok(head) => head,
             Err(error) => return Err((error, self)),
         };
         let keep_alive = asked.keeps_alive(parts.version) && framing != Framing::Close;
         let body = PlainBody::new(self, framing, keep_alive);
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// The connection's timer, set to fire `timeout` from now.
+    fn arm(&mut self, timeout: Duration) -> Pin<Box<Sleep>> {
+        let deadline = Instant::now() + timeout;
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Writes the request head and reads the response's.
+    async fn send_and_read(
+        &mut self,
+        request: &Request<RequestBody>,
+    ) -> Result<(http::response::Parts, Asked, Framing), PlainError> {
+        encode_head(request, &mut self.output);
+        if let Err(error) = self.stream.write_all(&self.output).await {
+            return Err(PlainError::Write(error));
+        }
+        self.read_head(request.method() == Method::HEAD).await
     }
 
     /// Reads until a final response head is complete.
