@@ -154,14 +154,16 @@ pub struct Failed {
 
 /// Sends `request` to `backend` and waits for its response head; on success, also returns
 /// hyper's connection when it was used, to be recycled once the response body has been relayed.
+/// An `upgrade` request (its `Upgrade` header put back) goes through hyper, which hands over
+/// the upgraded connection.
 pub async fn exchange(
     client: &Client,
     backend: &Backend,
-    request: Request<RequestBody>,
-    report: Report,
+    (request, report): (Request<RequestBody>, Report),
+    upgrade: bool,
     timeout: Duration,
 ) -> Result<(Response<UpstreamBody>, Option<Sender>), Failed> {
-    if report.is_none() && goes_plain(backend, &request) {
+    if report.is_none() && !upgrade && goes_plain(backend, &request) {
         // Awaited through a pin: by value, the future would be copied once more.
         let response = pin!(exchange_plain(client, backend, request, timeout)).await?;
         return Ok((response.map(UpstreamBody::Plain), None));
@@ -172,13 +174,10 @@ pub async fn exchange(
     Ok((response.map(UpstreamBody::Hyper), Some(sender)))
 }
 
-/// Whether `request` can go on a plain connection: the backend speaks HTTP/1.1 without TLS, and
-/// it is not an upgrade (its connection becomes a tunnel, which hyper hands over).
+/// Whether `request`, not an upgrade, can go on a plain connection: the backend speaks HTTP/1.1
+/// without TLS.
 fn goes_plain(backend: &Backend, request: &Request<RequestBody>) -> bool {
-    backend.tls().is_none()
-        && !backend.http2()
-        && request.method() != Method::CONNECT
-        && !request.headers().contains_key(http::header::UPGRADE)
+    backend.tls().is_none() && !backend.http2() && request.method() != Method::CONNECT
 }
 
 /// [`exchange`] for a request without a body, on a plain connection.

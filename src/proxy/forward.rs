@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::inbound::ClientBody;
 use http::{Request, Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
 use super::Trail;
@@ -37,7 +38,12 @@ pub(super) async fn forward<'a>(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (peer, _) = client;
     // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
-    let mut upgrade = tunnel::requested(request.version(), request.headers())
+    // Only hyper's connection can hand over the client's side, and it marks every request
+    // with `Upgrade` (Fulcrum's own passes those to hyper): an unmarked one needs no lookups.
+    let marked = request.extensions().get::<OnUpgrade>().is_some();
+    let mut upgrade = marked
+        .then(|| tunnel::requested(request.version(), request.headers()))
+        .flatten()
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let host = request_host(&request).map(host_name);
     let route = state
@@ -102,8 +108,8 @@ pub(super) async fn forward<'a>(
         let exchanged = pin!(attempt::exchange(
             state.client(),
             &backend,
-            request,
-            report,
+            (request, report),
+            upgrade.is_some(),
             timeout
         ))
         .await;
