@@ -4,7 +4,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Backend, Http, TestProxy, blackhole, refusing_address, scripted_backend};
+use support::{
+    Backend, Http, TestProxy, blackhole, interim_flood_backend, refusing_address, scripted_backend,
+};
 
 fn single_backend_pool(address: impl std::fmt::Display, timeouts: &str) -> String {
     format!("[timeouts]\n{timeouts}\n[pool.web]\nbackends = [{{ address = \"{address}\" }}]\n")
@@ -70,6 +72,26 @@ async fn a_reused_backend_connection_keeps_its_response_timeout() {
     // The timed-out connection is not reused: the next request opens another.
     assert_eq!(http.get("/sleep/0").await.status, 200);
     assert_eq!(backend.connections(), 2);
+}
+
+// Several workers, so the backend's flood and the proxy's reads run at once: the exchange then
+// always has bytes to read, which must not keep its deadline from being checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_interim_responses_are_504_after_the_response_timeout() {
+    let backend = interim_flood_backend().await;
+    let proxy = TestProxy::start(&single_backend_pool(backend, "response = \"300ms\"")).await;
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), Http::to(proxy.addr).get("/"))
+        .await
+        .expect("an answer, the response timeout being 300 ms");
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "504 after {elapsed:?}"
+    );
+    // A deadline starved of its checks was seen 1-10 s late (`plain.rs` tests the cause alone).
+    assert!(elapsed < Duration::from_secs(3), "504 took {elapsed:?}");
 }
 
 #[tokio::test]

@@ -106,12 +106,13 @@ impl Plain {
             let mut exchanging = pin!(self.send_and_read(request));
             poll_fn(|cx| match exchanging.as_mut().poll(cx) {
                 Poll::Ready(exchanged) => Poll::Ready(exchanged),
-                Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(PlainError::TimedOut)),
+                Poll::Pending => poll_timer(&mut timer, cx).map(|()| Err(PlainError::TimedOut)),
             })
             .await
         };
-        // Nobody to wake if the deadline passes while the connection sits idle.
-        let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        // Nobody to wake if the deadline passes while the connection sits idle. (The timer stays
+        // registered meanwhile: under tokio's paused test clock, an idle runtime jumps to it.)
+        let _ = poll_timer(&mut timer, &mut Context::from_waker(Waker::noop()));
         self.timer = Some(timer);
         let (parts, asked, framing) = match exchanged {
             Ok(head) => head,
@@ -188,6 +189,13 @@ impl Plain {
         self.input.reserve(READ_SIZE);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.input)
     }
+}
+
+/// Polls `timer` outside tokio's per-task budget, as `tokio::time::timeout` does: an exchange
+/// that always has bytes to read (a backend flooding interim responses) uses the budget up on
+/// every poll, and a budgeted timer would then never look at its deadline.
+fn poll_timer(timer: &mut Pin<Box<Sleep>>, cx: &mut Context<'_>) -> Poll<()> {
+    Pin::new(&mut tokio::task::unconstrained(timer.as_mut())).poll(cx)
 }
 
 /// The request head as hyper's client would write it: target in origin form, names in lower
@@ -677,6 +685,30 @@ impl Body for PlainBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_response_timeout_fires_when_the_task_has_spent_its_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        // Accepted, and never answered.
+        let _backend = listener.accept().await.unwrap();
+        let request = Request::get("/").body(RequestBody::empty()).unwrap();
+        let mut exchanging = pin!(Plain::new(stream).exchange(&request, Duration::from_millis(50)));
+        // Each poll first spends all of tokio's per-task budget, as an exchange with bytes always
+        // ready to read does: the deadline must still be seen.
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            poll_fn(|cx| {
+                while pin!(tokio::task::consume_budget()).poll(cx).is_ready() {}
+                exchanging.as_mut().poll(cx)
+            }),
+        )
+        .await
+        .expect("the response timeout, not the test's, ends the exchange");
+        assert!(matches!(outcome, Err((PlainError::TimedOut, _))));
+    }
 
     fn parts(head: &str) -> http::response::Parts {
         let mut input = BytesMut::from(head);

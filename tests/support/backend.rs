@@ -382,6 +382,35 @@ pub async fn scripted_backend(reply: &'static [u8]) -> SocketAddr {
     addr
 }
 
+/// A backend that answers each request head with interim responses (`100 Continue`, each with
+/// a 1 KB field) as fast as it can write them and never a final one; it stops when the peer goes
+/// or after 20 seconds.
+pub async fn interim_flood_backend() -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let interim = format!(
+        "HTTP/1.1 100 Continue\r\nX-Pad: {}\r\n\r\n",
+        "x".repeat(1000)
+    );
+    let burst = interim.repeat(64);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let burst = burst.clone();
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let until = tokio::time::Instant::now() + Duration::from_secs(20);
+                while tokio::time::Instant::now() < until {
+                    if stream.write_all(burst.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A backend that accepts connections and reads requests but never answers: a hung process.
 pub async fn stalled_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::AsyncReadExt;

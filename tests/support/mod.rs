@@ -11,8 +11,9 @@ pub mod tls;
 
 pub use admin::{AdminReply, admin};
 pub use backend::{
-    Backend, PatternBody, blackhole, check_pattern, one_request_per_connection_backend,
-    pattern_byte, refusing_address, scripted_backend, stalled_backend, upgrade_echo_backend,
+    Backend, PatternBody, blackhole, check_pattern, interim_flood_backend,
+    one_request_per_connection_backend, pattern_byte, refusing_address, scripted_backend,
+    stalled_backend, upgrade_echo_backend,
 };
 pub use client::{
     Http, RawReply, Reply, TestBody, answered_by, empty, h2c, raw, raw_exchange, until_served_by,

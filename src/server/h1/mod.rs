@@ -111,7 +111,9 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
     // went quiet parks at once, holding no task.
     let returning = connection.served;
     // The request's state: allocated once per task and refilled by each request it serves. It
-    // is several KiB, which glibc serves on its slow path, and a task serves many requests.
+    // is several KiB, which glibc serves on its slow path, and a task serves many requests. The
+    // price: a connection lingering between requests holds it (4.6 KiB) until it parks, at most
+    // two sweeps; a parked connection holds no task and none of this.
     let mut handling = Box::pin(None);
     loop {
         let bytes = match unread.take() {
