@@ -159,7 +159,8 @@ pub struct Failed {
 pub async fn exchange(
     client: &Client,
     backend: &Backend,
-    (request, report): (Request<RequestBody>, Report),
+    request: Request<RequestBody>,
+    report: Report,
     upgrade: bool,
     timeout: Duration,
 ) -> Result<(Response<UpstreamBody>, Option<Sender>), Failed> {

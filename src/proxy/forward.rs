@@ -108,7 +108,8 @@ pub(super) async fn forward<'a>(
         let exchanged = pin!(attempt::exchange(
             state.client(),
             &backend,
-            (request, report),
+            request,
+            report,
             upgrade.is_some(),
             timeout
         ))
