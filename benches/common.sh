@@ -34,15 +34,38 @@ wait_port() { # port: wait until something listens on it
   echo "nothing listens on 127.0.0.1:$1" >&2; exit 1
 }
 
+port_pids() { # port: the processes holding its listening socket (nginx: master and worker)
+  ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+}
+
+cpu_ticks() { # pid...: the user and system clock ticks they have used so far, summed
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$total"
+}
+
+core_ticks() { # cpu: "busy total" clock ticks of that core so far (busy: all but idle and iowait)
+  awk -v core="cpu$1" '$1 == core {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+
 rounds() { # scheme target... : ROUNDS interleaved wrk runs of DURATION per target (name:port),
-  # each after a 1 s warm-up that fills keep-alive pools, into $work/NAME.ROUND.txt
+  # each after a 1 s warm-up that fills keep-alive pools, into $work/NAME.ROUND.txt; beside it,
+  # NAME.ROUND.cpu: the clock ticks the target's processes used during the run and how busy the
+  # proxy's and the load's cores were (when the load's core is saturated, wrk is the bottleneck)
   local scheme=$1; shift
   for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
       local name=${target%%:*} port=${target#*:}
       taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$scheme://127.0.0.1:$port/" >/dev/null
+      local serving ticks proxy_core load_core
+      serving=$(port_pids "$port")
+      # shellcheck disable=SC2086 # one pid per word
+      ticks=$(cpu_ticks $serving) proxy_core=$(core_ticks "$PROXY_CPU") load_core=$(core_ticks "$LOAD_CPU")
       taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
         "$scheme://127.0.0.1:$port/" > "$work/$name.$round.txt"
+      # shellcheck disable=SC2086
+      echo "$(getconf CLK_TCK) $(($(cpu_ticks $serving) - ticks))" \
+        "$(core_ticks "$PROXY_CPU") $proxy_core $(core_ticks "$LOAD_CPU") $load_core" > "$work/$name.$round.cpu"
       echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
     done
   done

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Summarises interleaved wrk rounds (WORK/NAME.ROUND.txt, as `rounds` in common.sh writes them):
 the median req/s, p50 and p99 of each target, its errors, and each target's ratio to REF.
+With the rounds' NAME.ROUND.cpu files, a second table: the CPU time the serving process used per
+request (for `direct`, the backend's), its ratio to REF's (requests per CPU-second), and how busy
+the proxy's core and the load's core were. A load core near 100% means wrk and the backend, not
+the proxy, set the pace: req/s ratios then understate the proxy's own difference.
 
     python3 benches/summary.py WORK REF NAME...
 """
@@ -24,6 +28,27 @@ def errors(text):
     return count
 
 
+def cpu(text, usage):
+    """(CPU us per request, proxy core busy, load core busy) of one run."""
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    hz, used, pb1, pt1, pb0, pt0, lb1, lt1, lb0, lt0 = map(int, usage.split())
+    return used / hz * 1e6 / requests, (pb1 - pb0) / (pt1 - pt0), (lb1 - lb0) / (lt1 - lt0)
+
+
+def cpu_table(work, ref, names):
+    rows = {}
+    for name in names:
+        runs = [cpu(run.read_text(), run.with_suffix(".cpu").read_text())
+                for run in sorted(work.glob(f"{name}.*.txt")) if run.with_suffix(".cpu").exists()]
+        if not runs:
+            return
+        rows[name] = [statistics.median(column) for column in zip(*runs)]
+    print(f"\n| target | CPU us per request | requests per CPU-second vs {ref} | proxy core busy | load core busy |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (us, proxy_busy, load_busy) in rows.items():
+        print(f"| {name} | {us:.1f} | {rows[ref][0] / us:.2f}x | {proxy_busy:.0%} | {load_busy:.0%} |")
+
+
 def main():
     work, ref, names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
     rows = {}
@@ -39,6 +64,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|")
     for name, (rps, p50, p99, errs) in rows.items():
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {rps / rows[ref][0]:.2f}x |")
+    cpu_table(work, ref, names)
 
 
 if __name__ == "__main__":
