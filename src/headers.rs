@@ -2,7 +2,8 @@
 //!
 //! Hop-by-hop headers describe one connection and must not cross the proxy: `Connection` and
 //! every header it names, `Keep-Alive`, `Proxy-Connection`, `TE` (except its `trailers` token),
-//! `Transfer-Encoding` (hyper re-frames bodies), `Upgrade`, and the proxy's own credentials.
+//! `Transfer-Encoding` (hyper re-frames bodies), `Upgrade`, `HTTP2-Settings` (the h2c upgrade's,
+//! connection-specific by RFC 9113 section 3.2.1), and the proxy's own credentials.
 //! Requests then gain `X-Forwarded-For/-Proto/-Host` and both directions gain `Via`.
 //!
 //! Everything here is a pure function of a header map, so it is unit-tested without sockets.
@@ -21,13 +22,14 @@ pub const VIA_PSEUDONYM: &str = "fulcrum";
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that never cross a proxy, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Facts about the client side of a request that the backend is told.
@@ -81,7 +83,7 @@ pub fn rewrite_response(headers: &mut HeaderMap, version: Version) {
 #[derive(Debug, Default)]
 struct Present {
     /// Each of [`HOP_BY_HOP`], in its order.
-    hop: [bool; 6],
+    hop: [bool; 7],
     te: bool,
     forwarded_for: bool,
     proxy_authenticate: bool,
@@ -111,7 +113,7 @@ impl Present {
 
 /// Removes `Connection`, every header it names (except `Host`, which routing already used and
 /// the backend must still see), and those of the fixed hop-by-hop set that are `present`.
-fn strip_present(headers: &mut HeaderMap, present: [bool; 6]) {
+fn strip_present(headers: &mut HeaderMap, present: [bool; 7]) {
     if present[0] {
         remove_named_by_connection(headers);
     }
@@ -303,6 +305,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
             ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
             ("te", "gzip"),
             ("host", "example.com"),
             ("x-kept", "yes"),
@@ -317,6 +320,7 @@ mod tests {
             "transfer-encoding",
             "upgrade",
             "proxy-authorization",
+            "http2-settings",
             "te",
         ] {
             assert!(!headers.contains_key(gone), "{gone} must not be forwarded");

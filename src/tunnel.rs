@@ -45,6 +45,11 @@ impl Tunnels {
 
 /// The protocol a request asks to upgrade to, when it is an HTTP/1.1 upgrade request
 /// (`Connection: upgrade` and `Upgrade: ...`, RFC 9110 section 7.8).
+///
+/// `h2c` is never passed on: it upgrades the client's connection to the proxy, not a backend's,
+/// and a backend that took it would serve HTTP/2 requests that no route, limit or forwarding
+/// header ever saw (h2c smuggling). Like Envoy, Fulcrum drops the token and serves the request
+/// as it is; other protocols offered beside it still upgrade.
 pub fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     if version != Version::HTTP_11 {
         return None;
@@ -55,8 +60,24 @@ pub fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    if !asks {
+        return None;
+    }
+    let offered = headers.get(header::UPGRADE)?;
+    let is_h2c = |token: &str| token.trim().eq_ignore_ascii_case("h2c");
+    let text = offered.to_str().ok()?;
+    if !text.split(',').any(is_h2c) {
+        return Some(offered.clone());
+    }
+    let others: Vec<&str> = text
+        .split(',')
+        .filter(|token| !is_h2c(token))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .collect();
+    HeaderValue::from_str(&others.join(", "))
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// Puts back the upgrade headers that hop-by-hop removal took out.
@@ -169,5 +190,44 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Touched<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking(upgrade: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_str(upgrade).unwrap());
+        headers
+    }
+
+    #[test]
+    fn an_upgrade_needs_connection_upgrade_and_http_1_1() {
+        let headers = asking("websocket");
+        assert_eq!(requested(Version::HTTP_11, &headers).unwrap(), "websocket");
+        assert_eq!(requested(Version::HTTP_10, &headers), None);
+        let mut without = headers.clone();
+        without.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(requested(Version::HTTP_11, &without), None);
+    }
+
+    #[test]
+    fn h2c_is_never_requested_of_a_backend() {
+        assert_eq!(requested(Version::HTTP_11, &asking("h2c")), None);
+        assert_eq!(requested(Version::HTTP_11, &asking(" H2C ")), None);
+        assert_eq!(
+            requested(Version::HTTP_11, &asking("h2c, websocket")).unwrap(),
+            "websocket"
+        );
+        assert_eq!(
+            requested(Version::HTTP_11, &asking("foo/2, h2c,bar")).unwrap(),
+            "foo/2, bar"
+        );
     }
 }

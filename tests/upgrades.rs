@@ -116,3 +116,55 @@ async fn a_pause_longer_than_request_header_does_not_break_a_tunnel() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     echo(&mut tunnel, b"after a pause: not a slow request head").await;
 }
+
+/// h2c upgrades the client's connection to the proxy, never a backend's: a backend that took it
+/// would serve HTTP/2 requests no route or limit saw (h2c smuggling). The request is served as a
+/// plain one, without the upgrade's headers.
+#[tokio::test]
+async fn an_h2c_upgrade_is_not_passed_on() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "")).await;
+    let reply = support::raw_exchange(
+        proxy.addr,
+        b"GET /public HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text);
+    assert!(reply.text.ends_with("plain"), "{}", reply.text);
+
+    let recording = support::Backend::start("b").await;
+    let proxy = TestProxy::start(&support::pool("web", "round_robin", &[&recording])).await;
+    let reply = support::raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text);
+    let headers = &recording.requests()[0].headers;
+    assert!(!headers.contains_key("upgrade"), "{headers:?}");
+    assert!(!headers.contains_key("http2-settings"), "{headers:?}");
+}
+
+/// Another protocol offered beside h2c still upgrades, to that protocol alone.
+#[tokio::test]
+async fn an_upgrade_offering_h2c_and_another_protocol_upgrades_to_the_other() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "")).await;
+    let reply = support::raw_exchange(
+        proxy.addr,
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(101), "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .to_ascii_lowercase()
+            .contains("upgrade: websocket\r\n"),
+        "{}",
+        reply.text
+    );
+}
