@@ -4,7 +4,8 @@
 //! - Framing (HTTP/1): `Transfer-Encoding` must be exactly one `chunked` (RFC 9112 section 6.1:
 //!   anything else would be read differently by different parties), never with
 //!   `Content-Length`, never on HTTP/1.0. Refused with 400 and the connection closed.
-//! - `Host` (HTTP/1.1): exactly one, a valid `host[:port]` (RFC 9112 section 3.2): 400 and close.
+//! - `Host` (HTTP/1.1, and HTTP/2 without `:authority`): exactly one, a valid `host[:port]` (RFC
+//!   9112 section 3.2): 400 and close.
 //! - Limits: a target longer than `max_uri_bytes` gets 414; a declared `Content-Length` over
 //!   `max_body` gets 413 (both close, since the body is not read).
 //! - Methods: `CONNECT` gets 405 (Fulcrum is not a tunnel), as does `TRACE` (it would echo
@@ -72,6 +73,12 @@ pub fn screen<B>(
         if let Some(refusal) = host(headers, request.version() == Version::HTTP_11) {
             return Some(refusal);
         }
+    } else if request.uri().authority().is_none()
+        && let Some(refusal) = host(headers, true)
+    {
+        // HTTP/2 without `:authority`: `Host` carries it (RFC 9113 section 8.3.1), and the
+        // HTTP/1.1 backend needs exactly one, as from an HTTP/1.1 client.
+        return Some(refusal);
     }
     if let Some(authority) = request.uri().authority()
         && !valid_host(authority.as_str().as_bytes())
@@ -405,6 +412,25 @@ mod tests {
             assert_eq!(status(&[("host", bad)]), Some(400), "{bad:?}");
         }
         assert_eq!(status(&[("host", "a"), ("host", "a")]), Some(400));
+    }
+
+    #[test]
+    fn http2_without_authority_needs_one_valid_host() {
+        let h2 = |uri: &str, hosts: &[&str]| {
+            let mut builder = Request::get(uri).version(Version::HTTP_2);
+            for host in hosts {
+                builder = builder.header(header::HOST, *host);
+            }
+            let request = builder.body(()).unwrap();
+            screen(&request, &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
+        };
+        assert_eq!(h2("/x", &["a.test"]), None);
+        assert_eq!(h2("/x", &[]), Some(400));
+        assert_eq!(h2("/x", &["a.test", "b.test"]), Some(400));
+        assert_eq!(h2("/x", &["a b"]), Some(400));
+        // With `:authority`, `Host` is rebuilt from it: whatever the client sent does not count.
+        assert_eq!(h2("http://a.test/x", &[]), None);
+        assert_eq!(h2("http://a.test/x", &["b.test", "c.test"]), None);
     }
 
     #[test]

@@ -214,3 +214,28 @@ async fn proxy_answers_carry_the_request_id_too() {
     assert_eq!(reply.status, 503);
     assert_eq!(reply.headers["x-request-id"].len(), 32);
 }
+
+/// HTTP/2 without `:authority` carries the host in `Host` (RFC 9113 section 8.3.1): none, or
+/// two, would reach an HTTP/1.1 backend as a request it must refuse, so the proxy refuses it.
+#[tokio::test]
+async fn http2_without_authority_needs_exactly_one_host() {
+    let (backend, proxy) = one_backend().await;
+    let request = |hosts: &[&str]| {
+        let mut builder = http::Request::get("/path");
+        for host in hosts {
+            builder = builder.header("host", *host);
+        }
+        builder.body(support::empty()).unwrap()
+    };
+    assert_eq!(h2c(proxy.addr, request(&[])).await.status, 400);
+    assert_eq!(
+        h2c(proxy.addr, request(&["a.test", "b.test"])).await.status,
+        400
+    );
+    assert!(backend.requests().is_empty(), "refused before any backend");
+    let reply = h2c(proxy.addr, request(&["a.test"])).await;
+    assert_eq!(reply.status, 200);
+    let hosts = &backend.requests()[0].headers;
+    assert_eq!(hosts.get_all("host").iter().count(), 1);
+    assert_eq!(hosts["host"], "a.test");
+}
