@@ -7,7 +7,8 @@
 //! - `Host` (HTTP/1.1, and HTTP/2 without `:authority`): exactly one, a valid `host[:port]` (RFC
 //!   9112 section 3.2): 400 and close.
 //! - Limits: a target longer than `max_uri_bytes` gets 414; a declared `Content-Length` over
-//!   `max_body` gets 413 (both close, since the body is not read).
+//!   `max_body` gets 413 (both close, since the body is not read); an HTTP/2 request with more
+//!   than `max_headers` fields gets 431 (HTTP/1's parser counts them itself).
 //! - Methods: `CONNECT` gets 405 (Fulcrum is not a tunnel), as does `TRACE` (it would echo
 //!   credentials back to a script); `OPTIONS` with `Max-Forwards: 0` is answered here (RFC 9110
 //!   section 7.6.2).
@@ -73,12 +74,21 @@ pub fn screen<B>(
         if let Some(refusal) = host(headers, request.version() == Version::HTTP_11) {
             return Some(refusal);
         }
-    } else if request.uri().authority().is_none()
-        && let Some(refusal) = host(headers, true)
-    {
-        // HTTP/2 without `:authority`: `Host` carries it (RFC 9113 section 8.3.1), and the
-        // HTTP/1.1 backend needs exactly one, as from an HTTP/1.1 client.
-        return Some(refusal);
+    } else {
+        // HTTP/1's parser counts the fields as it reads them; HTTP/2's only bounds their bytes.
+        if headers.len() > limits.max_headers {
+            return Some(Local::refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ));
+        }
+        // Without `:authority`, `Host` carries it (RFC 9113 section 8.3.1), and the HTTP/1.1
+        // backend needs exactly one, as from an HTTP/1.1 client.
+        if request.uri().authority().is_none()
+            && let Some(refusal) = host(headers, true)
+        {
+            return Some(refusal);
+        }
     }
     if let Some(authority) = request.uri().authority()
         && !valid_host(authority.as_str().as_bytes())
@@ -431,6 +441,24 @@ mod tests {
         // With `:authority`, `Host` is rebuilt from it: whatever the client sent does not count.
         assert_eq!(h2("http://a.test/x", &[]), None);
         assert_eq!(h2("http://a.test/x", &["b.test", "c.test"]), None);
+    }
+
+    #[test]
+    fn http2_fields_are_counted() {
+        let limits = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let h2 = |fields: usize| {
+            let mut builder = Request::get("http://a.test/").version(Version::HTTP_2);
+            for i in 0..fields {
+                builder = builder.header("x-field", i.to_string());
+            }
+            let request = builder.body(()).unwrap();
+            screen(&request, &limits, || Some(false)).map(|l| l.status.as_u16())
+        };
+        assert_eq!(h2(3), None);
+        assert_eq!(h2(4), Some(431), "repeated names count once each");
     }
 
     #[test]

@@ -50,6 +50,22 @@ async fn more_headers_than_max_headers_gets_431() {
     assert_eq!(backend.served(), 0);
 }
 
+/// HTTP/2's framing bounds a head's bytes, not its fields: the count is Fulcrum's to check.
+#[tokio::test]
+async fn more_headers_than_max_headers_over_http2_gets_431() {
+    let (backend, proxy) = proxy_with("max_headers = 20\n").await;
+    let request = |fields: usize| {
+        let mut builder = http::Request::get("http://a.test/");
+        for i in 0..fields {
+            builder = builder.header(format!("x-h{i}"), "v");
+        }
+        builder.body(support::empty()).unwrap()
+    };
+    assert_eq!(support::h2c(proxy.addr, request(30)).await.status, 431);
+    assert_eq!(backend.served(), 0);
+    assert_eq!(support::h2c(proxy.addr, request(10)).await.status, 200);
+}
+
 #[tokio::test]
 async fn a_target_over_max_uri_bytes_gets_414() {
     let (backend, proxy) = proxy_with("max_uri_bytes = \"1KiB\"\n").await;
