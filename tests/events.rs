@@ -156,3 +156,41 @@ async fn health_changes_and_reloads_are_logged_with_their_reasons() {
     })
     .await;
 }
+
+/// A backend that keeps failing is ejected again by live traffic as soon as an ejection runs
+/// out, often before the pool's watcher looks: each ejection is still one event and one count,
+/// and so is each end of one.
+#[tokio::test]
+async fn repeated_ejections_are_each_reported() {
+    let live = Backend::start("live").await;
+    let dead = refusing_address().await.to_string();
+    let config = format!(
+        "[pool.web]\nstrategy = \"round_robin\"\nretries = 1\n\
+         backends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n\
+         [pool.web.outlier]\nconsecutive_failures = 1\nbase_ejection = \"20ms\"\nmax_ejection = \"20ms\"\nmax_ejected_percent = 100\n{ADMIN}",
+        live.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    let http = Http::to(proxy.addr);
+    let ejections = |m: &support::Metrics| {
+        m.value(
+            "fulcrum_backend_ejections_total",
+            &[("pool", "web"), ("backend", &dead)],
+        )
+    };
+    let start = tokio::time::Instant::now();
+    while ejections(&scrape(api).await) < 4.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the dead backend is not ejected four times"
+        );
+        assert_eq!(http.get("/").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let m = scrape(api).await;
+    let ejected = ejections(&m);
+    assert_eq!(changes_to(&m, &dead, "ejected"), ejected);
+    // Every ejection but the last has ended by the time the next began.
+    assert!(changes_to(&m, &dead, "healthy") >= ejected - 1.0);
+}

@@ -270,7 +270,7 @@ impl Pool {
             let why = format!(
                 "{streak} consecutive failures, the last: {reason}; ejected for {period:?}"
             );
-            super::transitions::report(&self.name, backend, &why);
+            super::transitions::report_ejection(&self.name, backend, &why);
         }
     }
 
