@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use fulcrum::app::Options;
 use serde_json::Value;
-use support::{Backend, Http, TestProxy, admin, answered_by, pool, pool_with_backups, wait_until};
+use support::{
+    Backend, Http, TestProxy, admin, answered_by, pool, pool_with_backups, scrape, wait_until,
+};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -234,6 +236,49 @@ async fn drain_stops_new_requests_while_in_flight_ones_finish() {
         admin(api, "POST", &path, None, None).await.json["health"],
         "healthy"
     );
+    assert!(answered_by(&http, 6).await.contains(&"a".to_owned()));
+}
+
+/// `disable` takes a backend out for maintenance: nothing new reaches it, its state is
+/// `disabled` (outranking `draining`), and `enable` brings it back.
+#[tokio::test]
+async fn disable_takes_a_backend_out_until_enabled() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a, &b]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    let http = Http::to(proxy.addr);
+    let member = |action: &str| format!("/pools/web/backends/{}/{action}", a.addr);
+
+    let reply = admin(api, "POST", &member("disable"), None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json["health"], "disabled");
+    assert_eq!(reply.json["available"], false);
+    assert!(
+        answered_by(&http, 6).await.iter().all(|n| n == "b"),
+        "a disabled backend gets nothing"
+    );
+    let m = scrape(api).await;
+    let state = |state: &str| {
+        m.value(
+            "fulcrum_backend_state",
+            &[
+                ("pool", "web"),
+                ("backend", &a.addr.to_string()),
+                ("state", state),
+            ],
+        )
+    };
+    assert_eq!(state("disabled"), 1.0);
+    assert_eq!(
+        admin(api, "GET", &member("disable"), None, None)
+            .await
+            .status,
+        405
+    );
+
+    let reply = admin(api, "POST", &member("enable"), None, None).await;
+    assert_eq!(reply.json["health"], "healthy");
     assert!(answered_by(&http, 6).await.contains(&"a".to_owned()));
 }
 

@@ -1,4 +1,4 @@
-//! The admin endpoints that act: reload, register, deregister, drain, enable, heartbeat.
+//! The admin endpoints that act: reload, register, deregister, drain, disable, enable, heartbeat.
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ pub fn show(control: &Control, pool: &str, address: &str) -> Reply {
     with_backend(control, pool, address, |_| {})
 }
 
-/// `POST /pools/{pool}/backends/{address}/drain` and `.../enable`
+/// `POST /pools/{pool}/backends/{address}/drain`, `.../disable` and `.../enable`
 pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState) -> Reply {
     with_backend(control, pool, address, |backend| {
         backend.health().set_admin(admin);

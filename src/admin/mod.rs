@@ -8,7 +8,7 @@
 //! | `GET /pools/{pool}/backends[?available=true]` | the pool's members (only those pickable now) |
 //! | `POST /pools/{pool}/backends` | register `{"address", "weight", "backup", "ttl"}` (201; 200 when it updates an existing registration) |
 //! | `DELETE /pools/{pool}/backends/{address}` | deregister a registered backend (204) |
-//! | `POST /pools/{pool}/backends/{address}/drain` / `enable` | stop / resume new requests |
+//! | `POST /pools/{pool}/backends/{address}/drain` / `disable` / `enable` | stop / stop (maintenance) / resume new requests |
 //! | `PUT /pools/{pool}/backends/{address}/heartbeat` | renew a registration's lease |
 //! | `GET /pools/{pool}/route?key=K[&n=N]` | where a consistent-hash key lives: home and replicas |
 //!
@@ -132,6 +132,12 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
             address,
             crate::upstream::health::AdminState::Enabled,
         ),
+        (["pools", pool, "backends", address, "disable"], Method::POST) => handlers::set_admin(
+            control,
+            pool,
+            address,
+            crate::upstream::health::AdminState::Disabled,
+        ),
         (["pools", pool, "backends", address, "heartbeat"], Method::PUT) => {
             handlers::heartbeat(control, pool, address)
         }
@@ -142,7 +148,13 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
             | ["pools", _, "backends"]
             | ["pools", _, "route"]
             | ["pools", _, "backends", _]
-            | ["pools", _, "backends", _, "drain" | "enable" | "heartbeat"],
+            | [
+                "pools",
+                _,
+                "backends",
+                _,
+                "drain" | "disable" | "enable" | "heartbeat",
+            ],
             _,
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
