@@ -99,7 +99,7 @@ impl App {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("registrations state file: {0}")]
     Registry(String),

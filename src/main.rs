@@ -119,7 +119,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         let mut rotate =
             signal(SignalKind::user_defined1()).context("cannot install signal handlers")?;
         let path = config.path.clone();
-        let app = App::start(config, Options { watch_config: true }).await?;
+        let app = App::start(config, Options { watch_config: true })
+            .await
+            .with_context(|| format!("{}: cannot start", path.display()))?;
         info!(config = %path.display(), "fulcrum started");
         let control: Control = app.control().clone();
         tokio::spawn(async move {

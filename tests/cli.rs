@@ -90,4 +90,74 @@ fn unbindable_listen_address_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}: cannot start")),
+        "the file is named: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot listen on").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
+
+/// What `--check` accepts must start, as with `nginx -t`: what would fail at startup, or serve
+/// nonsense, is caught by the check, with file, line and key.
+#[test]
+fn check_catches_what_would_fail_at_startup() {
+    let dir = TempDir::new();
+    support::tls::write_cert(dir.path(), "site", &["a.test"]);
+    let pool = "[pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n";
+    let tls = |listen: &str| {
+        format!(
+            "[tls]\nlisten = \"{listen}\"\n[[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"site.pem\"\nkey = \"site.key\"\n"
+        )
+    };
+    let cases = [
+        (
+            format!(
+                "[server]\nlisten = \"127.0.0.1:18999\"\n{pool}{}",
+                tls("127.0.0.1:18999")
+            ),
+            ":6: tls.listen: 127.0.0.1:18999 is also in server.listen",
+        ),
+        (
+            format!(
+                "[server]\nlisten = \"127.0.0.1:18999\"\n{pool}[admin]\nlisten = \"127.0.0.1:18999\"\n"
+            ),
+            ":6: admin.listen: 127.0.0.1:18999 is also a proxy listener",
+        ),
+        (
+            format!("[server]\nredirect_https = true\n{pool}"),
+            ":2: server.redirect_https = true needs a [tls] listener",
+        ),
+        (
+            format!("{pool}[log]\naccess_path = \"/nonexistent-dir/access.log\"\n"),
+            ":4: log.access_path: directory /nonexistent-dir does not exist",
+        ),
+        (
+            format!("{pool}[timeouts]\nclient_idle = \"18446744073709551615ms\"\n"),
+            ":4: timeouts.client_idle: \"18446744073709551615ms\" is too large",
+        ),
+    ];
+    for (config, expect) in cases {
+        let path = write_config(&dir, &config);
+        let output = fulcrum(&["--config", &path, "--check"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{config}\n{stderr}");
+        assert!(stderr.contains(&format!("{path}{expect}")), "{stderr}");
+    }
+    let path = write_config(
+        &dir,
+        &format!(
+            "[server]\nredirect_https = true\n{pool}{}",
+            tls("127.0.0.1:18998")
+        ),
+    );
+    let output = fulcrum(&["--config", &path, "--check"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

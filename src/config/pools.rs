@@ -107,9 +107,9 @@ impl Source<'_> {
             self.error_at(ca, format!("pool.{pool}.ca: {}: {reason}", path.display()))
         };
         let roots = CertificateDer::pem_file_iter(&path)
-            .map_err(|err| fail(format!("{err:?}")))?
+            .map_err(|err| fail(crate::tls::describe_pem_error(&err)))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| fail(format!("not valid PEM: {err:?}")))?;
+            .map_err(|err| fail(crate::tls::describe_pem_error(&err)))?;
         if roots.is_empty() {
             return Err(fail("no certificate found".to_owned()));
         }

@@ -28,9 +28,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     value
         .checked_mul(millis_per_unit)
+        .filter(|millis| *millis <= MAX_DURATION_MS)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| {
+            format!("{text:?} is too large: at most {MAX_DURATION_MS}ms (about 24 days)")
+        })
 }
+
+/// The longest duration a config may give: 2^31 - 1 ms, the most nginx and HAProxy accept for a
+/// timeout. Far beyond any useful timeout, and far from where a deadline computed from it could
+/// overflow.
+pub const MAX_DURATION_MS: u64 = i32::MAX as u64;
 
 /// What a size must look like, for error messages.
 pub const SIZE_HINT: &str = "expected a size such as \"512B\", \"64KiB\", \"100MiB\" or \"1GiB\" (or KB, MB, GB: powers of 1000)";
@@ -105,8 +113,20 @@ mod tests {
             "-1s",
             "1.5s",
             "99999999999999999999h",
+            "18446744073709551615ms",
+            "2147483648ms",
+            "597h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
         }
+    }
+
+    #[test]
+    fn the_longest_duration_is_nginx_and_haproxys() {
+        assert_eq!(
+            parse_duration("2147483647ms"),
+            Ok(Duration::from_millis(2_147_483_647))
+        );
+        assert_eq!(parse_duration("596h"), Ok(Duration::from_secs(596 * 3600)));
     }
 }

@@ -12,7 +12,7 @@ use super::units::parse_duration;
 use super::wire;
 use super::{
     AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE,
-    Log, PoolConfig, RouteConfig, Server,
+    Log, PoolConfig, RouteConfig, Server, TlsConfig,
 };
 use crate::route::HostPattern;
 
@@ -26,22 +26,35 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .map(|(name, pool)| src.pool(name, pool))
         .collect::<Result<Vec<_>, _>>()?;
     let routes = src.routes(&file.route, &pools)?;
+    let server = src.server(&file.server)?;
+    let admin = match &file.admin {
+        None => None,
+        Some(admin) => Some(src.admin(admin)?),
+    };
+    let tls = match &file.tls {
+        None => None,
+        Some(tls) => Some(src.tls(tls)?),
+    };
+    src.listeners_apart(&file, &server, admin.as_ref(), tls.as_ref())?;
+    if let Some(redirect) = &file.server.redirect_https
+        && *redirect.get_ref()
+        && tls.is_none()
+    {
+        return Err(src.error_at(
+            redirect,
+            "server.redirect_https = true needs a [tls] listener to redirect to",
+        ));
+    }
     Ok(Config {
         path: path.to_path_buf(),
-        server: src.server(&file.server)?,
+        server,
         timeouts: src.timeouts(&file.timeouts)?,
         pools,
         routes,
-        admin: match &file.admin {
-            None => None,
-            Some(admin) => Some(src.admin(admin)?),
-        },
+        admin,
         log: src.log(&file.log)?,
         limits: src.limits(&file.limits)?,
-        tls: match &file.tls {
-            None => None,
-            Some(tls) => Some(src.tls(tls)?),
-        },
+        tls,
     })
 }
 
@@ -65,8 +78,14 @@ impl Source<'_> {
             .replace("expected bool", "expected true or false");
         match err.span() {
             Some(span) => {
-                let message = match key_before(self.text, span.start) {
+                let key = key_before(self.text, span.start);
+                let message = match key {
                     Some(key) => format!("{key}: {message}"),
+                    // toml's span is the repeated key itself (`web` of a second `[pool.web]`).
+                    None if message == "duplicate key" => {
+                        let repeated = self.text.get(span.clone()).unwrap_or("").trim();
+                        format!("duplicate key {repeated:?}: it is already defined above")
+                    }
                     None => message,
                 };
                 ConfigError::at(self.path, self.text, span.start, message)
@@ -103,7 +122,10 @@ impl Source<'_> {
             listen,
             workers,
             shutdown_grace,
-            redirect_https: server.redirect_https.unwrap_or(false),
+            redirect_https: server
+                .redirect_https
+                .as_ref()
+                .is_some_and(|redirect| *redirect.get_ref()),
         })
     }
 
@@ -165,12 +187,62 @@ impl Source<'_> {
                     "log.access_path is empty: give a file path, or \"-\" for standard output",
                 ));
             }
-            Some(path) => AccessPath::File(PathBuf::from(path.get_ref())),
+            Some(path) => {
+                let file = PathBuf::from(path.get_ref());
+                // The file is created at startup if missing; its directory must already be there.
+                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+                    && !dir.is_dir()
+                {
+                    return Err(self.error_at(
+                        path,
+                        format!(
+                            "log.access_path: directory {} does not exist",
+                            dir.display()
+                        ),
+                    ));
+                }
+                AccessPath::File(file)
+            }
         };
         Ok(Log {
             access,
             access_path,
         })
+    }
+
+    /// The plain, TLS and admin listeners on distinct addresses: one of them could not bind.
+    fn listeners_apart(
+        &self,
+        file: &wire::File,
+        server: &Server,
+        admin: Option<&Admin>,
+        tls: Option<&TlsConfig>,
+    ) -> Result<(), ConfigError> {
+        // Port 0 asks for any free port: two of them never collide.
+        let taken = |addr: &SocketAddr, by: &[SocketAddr]| addr.port() != 0 && by.contains(addr);
+        if let (Some(tls), Some(spanned)) = (tls, &file.tls)
+            && let Some(addr) = tls.listen.iter().find(|a| taken(a, &server.listen))
+        {
+            return Err(self.error_at(
+                &spanned.get_ref().listen,
+                format!(
+                    "tls.listen: {addr} is also in server.listen: an address takes one listener"
+                ),
+            ));
+        }
+        if let (Some(admin), Some(spanned)) = (admin, &file.admin) {
+            let tls_listen = tls.map_or(&[][..], |tls| &tls.listen[..]);
+            if taken(&admin.listen, &server.listen) || taken(&admin.listen, tls_listen) {
+                return Err(self.error_at(
+                    &spanned.get_ref().listen,
+                    format!(
+                        "admin.listen: {} is also a proxy listener: the admin API needs its own address",
+                        admin.listen
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn listen(
@@ -527,6 +599,21 @@ pool = "web"
     fn syntax_errors_name_their_line() {
         assert_rejected("workers = 2", "workers = ", "proxy.toml:4:");
         assert_rejected("weight = 3", "weight = \"3\"", "proxy.toml:14:");
+    }
+
+    #[test]
+    fn a_repeated_key_or_table_is_named() {
+        let pool = "backends = [{ address = \"127.0.0.1:9001\" }]\n";
+        let err = check(&format!(
+            "[pool.web]\n{pool}strategy = \"random\"\nstrategy = \"weighted\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("proxy.toml:4: duplicate key \"strategy\""),
+            "{err}"
+        );
+        let err = check(&format!("[pool.web]\n{pool}[pool.web]\n{pool}")).unwrap_err();
+        assert!(err.contains("proxy.toml:3: duplicate key \"web\""), "{err}");
     }
 
     #[test]

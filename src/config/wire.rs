@@ -85,7 +85,7 @@ pub struct Server {
     pub listen: Option<Spanned<OneOrMany>>,
     pub workers: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
-    pub redirect_https: Option<bool>,
+    pub redirect_https: Option<Spanned<bool>>,
 }
 
 /// `[timeouts]`

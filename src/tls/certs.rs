@@ -51,9 +51,10 @@ fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(chain)
 }
 
-fn describe(error: &rustls_pki_types::pem::Error) -> String {
+/// A PEM file's error as an operator reads it: unreadable, or not PEM.
+pub fn describe(error: &rustls_pki_types::pem::Error) -> String {
     match error {
         rustls_pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
-        other => format!("not valid PEM: {other:?}"),
+        other => format!("not valid PEM: {other}"),
     }
 }
