@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use crate::inbound::ClientBody;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
@@ -251,6 +251,9 @@ fn relay(
     }
     let (mut parts, body) = response.into_parts();
     headers::rewrite_response(&mut parts.headers, parts.version);
+    // `Via` names the version the backend spoke; the status line is Fulcrum's own (RFC 9110
+    // section 2.5): an HTTP/1.0 backend's response goes out as HTTP/1.1, framed for the client.
+    parts.version = Version::HTTP_11;
     Response::from_parts(
         parts,
         ProxyBody::Upstream(Relayed::new(body, in_flight, connection)),
