@@ -44,7 +44,8 @@ pub struct ClientSide {
 }
 
 /// Rewrites a request's headers for the backend: hop-by-hop removed, forwarding headers set.
-pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
+/// Returns whether the request has a `Host` (only an HTTP/1.0 one can lack it).
+pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) -> bool {
     if client.version == Version::HTTP_2 {
         join_cookies(headers);
     }
@@ -62,10 +63,27 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) {
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(client.proto),
     );
+    let has_host = present.host.is_some();
     if let Some(host) = present.host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     append_via(headers, client.version);
+    has_host
+}
+
+/// `OPTIONS` (and `TRACE`) carry `Max-Forwards` to count down: each intermediary forwards one
+/// less (RFC 9110 section 7.6.2). Zero is answered by the proxy itself (`screen.rs`); a value
+/// that is not a number is left alone.
+pub fn count_down_max_forwards(headers: &mut HeaderMap) {
+    let Some(value) = headers.get_mut(header::MAX_FORWARDS) else {
+        return;
+    };
+    let left = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(left) = left.filter(|n| *n > 0) {
+        *value = HeaderValue::from(left - 1);
+    }
 }
 
 /// Rewrites a backend response's headers for the client.
@@ -122,7 +140,8 @@ fn strip_present(headers: &mut HeaderMap, present: [bool; 7]) {
     }
 }
 
-/// Removes the headers that `Connection` names (RFC 9110 section 7.6.1), except `Host`.
+/// Removes the headers that `Connection` names (RFC 9110 section 7.6.1), except `Host` and
+/// `X-Request-Id`: routing used the one, the proxy set the other, and the backend gets both.
 fn remove_named_by_connection(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -135,7 +154,7 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
             !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .filter(|name| *name != header::HOST)
+        .filter(|name| *name != header::HOST && *name != crate::request_id::X_REQUEST_ID)
         .collect();
     for name in named {
         headers.remove(name);
@@ -371,6 +390,31 @@ mod tests {
         let mut fresh = HeaderMap::new();
         rewrite_request(&mut fresh, &client());
         assert_eq!(fresh["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn max_forwards_counts_down() {
+        for (given, sent) in [("5", "4"), (" 1 ", "0"), ("0", "0"), ("x", "x")] {
+            let mut headers = map(&[("max-forwards", given)]);
+            count_down_max_forwards(&mut headers);
+            assert_eq!(headers["max-forwards"], sent, "{given:?}");
+        }
+        let mut none = HeaderMap::new();
+        count_down_max_forwards(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_request_id() {
+        let mut headers = map(&[
+            ("host", "a"),
+            ("connection", "x-request-id"),
+            ("x-request-id", "abc123"),
+        ]);
+        assert!(rewrite_request(&mut headers, &client()), "Host is there");
+        assert_eq!(headers["x-request-id"], "abc123");
+        let mut headers = map(&[("connection", "close")]);
+        assert!(!rewrite_request(&mut headers, &client()), "no Host");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   than `max_headers` fields gets 431 (HTTP/1's parser counts them itself).
 //! - Methods: `CONNECT` gets 405 (Fulcrum is not a tunnel), as does `TRACE` (it would echo
 //!   credentials back to a script); `OPTIONS` with `Max-Forwards: 0` is answered here (RFC 9110
-//!   section 7.6.2).
+//!   section 7.6.2). A target form other methods cannot have (`host:port`, or `*` but for
+//!   `OPTIONS`) gets 400.
 //! - Backend responses: a 101 nobody asked for, or a `Transfer-Encoding` other than one
 //!   `chunked`, is a 502 (hyper itself refuses conflicting lengths, obs-fold and oversized heads).
 //! - Loops: a request whose `Via` already names Fulcrum [`LOOP_LIMIT`] times gets 508: a pool
@@ -112,6 +113,9 @@ pub fn screen<B>(
     }
     if let Some(local) = method(request.method(), headers) {
         return Some(local);
+    }
+    if let Some(refusal) = target_form(request.method(), request.uri()) {
+        return Some(refusal);
     }
     if carried.via && fulcrum_hops(headers) >= LOOP_LIMIT {
         return Some(Local {
@@ -266,6 +270,25 @@ fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
             close: false,
             allow: true,
         });
+    }
+    None
+}
+
+/// A target form its method cannot have (RFC 9112 section 3.2): authority-form (`host:port`) is
+/// CONNECT's alone, asterisk-form (`*`) OPTIONS' alone. Forwarded, the one would become `/` and
+/// the other reach a backend that cannot route it.
+fn target_form(method: &Method, uri: &http::Uri) -> Option<Local> {
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some(Local::refuse(
+            StatusCode::BAD_REQUEST,
+            "authority-form target is for CONNECT only",
+        ));
+    }
+    if uri.path() == "*" && *method != Method::OPTIONS {
+        return Some(Local::refuse(
+            StatusCode::BAD_REQUEST,
+            "asterisk-form target is for OPTIONS only",
+        ));
     }
     None
 }
@@ -459,6 +482,25 @@ mod tests {
         };
         assert_eq!(h2(3), None);
         assert_eq!(h2(4), Some(431), "repeated names count once each");
+    }
+
+    #[test]
+    fn target_forms_match_their_methods() {
+        let verdict = |method: &str, target: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(target)
+                .header(header::HOST, "a")
+                .body(())
+                .unwrap();
+            screen(&request, &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
+        };
+        assert_eq!(verdict("GET", "a.example:80"), Some(400));
+        assert_eq!(verdict("GET", "*"), Some(400));
+        assert_eq!(verdict("OPTIONS", "*"), None);
+        assert_eq!(verdict("GET", "/x"), None);
+        assert_eq!(verdict("GET", "http://a/x"), None);
+        assert_eq!(verdict("CONNECT", "a.example:443"), Some(405));
     }
 
     #[test]

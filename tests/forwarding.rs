@@ -125,13 +125,32 @@ async fn http2_client_reaches_http1_backend_with_host_set() {
     assert_eq!(seen.headers["via"], "2 fulcrum");
 }
 
+/// An HTTP/1.0 request may come without `Host`; the backend gets HTTP/1.1, which needs one:
+/// the pool's name, as nginx sends its upstream's.
 #[tokio::test]
 async fn http10_client_is_answered() {
     let (backend, proxy) = one_backend().await;
     let response = raw(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    assert!(response.contains(" 200 "), "{response}");
     assert!(response.ends_with("\r\n\r\nb"), "{response}");
-    assert_eq!(backend.requests()[0].headers["via"], "1.0 fulcrum");
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["via"], "1.0 fulcrum");
+    assert_eq!(seen.headers["host"], "web");
+    assert!(!seen.headers.contains_key("x-forwarded-host"));
+}
+
+/// `Connection` may name any field, but not the request id the proxy keeps for both sides.
+#[tokio::test]
+async fn connection_cannot_take_away_the_request_id() {
+    let (backend, proxy) = one_backend().await;
+    let response = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Request-Id\r\nX-Request-Id: abc123\r\n\r\n",
+    )
+    .await;
+    assert!(response.contains("x-request-id: abc123\r\n"), "{response}");
+    assert_eq!(backend.requests()[0].headers["x-request-id"], "abc123");
 }
 
 #[tokio::test]

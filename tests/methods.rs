@@ -49,6 +49,11 @@ async fn options_with_max_forwards_zero_is_answered_here() {
     .await;
     assert_eq!(reply.status(), Some(200));
     assert_eq!(backend.served(), 1, "with hops left, OPTIONS is forwarded");
+    assert_eq!(
+        backend.requests()[0].headers["max-forwards"],
+        "2",
+        "one hop fewer (RFC 9110 section 7.6.2)"
+    );
 }
 
 #[tokio::test]
@@ -101,4 +106,28 @@ async fn a_pool_pointing_at_the_proxy_itself_ends_in_508() {
     )
     .await;
     assert_eq!(reply.status(), Some(508), "{:?}", reply.text);
+}
+
+/// `host:port` is CONNECT's target form and `*` OPTIONS': with another method each is a 400,
+/// not a request rewritten to `/` or passed on for a backend to puzzle over.
+#[tokio::test]
+async fn target_forms_other_methods_cannot_have_get_400() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    for request in [
+        "GET a.example:80 HTTP/1.1\r\nHost: a.example:80\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
+        assert_eq!(reply.status(), Some(400), "{request:?}: {:?}", reply.text);
+    }
+    assert_eq!(backend.served(), 0);
+    let reply = raw_exchange(
+        proxy.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
+    assert_eq!(backend.requests()[0].target, "*");
 }

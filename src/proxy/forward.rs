@@ -65,6 +65,7 @@ pub(super) async fn forward<'a>(
         request,
         client,
         upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
+        pool.name(),
     );
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;

@@ -4,18 +4,21 @@
 use std::net::SocketAddr;
 
 use crate::inbound::ClientBody;
-use http::{HeaderValue, Request, Uri, header};
+use http::{HeaderValue, Method, Request, Uri, header};
 
 use crate::attempt::Head;
 use crate::headers::{self, ClientSide};
 use crate::tunnel;
 
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
-/// forwarding headers in, the target in origin form.
+/// forwarding headers in, the target in origin form. `pool` is the `Host` of a request without
+/// one (HTTP/1.0): the backend speaks HTTP/1.1, which requires it, and like nginx's default
+/// (`$proxy_host`, the upstream's name) Fulcrum names the pool.
 pub(super) fn prepare(
     mut request: Request<ClientBody>,
     (peer, tls): (SocketAddr, bool),
     upgrade: Option<HeaderValue>,
+    pool: &str,
 ) -> (Head, ClientBody) {
     let client = ClientSide {
         ip: peer.ip(),
@@ -23,7 +26,13 @@ pub(super) fn prepare(
         version: request.version(),
     };
     set_host_from_target(&mut request);
-    headers::rewrite_request(request.headers_mut(), &client);
+    let has_host = headers::rewrite_request(request.headers_mut(), &client);
+    if !has_host && let Ok(name) = HeaderValue::from_str(pool) {
+        request.headers_mut().insert(header::HOST, name);
+    }
+    if request.method() == Method::OPTIONS {
+        headers::count_down_max_forwards(request.headers_mut());
+    }
     if let Some(protocol) = upgrade {
         tunnel::restore(request.headers_mut(), protocol);
     }
