@@ -8,14 +8,17 @@
 //!   whole (the response timeout starts then), and it keeps what it sent, up to
 //!   [`REPLAY_LIMIT`], so that a failed attempt can be replayed to another backend.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 use crate::inbound::{BodyError, Inbound};
 use crate::upstream::{InFlight, PlainBody, Sender};
@@ -35,12 +38,20 @@ pub enum ProxyBody {
 /// A backend's response body, with what must happen when it ends: the request stops counting as
 /// in flight, and the connection it came on goes back to its backend's idle stack, but only if
 /// the body was read to its end (a connection with unread bytes cannot carry another exchange).
+/// A backend that pauses mid-body for longer than `timeouts.response` is given up on, as nginx's
+/// `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error, so the
+/// client's connection is cut rather than left waiting forever.
 #[derive(Debug)]
 pub struct Relayed {
     body: UpstreamBody,
     in_flight: InFlight,
     /// hyper's connection the body came on; a plain connection is inside its body.
     connection: Option<Sender>,
+    /// The longest pause allowed between two frames.
+    idle: Duration,
+    /// Since the pause began, while the body has nothing ready; made at the first pause only.
+    pause: Option<Pin<Box<Sleep>>>,
+    pausing: bool,
 }
 
 /// A backend's response body: read by hyper's client connection, or by this request's task.
@@ -51,11 +62,44 @@ pub enum UpstreamBody {
 }
 
 impl Relayed {
-    pub fn new(body: UpstreamBody, in_flight: InFlight, connection: Option<Sender>) -> Relayed {
+    pub fn new(
+        body: UpstreamBody,
+        in_flight: InFlight,
+        connection: Option<Sender>,
+        idle: Duration,
+    ) -> Relayed {
         Relayed {
             body,
             in_flight,
             connection,
+            idle,
+            pause: None,
+            pausing: false,
+        }
+    }
+
+    /// The next frame, or an error once the backend has paused longer than `idle`.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.pausing = false;
+            return polled;
+        }
+        let idle = self.idle;
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if !self.pausing {
+            self.pausing = true;
+            pause.as_mut().reset(Instant::now() + idle);
+        }
+        match pause.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                "the backend sent nothing of the body for {:?}",
+                self.idle
+            )
+            .into()))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -126,7 +170,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(relayed) => {
-                let polled = Pin::new(&mut relayed.body).poll_frame(cx);
+                let polled = relayed.poll_body(cx);
                 if matches!(polled, Poll::Ready(None)) || relayed.body.is_end_stream() {
                     relayed.recycle();
                 }

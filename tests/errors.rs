@@ -5,8 +5,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    Backend, Http, Reply, TestProxy, blackhole, interim_flood_backend, refusing_address,
-    scripted_backend,
+    Backend, Http, Reply, TestProxy, blackhole, body_stalling_backend, interim_flood_backend,
+    raw_exchange, refusing_address, scripted_backend,
 };
 
 fn single_backend_pool(address: impl std::fmt::Display, timeouts: &str) -> String {
@@ -174,4 +174,34 @@ async fn a_failed_request_does_not_poison_the_next() {
         [502, 200, 502, 200],
         "the client connection survives a 502"
     );
+}
+
+/// A backend that goes silent mid-body is given up on after the response timeout, as nginx's
+/// `proxy_read_timeout` does: the head is out, so the client's connection is cut short (on both
+/// of Fulcrum's client paths: its own for a GET, hyper's for a POST).
+#[tokio::test]
+async fn a_body_stalled_mid_way_is_cut_after_the_response_timeout() {
+    let backend = body_stalling_backend().await;
+    let proxy = TestProxy::start(&single_backend_pool(backend, "response = \"300ms\"")).await;
+    for request in [
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        let started = Instant::now();
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(10)).await;
+        let elapsed = started.elapsed();
+        assert!(
+            reply.closed,
+            "{request:?}: the connection is cut: {:?}",
+            reply.text
+        );
+        assert!(reply.text.starts_with("HTTP/1.1 200"), "{:?}", reply.text);
+        assert!(
+            reply.text.ends_with("hello"),
+            "only what came: {:?}",
+            reply.text
+        );
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "cut after {elapsed:?}");
+    }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::inbound::ClientBody;
 use http::{Request, Response, StatusCode, Version, header};
@@ -143,7 +143,8 @@ pub(super) async fn forward<'a>(
                     tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
                     return Ok(switching(response));
                 }
-                let mut response = relay(pool, response, in_flight, connection);
+                let idle = state.timeouts().response;
+                let mut response = relay(pool, response, in_flight, connection, idle);
                 pin_to(pool, &backend, pinned, &mut response);
                 return Ok(response);
             }
@@ -235,11 +236,13 @@ fn switching(response: Response<UpstreamBody>) -> Response<ProxyBody> {
 }
 
 /// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
+/// `idle`: the longest pause allowed in its body.
 fn relay(
     pool: &Pool,
     response: Response<UpstreamBody>,
     in_flight: InFlight,
     connection: Option<Sender>,
+    idle: Duration,
 ) -> Response<ProxyBody> {
     let status = response.status();
     if matches!(
@@ -257,7 +260,7 @@ fn relay(
     parts.version = Version::HTTP_11;
     Response::from_parts(
         parts,
-        ProxyBody::Upstream(Relayed::new(body, in_flight, connection)),
+        ProxyBody::Upstream(Relayed::new(body, in_flight, connection, idle)),
     )
 }
 

@@ -411,6 +411,29 @@ pub async fn interim_flood_backend() -> SocketAddr {
     addr
 }
 
+/// A backend that answers each request head with a 200 promising 10 bytes, sends 5, and then
+/// sends nothing more, holding the connection open until the peer goes (or 20 seconds pass).
+pub async fn body_stalling_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let half = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";
+                if stream.write_all(half).await.is_err() {
+                    return;
+                }
+                let mut rest = [0u8; 64];
+                let held = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut rest));
+                held.await.ok();
+            });
+        }
+    });
+    addr
+}
+
 /// A backend that accepts connections and reads requests but never answers: a hung process.
 pub async fn stalled_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::AsyncReadExt;

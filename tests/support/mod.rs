@@ -11,7 +11,7 @@ pub mod tls;
 
 pub use admin::{AdminReply, admin};
 pub use backend::{
-    Backend, PatternBody, blackhole, check_pattern, interim_flood_backend,
+    Backend, PatternBody, blackhole, body_stalling_backend, check_pattern, interim_flood_backend,
     one_request_per_connection_backend, pattern_byte, refusing_address, scripted_backend,
     stalled_backend, upgrade_echo_backend,
 };
