@@ -9,6 +9,8 @@
 //!   `client_idle` after the last response.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
+//! - A client that reads nothing of what is written to it for `client_idle` has its connection
+//!   closed, as nginx's `send_timeout` does ([`WriteWait`], also used by `server/h1/`).
 //!
 //! It also keeps the bytes of the current HTTP/1 request head: hyper drops `Content-Length` when
 //! `Transfer-Encoding` is present (treating the body as chunked), so only the raw head can show
@@ -137,6 +139,66 @@ pub struct Watched<S> {
     timeouts: Timeouts,
     speaks: Speaks,
     alarm: Alarm,
+    writes: WriteWait,
+}
+
+/// How long writes to a client have waited for it to read, against a limit: a write that makes
+/// no progress for the limit fails. The timer is made at the first wait only, so a response that
+/// goes out at once, as almost all do, costs a flag.
+#[derive(Debug)]
+pub struct WriteWait {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl WriteWait {
+    pub fn new(limit: Duration) -> WriteWait {
+        WriteWait {
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// A write made progress: the next wait starts a new count.
+    pub fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// A write has to wait: `Pending` until the limit passes without progress, then an error.
+    pub fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !self.waiting {
+            self.waiting = true;
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the response for client_idle",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `polled`, a write's or flush's result, with the wait counted.
+    pub fn count<T>(
+        &mut self,
+        polled: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.waited(cx),
+            ready => {
+                self.progressed();
+                ready
+            }
+        }
+    }
 }
 
 /// A stream the 408 can be written to without waiting (plain TCP only: on TLS the connection is
@@ -164,6 +226,7 @@ impl<S> Watched<S> {
             timeouts,
             speaks: Speaks::Unknown,
             alarm: Alarm::default(),
+            writes: WriteWait::new(timeouts.client_idle),
         }
     }
 
@@ -325,7 +388,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.writes.count(polled, cx)
     }
 
     fn poll_write_vectored(
@@ -333,7 +398,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.writes.count(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -341,7 +408,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.writes.count(polled, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -316,33 +316,40 @@ async fn a_connection_idle_long_enough_to_leave_the_runtime_is_still_served_and_
     assert_eq!(backend.served(), 3);
 }
 
+/// On both of the proxy's client paths: its own (a GET), and hyper's (a POST, an HTTP/1.0 GET).
 #[tokio::test]
 async fn a_client_that_stops_reading_its_response_is_cut_off_after_client_idle() {
     let backend = Backend::start("a").await;
     let config = pool("web", "round_robin", &[&backend]) + "[timeouts]\nclient_idle = \"500ms\"\n";
     let proxy = TestProxy::start(&config).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let size: u64 = 64 << 20; // far more than the sockets between can buffer
-    stream
-        .write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    // Reads nothing for longer than client_idle: the proxy's writes wait, then give up.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let mut received = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received += n as u64,
+    for head in [
+        format!("GET /bytes/{size} HTTP/1.1\r\nHost: a\r\n\r\n"),
+        format!("POST /bytes/{size} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"),
+        format!("GET /bytes/{size} HTTP/1.0\r\nHost: a\r\n\r\n"),
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // Reads nothing for longer than client_idle: the proxy's writes wait, then give up.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let mut received = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received += n as u64,
+                }
             }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the connection is closed, not left hanging");
-    assert!(
-        received < size,
-        "the response was cut off: {received} of {size} bytes"
-    );
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "{head:?}: the connection is closed, not left hanging"
+        );
+        assert!(
+            received < size,
+            "{head:?}: the response was cut off: {received} of {size} bytes"
+        );
+    }
 }
