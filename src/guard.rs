@@ -49,10 +49,14 @@ pub struct Watch {
     idle_since_ms: AtomicU64,
     /// The current request head's bytes so far (HTTP/1).
     head: Mutex<Head>,
+    /// Requests started on the connection so far.
+    requests: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Head {
+    /// The number of the request it is the head of (the first request is 1).
+    request: u64,
     /// A head has started and not ended.
     open: bool,
     started_ms: u64,
@@ -69,28 +73,21 @@ impl Watch {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(clock::now_ms()),
             head: Mutex::new(Head::default()),
+            requests: AtomicU64::new(0),
         }
     }
 
     /// Counts a request as in progress until the returned guard drops (with its response).
     pub fn start(self: &Arc<Self>) -> Active {
+        let number = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(Arc::clone(self))
+        Active(Arc::clone(self), number)
     }
 
-    /// Whether the raw head of the request with this `start_line` prefix (`"POST /x "`) had a
-    /// `Content-Length` field; `None` when the head kept is not that request's (pipelined heads
-    /// are not kept), so its framing cannot be checked.
-    pub fn head_had_content_length(&self, start_line: &[u8]) -> Option<bool> {
-        let head = self.lock();
-        if head.open || head.truncated || !head.bytes.starts_with(start_line) {
-            return None;
-        }
-        let found =
-            head.bytes.split(|&b| b == b'\n').skip(1).any(|line| {
-                line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
-            });
-        Some(found)
+    /// Keeps the connection busy (a tunnel) until the returned guard drops, as a request does.
+    pub fn hold(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(Arc::clone(self), 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
@@ -100,9 +97,31 @@ impl Watch {
     }
 }
 
-/// A request in progress on a connection; dropped when its response ends.
+/// A request in progress on a connection, and its number on it; dropped when its response ends.
 #[derive(Debug)]
-pub struct Active(Arc<Watch>);
+pub struct Active(Arc<Watch>, u64);
+
+impl Active {
+    /// Whether this request's raw head had a `Content-Length` field; `None` when the head kept
+    /// is not this request's (a pipelined head that arrived in the same read as an earlier
+    /// request is not kept), so its framing cannot be checked. `start_line` (`"POST /x "`)
+    /// must begin it too.
+    pub fn head_had_content_length(&self, start_line: &[u8]) -> Option<bool> {
+        let head = self.0.lock();
+        if head.request != self.1
+            || head.open
+            || head.truncated
+            || !head.bytes.starts_with(start_line)
+        {
+            return None;
+        }
+        let found =
+            head.bytes.split(|&b| b == b'\n').skip(1).any(|line| {
+                line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
+            });
+        Some(found)
+    }
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
@@ -245,6 +264,8 @@ impl<S> Watched<S> {
                 return; // a request body, not a new head
             }
             head.open = true;
+            // The head of the next request to start: none is in progress.
+            head.request = self.watch.requests.load(Ordering::Relaxed) + 1;
             head.seen_any = true;
             head.started_ms = clock::now_ms();
             head.bytes.clear();

@@ -190,6 +190,29 @@ async fn a_smuggling_request_pipelined_behind_a_valid_one_never_reaches_the_back
     assert_eq!(backend.served(), 1, "only the GET: {text:?}");
 }
 
+/// Behind a request with the same request line, the smuggling one must not be checked against
+/// the head of the request before it: either way, it never reaches the backend.
+#[tokio::test]
+async fn a_smuggling_request_behind_one_with_the_same_request_line_is_refused() {
+    for first in [
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let backend = Backend::start("a").await;
+        let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+        let smuggling = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n";
+        let reply = raw_exchange(proxy.addr, format!("{first}{smuggling}").as_bytes(), WAIT).await;
+        assert!(reply.text.starts_with("HTTP/1.1 200"), "{:?}", reply.text);
+        assert!(
+            reply.text.contains("HTTP/1.1 400"),
+            "{first:?}: {:?}",
+            reply.text
+        );
+        assert!(reply.closed);
+        assert_eq!(backend.served(), 1, "{first:?}: only the first");
+    }
+}
+
 #[tokio::test]
 async fn bad_authorities_are_refused() {
     for request in [

@@ -139,7 +139,7 @@ pub(super) async fn forward<'a>(
                     let idle = state.timeouts().client_idle;
                     // The client connection is busy for the tunnel's life: its request-head and
                     // idle deadlines must not fire on tunnelled bytes.
-                    let busy = watch.map(Watch::start);
+                    let busy = watch.map(Watch::hold);
                     tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
                     return Ok(switching(response));
                 }

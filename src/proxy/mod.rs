@@ -130,7 +130,9 @@ impl Proxy {
         let raw_content_length = || {
             let target = request.uri().to_string();
             let start_line = format!("{} {target} ", request.method());
-            watch.and_then(|watch| watch.head_had_content_length(start_line.as_bytes()))
+            active
+                .as_ref()
+                .and_then(|active| active.head_had_content_length(start_line.as_bytes()))
         };
         let redirect =
             (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
