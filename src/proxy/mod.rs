@@ -35,6 +35,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
 
 use crate::access::{Entry, Logged};
+use crate::clock;
 use crate::config::{Limits, Timeouts};
 use crate::error::ProxyError;
 use crate::guard::Watch;
@@ -98,7 +99,7 @@ impl Proxy {
         watch: Option<&Arc<Watch>>,
     ) -> Response<Logged> {
         let active = watch.map(Watch::start);
-        let started = Instant::now();
+        let started = clock::now().into_std();
         let state = self.state.load_full();
         let mut request = request;
         let id = request_id::ensure(request.headers_mut());
@@ -191,7 +192,7 @@ impl Pending<'_> {
         let trail = &self.trail;
         trail
             .outcomes(self.state)
-            .record(status, self.started.elapsed());
+            .record(status, clock::now().into_std() - self.started);
         let mut entry = self.entry.take()?;
         entry.answered(
             status,

@@ -25,12 +25,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::connections::MAX_RESPONSE_HEAD;
 use crate::body::RequestBody;
 use crate::headers;
-use crate::{arena, names};
+use crate::{arena, clock, names};
 
 /// Most headers accepted in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -125,7 +125,7 @@ impl Plain {
 
     /// The connection's timer, set to fire `timeout` from now.
     fn arm(&mut self, timeout: Duration) -> Pin<Box<Sleep>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = clock::now() + timeout;
         match self.timer.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);

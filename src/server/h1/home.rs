@@ -292,7 +292,10 @@ impl Home {
     /// Serves the connection on a task of its own.
     fn run(self: &Arc<Self>, connection: Parked) {
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(super::run(Arc::clone(self), connection))),
+            Ok(runtime) => {
+                let task = super::run(Arc::clone(self), connection);
+                drop(runtime.spawn(crate::clock::Fresh::new(task)));
+            }
             // No runtime: it is being shut down.
             Err(_) => {
                 drop(connection);
