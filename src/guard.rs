@@ -260,8 +260,12 @@ impl<S> Watched<S> {
         }
         let mut head = self.watch.lock();
         if !head.open {
-            if self.watch.active.load(Ordering::Relaxed) > 0 {
-                return; // a request body, not a new head
+            // A request body, not a new head: its request is in progress, or its head has
+            // ended and hyper has not started the request yet (it reads on before that).
+            if self.watch.active.load(Ordering::Relaxed) > 0
+                || self.watch.requests.load(Ordering::Relaxed) < head.request
+            {
+                return;
             }
             head.open = true;
             // The head of the next request to start: none is in progress.

@@ -224,3 +224,25 @@ async fn bad_authorities_are_refused() {
         refused(request, 400).await;
     }
 }
+
+/// A legitimate chunked POST whose head ends exactly at the proxy's first read (8 KiB): hyper
+/// reads the body before the request starts, and those bytes must not be taken for a new head
+/// (the request would be refused as pipelined, its framing unchecked).
+#[tokio::test]
+async fn a_chunked_post_with_a_head_of_the_first_read_size_is_served() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    for size in [8190usize, 8191, 8192, 8193, 8194] {
+        let start = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-Pad: ";
+        let head = format!("{start}{}\r\n\r\n", "p".repeat(size - start.len() - 4));
+        assert_eq!(head.len(), size);
+        let bytes = format!("{head}5\r\nhello\r\n0\r\n\r\n");
+        let reply = raw_exchange(proxy.addr, bytes.as_bytes(), WAIT).await;
+        assert_eq!(
+            reply.status(),
+            Some(200),
+            "head of {size} bytes: {:?}",
+            reply.text
+        );
+    }
+}
