@@ -40,7 +40,8 @@ def cpu_table(work, ref, names):
     for name in names:
         runs = [cpu(run.read_text(), run.with_suffix(".cpu").read_text())
                 for run in sorted(work.glob(f"{name}.*.txt")) if run.with_suffix(".cpu").exists()]
-        if not runs:
+        # No CPU figure without the serving processes (`ss -p` needs root to name them).
+        if not runs or any(run[0] == 0 for run in runs):
             return
         rows[name] = [statistics.median(column) for column in zip(*runs)]
     print(f"\n| target | CPU us per request | requests per CPU-second vs {ref} | proxy core busy | load core busy |")

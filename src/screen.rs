@@ -77,7 +77,10 @@ pub fn screen<B>(
         }
     } else {
         // HTTP/1's parser counts the fields as it reads them; HTTP/2's only bounds their bytes.
-        if headers.len() > limits.max_headers {
+        // Cookies count as the one field they are joined into (RFC 9113 section 8.2.3):
+        // browsers send each cookie as a field of its own.
+        let cookies = headers.get_all(header::COOKIE).iter().count();
+        if headers.len() - cookies.saturating_sub(1) > limits.max_headers {
             return Some(Local::refuse(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "too many header fields",
@@ -261,7 +264,8 @@ fn method(method: &Method, headers: &HeaderMap) -> Option<Local> {
     let last_hop = || {
         headers
             .get(header::MAX_FORWARDS)
-            .is_some_and(|value| value.as_bytes().trim_ascii() == b"0")
+            .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            .is_some_and(|value| value.trim().parse::<u64>() == Ok(0))
     };
     if *method == Method::OPTIONS && last_hop() {
         return Some(Local {
@@ -482,6 +486,29 @@ mod tests {
         };
         assert_eq!(h2(3), None);
         assert_eq!(h2(4), Some(431), "repeated names count once each");
+        let mut cookies = Request::get("http://a.test/").version(Version::HTTP_2);
+        for i in 0..10 {
+            cookies = cookies.header(header::COOKIE, format!("c{i}=v"));
+        }
+        let request = cookies.header("x-field", "1").body(()).unwrap();
+        assert_eq!(
+            screen(&request, &limits, || Some(false)),
+            None,
+            "cookie fields count as the one they are joined into"
+        );
+    }
+
+    #[test]
+    fn options_with_no_hops_left_is_answered_here() {
+        for zero in ["0", "00", " 0 "] {
+            let request = Request::options("/")
+                .header(header::HOST, "a")
+                .header(header::MAX_FORWARDS, zero)
+                .body(())
+                .unwrap();
+            let local = screen(&request, &Limits::default(), || Some(false));
+            assert_eq!(local.map(|l| l.status.as_u16()), Some(200), "{zero:?}");
+        }
     }
 
     #[test]

@@ -218,8 +218,7 @@ impl Source<'_> {
         admin: Option<&Admin>,
         tls: Option<&TlsConfig>,
     ) -> Result<(), ConfigError> {
-        // Port 0 asks for any free port: two of them never collide.
-        let taken = |addr: &SocketAddr, by: &[SocketAddr]| addr.port() != 0 && by.contains(addr);
+        let taken = |addr: &SocketAddr, by: &[SocketAddr]| by.iter().any(|b| collide(addr, b));
         if let (Some(tls), Some(spanned)) = (tls, &file.tls)
             && let Some(addr) = tls.listen.iter().find(|a| taken(a, &server.listen))
         {
@@ -405,6 +404,19 @@ fn key_before(text: &str, offset: usize) -> Option<&str> {
         .map_or(0, |(i, c)| i + c.len_utf8());
     let key = &before[start..];
     (!key.is_empty()).then_some(key)
+}
+
+/// Whether two listen addresses cannot both be bound: the same port, and the same address or
+/// a wildcard that covers the other (`[::]` covers IPv4 too: Linux binds it dual-stack). Port
+/// 0 asks for any free port: two of them never collide.
+fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |wide: &SocketAddr, other: &SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
 }
 
 /// `host:port`, optionally written `http://host:port`.
@@ -599,6 +611,22 @@ pool = "web"
     fn syntax_errors_name_their_line() {
         assert_rejected("workers = 2", "workers = ", "proxy.toml:4:");
         assert_rejected("weight = 3", "weight = \"3\"", "proxy.toml:14:");
+    }
+
+    #[test]
+    fn listeners_collide_on_a_port_a_wildcard_covers() {
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert!(collide(&addr("127.0.0.1:80"), &addr("127.0.0.1:80")));
+        assert!(collide(&addr("0.0.0.0:80"), &addr("127.0.0.1:80")));
+        assert!(collide(&addr("127.0.0.1:80"), &addr("[::]:80")));
+        assert!(collide(&addr("[::]:80"), &addr("0.0.0.0:80")));
+        assert!(
+            !collide(&addr("0.0.0.0:80"), &addr("[::1]:80")),
+            "IPv4's wildcard only"
+        );
+        assert!(!collide(&addr("127.0.0.1:80"), &addr("127.0.0.2:80")));
+        assert!(!collide(&addr("127.0.0.1:80"), &addr("127.0.0.1:81")));
+        assert!(!collide(&addr("127.0.0.1:0"), &addr("127.0.0.1:0")));
     }
 
     #[test]
