@@ -176,13 +176,17 @@ async fn a_failed_request_does_not_poison_the_next() {
     );
 }
 
-/// A backend that goes silent mid-body is given up on after the response timeout, as nginx's
+/// A backend that goes silent mid-body is given up on after `response_body_idle`, as nginx's
 /// `proxy_read_timeout` does: the head is out, so the client's connection is cut short (on both
 /// of Fulcrum's client paths: its own for a GET, hyper's for a POST).
 #[tokio::test]
-async fn a_body_stalled_mid_way_is_cut_after_the_response_timeout() {
+async fn a_body_stalled_mid_way_is_cut_after_response_body_idle() {
     let backend = body_stalling_backend().await;
-    let proxy = TestProxy::start(&single_backend_pool(backend, "response = \"300ms\"")).await;
+    let proxy = TestProxy::start(&single_backend_pool(
+        backend,
+        "response_body_idle = \"300ms\"",
+    ))
+    .await;
     for request in [
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",

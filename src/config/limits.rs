@@ -77,6 +77,11 @@ impl Source<'_> {
                 &timeouts.request_body_idle,
                 defaults.request_body_idle,
             )?,
+            response_body_idle: self.duration(
+                "timeouts.response_body_idle",
+                &timeouts.response_body_idle,
+                defaults.response_body_idle,
+            )?,
             client_idle: self.duration(
                 "timeouts.client_idle",
                 &timeouts.client_idle,

@@ -173,6 +173,8 @@ pub struct Timeouts {
     pub request_header: Duration,
     /// A request body that sends no byte for this long is aborted.
     pub request_body_idle: Duration,
+    /// A response body that sends no byte for this long is cut (nginx's `proxy_read_timeout`).
+    pub response_body_idle: Duration,
     /// A keep-alive client connection idle this long is closed.
     pub client_idle: Duration,
     /// A deadline for the whole request up to its response head; `None` when off.
@@ -186,6 +188,7 @@ impl Default for Timeouts {
             response: DEFAULT_RESPONSE_TIMEOUT,
             request_header: Duration::from_secs(10),
             request_body_idle: Duration::from_secs(30),
+            response_body_idle: Duration::from_secs(60),
             client_idle: Duration::from_secs(60),
             request: None,
         }

@@ -96,6 +96,7 @@ pub struct Timeouts {
     pub response: Option<Spanned<String>>,
     pub request_header: Option<Spanned<String>>,
     pub request_body_idle: Option<Spanned<String>>,
+    pub response_body_idle: Option<Spanned<String>>,
     pub client_idle: Option<Spanned<String>>,
     pub request: Option<Spanned<String>>,
 }

@@ -143,7 +143,7 @@ pub(super) async fn forward<'a>(
                     tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
                     return Ok(switching(response));
                 }
-                let idle = state.timeouts().response;
+                let idle = state.timeouts().response_body_idle;
                 let mut response = relay(pool, response, in_flight, connection, idle);
                 pin_to(pool, &backend, pinned, &mut response);
                 return Ok(response);
