@@ -10,7 +10,7 @@
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
-//!   closed, as nginx's `send_timeout` does ([`WriteWait`], also used by `server/h1/`).
+//!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `server/h1/` uses too).
 //!
 //! It also keeps the bytes of the current HTTP/1 request head: hyper drops `Content-Length` when
 //! `Transfer-Encoding` is present (treating the body as chunked), so only the raw head can show
@@ -31,6 +31,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::write_wait::WriteWait;
 
 use crate::clock;
 
@@ -159,65 +161,6 @@ pub struct Watched<S> {
     speaks: Speaks,
     alarm: Alarm,
     writes: WriteWait,
-}
-
-/// How long writes to a client have waited for it to read, against a limit: a write that makes
-/// no progress for the limit fails. The timer is made at the first wait only, so a response that
-/// goes out at once, as almost all do, costs a flag.
-#[derive(Debug)]
-pub struct WriteWait {
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
-}
-
-impl WriteWait {
-    pub fn new(limit: Duration) -> WriteWait {
-        WriteWait {
-            limit,
-            timer: None,
-            waiting: false,
-        }
-    }
-
-    /// A write made progress: the next wait starts a new count.
-    pub fn progressed(&mut self) {
-        self.waiting = false;
-    }
-
-    /// A write has to wait: `Pending` until the limit passes without progress, then an error.
-    pub fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let limit = self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !self.waiting {
-            self.waiting = true;
-            timer.as_mut().reset(Instant::now() + limit);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing of the response for client_idle",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// `polled`, a write's or flush's result, with the wait counted.
-    pub fn count<T>(
-        &mut self,
-        polled: Poll<io::Result<T>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<T>> {
-        match polled {
-            Poll::Pending => self.waited(cx),
-            ready => {
-                self.progressed();
-                ready
-            }
-        }
-    }
 }
 
 /// A stream the 408 can be written to without waiting (plain TCP only: on TLS the connection is
