@@ -116,19 +116,10 @@ impl Health {
 
     /// The state now, by precedence.
     pub fn state(&self) -> BackendState {
-        self.state_if(self.is_ejected())
-    }
-
-    /// The state an ejection covers: what the backend is when it is not ejected.
-    pub fn state_beneath_ejection(&self) -> BackendState {
-        self.state_if(false)
-    }
-
-    fn state_if(&self, ejected: bool) -> BackendState {
         match self.admin.load(Ordering::Relaxed) {
             a if a == AdminState::Disabled as u8 => BackendState::Disabled,
             a if a == AdminState::Draining as u8 => BackendState::Draining,
-            _ if ejected => BackendState::Ejected,
+            _ if self.is_ejected() => BackendState::Ejected,
             _ if !self.checked_up.load(Ordering::Relaxed) => BackendState::Unhealthy,
             _ => BackendState::Healthy,
         }

@@ -262,6 +262,12 @@ impl Pool {
         if !may_eject {
             return;
         }
+        // Live traffic can eject a backend again before the pool's watcher has seen the last
+        // ejection run out: that end is reported first, so each ejection and each end of one
+        // is one event (reporting compares with the state now: nothing if it is still ejected).
+        if backend.stats().last_state() == super::health::BackendState::Ejected {
+            super::transitions::report(&self.name, backend, "ejection period over");
+        }
         if let Some(period) = backend
             .health()
             .eject(outlier.base_ejection, outlier.max_ejection)
@@ -270,7 +276,7 @@ impl Pool {
             let why = format!(
                 "{streak} consecutive failures, the last: {reason}; ejected for {period:?}"
             );
-            super::transitions::report_ejection(&self.name, backend, &why);
+            super::transitions::report(&self.name, backend, &why);
         }
     }
 

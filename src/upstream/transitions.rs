@@ -6,7 +6,7 @@
 //!
 //! Where a change is made (a health check flips, an ejection, an operator's drain), it is
 //! reported there with its reason; a watcher per pool catches the rest (ejections running out).
-//! A new ejection reports the end of the one before if the watcher has not yet.
+//! A new ejection first reports the end of the one before, if nobody has yet.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -22,11 +22,7 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Reports `backend`'s state in `pool` if it changed since last reported; `why` says what
 /// changed it.
 pub fn report(pool: &str, backend: &Backend, why: &str) {
-    report_as(pool, backend, backend.health().state(), why);
-}
-
-/// Reports `now` as `backend`'s state if it is not the one last reported.
-fn report_as(pool: &str, backend: &Backend, now: BackendState, why: &str) {
+    let now = backend.health().state();
     let Some(before) = backend.stats().state_changed(now) else {
         return;
     };
@@ -37,17 +33,6 @@ fn report_as(pool: &str, backend: &Backend, now: BackendState, why: &str) {
         }
         _ => info!(pool, backend = %backend, from, to, reason = why, "backend state changed"),
     }
-}
-
-/// Reports a new ejection of `backend`. Live traffic can eject a backend again before the
-/// watcher has seen the last ejection run out: that end is reported first, so every ejection is
-/// one event and one count, and so is every end of one.
-pub fn report_ejection(pool: &str, backend: &Backend, why: &str) {
-    if backend.stats().last_state() == BackendState::Ejected {
-        let beneath = backend.health().state_beneath_ejection();
-        report_as(pool, backend, beneath, "ejection period over");
-    }
-    report(pool, backend, why);
 }
 
 /// Starts `pool`'s watcher; it ends once the pool is retired or gone.
