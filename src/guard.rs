@@ -6,7 +6,8 @@
 //! - `client_idle`: a connection with no request in progress and no byte of a new one for this
 //!   long is closed (end of stream, as if the client had closed: hyper closes quietly). The
 //!   deadline is checked when the timer fires, so the close comes between one and two
-//!   `client_idle` after the last response.
+//!   `client_idle` after the last response. An HTTP/2 connection is first told to say GOAWAY
+//!   and close itself (`server/drain.rs`), and closed under it only after another `client_idle`.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::write_wait::WriteWait;
@@ -53,6 +55,8 @@ pub struct Watch {
     head: Mutex<Head>,
     /// Requests started on the connection so far.
     requests: AtomicU64,
+    /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`server/drain.rs`).
+    idle_goaway: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +80,13 @@ impl Watch {
             idle_since_ms: AtomicU64::new(clock::now_ms()),
             head: Mutex::new(Head::default()),
             requests: AtomicU64::new(0),
+            idle_goaway: Notify::new(),
         }
+    }
+
+    /// Resolves once the connection, speaking HTTP/2, has been idle for `client_idle`.
+    pub async fn idled_out(&self) {
+        self.idle_goaway.notified().await;
     }
 
     /// Counts a request as in progress until the returned guard drops (with its response).
@@ -161,6 +171,9 @@ pub struct Watched<S> {
     speaks: Speaks,
     alarm: Alarm,
     writes: WriteWait,
+    /// HTTP/2 only: the connection has been told it idled out, and has `client_idle` more to
+    /// say GOAWAY and close before the socket is closed under it.
+    told_idle: bool,
 }
 
 /// A stream the 408 can be written to without waiting (plain TCP only: on TLS the connection is
@@ -189,6 +202,7 @@ impl<S> Watched<S> {
             speaks: Speaks::Unknown,
             alarm: Alarm::default(),
             writes: WriteWait::new(timeouts.client_idle),
+            told_idle: false,
         }
     }
 
@@ -341,6 +355,18 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
                         io::ErrorKind::TimedOut,
                         "request header timeout",
                     )))
+                }
+                Some(Expiry::Idle) if this.speaks == Speaks::Http2 && !this.told_idle => {
+                    this.told_idle = true;
+                    this.watch.idle_goaway.notify_one();
+                    // From now, another `client_idle` to finish (a client that never answers
+                    // the GOAWAY's ping would keep it open), then end of stream.
+                    let now = clock::now_ms();
+                    this.watch.idle_since_ms.store(now, Ordering::Relaxed);
+                    match this.expired(cx) {
+                        Some(_) => Poll::Ready(Ok(())),
+                        None => Poll::Pending,
+                    }
                 }
                 // End of stream: hyper closes the connection quietly.
                 Some(Expiry::Idle) => Poll::Ready(Ok(())),

@@ -202,3 +202,35 @@ async fn an_http2_preface_split_into_pieces_is_still_http2() {
     assert_eq!(response.status(), 200);
     assert_eq!(backend.served(), 1);
 }
+
+/// An HTTP/2 connection idle for `client_idle` is told so with a GOAWAY before it is closed (RFC
+/// 9113 section 9.1: a client can then tell which of its streams were seen), as nginx and Envoy
+/// tell it; it is closed whether or not the client answers.
+#[tokio::test]
+async fn an_idle_http2_connection_gets_a_goaway_before_the_close() {
+    let (_backend, proxy) = proxy_with("client_idle = \"300ms\"\n").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The preface, empty SETTINGS, and the ACK of the server's SETTINGS (sent at once).
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the idle connection is closed")
+        .expect("and closed cleanly");
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let length = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + length;
+    }
+    assert!(
+        types.contains(&7),
+        "a GOAWAY (type 7) among the frames: {types:?}"
+    );
+}

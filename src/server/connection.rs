@@ -125,6 +125,7 @@ where
         },
     );
     let watch = Arc::clone(stream.watch());
+    let idle = Arc::clone(&watch);
     let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
@@ -149,7 +150,9 @@ where
             .lock()
             .expect("the graceful lock is never held across a panic");
         match graceful.as_ref() {
-            Some(graceful) => graceful.watch(connection),
+            Some(drain) => drain.serve(connection, idle, |connection| {
+                connection.graceful_shutdown()
+            }),
             // Shutting down: the connection is dropped, i.e. closed.
             None => return,
         }

@@ -3,6 +3,7 @@
 //!
 //! - `mod.rs`: the listeners, their accept loops, admission, drain.
 //! - `connection.rs`: one connection: TLS handshake, watched socket, hyper's settings.
+//! - `drain.rs`: hyper's connections finishing gracefully, on shutdown or (HTTP/2) idle.
 //! - `stats.rs`: each listener's connection counts.
 //!
 //! The server binds its listeners itself (so port 0 works and the real address can be asked) and
@@ -14,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -24,6 +24,7 @@ use crate::config;
 use crate::proxy::Proxy;
 
 mod connection;
+mod drain;
 mod h1;
 mod prefixed;
 mod stats;
@@ -46,7 +47,7 @@ struct Shared {
     proxy: Proxy,
     admission: Arc<Admission>,
     /// hyper's connections; `None` once shutdown has started.
-    graceful: Mutex<Option<GracefulShutdown>>,
+    graceful: Mutex<Option<drain::Drain>>,
     /// Fulcrum's own connections (`h1/`).
     roster: h1::Roster,
     listeners: tokio::sync::Mutex<Vec<Listening>>,
@@ -98,7 +99,7 @@ impl Server {
             shared: Arc::new(Shared {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
-                graceful: Mutex::new(Some(GracefulShutdown::new())),
+                graceful: Mutex::new(Some(drain::Drain::new())),
                 roster,
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 tls: ArcSwapOption::empty(),
