@@ -38,9 +38,9 @@ pub enum ProxyBody {
 /// A backend's response body, with what must happen when it ends: the request stops counting as
 /// in flight, and the connection it came on goes back to its backend's idle stack, but only if
 /// the body was read to its end (a connection with unread bytes cannot carry another exchange).
-/// A backend that pauses mid-body for longer than `timeouts.response_body_idle` is given up on, as nginx's
-/// `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error, so the
-/// client's connection is cut rather than left waiting forever.
+/// A backend that pauses mid-body for longer than `timeouts.response_body_idle` is given up on,
+/// as nginx's `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error,
+/// so the client's connection (HTTP/2: stream) is cut rather than left waiting forever.
 #[derive(Debug)]
 pub struct Relayed {
     body: UpstreamBody,

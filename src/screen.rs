@@ -485,7 +485,7 @@ mod tests {
             screen(&request, &limits, || Some(false)).map(|l| l.status.as_u16())
         };
         assert_eq!(h2(3), None);
-        assert_eq!(h2(4), Some(431), "repeated names count once each");
+        assert_eq!(h2(4), Some(431), "a repeated name counts once per value");
         let mut cookies = Request::get("http://a.test/").version(Version::HTTP_2);
         for i in 0..10 {
             cookies = cookies.header(header::COOKIE, format!("c{i}=v"));

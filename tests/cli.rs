@@ -119,13 +119,13 @@ fn check_catches_what_would_fail_at_startup() {
                 "[server]\nlisten = \"127.0.0.1:18999\"\n{pool}{}",
                 tls("127.0.0.1:18999")
             ),
-            ":6: tls.listen: 127.0.0.1:18999 is also in server.listen",
+            ":6: tls.listen: 127.0.0.1:18999 collides with server.listen",
         ),
         (
             format!(
                 "[server]\nlisten = \"127.0.0.1:18999\"\n{pool}[admin]\nlisten = \"127.0.0.1:18999\"\n"
             ),
-            ":6: admin.listen: 127.0.0.1:18999 is also a proxy listener",
+            ":6: admin.listen: 127.0.0.1:18999 collides with a proxy listener",
         ),
         (
             format!("[server]\nredirect_https = true\n{pool}"),

@@ -225,7 +225,7 @@ impl Source<'_> {
             return Err(self.error_at(
                 &spanned.get_ref().listen,
                 format!(
-                    "tls.listen: {addr} is also in server.listen: an address takes one listener"
+                    "tls.listen: {addr} collides with server.listen: an address takes one listener"
                 ),
             ));
         }
@@ -235,7 +235,7 @@ impl Source<'_> {
                 return Err(self.error_at(
                     &spanned.get_ref().listen,
                     format!(
-                        "admin.listen: {} is also a proxy listener: the admin API needs its own address",
+                        "admin.listen: {} collides with a proxy listener: the admin API needs its own",
                         admin.listen
                     ),
                 ));
