@@ -42,10 +42,19 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 
     let slow = tokio::spawn(async move { Http::to(addr).get("/sleep/1500").await });
+    // And one on hyper's side of the server (HTTP/2): it is told GOAWAY and finishes too.
+    let request = http::Request::get("http://x/sleep/1400")
+        .body(support::empty())
+        .unwrap();
+    let slow_h2 = tokio::spawn(support::h2c(addr, request));
     wait_until(
-        "the slow request reached the backend",
+        "the slow requests reached the backend",
         Duration::from_secs(5),
-        || backend.requests().iter().any(|r| r.target == "/sleep/1500"),
+        || {
+            let seen = backend.requests();
+            seen.iter().any(|r| r.target == "/sleep/1500")
+                && seen.iter().any(|r| r.target == "/sleep/1400")
+        },
     )
     .await;
     proxy.signal("TERM");
@@ -70,6 +79,8 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
 
     let reply = slow.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight request completes");
+    let reply = slow_h2.await.unwrap();
+    assert_eq!(reply.status, 200, "the in-flight HTTP/2 request completes");
     assert_eq!(
         exit_code(&mut proxy, Duration::from_secs(10)).await,
         Some(0)
