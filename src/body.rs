@@ -8,7 +8,6 @@
 //!   whole (the response timeout starts then), and it keeps what it sent, up to
 //!   [`REPLAY_LIMIT`], so that a failed attempt can be replayed to another backend.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,9 +17,9 @@ use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 
 use crate::inbound::{BodyError, Inbound};
+use crate::pause::Pause;
 use crate::upstream::{InFlight, PlainBody, Sender};
 
 /// A response body's error, whichever connection it was read from.
@@ -47,11 +46,8 @@ pub struct Relayed {
     in_flight: InFlight,
     /// hyper's connection the body came on; a plain connection is inside its body.
     connection: Option<Sender>,
-    /// The longest pause allowed between two frames.
-    idle: Duration,
-    /// Since the pause began, while the body has nothing ready; made at the first pause only.
-    pause: Option<Pin<Box<Sleep>>>,
-    pausing: bool,
+    /// The backend's pause between two frames, against the longest allowed.
+    pause: Pause,
 }
 
 /// A backend's response body: read by hyper's client connection, or by this request's task.
@@ -72,9 +68,7 @@ impl Relayed {
             body,
             in_flight,
             connection,
-            idle,
-            pause: None,
-            pausing: false,
+            pause: Pause::new(idle),
         }
     }
 
@@ -82,25 +76,17 @@ impl Relayed {
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if polled.is_ready() {
-            self.pausing = false;
+            self.pause.progressed();
             return polled;
         }
-        let idle = self.idle;
-        let pause = self
-            .pause
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-        if !self.pausing {
-            self.pausing = true;
-            pause.as_mut().reset(Instant::now() + idle);
+        if !self.pause.over(cx) {
+            return Poll::Pending;
         }
-        match pause.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                "the backend sent nothing of the body for {:?}",
-                self.idle
-            )
-            .into()))),
-            Poll::Pending => Poll::Pending,
-        }
+        let idle = self.pause.limit();
+        Poll::Ready(Some(Err(format!(
+            "the backend sent nothing of the body for {idle:?}"
+        )
+        .into())))
     }
 
     fn recycle(&mut self) {

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::write_wait::WriteWait;
+use crate::pause::WriteWait;
 
 use crate::clock;
 

@@ -21,7 +21,7 @@
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
-//! - `write_wait.rs`: how long writes to a client have waited for it to read (`send_timeout`).
+//! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
 //! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
@@ -67,6 +67,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod names;
+pub mod pause;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;
@@ -78,4 +79,3 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod watch;
-pub mod write_wait;

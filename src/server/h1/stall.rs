@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use crate::write_wait::WriteWait;
+use crate::pause::WriteWait;
 
 /// The client's stream, for one response.
 pub(super) struct Stall<'a> {
