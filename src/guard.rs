@@ -34,9 +34,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::pause::WriteWait;
-
 use crate::clock;
+use crate::pause::WriteWait;
 
 /// The answer to a client whose head took too long; written straight to the socket.
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 41\r\n\r\nrequest header not received within time\n";
