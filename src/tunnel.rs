@@ -63,18 +63,19 @@ pub fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     if !asks {
         return None;
     }
-    let offered = headers.get(header::UPGRADE)?;
+    let mut lines = headers.get_all(header::UPGRADE).iter();
+    let first = lines.next()?;
     let is_h2c = |token: &str| token.trim().eq_ignore_ascii_case("h2c");
-    let text = offered.to_str().ok()?;
-    if !text.split(',').any(is_h2c) {
-        return Some(offered.clone());
+    let text = first.to_str().ok()?;
+    if lines.next().is_none() && !text.split(',').any(is_h2c) {
+        return Some(first.clone());
     }
-    let others: Vec<&str> = text
-        .split(',')
-        .filter(|token| !is_h2c(token))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
-        .collect();
+    // Several lines are one list (RFC 9110 section 5.3), h2c taken out of it.
+    let mut others: Vec<&str> = Vec::new();
+    for line in headers.get_all(header::UPGRADE) {
+        let tokens = line.to_str().ok()?.split(',').map(str::trim);
+        others.extend(tokens.filter(|token| !token.is_empty() && !is_h2c(token)));
+    }
     HeaderValue::from_str(&others.join(", "))
         .ok()
         .filter(|v| !v.is_empty())
@@ -228,6 +229,13 @@ mod tests {
         assert_eq!(
             requested(Version::HTTP_11, &asking("foo/2, h2c,bar")).unwrap(),
             "foo/2, bar"
+        );
+        let mut two_lines = asking("h2c");
+        two_lines.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            requested(Version::HTTP_11, &two_lines).unwrap(),
+            "websocket",
+            "several Upgrade lines are one list"
         );
     }
 }

@@ -254,21 +254,26 @@ impl Source<'_> {
             return Err(self.error_at(listen, format!("{key} is empty: give at least one address")));
         }
         let mut seen = HashSet::new();
-        addresses
-            .iter()
-            .map(|text| {
-                let addr: SocketAddr = text.parse().map_err(|_| {
-                    self.error_at(
-                        listen,
-                        format!("{key}: {text:?} is not an address such as \"127.0.0.1:8080\""),
-                    )
-                })?;
-                if !seen.insert(addr) {
-                    return Err(self.error_at(listen, format!("{key}: {addr} is listed twice")));
-                }
-                Ok(addr)
-            })
-            .collect()
+        let mut parsed: Vec<SocketAddr> = Vec::with_capacity(addresses.len());
+        for text in addresses {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                self.error_at(
+                    listen,
+                    format!("{key}: {text:?} is not an address such as \"127.0.0.1:8080\""),
+                )
+            })?;
+            if !seen.insert(addr) {
+                return Err(self.error_at(listen, format!("{key}: {addr} is listed twice")));
+            }
+            if let Some(other) = parsed.iter().find(|other| collide(&addr, other)) {
+                return Err(self.error_at(
+                    listen,
+                    format!("{key}: {addr} collides with {other}: one of them could not bind"),
+                ));
+            }
+            parsed.push(addr);
+        }
+        Ok(parsed)
     }
 
     /// An integer in `range`, or `default` when the key is absent.
@@ -627,6 +632,15 @@ pool = "web"
         assert!(!collide(&addr("127.0.0.1:80"), &addr("127.0.0.2:80")));
         assert!(!collide(&addr("127.0.0.1:80"), &addr("127.0.0.1:81")));
         assert!(!collide(&addr("127.0.0.1:0"), &addr("127.0.0.1:0")));
+        let err = check(&GOOD.replace(
+            "[\"127.0.0.1:8080\", \"127.0.0.1:8081\"]",
+            "[\"0.0.0.0:8080\", \"127.0.0.1:8080\"]",
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("server.listen: 127.0.0.1:8080 collides with 0.0.0.0:8080"),
+            "{err}"
+        );
     }
 
     #[test]
