@@ -17,17 +17,23 @@ fn changes_to(m: &support::Metrics, backend: &str, state: &str) -> f64 {
     )
 }
 
-#[tokio::test]
-async fn every_state_change_is_counted_once_including_ejections_running_out() {
+/// A round-robin pool of a refusing backend then a live one, ejecting after one failure for
+/// `ejection` (its `[pool.web.outlier]` lines), with the admin API on.
+async fn dead_before_live(ejection: &str) -> (Backend, String, TestProxy) {
     let live = Backend::start("live").await;
     let dead = refusing_address().await.to_string();
     let config = format!(
         "[pool.web]\nstrategy = \"round_robin\"\nretries = 1\n\
          backends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n\
-         [pool.web.outlier]\nconsecutive_failures = 1\nbase_ejection = \"300ms\"\nmax_ejected_percent = 100\n{ADMIN}",
+         [pool.web.outlier]\nconsecutive_failures = 1\n{ejection}\nmax_ejected_percent = 100\n{ADMIN}",
         live.addr
     );
-    let proxy = TestProxy::start(&config).await;
+    (live, dead, TestProxy::start(&config).await)
+}
+
+#[tokio::test]
+async fn every_state_change_is_counted_once_including_ejections_running_out() {
+    let (live, dead, proxy) = dead_before_live("base_ejection = \"300ms\"").await;
     let api = proxy.admin.unwrap();
     let http = Http::to(proxy.addr);
 
@@ -162,15 +168,8 @@ async fn health_changes_and_reloads_are_logged_with_their_reasons() {
 /// and so is each end of one.
 #[tokio::test]
 async fn repeated_ejections_are_each_reported() {
-    let live = Backend::start("live").await;
-    let dead = refusing_address().await.to_string();
-    let config = format!(
-        "[pool.web]\nstrategy = \"round_robin\"\nretries = 1\n\
-         backends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n\
-         [pool.web.outlier]\nconsecutive_failures = 1\nbase_ejection = \"20ms\"\nmax_ejection = \"20ms\"\nmax_ejected_percent = 100\n{ADMIN}",
-        live.addr
-    );
-    let proxy = TestProxy::start(&config).await;
+    let (_live, dead, proxy) =
+        dead_before_live("base_ejection = \"20ms\"\nmax_ejection = \"20ms\"").await;
     let api = proxy.admin.unwrap();
     let http = Http::to(proxy.addr);
     let ejections = |m: &support::Metrics| {
