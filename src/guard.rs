@@ -13,11 +13,8 @@
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
 //!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `server/h1/` uses too).
 //!
-//! It also keeps the bytes of the current HTTP/1 request head: hyper drops `Content-Length` when
-//! `Transfer-Encoding` is present (treating the body as chunked), so only the raw head can show
-//! that a request carried both, which screening refuses (400). Heads of pipelined requests that
-//! arrive in the same read as an earlier request's body are not kept (hyper then still frames by
-//! `Transfer-Encoding` and closes after answering).
+//! It also follows the HTTP/1 request heads read (`heads.rs`), for the request-header timeout
+//! and for what screening asks of a chunked request's raw head.
 //!
 //! Cost on the request path: a copy of each head (a few hundred bytes) and a search for its end;
 //! the timer is reset only when a deadline comes earlier than the one armed.
@@ -35,6 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::clock;
+use crate::heads::Heads;
 use crate::pause::WriteWait;
 
 /// The answer to a client whose head took too long; written straight to the socket.
@@ -50,7 +48,7 @@ pub struct Watch {
     active: AtomicUsize,
     /// When the connection last became idle (`clock::now_ms`).
     idle_since_ms: AtomicU64,
-    /// The current request head's bytes so far (HTTP/1).
+    /// The HTTP/1 stream, followed.
     head: Mutex<Head>,
     /// Requests started on the connection so far.
     requests: AtomicU64,
@@ -58,26 +56,22 @@ pub struct Watch {
     idle_goaway: Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Head {
-    /// The number of the request it is the head of (the first request is 1).
-    request: u64,
-    /// A head has started and not ended.
-    open: bool,
-    started_ms: u64,
-    bytes: Vec<u8>,
-    /// The last head had more bytes than could be kept.
-    truncated: bool,
+    heads: Heads,
     /// Any byte has arrived on the connection.
     seen_any: bool,
 }
 
 impl Watch {
-    fn new() -> Watch {
+    fn new(max_head: usize) -> Watch {
         Watch {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(clock::now_ms()),
-            head: Mutex::new(Head::default()),
+            head: Mutex::new(Head {
+                heads: Heads::new(max_head),
+                seen_any: false,
+            }),
             requests: AtomicU64::new(0),
             idle_goaway: Notify::new(),
         }
@@ -113,24 +107,11 @@ impl Watch {
 pub struct Active(Arc<Watch>, u64);
 
 impl Active {
-    /// Whether this request's raw head had a `Content-Length` field; `None` when the head kept
-    /// is not this request's (a pipelined head that arrived in the same read as an earlier
-    /// request is not kept), so its framing cannot be checked. `start_line` (`"POST /x "`)
-    /// must begin it too.
+    /// Whether this chunked request's raw head had a `Content-Length` field; `None` when its
+    /// head is not known (`heads.rs` says when), so its framing cannot be checked.
+    /// `start_line` (`"POST /x "`) must begin it.
     pub fn head_had_content_length(&self, start_line: &[u8]) -> Option<bool> {
-        let head = self.0.lock();
-        if head.request != self.1
-            || head.open
-            || head.truncated
-            || !head.bytes.starts_with(start_line)
-        {
-            return None;
-        }
-        let found =
-            head.bytes.split(|&b| b == b'\n').skip(1).any(|line| {
-                line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
-            });
-        Some(found)
+        self.0.lock().heads.had_content_length(self.1, start_line)
     }
 }
 
@@ -149,7 +130,7 @@ impl Drop for Active {
 pub struct Timeouts {
     pub client_idle: Duration,
     pub request_header: Duration,
-    /// Most head bytes kept for screening.
+    /// Most bytes of a head followed: hyper's read buffer, which a head must fit in.
     pub max_head: usize,
 }
 
@@ -168,6 +149,8 @@ pub struct Watched<S> {
     watch: Arc<Watch>,
     timeouts: Timeouts,
     speaks: Speaks,
+    /// Bytes of the HTTP/2 preface seen so far, while `speaks` is unknown.
+    preface: usize,
     alarm: Alarm,
     writes: WriteWait,
     /// HTTP/2 only: the connection has been told it idled out, and has `client_idle` more to
@@ -196,9 +179,10 @@ impl<S> Watched<S> {
     pub fn new(stream: S, timeouts: Timeouts) -> Watched<S> {
         Watched {
             stream,
-            watch: Arc::new(Watch::new()),
+            watch: Arc::new(Watch::new(timeouts.max_head)),
             timeouts,
             speaks: Speaks::Unknown,
+            preface: 0,
             alarm: Alarm::default(),
             writes: WriteWait::new(timeouts.client_idle),
             told_idle: false,
@@ -211,54 +195,33 @@ impl<S> Watched<S> {
 
     /// Follows the request heads in bytes just read.
     fn on_bytes(&mut self, bytes: &[u8]) {
+        if self.speaks == Speaks::Unknown {
+            // Decided on whole bytes: the HTTP/2 preface may arrive a few bytes at a time.
+            let more = bytes.len().min(H2_PREFACE.len() - self.preface);
+            if bytes[..more] != H2_PREFACE[self.preface..self.preface + more] {
+                self.speaks = Speaks::Http1;
+            } else {
+                self.preface += more;
+                if self.preface == H2_PREFACE.len() {
+                    self.speaks = Speaks::Http2;
+                }
+            }
+        }
         if self.speaks == Speaks::Http2 {
             return;
         }
         let mut head = self.watch.lock();
-        if !head.open {
-            // A request body, not a new head: its request is in progress, or its head has
-            // ended and hyper has not started the request yet (it reads on before that).
-            if self.watch.active.load(Ordering::Relaxed) > 0
-                || self.watch.requests.load(Ordering::Relaxed) < head.request
-            {
+        head.seen_any = true;
+        if head.heads.lost() {
+            // Followed again from the next head once every head read has had its request
+            // started and none is in progress.
+            let started = self.watch.requests.load(Ordering::Relaxed);
+            if self.watch.active.load(Ordering::Relaxed) > 0 || started < head.heads.ended() {
                 return;
             }
-            head.open = true;
-            // The head of the next request to start: none is in progress.
-            head.request = self.watch.requests.load(Ordering::Relaxed) + 1;
-            head.seen_any = true;
-            head.started_ms = clock::now_ms();
-            head.bytes.clear();
-            head.truncated = false;
+            head.heads.resume(started);
         }
-        let from = head.bytes.len().saturating_sub(3);
-        let room = self.timeouts.max_head.saturating_sub(head.bytes.len());
-        head.truncated |= bytes.len() > room;
-        head.bytes
-            .extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if self.speaks == Speaks::Unknown {
-            // Decided on whole bytes: the HTTP/2 preface may arrive a few bytes at a time.
-            let seen = &head.bytes[..head.bytes.len().min(H2_PREFACE.len())];
-            if seen == &H2_PREFACE[..seen.len()] && seen.len() < H2_PREFACE.len() {
-                return;
-            }
-            self.speaks = if seen == H2_PREFACE {
-                Speaks::Http2
-            } else {
-                Speaks::Http1
-            };
-            if self.speaks == Speaks::Http2 {
-                head.open = false;
-                head.bytes.clear();
-                return;
-            }
-        }
-        if let Some(end) = memchr::memmem::find(&head.bytes[from..], b"\r\n\r\n") {
-            let end = from + end + 4;
-            head.bytes.truncate(end);
-            head.open = false;
-            head.truncated = false;
-        }
+        head.heads.read(bytes, clock::now_ms());
     }
 
     /// The deadline that applies now, and what passing it means.
@@ -268,8 +231,10 @@ impl<S> Watched<S> {
         }
         let header = self.timeouts.request_header.as_millis() as u64;
         let head = self.watch.lock();
-        if head.open && self.speaks != Speaks::Http2 {
-            return Some((head.started_ms + header, Expiry::Head));
+        if let Some(started_ms) = head.heads.open_since_ms()
+            && self.speaks != Speaks::Http2
+        {
+            return Some((started_ms + header, Expiry::Head));
         }
         let since = self.watch.idle_since_ms.load(Ordering::Relaxed);
         if !head.seen_any && self.speaks == Speaks::Unknown {

@@ -21,6 +21,7 @@
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
+//! - `heads.rs`: the request heads in an HTTP/1 byte stream, followed through bodies' framing.
 //! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
@@ -64,6 +65,7 @@ pub mod control;
 pub mod error;
 pub mod guard;
 pub mod headers;
+pub mod heads;
 pub mod inbound;
 pub mod metrics;
 pub mod names;

@@ -56,7 +56,7 @@ impl Local {
 
 /// What to answer `request` with here, if it must not be forwarded. `raw_content_length` says
 /// whether the request's raw head had a `Content-Length` (hyper drops it when
-/// `Transfer-Encoding` is present), or `None` when that head was not kept (pipelined): such a
+/// `Transfer-Encoding` is present), or `None` when that head is not known (`heads.rs`): such a
 /// request is refused, since its framing cannot be checked. It is asked only for requests with
 /// `Transfer-Encoding`.
 pub fn screen<B>(
@@ -176,7 +176,9 @@ fn framing(
     match raw_content_length() {
         Some(false) => {}
         Some(true) => return bad("Content-Length and Transfer-Encoding together"),
-        None => return bad("chunked request pipelined behind another: framing cannot be checked"),
+        None => {
+            return bad("chunked request whose head was not followed: framing cannot be checked");
+        }
     }
     None
 }

@@ -190,6 +190,71 @@ async fn a_smuggling_request_pipelined_behind_a_valid_one_never_reaches_the_back
     assert_eq!(backend.served(), 1, "only the GET: {text:?}");
 }
 
+/// `len` pattern bytes as one chunk, for `/upload`.
+fn chunked_upload(len: u8, last: &str) -> String {
+    let body: String = (0..len).map(char::from).collect();
+    format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n{last}\r\n{len:x}\r\n{body}\r\n0\r\n\r\n"
+    )
+}
+
+/// Pipelined chunked requests are served, in one write and behind a request still being
+/// answered, as nginx and HAProxy serve them: heads are followed through every body's framing.
+#[tokio::test]
+async fn pipelined_chunked_requests_are_served_in_order() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let stream = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n{}POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n\x00\x01\x02{}{}",
+        chunked_upload(5, ""),
+        chunked_upload(7, ""),
+        chunked_upload(9, "Connection: close\r\n"),
+    );
+    let reply = raw_exchange(proxy.addr, stream.as_bytes(), WAIT).await;
+    assert_eq!(reply.responses(), 5, "{:?}", reply.text);
+    assert!(!reply.text.contains("HTTP/1.1 400"), "{:?}", reply.text);
+    let bodies: Vec<_> = reply.text.matches("len=").collect();
+    assert_eq!(bodies.len(), 4, "{:?}", reply.text);
+    for expected in [
+        "len=5 ok=true",
+        "len=3 ok=true",
+        "len=7 ok=true",
+        "len=9 ok=true",
+    ] {
+        assert!(
+            reply.text.contains(expected),
+            "{expected}: {:?}",
+            reply.text
+        );
+    }
+    let order: Vec<_> = ["len=5", "len=3", "len=7", "len=9"]
+        .iter()
+        .map(|body| reply.text.find(body).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "answered in order: {:?}", reply.text);
+    assert_eq!(backend.served(), 5);
+
+    // The chunked request arriving while the one before it is still being answered.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(chunked_upload(4, "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .ok();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text:?}");
+    assert!(text.contains("len=4 ok=true"), "{text:?}");
+}
+
 /// Behind a request with the same request line, the smuggling one must not be checked against
 /// the head of the request before it: either way, it never reaches the backend.
 #[tokio::test]

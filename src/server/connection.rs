@@ -121,7 +121,7 @@ where
         guard::Timeouts {
             client_idle: timeouts.client_idle,
             request_header: timeouts.request_header,
-            max_head: limits.max_header_bytes,
+            max_head: limits.max_header_bytes.max(MIN_BUF_SIZE),
         },
     );
     let watch = Arc::clone(stream.watch());
