@@ -1,7 +1,9 @@
 # Shared by the benchmark scripts (sourced, not run): checks the tools, builds the release
 # binary, and gives a work directory plus a `pids` array that are cleaned up on exit.
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
-command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -y nginx" >&2; exit 1; }
+require_nginx() { # for the scripts that need nginx itself (as a peer, or several backends)
+  command -v nginx >/dev/null || { echo "nginx is not installed: apt-get install -y nginx" >&2; exit 1; }
+}
 
 cargo build --release --quiet --bin fulcrum
 work=$(mktemp -d)
@@ -26,6 +28,20 @@ render() { # template port -> file, with @DIR@, @PORT@ and @BACKEND@ filled in
   sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"
 }
 
+start_backend() { # port cpu: the fast backend, a fixed small response: nginx when installed,
+  # else the minimal hyper server in examples/bench_backend.rs
+  if command -v nginx >/dev/null; then
+    render benches/peers/backend-nginx.conf "$1" "$work/backend.conf"
+    taskset -c "$2" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
+    echo "backend: nginx $(nginx -v 2>&1 | cut -d/ -f2), fixed small response"
+  else
+    cargo build --release --quiet --example bench_backend
+    taskset -c "$2" target/release/examples/bench_backend "127.0.0.1:$1" & pids+=($!)
+    echo "backend: examples/bench_backend.rs (hyper; nginx is not installed), fixed small response"
+  fi
+  wait_port "$1"
+}
+
 wait_port() { # port: wait until something listens on it
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -38,10 +54,13 @@ port_pids() { # port: the processes holding its listening socket (nginx: master 
   ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
 }
 
-cpu_ticks() { # pid...: the user and system clock ticks they have used so far, summed
-  local total=0 pid
-  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
-  echo "$total"
+cpu_ticks() { # pid...: "user system" clock ticks they have used so far, summed
+  local user=0 system=0 pid
+  for pid in "$@"; do
+    user=$((user + $(awk '{print $14}' "/proc/$pid/stat")))
+    system=$((system + $(awk '{print $15}' "/proc/$pid/stat")))
+  done
+  echo "$user $system"
 }
 
 core_ticks() { # cpu: "busy total" clock ticks of that core so far (busy: all but idle and iowait)
@@ -50,21 +69,23 @@ core_ticks() { # cpu: "busy total" clock ticks of that core so far (busy: all bu
 
 rounds() { # scheme target... : ROUNDS interleaved wrk runs of DURATION per target (name:port),
   # each after a 1 s warm-up that fills keep-alive pools, into $work/NAME.ROUND.txt; beside it,
-  # NAME.ROUND.cpu: the clock ticks the target's processes used during the run and how busy the
+  # NAME.ROUND.cpu: the clock ticks the target's processes used during the run (user, system) and how busy the
   # proxy's and the load's cores were (when the load's core is saturated, wrk is the bottleneck)
   local scheme=$1; shift
   for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
       local name=${target%%:*} port=${target#*:}
       taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$scheme://127.0.0.1:$port/" >/dev/null
-      local serving ticks proxy_core load_core
+      local serving user system now_user now_system proxy_core load_core
       serving=$(port_pids "$port")
       # shellcheck disable=SC2086 # one pid per word
-      ticks=$(cpu_ticks $serving) proxy_core=$(core_ticks "$PROXY_CPU") load_core=$(core_ticks "$LOAD_CPU")
+      read -r user system < <(cpu_ticks $serving)
+      proxy_core=$(core_ticks "$PROXY_CPU") load_core=$(core_ticks "$LOAD_CPU")
       taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
         "$scheme://127.0.0.1:$port/" > "$work/$name.$round.txt"
       # shellcheck disable=SC2086
-      echo "$(getconf CLK_TCK) $(($(cpu_ticks $serving) - ticks))" \
+      read -r now_user now_system < <(cpu_ticks $serving)
+      echo "$(getconf CLK_TCK) $((now_user - user)) $((now_system - system))" \
         "$(core_ticks "$PROXY_CPU") $proxy_core $(core_ticks "$LOAD_CPU") $load_core" > "$work/$name.$round.cpu"
       echo "round $round $name: $(grep Requests/sec "$work/$name.$round.txt" | awk '{print $2}') req/s"
     done

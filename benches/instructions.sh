@@ -24,9 +24,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed: apt-get ins
 source benches/common.sh
 kept=$(mktemp -d /tmp/fulcrum-callgrind.XXXXXX)
 
-render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
-taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
-wait_port "$BACKEND_PORT"
+start_backend "$BACKEND_PORT" "$LOAD_CPU"
 
 measure() { # name binary port: instructions per request of one build
   local name=$1 binary=$2 port=$3

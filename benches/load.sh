@@ -23,9 +23,7 @@ FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003 BASELINE_PORT=18004
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
-taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
-wait_port "$BACKEND_PORT"
+start_backend "$BACKEND_PORT" "$LOAD_CPU"
 
 targets=(direct:$BACKEND_PORT)
 render benches/peers/fulcrum.toml "$FULCRUM_PORT" "$work/fulcrum.toml"
@@ -37,9 +35,11 @@ if [ -n "${BASELINE:-}" ]; then
   RUST_LOG=warn taskset -c "$PROXY_CPU" "$(baseline_bin)" --config "$work/baseline.toml" & pids+=($!)
   targets+=(baseline:$BASELINE_PORT)
 fi
-render benches/peers/nginx.conf "$NGINX_PORT" "$work/nginx.conf"
-taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
-targets+=(nginx:$NGINX_PORT)
+if command -v nginx >/dev/null; then
+  render benches/peers/nginx.conf "$NGINX_PORT" "$work/nginx.conf"
+  taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
+  targets+=(nginx:$NGINX_PORT)
+fi
 if command -v haproxy >/dev/null; then
   render benches/peers/haproxy.cfg "$HAPROXY_PORT" "$work/haproxy.cfg"
   taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
@@ -78,7 +78,10 @@ for target in "${targets[@]}"; do
   wait "$HOLD_PID" 2>/dev/null || true
 done
 
-python3 benches/summary.py "$work" nginx "${targets[@]%%:*}"
+names=("${targets[@]%%:*}")
+ref=fulcrum
+for peer in haproxy nginx; do [[ " ${names[*]} " == *" $peer "* ]] && ref=$peer; done
+python3 benches/summary.py "$work" "$ref" "${names[@]}"
 python3 - "$work" <<'PY'
 import sys, pathlib
 work = pathlib.Path(sys.argv[1])

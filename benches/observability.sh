@@ -21,9 +21,7 @@ BACKEND_PORT=${BACKEND_PORT:-18200}
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
-taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
-wait_port "$BACKEND_PORT"
+start_backend "$BACKEND_PORT" "$LOAD_CPU"
 
 start() { # name port binary [extra config]
   render benches/peers/fulcrum.toml "$2" "$work/$1.toml"

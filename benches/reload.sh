@@ -16,6 +16,7 @@ BACKENDS=(18111 18112 18113)
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
+require_nginx
 
 listen=""
 for port in "${BACKENDS[@]}"; do listen+="        listen 127.0.0.1:$port;"$'\n'; done

@@ -19,6 +19,7 @@ FULCRUM_PORT=18401 NGINX_PORT=18402
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
+require_nginx
 command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 1; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
