@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark: wrk straight at a backend, at Fulcrum, at nginx and at HAProxy (each
+# End-to-end load benchmark: wrk straight at a backend, at Fulcrum, at nginx (as a bare keep-alive
+# proxy, and again doing the header work Fulcrum does: peers/nginx-headers.conf) and at HAProxy (each
 # proxy with one worker pinned to one core), in interleaved rounds, then medians and ratios.
 #
 #   benches/load.sh                     # 3 rounds of 10 s per target
@@ -18,7 +19,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 PROXY_CPU=${PROXY_CPU:-0}          # the one core every proxy runs on
 LOAD_CPU=${LOAD_CPU:-1}            # wrk and the backend share the other(s)
 BACKEND_PORT=${BACKEND_PORT:-18000}
-FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003 BASELINE_PORT=18004
+FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003 BASELINE_PORT=18004 NGINX_HEADERS_PORT=18005
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
@@ -39,6 +40,9 @@ if command -v nginx >/dev/null; then
   render benches/peers/nginx.conf "$NGINX_PORT" "$work/nginx.conf"
   taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
   targets+=(nginx:$NGINX_PORT)
+  render benches/peers/nginx-headers.conf "$NGINX_HEADERS_PORT" "$work/nginx-headers.conf"
+  taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx-headers.conf" & pids+=($!)
+  targets+=(nginx-headers:$NGINX_HEADERS_PORT)
 fi
 if command -v haproxy >/dev/null; then
   render benches/peers/haproxy.cfg "$HAPROXY_PORT" "$work/haproxy.cfg"
@@ -67,7 +71,8 @@ proxy_pid() { # name -> the process serving connections (nginx: its worker)
 echo "idle connections: $IDLE per proxy" > "$work/idle.txt"
 for target in "${targets[@]}"; do
   name=${target%%:*} port=${target#*:}
-  [ "$name" = direct ] && continue
+  # nginx-headers is nginx's binary and memory; only its per-request work differs.
+  [ "$name" = direct ] || [ "$name" = nginx-headers ] && continue
   pid=$(proxy_pid "$name")
   before=$(rss_kib "$pid")
   coproc HOLD { python3 benches/idle_connections.py "$port" "$IDLE"; }
