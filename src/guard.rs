@@ -89,8 +89,10 @@ impl Watch {
         Active(Arc::clone(self), number)
     }
 
-    /// Keeps the connection busy (a tunnel) until the returned guard drops, as a request does.
+    /// Keeps the connection busy (a tunnel) until the returned guard drops, as a request does;
+    /// its bytes are the tunnel's from now, not request heads.
     pub fn hold(self: &Arc<Self>) -> Active {
+        self.lock().heads.stop();
         self.active.fetch_add(1, Ordering::Relaxed);
         Active(Arc::clone(self), 0)
     }
@@ -212,16 +214,9 @@ impl<S> Watched<S> {
         }
         let mut head = self.watch.lock();
         head.seen_any = true;
-        if head.heads.lost() {
-            // Followed again from the next head once every head read has had its request
-            // started and none is in progress.
-            let started = self.watch.requests.load(Ordering::Relaxed);
-            if self.watch.active.load(Ordering::Relaxed) > 0 || started < head.heads.ended() {
-                return;
-            }
-            head.heads.resume(started);
+        if !head.heads.lost() {
+            head.heads.read(bytes, clock::now_ms());
         }
-        head.heads.read(bytes, clock::now_ms());
     }
 
     /// The deadline that applies now, and what passing it means.

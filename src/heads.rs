@@ -2,21 +2,23 @@
 //!
 //! hyper drops `Content-Length` when `Transfer-Encoding` is present (it frames by the latter), so
 //! only the raw head can show that a request carried both, which screening refuses (400). To find
-//! every head, pipelined ones included, this reads each body's framing as hyper does: a
-//! `Content-Length` body is skipped by count, a chunked one chunk by chunk to its last chunk and
-//! trailers. What cannot be followed (an upgrade, whose bytes after the head may be anything; a
-//! head longer than kept; a chunk line hyper would refuse) stops the following until no request
-//! is in progress again, and the heads in between are not known: screening then refuses chunked
-//! requests, whose framing it cannot check.
+//! every head, pipelined ones included, this reads each body's framing exactly as hyper does: a
+//! `Content-Length` body is skipped by count, a chunked one byte by byte through the states of
+//! hyper's chunked decoder (`proto/h1/decode.rs`), so that a byte hyper accepts is read the same
+//! way here and one it refuses (closing the connection) stops the following. An attacker's bytes
+//! cannot then end a body here where hyper does not, which would let a head of theirs be taken
+//! for the next request's.
+//!
+//! The following stops for good (`Lost`) at what hyper refuses, at a head longer than hyper's read
+//! buffer (which hyper refuses too) and when the connection becomes a tunnel: no head after that
+//! is known, and screening refuses a chunked request whose head is not known.
 //!
 //! Only what screening asks about is kept of a head: for a chunked request, its request line and
 //! whether it also had `Content-Length`. A request without `Transfer-Encoding` costs a scan of its
-//! lines' first bytes and no copy beyond the head buffer, which is reused.
+//! lines and no copy beyond the head buffer, which is reused. Kept heads are bounded by hyper's
+//! read-ahead: a request asks for its head as it starts, and hyper reads at most its buffer ahead.
 
 use std::collections::VecDeque;
-
-/// Most chunked heads kept, not yet asked about: pipelined requests beyond it are refused.
-const MAX_KEPT: usize = 32;
 
 /// Where the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,23 +32,33 @@ enum At {
     Body(u64),
     /// In a chunked body.
     Chunked(Chunk),
-    /// Not followed: see the module documentation.
+    /// Not followed any more: see the module documentation.
     Lost,
 }
 
-/// Where a chunked body is.
+/// Where a chunked body is: hyper's `ChunkedState`, one variant each, the size carried along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// The size's hex digits; `digits` says whether any has been read.
-    Size { size: u64, digits: bool },
-    /// After the size (extensions, whitespace), to the end of the line.
-    SizeLine { size: u64 },
+    /// A size line's first byte, which must be a hex digit.
+    Start,
+    /// The size's further digits.
+    Size(u64),
+    /// Whitespace after the size.
+    SizeLws(u64),
+    /// A chunk extension, to the CR.
+    Extension(u64),
+    /// The LF ending the size line.
+    SizeLf(u64),
     /// Data with this many bytes to go.
-    Data(u64),
-    /// The CR LF after a chunk's data; `cr` says whether the CR has been read.
-    DataEnd { cr: bool },
-    /// Trailer lines after the last chunk; `empty` says whether the current line is empty so far.
-    Trailers { empty: bool },
+    Body(u64),
+    BodyCr,
+    BodyLf,
+    /// After the last chunk: a CR (the end) or a trailer line's first byte.
+    EndCr,
+    /// In a trailer line, to its CR (a bare LF does not end it).
+    Trailer,
+    TrailerLf,
+    EndLf,
 }
 
 /// A chunked request's head, as screening asks about it.
@@ -70,6 +82,8 @@ pub struct Heads {
     /// When the current head started, on the caller's clock.
     started_ms: u64,
     kept: VecDeque<Kept>,
+    /// The request lines' bytes in `kept`.
+    kept_bytes: usize,
     max_head: usize,
 }
 
@@ -87,20 +101,20 @@ impl Heads {
     }
 
     /// Heads ended so far, while followed.
-    pub fn ended(&self) -> u64 {
+    #[cfg(test)]
+    fn ended(&self) -> u64 {
         self.ended
     }
 
-    /// Whether the stream is not followed (see the module documentation).
+    /// Whether the stream is not followed any more (see the module documentation).
     pub fn lost(&self) -> bool {
         self.at == At::Lost
     }
 
-    /// Follows the stream again from the start of a head, as when no request is in progress and
-    /// `started` requests (every head so far) have started.
-    pub fn resume(&mut self, started: u64) {
-        self.at = At::Between;
-        self.ended = started;
+    /// Stops following: the connection is a tunnel now, its bytes are not HTTP.
+    pub fn stop(&mut self) {
+        self.at = At::Lost;
+        self.head = Vec::new();
         self.kept.clear();
     }
 
@@ -140,7 +154,10 @@ impl Heads {
     /// request whose head was kept and whose first line begins with `start_line`
     /// (`"POST /x "`). Heads of earlier requests are forgotten.
     pub fn had_content_length(&mut self, request: u64, start_line: &[u8]) -> Option<bool> {
-        while self.kept.front().is_some_and(|kept| kept.request < request) {
+        while let Some(kept) = self.kept.front()
+            && kept.request < request
+        {
+            self.kept_bytes -= kept.line.len();
             self.kept.pop_front();
         }
         let kept = self.kept.front()?;
@@ -172,24 +189,23 @@ impl Heads {
     }
 
     /// What follows the head just read: its body, or the next head; keeps what screening asks.
+    /// An upgrade's head is followed like any other: after a refusal the connection goes on as
+    /// HTTP/1.1, and after a 101 the tunnel stops the following (`stop`).
     fn after_head(&mut self) -> At {
         let summary = summarize(&self.head);
-        if summary.upgrade {
-            return At::Lost;
-        }
         if summary.transfer_encoding {
-            if self.kept.len() < MAX_KEPT {
-                let line_end = memchr::memchr(b'\n', &self.head).map_or(self.head.len(), |n| n + 1);
-                self.kept.push_back(Kept {
-                    request: self.ended,
-                    line: self.head[..line_end].into(),
-                    content_length: summary.content_length.is_some(),
-                });
+            let line_end = memchr::memchr(b'\n', &self.head).map_or(self.head.len(), |n| n + 1);
+            // More than hyper's buffer holds cannot be waiting to start.
+            if self.kept_bytes + line_end > 2 * self.max_head {
+                return At::Lost;
             }
-            return At::Chunked(Chunk::Size {
-                size: 0,
-                digits: false,
+            self.kept_bytes += line_end;
+            self.kept.push_back(Kept {
+                request: self.ended,
+                line: self.head[..line_end].into(),
+                content_length: summary.content_length.is_some(),
             });
+            return At::Chunked(Chunk::Start);
         }
         match summary.content_length {
             None | Some(Some(0)) => At::Between,
@@ -203,65 +219,67 @@ impl Heads {
     fn read_chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> usize {
         let mut used = 0;
         while used < bytes.len() {
+            if let Chunk::Body(left) = chunk {
+                let take = left.min((bytes.len() - used) as u64);
+                used += take as usize;
+                chunk = match left - take {
+                    0 => Chunk::BodyCr,
+                    left => Chunk::Body(left),
+                };
+                continue;
+            }
             let byte = bytes[used];
-            chunk = match chunk {
-                Chunk::Data(left) => {
-                    let take = left.min((bytes.len() - used) as u64);
-                    used += take as usize;
-                    chunk = match left - take {
-                        0 => Chunk::DataEnd { cr: false },
-                        left => Chunk::Data(left),
-                    };
-                    continue;
-                }
-                Chunk::Size { size, digits } => match (byte as char).to_digit(16) {
-                    Some(digit) => match size.checked_mul(16) {
-                        Some(size) => Chunk::Size {
-                            size: size + u64::from(digit),
-                            digits: true,
-                        },
-                        None => return self.lose(bytes.len()),
-                    },
-                    None if digits => self.size_line(size, byte),
-                    None => return self.lose(bytes.len()),
-                },
-                Chunk::SizeLine { size } => self.size_line(size, byte),
-                Chunk::DataEnd { cr: false } if byte == b'\r' => Chunk::DataEnd { cr: true },
-                Chunk::DataEnd { .. } if byte == b'\n' => Chunk::Size {
-                    size: 0,
-                    digits: false,
-                },
-                Chunk::DataEnd { .. } => return self.lose(bytes.len()),
-                Chunk::Trailers { empty } => match byte {
-                    b'\n' if empty => {
-                        self.at = At::Between;
-                        return used + 1;
-                    }
-                    b'\n' => Chunk::Trailers { empty: true },
-                    b'\r' => Chunk::Trailers { empty },
-                    _ => Chunk::Trailers { empty: false },
-                },
-            };
             used += 1;
+            chunk = match next(chunk, byte) {
+                Some(Some(chunk)) => chunk,
+                // The body's last byte: the next head follows.
+                Some(None) => {
+                    self.at = At::Between;
+                    return used;
+                }
+                None => return self.lose(bytes.len()),
+            };
         }
         self.at = At::Chunked(chunk);
         used
-    }
-
-    /// A byte of a chunk-size line after the digits: the line's end starts the data (or, after
-    /// the last chunk, the trailers).
-    fn size_line(&self, size: u64, byte: u8) -> Chunk {
-        match (byte, size) {
-            (b'\n', 0) => Chunk::Trailers { empty: true },
-            (b'\n', size) => Chunk::Data(size),
-            _ => Chunk::SizeLine { size },
-        }
     }
 
     fn lose(&mut self, used: usize) -> usize {
         self.at = At::Lost;
         used
     }
+}
+
+/// The state after `byte` (not of a chunk's data): `Some(None)` at the body's end, `None` where
+/// hyper's decoder refuses the byte.
+fn next(chunk: Chunk, byte: u8) -> Option<Option<Chunk>> {
+    let digit = (byte as char).to_digit(16).map(u64::from);
+    let next = match (chunk, byte) {
+        (Chunk::Start, _) => Chunk::Size(digit?),
+        (Chunk::Size(size), _) if digit.is_some() => {
+            Chunk::Size(size.checked_mul(16)?.checked_add(digit?)?)
+        }
+        (Chunk::Size(size) | Chunk::SizeLws(size), b'\t' | b' ') => Chunk::SizeLws(size),
+        (Chunk::Size(size) | Chunk::SizeLws(size) | Chunk::Extension(size), b';') => {
+            Chunk::Extension(size)
+        }
+        (Chunk::Size(size) | Chunk::SizeLws(size) | Chunk::Extension(size), b'\r') => {
+            Chunk::SizeLf(size)
+        }
+        (Chunk::Extension(_), b'\n') => return None,
+        (Chunk::Extension(size), _) => Chunk::Extension(size),
+        (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
+        (Chunk::SizeLf(size), b'\n') => Chunk::Body(size),
+        (Chunk::BodyCr, b'\r') => Chunk::BodyLf,
+        (Chunk::BodyLf, b'\n') => Chunk::Start,
+        (Chunk::EndCr, b'\r') => Chunk::EndLf,
+        (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+        (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
+        (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+        (Chunk::EndLf, b'\n') => return Some(None),
+        _ => return None,
+    };
+    Some(Some(next))
 }
 
 /// Where a head ends (just past its empty line), searching `head` from `from`. A head does not
@@ -284,18 +302,14 @@ struct Summary {
     transfer_encoding: bool,
     /// `Some(None)` when present but not one number hyper would take.
     content_length: Option<Option<u64>>,
-    upgrade: bool,
 }
 
 fn summarize(head: &[u8]) -> Summary {
-    let mut lines = head.split(|&b| b == b'\n');
-    let first = lines.next().unwrap_or_default();
     let mut summary = Summary {
         transfer_encoding: false,
         content_length: None,
-        upgrade: first.starts_with(b"CONNECT "),
     };
-    for line in lines {
+    for line in head.split(|&b| b == b'\n').skip(1) {
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
@@ -312,8 +326,6 @@ fn summarize(head: &[u8]) -> Summary {
                 Some(earlier) if earlier == length => Some(length),
                 Some(_) => Some(None),
             };
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            summary.upgrade = true;
         }
     }
     summary
@@ -342,14 +354,18 @@ mod tests {
         stream.extend_from_slice(b"POST /l HTTP/1.1\r\nContent-Length: 11\r\n\r\nTransfer-En");
         stream.extend_from_slice(CHUNKED);
         stream.extend_from_slice(
-            b"\r\nPOST /s HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 3\n\n0\n\n",
+            b"\r\nPOST /s HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 3\n\n1 ;a\r\nx\r\n0\r\n\r\n",
         );
+        stream.extend_from_slice(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        stream.extend_from_slice(CHUNKED);
         for piece in [1, 2, 3, 5, 7, 64, stream.len()] {
             let mut heads = follow(&stream, piece);
-            assert_eq!(heads.ended(), 4, "pieces of {piece}");
+            assert_eq!(heads.ended(), 6, "pieces of {piece}");
             assert_eq!(heads.open_since_ms(), None);
             assert_eq!(heads.had_content_length(3, b"POST /c "), Some(false));
             assert_eq!(heads.had_content_length(4, b"POST /s "), Some(true));
+            // A refused upgrade leaves an HTTP/1.1 connection: what follows it is followed.
+            assert_eq!(heads.had_content_length(6, b"POST /c "), Some(false));
         }
     }
 
@@ -380,23 +396,55 @@ mod tests {
         assert_eq!(heads.open_since_ms(), None);
     }
 
+    /// Where hyper's chunked decoder refuses a byte (and closes), the following stops for good:
+    /// a head read here in bytes hyper takes for body would be taken for the next request's.
     #[test]
-    fn what_cannot_be_followed_is_lost_until_resumed() {
+    fn what_hyper_refuses_stops_the_following_for_good() {
         for stream in [
-            &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"[..],
-            b"CONNECT a:443 HTTP/1.1\r\n\r\nanything",
-            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\nab",
+            &b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\nab"[..],
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\n\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x\nb\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 x\r\nb\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\r\n\r\n",
         ] {
             let mut heads = follow(stream, 3);
             assert!(heads.lost(), "{:?}", String::from_utf8_lossy(stream));
             heads.read(CHUNKED, 9);
             assert_eq!(heads.had_content_length(2, b"POST /c "), None);
-            heads.resume(1);
-            heads.read(CHUNKED, 9);
-            assert_eq!(heads.had_content_length(2, b"POST /c "), Some(false));
         }
+    }
+
+    /// hyper ends a trailer line only at CR LF: a bare LF inside trailers does not end the body,
+    /// so a head hidden in them is not a head.
+    #[test]
+    fn a_bare_lf_in_trailers_does_not_end_the_body() {
+        for trailers in [&b"X: a\n\n"[..], b"\n"] {
+            let mut stream =
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+            stream.extend_from_slice(trailers);
+            stream.extend_from_slice(
+                b"POST /s HTTP/1.1\nTransfer-Encoding: chunked\n\n0\n\n\r\n\r\n",
+            );
+            stream.extend_from_slice(
+                b"POST /s HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            );
+            for piece in [1, 4, stream.len()] {
+                let mut heads = follow(&stream, piece);
+                assert_eq!(heads.ended(), 2, "{trailers:?} in pieces of {piece}");
+                assert_eq!(heads.had_content_length(2, b"POST /s "), Some(true));
+            }
+        }
+    }
+
+    #[test]
+    fn a_tunnel_stops_the_following() {
+        let mut heads = follow(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 100);
+        heads.stop();
+        heads.read(CHUNKED, 1);
+        assert!(heads.lost());
+        assert_eq!(heads.had_content_length(2, b"POST /c "), None);
     }
 
     #[test]

@@ -255,6 +255,86 @@ async fn pipelined_chunked_requests_are_served_in_order() {
     assert!(text.contains("len=4 ok=true"), "{text:?}");
 }
 
+/// The smuggling request the tests below hide: `Content-Length` beside `Transfer-Encoding`.
+const SMUGGLING: &str = "POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+/// Writes `parts` on one connection, the later ones after a pause so they arrive in reads of
+/// their own; returns what came back once the proxy closed or `WAIT` passed.
+async fn exchange_in_parts(proxy: &TestProxy, parts: &[&[u8]]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The proxy may close before reading everything; a failed write is part of the answer.
+        stream.write_all(part).await.ok();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Streams where a head follower reading bodies more loosely than hyper (a bare LF ending
+/// trailers) or losing its place (after an upgrade request) would check the smuggling request
+/// against a head the attacker planted: it must still never reach the backend.
+#[tokio::test]
+async fn smuggling_requests_hidden_in_trailers_or_behind_an_upgrade_are_refused() {
+    let planted = "POST /s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let trailers = |after_last_chunk: &str| {
+        format!(
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{after_last_chunk}POST /s HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n0\n\n\r\n\r\n{SMUGGLING}"
+        )
+    };
+    let upgrade_split = [
+        "GET /u HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Le"
+            .to_owned(),
+        format!("ngth: {}\r\n\r\n{planted}{SMUGGLING}", planted.len()),
+    ];
+    let upgrade_body = [
+        format!(
+            "POST /early HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nContent-Length: {}\r\n\r\nA",
+            planted.len() + 1
+        ),
+        format!("{planted}{SMUGGLING}"),
+    ];
+    let cases: [Vec<String>; 4] = [
+        vec![trailers("X: a\n\n")],
+        vec![trailers("\n")],
+        upgrade_split.to_vec(),
+        upgrade_body.to_vec(),
+    ];
+    for parts in cases {
+        let backend = Backend::start("a").await;
+        let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+        let parts: Vec<&[u8]> = parts.iter().map(|part| part.as_bytes()).collect();
+        let text = exchange_in_parts(&proxy, &parts).await;
+        let smuggled = backend
+            .requests()
+            .iter()
+            .filter(|request| request.target == "/s")
+            .count();
+        assert_eq!(smuggled, 0, "{parts:?} got through: {text:?}");
+    }
+}
+
+/// A chunked request with an absolute-form target (its URI is normalised: `http://a` reads
+/// `http://a/`) has its head found all the same.
+#[tokio::test]
+async fn a_chunked_request_with_an_absolute_target_is_served() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let reply = raw_exchange(
+        proxy.addr,
+        b"POST http://a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
+}
+
 /// Behind a request with the same request line, the smuggling one must not be checked against
 /// the head of the request before it: either way, it never reaches the backend.
 #[tokio::test]

@@ -129,8 +129,12 @@ impl Proxy {
             answered: false,
         };
         let raw_content_length = || {
-            let target = request.uri().to_string();
-            let start_line = format!("{} {target} ", request.method());
+            // An absolute-form target is normalised (`http://a` reads `http://a/`): the method
+            // alone is checked then.
+            let start_line = match request.uri().authority() {
+                None => format!("{} {} ", request.method(), request.uri()),
+                Some(_) => format!("{} ", request.method()),
+            };
             active
                 .as_ref()
                 .and_then(|active| active.head_had_content_length(start_line.as_bytes()))
