@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::clock;
-use crate::heads::Heads;
+use crate::heads::{Heads, StartLine};
 use crate::pause::WriteWait;
 
 /// The answer to a client whose head took too long; written straight to the socket.
@@ -110,10 +110,10 @@ pub struct Active(Arc<Watch>, u64);
 
 impl Active {
     /// Whether this chunked request's raw head had a `Content-Length` field; `None` when its
-    /// head is not known (`heads.rs` says when), so its framing cannot be checked.
-    /// `start_line` (`"POST /x "`) must begin it.
-    pub fn head_had_content_length(&self, start_line: &[u8]) -> Option<bool> {
-        self.0.lock().heads.had_content_length(self.1, start_line)
+    /// head is not known (`heads.rs` says when), so its framing cannot be checked. The head's
+    /// first line must be `start`'s.
+    pub fn head_had_content_length(&self, start: StartLine<'_>) -> Option<bool> {
+        self.0.lock().heads.had_content_length(self.1, start)
     }
 }
 
@@ -132,7 +132,7 @@ impl Drop for Active {
 pub struct Timeouts {
     pub client_idle: Duration,
     pub request_header: Duration,
-    /// Most bytes of a head followed: hyper's read buffer, which a head must fit in.
+    /// Most bytes of a head followed: at least what hyper's read buffer lets a head have.
     pub max_head: usize,
 }
 

@@ -61,6 +61,32 @@ enum Chunk {
     EndLf,
 }
 
+/// What a request says of its first line, to check a kept head is its own: the method, and the
+/// target as parsed (`None` for an absolute-form target, which the parser normalises:
+/// `http://a` reads `http://a/`). A fragment, which the parser drops, may follow the target.
+#[derive(Debug, Clone, Copy)]
+pub struct StartLine<'a> {
+    pub method: &'a [u8],
+    pub target: Option<&'a [u8]>,
+}
+
+impl StartLine<'_> {
+    fn begins(&self, line: &[u8]) -> bool {
+        let Some(rest) = line
+            .strip_prefix(self.method)
+            .and_then(|rest| rest.strip_prefix(b" "))
+        else {
+            return false;
+        };
+        match self.target {
+            None => true,
+            Some(target) => rest
+                .strip_prefix(target)
+                .is_some_and(|after| matches!(after.first(), Some(b' ' | b'#'))),
+        }
+    }
+}
+
 /// A chunked request's head, as screening asks about it.
 #[derive(Debug)]
 struct Kept {
@@ -151,9 +177,9 @@ impl Heads {
     }
 
     /// Whether request `request`'s head had a `Content-Length` field, if it was a chunked
-    /// request whose head was kept and whose first line begins with `start_line`
-    /// (`"POST /x "`). Heads of earlier requests are forgotten.
-    pub fn had_content_length(&mut self, request: u64, start_line: &[u8]) -> Option<bool> {
+    /// request whose head was kept and whose first line is `start`'s. Heads of earlier requests
+    /// are forgotten.
+    pub fn had_content_length(&mut self, request: u64, start: StartLine<'_>) -> Option<bool> {
         while let Some(kept) = self.kept.front()
             && kept.request < request
         {
@@ -161,8 +187,7 @@ impl Heads {
             self.kept.pop_front();
         }
         let kept = self.kept.front()?;
-        (kept.request == request && kept.line.starts_with(start_line))
-            .then_some(kept.content_length)
+        (kept.request == request && start.begins(&kept.line)).then_some(kept.content_length)
     }
 
     /// Reads head bytes up to the head's end; returns how many it used.
@@ -338,6 +363,13 @@ mod tests {
     const CHUNKED: &[u8] =
         b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n";
 
+    fn line<'a>(method: &'a str, target: &'a str) -> StartLine<'a> {
+        StartLine {
+            method: method.as_bytes(),
+            target: Some(target.as_bytes()),
+        }
+    }
+
     /// Reads `stream` in pieces of `piece` bytes.
     fn follow(stream: &[u8], piece: usize) -> Heads {
         let mut heads = Heads::new(8192);
@@ -362,26 +394,42 @@ mod tests {
             let mut heads = follow(&stream, piece);
             assert_eq!(heads.ended(), 6, "pieces of {piece}");
             assert_eq!(heads.open_since_ms(), None);
-            assert_eq!(heads.had_content_length(3, b"POST /c "), Some(false));
-            assert_eq!(heads.had_content_length(4, b"POST /s "), Some(true));
+            assert_eq!(heads.had_content_length(3, line("POST", "/c")), Some(false));
+            assert_eq!(heads.had_content_length(4, line("POST", "/s")), Some(true));
             // A refused upgrade leaves an HTTP/1.1 connection: what follows it is followed.
-            assert_eq!(heads.had_content_length(6, b"POST /c "), Some(false));
+            assert_eq!(heads.had_content_length(6, line("POST", "/c")), Some(false));
         }
     }
 
     #[test]
     fn a_head_is_asked_about_by_its_own_request_and_start_line() {
         let mut heads = follow(CHUNKED, 4);
-        assert_eq!(heads.had_content_length(1, b"POST /other "), None);
-        assert_eq!(heads.had_content_length(2, b"POST /c "), None);
+        assert_eq!(heads.had_content_length(1, line("POST", "/other")), None);
+        assert_eq!(heads.had_content_length(2, line("POST", "/c")), None);
         // Forgotten once a later request has asked.
-        assert_eq!(heads.had_content_length(1, b"POST /c "), None);
+        assert_eq!(heads.had_content_length(1, line("POST", "/c")), None);
         let mut heads = follow(b"GET / HTTP/1.1\r\n\r\n", 100);
         assert_eq!(
-            heads.had_content_length(1, b"GET / "),
+            heads.had_content_length(1, line("GET", "/")),
             None,
             "not chunked: not kept"
         );
+    }
+
+    #[test]
+    fn a_start_line_matches_its_target_whole_or_up_to_a_fragment() {
+        let mut heads = follow(
+            b"POST /c#frag HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            100,
+        );
+        assert_eq!(heads.had_content_length(1, line("POST", "/")), None);
+        assert_eq!(heads.had_content_length(1, line("PUT", "/c")), None);
+        assert_eq!(heads.had_content_length(1, line("POST", "/c")), Some(false));
+        let absolute = StartLine {
+            method: b"POST",
+            target: None,
+        };
+        assert_eq!(heads.had_content_length(1, absolute), Some(false));
     }
 
     #[test]
@@ -412,7 +460,7 @@ mod tests {
             let mut heads = follow(stream, 3);
             assert!(heads.lost(), "{:?}", String::from_utf8_lossy(stream));
             heads.read(CHUNKED, 9);
-            assert_eq!(heads.had_content_length(2, b"POST /c "), None);
+            assert_eq!(heads.had_content_length(2, line("POST", "/c")), None);
         }
     }
 
@@ -433,7 +481,7 @@ mod tests {
             for piece in [1, 4, stream.len()] {
                 let mut heads = follow(&stream, piece);
                 assert_eq!(heads.ended(), 2, "{trailers:?} in pieces of {piece}");
-                assert_eq!(heads.had_content_length(2, b"POST /s "), Some(true));
+                assert_eq!(heads.had_content_length(2, line("POST", "/s")), Some(true));
             }
         }
     }
@@ -444,7 +492,7 @@ mod tests {
         heads.stop();
         heads.read(CHUNKED, 1);
         assert!(heads.lost());
-        assert_eq!(heads.had_content_length(2, b"POST /c "), None);
+        assert_eq!(heads.had_content_length(2, line("POST", "/c")), None);
     }
 
     #[test]

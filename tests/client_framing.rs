@@ -320,19 +320,19 @@ async fn smuggling_requests_hidden_in_trailers_or_behind_an_upgrade_are_refused(
     }
 }
 
-/// A chunked request with an absolute-form target (its URI is normalised: `http://a` reads
-/// `http://a/`) has its head found all the same.
+/// A chunked request whose target the parser changes (an absolute-form target is normalised,
+/// `http://a` reads `http://a/`; a fragment is dropped) has its head found all the same.
 #[tokio::test]
-async fn a_chunked_request_with_an_absolute_target_is_served() {
+async fn chunked_requests_with_an_absolute_target_or_a_fragment_are_served() {
     let backend = Backend::start("a").await;
     let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
-    let reply = raw_exchange(
-        proxy.addr,
-        b"POST http://a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
-        WAIT,
-    )
-    .await;
-    assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
+    for target in ["http://a", "/frag#x"] {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        );
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
+        assert_eq!(reply.status(), Some(200), "{target}: {:?}", reply.text);
+    }
 }
 
 /// Behind a request with the same request line, the smuggling one must not be checked against

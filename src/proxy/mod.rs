@@ -39,6 +39,7 @@ use crate::clock;
 use crate::config::{Limits, Timeouts};
 use crate::error::ProxyError;
 use crate::guard::Watch;
+use crate::heads::StartLine;
 use crate::metrics::Outcomes;
 use crate::request_id;
 use crate::screen;
@@ -129,15 +130,18 @@ impl Proxy {
             answered: false,
         };
         let raw_content_length = || {
-            // An absolute-form target is normalised (`http://a` reads `http://a/`): the method
-            // alone is checked then.
-            let start_line = match request.uri().authority() {
-                None => format!("{} {} ", request.method(), request.uri()),
-                Some(_) => format!("{} ", request.method()),
+            let target = request
+                .uri()
+                .authority()
+                .is_none()
+                .then(|| request.uri().to_string());
+            let start = StartLine {
+                method: request.method().as_str().as_bytes(),
+                target: target.as_deref().map(str::as_bytes),
             };
             active
                 .as_ref()
-                .and_then(|active| active.head_had_content_length(start_line.as_bytes()))
+                .and_then(|active| active.head_had_content_length(start))
         };
         let redirect =
             (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));

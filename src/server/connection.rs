@@ -121,7 +121,8 @@ where
         guard::Timeouts {
             client_idle: timeouts.client_idle,
             request_header: timeouts.request_header,
-            max_head: limits.max_header_bytes.max(MIN_BUF_SIZE),
+            // Twice hyper's read buffer: a read may fill the buffer's spare capacity past it.
+            max_head: 2 * limits.max_header_bytes.max(MIN_BUF_SIZE),
         },
     );
     let watch = Arc::clone(stream.watch());
