@@ -57,8 +57,9 @@ rounds http "${targets[@]}"
 
 # Memory per idle client connection: RSS of each proxy before and with IDLE keep-alive client
 # connections open (each has made one request, then sits idle).
-# HAProxy reserves two descriptors per maxconn and this machine caps them at 20000 (ulimit -Hn).
-IDLE=${IDLE:-9900}
+# HAProxy reserves two descriptors per maxconn, more than this machine's 20000 (ulimit -Hn) for
+# 10000; its config lets it start anyway (`no strict-limits`): an idle client takes one.
+IDLE=${IDLE:-10000}
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 proxy_pid() { # name -> the process serving connections (nginx: its worker)
   case $1 in
