@@ -28,6 +28,25 @@ async fn refused(request: &str, status: u16) {
     );
 }
 
+/// Writes `parts` on one connection, the later ones after a pause so they arrive in reads of
+/// their own; returns what came back once the proxy closed or `WAIT` passed.
+async fn exchange_in_parts(proxy: &TestProxy, parts: &[&[u8]]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The proxy may close before reading everything; a failed write is part of the answer.
+        stream.write_all(part).await.ok();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_refused() {
     refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400).await;
@@ -169,23 +188,14 @@ async fn a_smuggling_request_pipelined_behind_a_valid_one_never_reaches_the_back
     // The same, the second head arriving while the first request is still being answered.
     let backend = Backend::start("a").await;
     let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    stream
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    use tokio::io::AsyncReadExt;
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
-        .await
-        .ok();
-    let text = String::from_utf8_lossy(&out);
+    let text = exchange_in_parts(
+        &proxy,
+        &[
+            b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n",
+        ],
+    )
+    .await;
     assert!(text.contains("HTTP/1.1 400"), "{text:?}");
     assert_eq!(backend.served(), 1, "only the GET: {text:?}");
 }
@@ -235,47 +245,21 @@ async fn pipelined_chunked_requests_are_served_in_order() {
     assert_eq!(backend.served(), 5);
 
     // The chunked request arriving while the one before it is still being answered.
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    stream
-        .write_all(chunked_upload(4, "Connection: close\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
-        .await
-        .ok();
-    let text = String::from_utf8_lossy(&out);
+    let upload = chunked_upload(4, "Connection: close\r\n");
+    let text = exchange_in_parts(
+        &proxy,
+        &[
+            b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n",
+            upload.as_bytes(),
+        ],
+    )
+    .await;
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text:?}");
     assert!(text.contains("len=4 ok=true"), "{text:?}");
 }
 
 /// The smuggling request the tests below hide: `Content-Length` beside `Transfer-Encoding`.
 const SMUGGLING: &str = "POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-
-/// Writes `parts` on one connection, the later ones after a pause so they arrive in reads of
-/// their own; returns what came back once the proxy closed or `WAIT` passed.
-async fn exchange_in_parts(proxy: &TestProxy, parts: &[&[u8]]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    for (index, part) in parts.iter().enumerate() {
-        if index > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // The proxy may close before reading everything; a failed write is part of the answer.
-        stream.write_all(part).await.ok();
-    }
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
-        .await
-        .ok();
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Streams where a head follower reading bodies more loosely than hyper (a bare LF ending
 /// trailers) or losing its place (after an upgrade request) would check the smuggling request
