@@ -4,12 +4,17 @@ them all open and idle until stdin closes. Prints "ready N" once all are open.
 
     python3 benches/idle_connections.py PORT COUNT
 """
+import resource
 import socket
 import sys
 
 
 def main() -> None:
     port, count = int(sys.argv[1]), int(sys.argv[2])
+    # One descriptor per connection: the soft limit is often 1,024, the hard one higher.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     held = []
     for _ in range(count):
         conn = socket.create_connection(("127.0.0.1", port), timeout=10)

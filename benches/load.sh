@@ -60,6 +60,10 @@ rounds http "${targets[@]}"
 # HAProxy reserves two descriptors per maxconn, more than this machine's 20000 (ulimit -Hn) for
 # 10000; its config lets it start anyway (`no strict-limits`): an idle client takes one.
 IDLE=${IDLE:-10000}
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $((IDLE + 100)) ]; then
+  IDLE=$(($(ulimit -Hn) - 100))
+  echo "idle connections: $IDLE, as many as this machine's descriptor limit ($(ulimit -Hn)) allows"
+fi
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 proxy_pid() { # name -> the process serving connections (nginx: its worker)
   case $1 in
