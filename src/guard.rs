@@ -12,6 +12,11 @@
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
 //!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `server/h1/` uses too).
+//! - An HTTP/2 client can stop a response without the socket filling: it grants no more
+//!   flow-control window. hyper then stops polling the response body, so the connection is
+//!   closed when a response has data waiting to go (its body yielded data and was not polled
+//!   since) and nothing has been written for `client_idle`: within twice `client_idle`, like
+//!   Envoy's stream idle timeout. A response waiting on its backend is not waiting on the client.
 //!
 //! It also follows the HTTP/1 request heads read (`heads.rs`), for the request-header timeout
 //! and for what screening asks of a chunked request's raw head.
@@ -30,6 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
+
+use tracing::debug;
 
 use crate::clock;
 use crate::heads::{Heads, StartLine};
@@ -54,6 +61,12 @@ pub struct Watch {
     requests: AtomicU64,
     /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`server/drain.rs`).
     idle_goaway: Notify,
+    /// Responses whose body yielded data and has not been polled since: waiting on the client.
+    blocked: AtomicUsize,
+    /// When `blocked` last rose from zero (`clock::now_ms`).
+    blocked_since_ms: AtomicU64,
+    /// When bytes were last written to the client (HTTP/2 only).
+    written_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -74,6 +87,9 @@ impl Watch {
             }),
             requests: AtomicU64::new(0),
             idle_goaway: Notify::new(),
+            blocked: AtomicUsize::new(0),
+            blocked_since_ms: AtomicU64::new(0),
+            written_ms: AtomicU64::new(0),
         }
     }
 
@@ -86,7 +102,7 @@ impl Watch {
     pub fn start(self: &Arc<Self>) -> Active {
         let number = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(Arc::clone(self), number)
+        Active(Arc::clone(self), number, false)
     }
 
     /// Keeps the connection busy (a tunnel) until the returned guard drops, as a request does;
@@ -94,7 +110,7 @@ impl Watch {
     pub fn hold(self: &Arc<Self>) -> Active {
         self.lock().heads.stop();
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(Arc::clone(self), 0)
+        Active(Arc::clone(self), 0, false)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
@@ -104,9 +120,10 @@ impl Watch {
     }
 }
 
-/// A request in progress on a connection, and its number on it; dropped when its response ends.
+/// A request in progress on a connection, its number on it, and whether its response is waiting
+/// on the client; dropped when its response ends.
 #[derive(Debug)]
-pub struct Active(Arc<Watch>, u64);
+pub struct Active(Arc<Watch>, u64, bool);
 
 impl Active {
     /// Whether this chunked request's raw head had a `Content-Length` field; `None` when its
@@ -115,10 +132,27 @@ impl Active {
     pub fn head_had_content_length(&self, start: StartLine<'_>) -> Option<bool> {
         self.0.lock().heads.had_content_length(self.1, start)
     }
+
+    /// The response body has been polled, and `yielded` data or not: after data, until it is
+    /// polled again, the response waits on the client.
+    pub fn polled(&mut self, yielded: bool) {
+        if yielded == self.2 {
+            return;
+        }
+        self.2 = yielded;
+        if !yielded {
+            self.0.blocked.fetch_sub(1, Ordering::Relaxed);
+        } else if self.0.blocked.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.0
+                .blocked_since_ms
+                .store(clock::now_ms(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
+        self.polled(false);
         if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0
                 .idle_since_ms
@@ -222,7 +256,7 @@ impl<S> Watched<S> {
     /// The deadline that applies now, and what passing it means.
     fn deadline(&self) -> Option<(u64, Expiry)> {
         if self.watch.active.load(Ordering::Relaxed) > 0 {
-            return None;
+            return self.stall_deadline();
         }
         let header = self.timeouts.request_header.as_millis() as u64;
         let head = self.watch.lock();
@@ -239,6 +273,17 @@ impl<S> Watched<S> {
         }
         let idle = self.timeouts.client_idle.as_millis() as u64;
         Some((since + idle, Expiry::Idle))
+    }
+
+    /// With requests in progress on HTTP/2: when a response waiting on the client gives up.
+    fn stall_deadline(&self) -> Option<(u64, Expiry)> {
+        if self.speaks != Speaks::Http2 || self.watch.blocked.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = self.watch.blocked_since_ms.load(Ordering::Relaxed);
+        let written = self.watch.written_ms.load(Ordering::Relaxed);
+        let idle = self.timeouts.client_idle.as_millis() as u64;
+        Some((since.max(written) + idle, Expiry::Stalled))
     }
 
     /// Whether a deadline has passed; arms the timer for the next one otherwise.
@@ -289,6 +334,8 @@ impl Alarm {
 enum Expiry {
     Head,
     Idle,
+    /// An HTTP/2 response has waited on the client (no window granted) for `client_idle`.
+    Stalled,
 }
 
 impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
@@ -329,8 +376,23 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
                 }
                 // End of stream: hyper closes the connection quietly.
                 Some(Expiry::Idle) => Poll::Ready(Ok(())),
+                Some(Expiry::Stalled) => {
+                    debug!("HTTP/2 client granted no window for client_idle: closing");
+                    Poll::Ready(Ok(()))
+                }
                 None => Poll::Pending,
             },
+        }
+    }
+}
+
+impl<S> Watched<S> {
+    /// Notes progress in writing to an HTTP/2 client (see `stall_deadline`).
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        if self.speaks == Speaks::Http2 && matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.watch
+                .written_ms
+                .store(clock::now_ms(), Ordering::Relaxed);
         }
     }
 }
@@ -343,6 +405,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(&polled);
         this.writes.count(polled, cx)
     }
 
@@ -353,6 +416,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
         this.writes.count(polled, cx)
     }
 

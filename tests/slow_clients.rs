@@ -234,3 +234,45 @@ async fn an_idle_http2_connection_gets_a_goaway_before_the_close() {
         "a GOAWAY (type 7) among the frames: {types:?}"
     );
 }
+
+/// An HTTP/2 client that stops granting flow-control window leaves a response with data to send
+/// and a socket that never fills: the connection is closed after `client_idle` without progress,
+/// as nginx's `send_timeout` and Envoy's stream idle timeout close it. A response waiting on its
+/// backend for longer than `client_idle` is not waiting on the client, and is served.
+#[tokio::test]
+async fn an_http2_client_granting_no_window_is_cut_but_a_slow_answer_is_not() {
+    let (backend, proxy) = proxy_with("client_idle = \"300ms\"\n").await;
+    let handshake = || async {
+        let stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(4096)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 connection");
+        (sender, tokio::spawn(connection))
+    };
+    let get = |path: &str| {
+        http::Request::get(format!("http://a{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    let (mut sender, connection) = handshake().await;
+    let slow = sender
+        .send_request(get("/sleep/1000"))
+        .await
+        .expect("served");
+    assert_eq!(slow.status(), 200, "a slow backend is not a stalled client");
+
+    // The body is never read, so its window is never given back.
+    let stalled = sender.send_request(get("/bytes/10000000")).await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the stalled connection is closed")
+        .unwrap()
+        .ok();
+    drop(stalled);
+    assert_eq!(backend.served(), 2);
+}

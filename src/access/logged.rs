@@ -19,7 +19,7 @@ use crate::guard::Active;
 pub struct Logged {
     body: ProxyBody,
     entry: Option<Box<(Entry, AccessLog)>>,
-    _active: Option<Active>,
+    active: Option<Active>,
 }
 
 impl Logged {
@@ -32,7 +32,7 @@ impl Logged {
         Logged {
             body,
             entry: entry.map(Box::new),
-            _active: active,
+            active,
         }
     }
 }
@@ -56,10 +56,15 @@ impl Body for Logged {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(pending)) = (&polled, &mut this.entry)
-            && let Some(data) = frame.data_ref()
-        {
-            pending.0.add_sent(data.len() as u64);
+        let data = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame.data_ref().map(|data| data.len() as u64),
+            _ => None,
+        };
+        if let (Some(sent), Some(pending)) = (data, &mut this.entry) {
+            pending.0.add_sent(sent);
+        }
+        if let Some(active) = &mut this.active {
+            active.polled(data.is_some());
         }
         polled
     }
