@@ -3,10 +3,13 @@
 //! The watch is on the file's directory, not the file: editors save by writing a new file and
 //! renaming it over the old one, and Kubernetes ConfigMaps swap a `..data` symlink, and neither
 //! touches the watched inode. When the config path is a symlink to a file in another directory,
-//! that directory is watched too. Any event in the directory starts a short quiet period (events
-//! keep coming while a file is written); after it, the file is read and reloaded only if its
-//! content differs from what was last seen, so unrelated files in the directory cost one read.
+//! that directory is watched too. An event on the config file (by name, or its link's target's),
+//! or on a Kubernetes `..data` swap, starts a short quiet period (events keep coming while a file
+//! is written); after it, the file is read and reloaded only if its content differs from what was
+//! last seen. Events on other files are ignored: an access log written beside the config under
+//! load must not hold a reload back.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,14 +34,25 @@ pub fn watch_config(control: Control) -> notify::Result<notify::RecommendedWatch
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         info!(directory = %directory.display(), "watching the config file for changes");
     }
+    let names = names_of(&path);
     let mut last_seen = std::fs::read(&path).ok();
     tokio::spawn(async move {
         while let Some(event) = received.recv().await {
-            if let Err(error) = event {
-                warn!(%error, "config watch error");
+            if !concerns(&event, &names) {
+                continue;
             }
-            // Debounce: wait until the directory has been quiet for a while.
-            while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, received.recv()).await {}
+            // Debounce: wait until the file has been quiet for a while.
+            let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+            loop {
+                match tokio::time::timeout_at(quiet_until, received.recv()).await {
+                    Ok(Some(event)) if concerns(&event, &names) => {
+                        quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
             let content = std::fs::read(&path).ok();
             if content.is_none() || content == last_seen {
                 debug!("config directory changed but the config file did not");
@@ -51,6 +65,49 @@ pub fn watch_config(control: Control) -> notify::Result<notify::RecommendedWatch
         }
     });
     Ok(watcher)
+}
+
+/// The file names whose events concern the config at `path`: its own; when it is a symlink, the
+/// first name its link goes through (`current` of `current/proxy.toml`, which `ln -sfn` swaps);
+/// and its final target's.
+fn names_of(path: &Path) -> Vec<OsString> {
+    let link = std::fs::read_link(path).ok();
+    let through = link
+        .as_deref()
+        .and_then(|link| link.components().next())
+        .map(|first| first.as_os_str().to_os_string());
+    let target = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|target| target.file_name().map(OsString::from));
+    let mut names = Vec::new();
+    for name in [path.file_name().map(OsString::from), through, target]
+        .into_iter()
+        .flatten()
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Whether `event` may have changed the config: it names one of `names`, or a Kubernetes
+/// ConfigMap's `..data` link or directories (`..2026_11_27...`), or it is an error or a rescan
+/// that names no file.
+fn concerns(event: &notify::Result<notify::Event>, names: &[OsString]) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(error) => {
+            warn!(%error, "config watch error");
+            return true;
+        }
+    };
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            path.file_name().is_some_and(|name| {
+                names.iter().any(|known| known == name) || name.to_string_lossy().starts_with("..")
+            })
+        })
 }
 
 /// The directory holding `path`, and, when `path` is a symlink to a file elsewhere, the directory

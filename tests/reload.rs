@@ -310,3 +310,50 @@ async fn editing_the_target_of_a_symlinked_config_in_another_directory_reloads()
     std::fs::rename(&temporary, &target).unwrap();
     until_served_by(&http, "b", Duration::from_secs(5)).await;
 }
+
+/// Another file written often in the config's directory (an access log under load) must not hold
+/// a reload back: only events on the config file count toward its quiet period.
+#[tokio::test]
+async fn a_file_written_beside_the_config_does_not_hold_its_reload_back() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let options = Options { watch_config: true };
+    let proxy = TestProxy::start_with(&pool("web", "round_robin", &[&a]), options).await;
+    let http = Http::to(proxy.addr);
+    assert_eq!(http.get("/").await.backend(), "a");
+    let noise = proxy.config_path().with_file_name("access.log");
+    let writer = tokio::spawn(async move {
+        // Every 20 ms, for at most 10 s: ten times in each 200 ms quiet period.
+        for _ in 0..500 {
+            std::fs::write(&noise, b"a line\n").unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    proxy.rewrite(&pool("web", "round_robin", &[&b]));
+    until_served_by(&http, "b", Duration::from_secs(5)).await;
+    writer.abort();
+}
+
+/// A config reached through a directory link that `ln -sfn` swaps (`proxy.toml ->
+/// current/proxy.toml`, `current -> v1`, then `v2`) is reloaded when the link is swapped.
+#[tokio::test]
+async fn a_swapped_directory_link_on_the_config_path_reloads() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let dir = support::TempDir::new();
+    let root = dir.path().to_path_buf();
+    for (version, backend) in [("v1", &a), ("v2", &b)] {
+        std::fs::create_dir(root.join(version)).unwrap();
+        let text = support::with_listen(&pool("web", "round_robin", &[backend]));
+        std::fs::write(root.join(version).join("proxy.toml"), text).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", root.join("current")).unwrap();
+    std::os::unix::fs::symlink("current/proxy.toml", root.join("proxy.toml")).unwrap();
+    let path = root.join("proxy.toml");
+    let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
+    let http = Http::to(proxy.addr);
+    assert_eq!(http.get("/").await.backend(), "a");
+    std::os::unix::fs::symlink("v2", root.join("current.new")).unwrap();
+    std::fs::rename(root.join("current.new"), root.join("current")).unwrap();
+    until_served_by(&http, "b", Duration::from_secs(5)).await;
+}
