@@ -394,3 +394,42 @@ async fn backup_takes_over_from_a_dead_primary_without_health_checks() {
         assert_eq!(reply.backend(), "spare");
     }
 }
+
+/// Fail-open ends when a backend passes its health checks again, not at the next request: the
+/// gauge drops back and the end is logged while no traffic comes.
+#[tokio::test]
+async fn fail_open_ends_when_a_backend_recovers_without_waiting_for_a_request() {
+    let a = Backend::start("a").await;
+    a.set_health(500);
+    let admin_listen = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let config = pool_of(&[a.addr.to_string()], "fail_open = true") + FAST_HEALTH + admin_listen;
+    let proxy = TestProxy::start(&config).await;
+    let admin = proxy.admin.unwrap();
+    let failing_open = || async {
+        support::metrics::scrape(admin)
+            .await
+            .value("fulcrum_pool_fail_open", &[("pool", "web")])
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Once `a` is down, a request makes the pool fail open.
+        Http::to(proxy.addr).get("/").await;
+        if failing_open().await == 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fail-open never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.set_health(200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while failing_open().await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fail-open still on with the backend healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -76,6 +76,9 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck) {
             (Flip::Down, Ok(())) => "failed health checks".to_owned(),
         };
         transitions::report(pool.name(), &backend, &why);
+        if flip == Flip::Up {
+            pool.backend_recovered();
+        }
     }
 }
 

@@ -215,6 +215,14 @@ impl Pool {
         picked
     }
 
+    /// A backend passed its health checks again: fail-open ends now if any backend is
+    /// available, not at the next request (which may be long in coming).
+    pub fn backend_recovered(&self) {
+        if self.primaries.any_available() || self.backups.any_available() {
+            self.set_failing_open(false);
+        }
+    }
+
     /// Logs the start and end of fail-open, once each.
     fn set_failing_open(&self, on: bool) {
         // A plain load first: the swap (a write) only happens on a change.
