@@ -411,3 +411,43 @@ async fn a_registration_whose_pool_a_reload_removed_can_still_be_deregistered() 
     assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 204);
     assert_eq!(admin(api, "DELETE", &path, None, None).await.status, 404);
 }
+
+/// A 405 says which methods the endpoint takes (`Allow`, RFC 9110 section 15.5.6), and `HEAD`
+/// is served wherever `GET` is, without a body.
+#[tokio::test]
+async fn a_wrong_method_gets_allow_and_head_is_served_like_get() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&(pool("web", "round_robin", &[&a]) + ADMIN)).await;
+    let api = proxy.admin.unwrap();
+    let backend = format!("/pools/web/backends/{}", a.addr);
+    let cases = [
+        ("PUT", "/status".to_owned(), "GET, HEAD"),
+        ("GET", "/reload".to_owned(), "POST"),
+        ("PUT", "/pools/web/backends".to_owned(), "GET, HEAD, POST"),
+        ("POST", backend.clone(), "GET, HEAD, DELETE"),
+        ("GET", format!("{backend}/drain"), "POST"),
+        ("POST", format!("{backend}/heartbeat"), "PUT"),
+    ];
+    for (method, path, allow) in cases {
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let reply = support::client::raw(api, request.as_bytes()).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 405"),
+            "{method} {path}: {reply}"
+        );
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+            "{method} {path}: Allow: {allow} in {reply}"
+        );
+    }
+    let reply = support::client::raw(
+        api,
+        b"HEAD /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+}

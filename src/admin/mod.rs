@@ -95,7 +95,11 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
         .map(crate::affinity::percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let method = request.method().clone();
+    // HEAD is GET without the body (hyper leaves the body out).
+    let method = match request.method() {
+        &Method::HEAD => Method::GET,
+        method => method.clone(),
+    };
     match (segments.as_slice(), method) {
         (["status"], Method::GET) => json_reply(StatusCode::OK, views::status(control)),
         (["metrics"], Method::GET) => views::metrics(control).await,
@@ -141,24 +145,30 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
         (["pools", pool, "backends", address, "heartbeat"], Method::PUT) => {
             handlers::heartbeat(control, pool, address)
         }
-        (
-            ["status"]
-            | ["metrics"]
-            | ["reload"]
-            | ["pools", _, "backends"]
-            | ["pools", _, "route"]
-            | ["pools", _, "backends", _]
-            | [
-                "pools",
-                _,
-                "backends",
-                _,
-                "drain" | "disable" | "enable" | "heartbeat",
-            ],
-            _,
-        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        (segments, _) => match allowed(segments) {
+            Some(allow) => {
+                let mut reply = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here");
+                reply
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                reply
+            }
+            None => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        },
     }
+}
+
+/// The methods an endpoint takes, for the `Allow` of its 405 (RFC 9110 section 15.5.6); `None`
+/// for no endpoint.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["status"] | ["metrics"] | ["pools", _, "route"] => "GET, HEAD",
+        ["reload"] | ["pools", _, "backends", _, "drain" | "disable" | "enable"] => "POST",
+        ["pools", _, "backends"] => "GET, HEAD, POST",
+        ["pools", _, "backends", _] => "GET, HEAD, DELETE",
+        ["pools", _, "backends", _, "heartbeat"] => "PUT",
+        _ => return None,
+    })
 }
 
 fn authorized<B>(request: &Request<B>, token: &str) -> bool {
