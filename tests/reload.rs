@@ -44,22 +44,41 @@ async fn sighup_reloads_the_binary() {
     assert!(proxy.logged("config reloaded"), "a reload is logged");
 }
 
-#[tokio::test]
-async fn atomic_rename_of_the_config_file_is_picked_up() {
+/// The config file rewritten (renamed over, as editors save) while the file `beside`, when
+/// given, is written in the same directory every 20 ms: the proxy moves from `a` to `b`.
+async fn a_rewrite_reloads(beside: Option<&str>) {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let options = Options { watch_config: true };
     let proxy = TestProxy::start_with(&pool("web", "round_robin", &[&a]), options).await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
+    let writer = beside.map(|name| {
+        let noise = proxy.config_path().with_file_name(name);
+        tokio::spawn(async move {
+            // For at most 10 s: ten times in each 200 ms quiet period.
+            for _ in 0..500 {
+                std::fs::write(&noise, b"a line\n").unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
     proxy.rewrite(&pool("web", "round_robin", &[&b]));
     until_served_by(&http, "b", Duration::from_secs(5)).await;
     assert_eq!(proxy.control.status().generation, 2);
+    if let Some(writer) = writer {
+        writer.abort();
+    }
 }
 
 #[tokio::test]
-async fn symlink_swap_of_the_config_is_picked_up() {
-    // Kubernetes ConfigMap layout: proxy.toml -> ..data/proxy.toml, ..data -> a versioned dir.
+async fn atomic_rename_of_the_config_file_is_picked_up() {
+    a_rewrite_reloads(None).await;
+}
+
+/// `proxy.toml -> LINK/proxy.toml`, `LINK -> v1`; then `LINK` swapped to `v2` by a rename, as
+/// Kubernetes and `ln -sfn` swap it: the proxy must move from `v1`'s backend to `v2`'s.
+async fn swapping_the_link_reloads(link: &str) {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let dir = support::TempDir::new();
@@ -69,15 +88,28 @@ async fn symlink_swap_of_the_config_is_picked_up() {
         let text = support::with_listen(&pool("web", "round_robin", &[backend]));
         std::fs::write(root.join(version).join("proxy.toml"), text).unwrap();
     }
-    std::os::unix::fs::symlink("v1", root.join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/proxy.toml", root.join("proxy.toml")).unwrap();
+    std::os::unix::fs::symlink("v1", root.join(link)).unwrap();
+    std::os::unix::fs::symlink(format!("{link}/proxy.toml"), root.join("proxy.toml")).unwrap();
     let path = root.join("proxy.toml");
     let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
-    std::os::unix::fs::symlink("v2", root.join("..data_tmp")).unwrap();
-    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    let swap = format!("{link}_tmp");
+    std::os::unix::fs::symlink("v2", root.join(&swap)).unwrap();
+    std::fs::rename(root.join(&swap), root.join(link)).unwrap();
     until_served_by(&http, "b", Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn symlink_swap_of_the_config_is_picked_up() {
+    // Kubernetes ConfigMap layout: proxy.toml -> ..data/proxy.toml, ..data -> a versioned dir.
+    swapping_the_link_reloads("..data").await;
+}
+
+/// A config reached through a directory link that `ln -sfn` swaps (`current`) reloads too.
+#[tokio::test]
+async fn a_swapped_directory_link_on_the_config_path_reloads() {
+    swapping_the_link_reloads("current").await;
 }
 
 #[tokio::test]
@@ -315,45 +347,5 @@ async fn editing_the_target_of_a_symlinked_config_in_another_directory_reloads()
 /// a reload back: only events on the config file count toward its quiet period.
 #[tokio::test]
 async fn a_file_written_beside_the_config_does_not_hold_its_reload_back() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let options = Options { watch_config: true };
-    let proxy = TestProxy::start_with(&pool("web", "round_robin", &[&a]), options).await;
-    let http = Http::to(proxy.addr);
-    assert_eq!(http.get("/").await.backend(), "a");
-    let noise = proxy.config_path().with_file_name("access.log");
-    let writer = tokio::spawn(async move {
-        // Every 20 ms, for at most 10 s: ten times in each 200 ms quiet period.
-        for _ in 0..500 {
-            std::fs::write(&noise, b"a line\n").unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    proxy.rewrite(&pool("web", "round_robin", &[&b]));
-    until_served_by(&http, "b", Duration::from_secs(5)).await;
-    writer.abort();
-}
-
-/// A config reached through a directory link that `ln -sfn` swaps (`proxy.toml ->
-/// current/proxy.toml`, `current -> v1`, then `v2`) is reloaded when the link is swapped.
-#[tokio::test]
-async fn a_swapped_directory_link_on_the_config_path_reloads() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let dir = support::TempDir::new();
-    let root = dir.path().to_path_buf();
-    for (version, backend) in [("v1", &a), ("v2", &b)] {
-        std::fs::create_dir(root.join(version)).unwrap();
-        let text = support::with_listen(&pool("web", "round_robin", &[backend]));
-        std::fs::write(root.join(version).join("proxy.toml"), text).unwrap();
-    }
-    std::os::unix::fs::symlink("v1", root.join("current")).unwrap();
-    std::os::unix::fs::symlink("current/proxy.toml", root.join("proxy.toml")).unwrap();
-    let path = root.join("proxy.toml");
-    let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
-    let http = Http::to(proxy.addr);
-    assert_eq!(http.get("/").await.backend(), "a");
-    std::os::unix::fs::symlink("v2", root.join("current.new")).unwrap();
-    std::fs::rename(root.join("current.new"), root.join("current")).unwrap();
-    until_served_by(&http, "b", Duration::from_secs(5)).await;
+    a_rewrite_reloads(Some("access.log")).await;
 }
