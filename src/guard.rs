@@ -26,7 +26,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +61,8 @@ pub struct Watch {
     requests: AtomicU64,
     /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`server/drain.rs`).
     idle_goaway: Notify,
+    /// The connection speaks HTTP/2: only then are responses waiting on the client counted.
+    http2: AtomicBool,
     /// Responses whose body yielded data and has not been polled since: waiting on the client.
     blocked: AtomicUsize,
     /// When `blocked` last rose from zero (`clock::now_ms`).
@@ -87,6 +89,7 @@ impl Watch {
             }),
             requests: AtomicU64::new(0),
             idle_goaway: Notify::new(),
+            http2: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
             blocked_since_ms: AtomicU64::new(0),
             written_ms: AtomicU64::new(0),
@@ -135,8 +138,9 @@ impl Active {
 
     /// The response body has been polled, and `yielded` data or not: after data, until it is
     /// polled again, the response waits on the client.
+    /// Counted on HTTP/2 only, where hyper stops polling a body the client grants no window.
     pub fn polled(&mut self, yielded: bool) {
-        if yielded == self.2 {
+        if yielded == self.2 || (yielded && !self.0.http2.load(Ordering::Relaxed)) {
             return;
         }
         self.2 = yielded;
@@ -240,6 +244,7 @@ impl<S> Watched<S> {
                 self.preface += more;
                 if self.preface == H2_PREFACE.len() {
                     self.speaks = Speaks::Http2;
+                    self.watch.http2.store(true, Ordering::Relaxed);
                 }
             }
         }

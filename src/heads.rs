@@ -262,15 +262,13 @@ impl Heads {
                     self.at = At::Between;
                     return used;
                 }
-                None => return self.lose(bytes.len()),
+                None => {
+                    self.at = At::Lost;
+                    return bytes.len();
+                }
             };
         }
         self.at = At::Chunked(chunk);
-        used
-    }
-
-    fn lose(&mut self, used: usize) -> usize {
-        self.at = At::Lost;
         used
     }
 }
