@@ -48,19 +48,20 @@ impl HashKey {
         }
     }
 
-    /// The request's key, hashed; `None` when the request does not carry it.
+    /// The request's key, hashed; `None` when the request does not carry it, or carries it
+    /// empty (`x-user-id:`, `sid=`, `?uid=`): as in nginx's `hash` and HAProxy's `balance hdr`,
+    /// an empty key is no key, or every anonymous client would share one backend.
     pub fn hash<B>(&self, request: &Request<B>, client: IpAddr) -> Option<u64> {
         match self {
             HashKey::Header(name) => request
                 .headers()
                 .get(name)
-                .map(|value| stable_hash(value.as_bytes())),
+                .and_then(|value| nonempty_hash(value.as_bytes())),
             HashKey::Cookie(name) => {
-                cookie(request.headers(), name).map(|v| stable_hash(v.as_bytes()))
+                cookie(request.headers(), name).and_then(|v| nonempty_hash(v.as_bytes()))
             }
-            HashKey::Query(name) => {
-                query_param(request.uri(), name).map(|v| stable_hash(percent_decode(v).as_bytes()))
-            }
+            HashKey::Query(name) => query_param(request.uri(), name)
+                .and_then(|v| nonempty_hash(percent_decode(v).as_bytes())),
             HashKey::Path => Some(stable_hash(request.uri().path().as_bytes())),
             // The address as text, so the admin API's `?key=10.1.2.3` finds the same place.
             HashKey::ClientIp => Some(stable_hash(client.to_string().as_bytes())),
@@ -68,9 +69,15 @@ impl HashKey {
     }
 }
 
-/// The hash of a key given as text, as the admin API's route lookup takes it.
-pub fn key_hash(key: &str) -> u64 {
-    stable_hash(key.as_bytes())
+/// The hash of a key given as text, as the admin API's route lookup takes it; `None` for an
+/// empty key, which places nothing (see [`HashKey::hash`]).
+pub fn key_hash(key: &str) -> Option<u64> {
+    nonempty_hash(key.as_bytes())
+}
+
+/// The key's hash, unless it is empty or only spaces and tabs.
+fn nonempty_hash(key: &[u8]) -> Option<u64> {
+    (!key.trim_ascii().is_empty()).then(|| stable_hash(key))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -197,7 +204,6 @@ mod tests {
         assert_eq!(hash("header:X-User-Id"), Some(stable_hash(b"u1")));
         assert_eq!(hash("cookie:sid"), Some(stable_hash(b"s9")));
         assert_eq!(hash("query:user"), Some(stable_hash(b"42")));
-        assert_eq!(hash("query:x"), Some(stable_hash(b"")));
         assert_eq!(
             hash("query:mail"),
             Some(stable_hash(b"u@x.org")),
@@ -208,6 +214,32 @@ mod tests {
         assert_eq!(hash("header:x-missing"), None);
         assert_eq!(hash("cookie:missing"), None);
         assert_eq!(hash("query:missing"), None);
+    }
+
+    #[test]
+    fn empty_keys_are_no_keys() {
+        let r = request(
+            "/a?uid=&blank=%20&x",
+            &[
+                ("x-user-id", ""),
+                ("x-spaces", "  "),
+                ("cookie", "sid=; b=\"\""),
+            ],
+        );
+        let hash = |spec: &str| HashKey::parse(spec).unwrap().hash(&r, CLIENT);
+        for spec in [
+            "header:x-user-id",
+            "header:x-spaces",
+            "cookie:sid",
+            "cookie:b",
+            "query:uid",
+            "query:blank",
+            "query:x",
+        ] {
+            assert_eq!(hash(spec), None, "{spec}");
+        }
+        assert_eq!(key_hash(""), None);
+        assert_eq!(key_hash(" a"), Some(stable_hash(b" a")));
     }
 
     #[test]

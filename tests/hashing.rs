@@ -112,6 +112,35 @@ async fn requests_without_the_key_are_spread() {
     );
 }
 
+/// An empty key (`x-user-id:`, `sid=`, `?uid=`) is no key, as in nginx's `hash` and HAProxy's
+/// `balance hdr`: otherwise every anonymous client would land on the one backend "" hashes to.
+#[tokio::test]
+async fn requests_with_an_empty_key_are_spread() {
+    let backends = five().await;
+    type Build = fn() -> http::Request<support::TestBody>;
+    let sources: [(&str, Build); 3] = [
+        ("header:x-user-id", || {
+            get("/").header("x-user-id", "").body(empty()).unwrap()
+        }),
+        ("cookie:sid", || {
+            get("/")
+                .header("cookie", "sid=; a=1")
+                .body(empty())
+                .unwrap()
+        }),
+        ("query:uid", || get("/?uid=&page=2").body(empty()).unwrap()),
+    ];
+    for (source, build) in sources {
+        let proxy = TestProxy::start(&hash_pool(&backends, source)).await;
+        let http = Http::to(proxy.addr);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            seen.insert(served(&http, build()).await);
+        }
+        assert!(seen.len() >= 4, "{source}: empty keys spread: {seen:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_dead_home_sends_its_keys_to_the_same_replica_and_they_return() {
     let mut backends = five().await;
@@ -334,6 +363,16 @@ async fn route_lookup_agrees_with_the_proxy_for_escaped_query_keys() {
             .to_string();
         assert_eq!(address, expected, "key u{i}@example.com");
     }
+    // An empty key lives nowhere: requests carrying one are spread.
+    let route = admin(
+        proxy.admin.unwrap(),
+        "GET",
+        "/pools/cache/route?key=",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(route.status, 400, "{:?}", route.json);
 }
 
 #[tokio::test]

@@ -262,7 +262,12 @@ pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         Some(_) => return error(StatusCode::BAD_REQUEST, "n must be 1 to 100"),
     };
-    let hash = crate::affinity::key_hash(&key);
+    let Some(hash) = crate::affinity::key_hash(&key) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an empty key places nothing: requests carrying one are spread at random",
+        );
+    };
     let Some(replicas) = found.replicas_of_hash(hash, n) else {
         return error(
             StatusCode::CONFLICT,
