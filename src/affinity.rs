@@ -126,10 +126,41 @@ pub fn percent_decode(segment: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sticky {
     pub cookie: String,
-    /// `Max-Age`; a session cookie when `None`.
+    /// `Max-Age`, whole seconds, at least one; a session cookie when `None`.
     pub max_age: Option<Duration>,
     pub secure: bool,
     pub http_only: bool,
+    /// `SameSite`; the browser's default (`Lax` in current browsers) when `None`.
+    pub same_site: Option<SameSite>,
+}
+
+/// The cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    /// Sent on cross-site requests too (iframes, SSO POST-backs); browsers require `Secure`.
+    None,
+}
+
+impl SameSite {
+    /// What `same_site` accepts, for error messages.
+    pub const FORMS: &'static str = "\"Strict\", \"Lax\" or \"None\"";
+
+    /// Parses a config value, in any case.
+    pub fn parse(text: &str) -> Option<SameSite> {
+        [SameSite::Strict, SameSite::Lax, SameSite::None]
+            .into_iter()
+            .find(|value| value.as_str().eq_ignore_ascii_case(text))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 impl Sticky {
@@ -166,6 +197,10 @@ impl Sticky {
         }
         if self.http_only {
             cookie.push_str("; HttpOnly");
+        }
+        if let Some(same_site) = self.same_site {
+            cookie.push_str("; SameSite=");
+            cookie.push_str(same_site.as_str());
         }
         HeaderValue::from_str(&cookie)
             .expect("a validated cookie name and hex token form a valid header")
@@ -272,6 +307,7 @@ mod tests {
             max_age: Some(Duration::from_secs(3600)),
             secure: true,
             http_only: true,
+            same_site: None,
         };
         let token = Sticky::token("app", "127.0.0.1:9001");
         let set = sticky.set_cookie(token);
@@ -289,5 +325,19 @@ mod tests {
         assert_eq!(sticky.requested(back.headers()), Some(token));
         let forged = request("/", &[("cookie", "fulcrum_affinity=127.0.0.1:9001")]);
         assert_eq!(sticky.requested(forged.headers()), None);
+
+        let cross_site = Sticky {
+            same_site: SameSite::parse("none"),
+            ..sticky
+        };
+        let set = cross_site.set_cookie(token);
+        assert!(
+            set.to_str()
+                .unwrap()
+                .ends_with("; Secure; HttpOnly; SameSite=None"),
+            "{set:?}"
+        );
+        assert_eq!(SameSite::parse("Lax"), Some(SameSite::Lax));
+        assert_eq!(SameSite::parse("loose"), None);
     }
 }

@@ -237,6 +237,7 @@ async fn sticky_cookie_is_set_honoured_repinned_and_forgeries_ignored() {
     let b = Backend::start("b").await;
     let config = pool("app", "round_robin", &[&a, &b])
         + "[pool.app.sticky]\ncookie = \"fulcrum_affinity\"\nmax_age = \"1h\"\n"
+        + "same_site = \"Strict\"\n"
         + ADMIN;
     let proxy = TestProxy::start(&config).await;
     let http = Http::to(proxy.addr);
@@ -245,9 +246,10 @@ async fn sticky_cookie_is_set_honoured_repinned_and_forgeries_ignored() {
     let set = first.headers["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("fulcrum_affinity="), "{set}");
     assert!(
-        set.contains("Max-Age=3600") && set.contains("HttpOnly"),
+        set.contains("; Max-Age=3600") && set.contains("; HttpOnly"),
         "{set}"
     );
+    assert!(set.ends_with("; SameSite=Strict"), "{set}");
     assert!(
         !set.contains(&a.addr.port().to_string()),
         "the cookie reveals no address: {set}"

@@ -11,7 +11,7 @@ use super::{
     BackendConfig, ConfigError, DEFAULT_RETRIES, ExpectStatus, HealthCheck, MAX_RETRIES,
     MAX_WEIGHT, Outlier, PoolConfig,
 };
-use crate::affinity::{HashKey, Sticky, valid_cookie_name};
+use crate::affinity::{HashKey, SameSite, Sticky, valid_cookie_name};
 use crate::balance::Strategy;
 use rustls_pki_types::CertificateDer;
 
@@ -189,17 +189,53 @@ impl Source<'_> {
         };
         let max_age = match &sticky.max_age {
             None => None,
-            Some(_) => Some(self.duration(
-                &format!("pool.{pool}.sticky.max_age"),
-                &sticky.max_age,
-                Duration::ZERO,
-            )?),
+            Some(value) => {
+                let key = format!("pool.{pool}.sticky.max_age");
+                let max_age = self.duration(&key, &sticky.max_age, Duration::ZERO)?;
+                // Max-Age counts whole seconds: "500ms" would be Max-Age=0, a cookie the browser
+                // deletes at once, and affinity silently off.
+                if max_age < Duration::from_secs(1) {
+                    return Err(self.error_at(
+                        value,
+                        format!("{key} must be at least 1s: the cookie's Max-Age counts seconds"),
+                    ));
+                }
+                Some(Duration::from_secs(max_age.as_secs_f64().ceil() as u64))
+            }
+        };
+        let secure = sticky.secure.unwrap_or(false);
+        let same_site = match &sticky.same_site {
+            None => None,
+            Some(value) => {
+                let key = format!("pool.{pool}.sticky.same_site");
+                let Some(same_site) = SameSite::parse(value.get_ref()) else {
+                    return Err(self.error_at(
+                        value,
+                        format!(
+                            "{key} {:?} is not one of {}",
+                            value.get_ref(),
+                            SameSite::FORMS
+                        ),
+                    ));
+                };
+                if same_site == SameSite::None && !secure {
+                    return Err(self.error_at(
+                        value,
+                        format!(
+                            "{key} = \"None\" needs secure = true: browsers drop a \
+                             SameSite=None cookie that is not Secure"
+                        ),
+                    ));
+                }
+                Some(same_site)
+            }
         };
         Ok(Sticky {
             cookie,
             max_age,
-            secure: sticky.secure.unwrap_or(false),
+            secure,
             http_only: sticky.http_only.unwrap_or(true),
+            same_site,
         })
     }
 
@@ -535,6 +571,27 @@ max_ejected_percent = 34
         ))
         .unwrap_err();
         assert!(err.contains("is not a valid cookie name"), "{err}");
+
+        let sticky_with = |lines: &str| check(&format!("{POOL}\n[pool.web.sticky]\n{lines}\n"));
+        let err = sticky_with("max_age = \"500ms\"").unwrap_err();
+        assert!(
+            err.contains("pool.web.sticky.max_age must be at least 1s"),
+            "{err}"
+        );
+        let rounded = sticky_with("max_age = \"1500ms\"").unwrap();
+        let rounded = rounded.pools[0].sticky.as_ref().unwrap().max_age;
+        assert_eq!(rounded, Some(Duration::from_secs(2)), "rounded up");
+        let lax = sticky_with("same_site = \"lax\"").unwrap();
+        let lax = lax.pools[0].sticky.as_ref().unwrap().same_site;
+        assert_eq!(lax, Some(SameSite::Lax));
+        let err = sticky_with("same_site = \"loose\"").unwrap_err();
+        assert!(
+            err.contains("pool.web.sticky.same_site \"loose\" is not one of"),
+            "{err}"
+        );
+        let err = sticky_with("same_site = \"None\"").unwrap_err();
+        assert!(err.contains("needs secure = true"), "{err}");
+        sticky_with("same_site = \"None\"\nsecure = true").unwrap();
     }
 
     #[test]

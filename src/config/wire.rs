@@ -130,6 +130,7 @@ pub struct Sticky {
     pub max_age: Option<Spanned<String>>,
     pub secure: Option<bool>,
     pub http_only: Option<bool>,
+    pub same_site: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME.health]`
