@@ -19,8 +19,8 @@ use std::pin::pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
@@ -264,6 +264,9 @@ async fn exchange_hyper(
         let mut reported = None;
         let outcome = match &mut sender {
             Sender::Http1(http1) => {
+                if has_body {
+                    say_chunked_if_unframed(&mut request);
+                }
                 let sending = http1.try_send_request(request);
                 wait(sending, &mut report, &mut reported, timeout).await
             }
@@ -298,6 +301,21 @@ async fn exchange_hyper(
                 return Err(failed(cause, resend, reported, report).await);
             }
         }
+    }
+}
+
+/// hyper's HTTP/1.1 client sends a `GET` or `HEAD` whose body has no length as one without a
+/// body, unless the head says `Transfer-Encoding: chunked`; the client's (removed as hop-by-hop)
+/// is said again, or the body of a chunked `GET` (search APIs send them) would be lost.
+fn say_chunked_if_unframed(request: &mut Request<RequestBody>) {
+    let unframed = matches!(*request.method(), Method::GET | Method::HEAD)
+        && !request.headers().contains_key(header::CONTENT_LENGTH)
+        && request.body().size_hint().exact().is_none();
+    if unframed {
+        request.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
 }
 

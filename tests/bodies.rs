@@ -39,6 +39,31 @@ async fn eight_mib_chunked_upload_arrives_intact() {
     );
 }
 
+/// A GET (or HEAD) body without a length (chunked over HTTP/1.1, DATA frames over HTTP/2) is
+/// forwarded: hyper's client sends such a GET as bodyless unless told it is chunked, and search
+/// APIs send GETs with bodies. nginx forwards it too.
+#[tokio::test]
+async fn a_get_with_an_unsized_body_forwards_the_body() {
+    let backend = Backend::start("b").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+
+    let chunked = b"GET /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n\x00\x01\x02\x03\x04\r\n0\r\n\r\n";
+    let answer = support::raw(proxy.addr, chunked).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("len=5 ok=true"), "{answer}");
+
+    let request = http::Request::get("http://a/upload")
+        .body(PatternBody::new(4096, false).boxed())
+        .unwrap();
+    let reply = support::h2c(proxy.addr, request).await;
+    assert_eq!(reply.body, "len=4096 ok=true", "over HTTP/2");
+
+    let empty = b"GET /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n";
+    let answer = support::raw(proxy.addr, empty).await;
+    assert!(answer.ends_with("len=0 ok=true"), "{answer}");
+    assert_eq!(backend.requests().len(), 3);
+}
+
 /// Downloads `len` bytes through `addr` and checks every byte against the pattern.
 async fn download(addr: std::net::SocketAddr, len: u64) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
