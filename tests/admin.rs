@@ -165,6 +165,33 @@ async fn token_is_required_when_set() {
     );
 }
 
+/// The token is checked once a head has arrived: before that, a silent or dribbling client
+/// must not hold an admin connection (a descriptor) for ever. It gets `request_header`.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let config = pool("web", "round_robin", &[&a])
+        + "[timeouts]\nrequest_header = \"300ms\"\n"
+        + ADMIN
+        + "token = \"s3cret\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let api = proxy.admin.unwrap();
+    for head in ["", "GET /status HTTP/1.1\r\nHost: a\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
+        assert!(
+            closed.await.is_ok(),
+            "an admin connection with the head {head:?} unfinished is still open after 10 s"
+        );
+    }
+    // The API still answers.
+    let status = admin(api, "GET", "/status", None, Some("s3cret")).await;
+    assert_eq!(status.status, 200);
+}
+
 #[tokio::test]
 async fn status_shows_generation_pools_and_backends() {
     let a = Backend::start("a").await;

@@ -102,12 +102,19 @@ pub async fn register(control: &Control, pool: &str, body: Incoming) -> Reply {
     let Some(pool_config) = config.pool(pool) else {
         return unknown_pool(pool);
     };
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
+    let limit = control.state().load().timeouts().request_body_idle;
+    let body = match tokio::time::timeout(limit, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {err}"),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {limit:?}"),
             );
         }
     };

@@ -22,15 +22,17 @@ mod views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::control::Control;
@@ -48,11 +50,20 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
+/// Admin connections open at once; more are closed as they are accepted. The token is checked
+/// only once a head has arrived, so without a cap anyone who can connect could hold descriptors.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves the admin API on `listener` until the task is dropped.
+///
+/// Each connection has the main listener's `request_header` to send a head (hyper's timer, which
+/// also closes a connection idle that long between requests), and `request_body_idle` for a
+/// body, so a silent or dribbling client cannot hold one.
 pub async fn serve(listener: TcpListener, control: Control, token: Option<String>) {
     if let Ok(address) = listener.local_addr() {
         info!(%address, "admin API listening");
     }
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -62,13 +73,21 @@ pub async fn serve(listener: TcpListener, control: Control, token: Option<String
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            warn!(%peer, "admin connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
+        let head_timeout = control.state().load().timeouts().request_header;
         let (control, token) = (control.clone(), token.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| {
                 let (control, token) = (control.clone(), token.clone());
                 async move { Ok::<_, Infallible>(handle(&control, token.as_deref(), request).await) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
