@@ -57,12 +57,22 @@ async fn grpc_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                         Version::HTTP_2,
                         "the backend is spoken to in h2"
                     );
+                    // As nginx: `Host` beside `:authority` is a duplicate host, 400.
+                    if request.headers().contains_key("host") {
+                        let refused = Response::builder().status(400).body(WithTrailers {
+                            data: Some(Bytes::from("client sent duplicate host header")),
+                            trailers: None,
+                        });
+                        return Ok::<_, Infallible>(refused.unwrap());
+                    }
+                    let authority = request.uri().authority().map(|a| a.to_string());
                     let body = request.into_body().collect().await.unwrap().to_bytes();
                     let mut trailers = HeaderMap::new();
                     trailers.insert("grpc-status", HeaderValue::from_static("0"));
                     trailers.insert("grpc-message", HeaderValue::from_static("ok"));
                     let response = Response::builder()
                         .header("content-type", "application/grpc")
+                        .header("x-authority", authority.unwrap_or_default())
                         .body(WithTrailers {
                             data: Some(body),
                             trailers: Some(trailers),
@@ -101,6 +111,7 @@ async fn a_grpc_call_keeps_its_trailers_through_an_http2_pool() {
             .unwrap();
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-authority"], "grpc.test");
         let collected = response.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned().expect("trailers arrive");
         assert_eq!(trailers["grpc-status"], "0");
@@ -112,6 +123,20 @@ async fn a_grpc_call_keeps_its_trailers_through_an_http2_pool() {
         1,
         "the calls share one HTTP/2 connection to the backend"
     );
+}
+
+/// An HTTP/1.1 client's `Host` becomes the backend's `:authority`, and is not sent beside it.
+#[tokio::test]
+async fn an_http1_request_reaches_an_http2_backend_with_its_host_as_authority() {
+    let (backend, _) = grpc_backend().await;
+    let config =
+        format!("[pool.grpc]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
+    let proxy = TestProxy::start(&config).await;
+    let reply = support::Http::to(proxy.addr)
+        .get_host("api.test", "/x")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.headers["x-authority"], "api.test");
 }
 
 #[test]

@@ -72,11 +72,15 @@ impl Sender {
 /// `request` as HTTP/2 needs it: an absolute target (`:scheme` and `:authority` from the
 /// request's `Host`, or the backend's address), version 2. Hop-by-hop headers were removed
 /// already; hyper drops any connection-specific one left.
+///
+/// `Host` becomes `:authority` and is not sent beside it, as Envoy, Go and curl do: nginx
+/// answers a request carrying both with 400 ("client sent duplicate host header").
 pub fn for_http2(mut request: Request<RequestBody>, backend: &Backend) -> Request<RequestBody> {
-    let authority = request
-        .headers()
-        .get(header::HOST)
+    let host = request.headers_mut().remove(header::HOST);
+    let authority = host
         .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        // A request handed back unsent and sent again has its authority in the target already.
+        .or_else(|| request.uri().authority().cloned())
         .unwrap_or_else(|| backend.address().clone());
     let scheme = if backend.tls().is_some() {
         Scheme::HTTPS
