@@ -26,7 +26,9 @@ use tokio::sync::oneshot;
 
 use crate::arena;
 use crate::body::{Leftover, RequestBody, UpstreamBody};
-use crate::upstream::{Backend, Client, Failure, PlainError, Sender, classify, for_http2};
+use crate::upstream::{
+    Backend, Client, Failure, PlainError, Sender, classify, for_http2, innermost,
+};
 
 /// How long to wait for a dropped request body to report what it sent. It reports as it is
 /// dropped, which hyper does on failure; this only bounds a surprise.
@@ -294,6 +296,17 @@ async fn exchange_hyper(
                 });
             }
             None => {
+                if reused
+                    && let Some(head) = &resend
+                    && is_idempotent(&head.method)
+                    && lost_with_its_connection(error.error())
+                {
+                    // A pooled connection that is gone, or going (a GOAWAY), took the request
+                    // with it unanswered: a fresh connection, as Go's and Envoy's clients do.
+                    forget_if_shared(backend, &sender);
+                    request = head.detached().into_request(RequestBody::empty());
+                    continue;
+                }
                 let cause = Cause::Failed(classify(error.error()));
                 if cause.blames_backend() {
                     forget_if_shared(backend, &sender);
@@ -302,6 +315,27 @@ async fn exchange_hyper(
             }
         }
     }
+}
+
+/// Whether a request failed because its connection went away under it, not because of
+/// anything the backend answered: a stream the backend refused unprocessed (`REFUSED_STREAM`,
+/// or above a `GOAWAY`'s last stream: RFC 9113 section 8.7 says it may go again), or a
+/// connection reset, broken or closed before a response began (the keep-alive race).
+fn lost_with_its_connection(error: &hyper::Error) -> bool {
+    if let Some(h2) = innermost::<h2::Error>(error) {
+        return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+            || (h2.is_go_away() && h2.is_remote())
+            || h2.is_io();
+    }
+    error.is_incomplete_message()
+        || innermost::<std::io::Error>(error).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        })
 }
 
 /// hyper's HTTP/1.1 client sends a `GET` or `HEAD` whose body has no length as one without a

@@ -153,3 +153,52 @@ fn protocol_must_be_http1_or_http2() {
         "{err}"
     );
 }
+
+/// An h2c backend that answers the first stream of each connection and refuses every later one
+/// with `REFUSED_STREAM`, as a server that is shutting the connection down does; counts its
+/// connections.
+async fn one_stream_per_connection_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                let mut answered = false;
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    if answered {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    answered = true;
+                    let response = Response::builder().status(200).body(()).unwrap();
+                    let mut body = respond.send_response(response, false).unwrap();
+                    body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A stream the backend refuses unprocessed goes again on a fresh connection to the same
+/// backend (RFC 9113 section 8.7), as Envoy and Go do: the client never sees the refusal.
+#[tokio::test]
+async fn a_refused_stream_goes_again_on_a_fresh_connection() {
+    let (backend, connections) = one_stream_per_connection_backend().await;
+    let config =
+        format!("[pool.p]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
+    let proxy = TestProxy::start(&config).await;
+    let http = support::Http::to(proxy.addr);
+    for i in 0..4 {
+        let reply = http.get("/").await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        assert_eq!(reply.body, "ok");
+    }
+    assert!(connections.load(Ordering::SeqCst) >= 4);
+}

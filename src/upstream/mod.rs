@@ -32,7 +32,7 @@ pub mod transitions;
 
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
-pub use client::{Client, Failure, classify, describe_io};
+pub use client::{Client, Failure, classify, describe_io, innermost};
 pub use connections::Sender;
 pub use plain::{Plain, PlainBody, PlainError};
 pub use pool::{Policy, Pool, Role};
