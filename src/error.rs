@@ -33,6 +33,14 @@ pub enum ProxyError {
         backend: Authority,
         reason: String,
     },
+    /// The TLS handshake with the backend failed. The client is told only that: `reason`
+    /// names certificates and addresses, and goes to the log.
+    #[error("upstream TLS handshake failed in pool \"{pool}\"")]
+    TlsFailed {
+        pool: Arc<str>,
+        backend: Authority,
+        reason: String,
+    },
     /// The backend sent no response head within the response timeout.
     #[error("upstream timeout in pool \"{pool}\": no response within {after:?}")]
     ResponseTimeout {
@@ -81,6 +89,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::TlsFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBody { .. } => StatusCode::BAD_REQUEST,
@@ -108,6 +117,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { pool } => (Some(pool), None),
             ProxyError::ConnectTimeout { pool, backend, .. }
             | ProxyError::ConnectFailed { pool, backend, .. }
+            | ProxyError::TlsFailed { pool, backend, .. }
             | ProxyError::ResponseTimeout { pool, backend, .. }
             | ProxyError::UpstreamFailed { pool, backend, .. }
             | ProxyError::RequestBody { pool, backend, .. }

@@ -41,6 +41,28 @@ async fn an_untrusted_or_misnamed_certificate_is_a_502() {
     let misnamed = TestProxy::start(&config(backend, "other.internal", Some(dir.path()))).await;
     let reply = Http::to(misnamed.addr).get("/").await;
     assert_eq!(reply.status, 502, "the name must match: {}", reply.body);
+    // The client learns the cause, not the certificate's names or the backend's address.
+    assert_eq!(
+        reply.body, "upstream TLS handshake failed in pool \"secure\"",
+        "the 502's body"
+    );
+}
+
+/// A backend that accepts the connection but never answers the handshake (it does not speak
+/// TLS) is a TLS failure, not a "connect timeout": the connect succeeded.
+#[tokio::test]
+async fn a_backend_that_does_not_speak_tls_is_a_tls_failure() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    let config = config(backend, "api.internal", None) + "[timeouts]\nconnect = \"300ms\"\n";
+    let proxy = TestProxy::start(&config).await;
+    let reply = Http::to(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        "upstream TLS handshake failed in pool \"secure\""
+    );
+    drop(listener);
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
         | ProxyError::BodyIdle { .. } => {
             debug!(pool, backend, request_id, %error, "request answered by the proxy");
         }
+        ProxyError::TlsFailed { reason, .. } => {
+            warn!(pool, backend, request_id, %error, reason = %reason, "request failed");
+        }
         _ => warn!(pool, backend, request_id, %error, "request failed"),
     }
     let mut response = Response::new(ProxyBody::text(error.to_string()));

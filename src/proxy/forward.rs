@@ -198,7 +198,7 @@ fn retry_reason(cause: &Cause) -> RetryReason {
     match cause {
         Cause::TimedOut => RetryReason::ResponseTimeout,
         Cause::Failed(Failure::ConnectTimeout) => RetryReason::ConnectTimeout,
-        Cause::Failed(Failure::Connect(_)) => RetryReason::ConnectFailure,
+        Cause::Failed(Failure::Connect(_) | Failure::Tls(_)) => RetryReason::ConnectFailure,
         Cause::Failed(Failure::NotSent(_)) => RetryReason::ConnectionClosed,
         // A client's fault is never retried; the label is never used for it.
         Cause::Failed(
@@ -279,6 +279,11 @@ fn upstream_error(cause: &Cause, pool: &Pool, backend: &Backend, state: &State) 
             after: state.timeouts().connect,
         },
         Cause::Failed(Failure::Connect(reason)) => ProxyError::ConnectFailed {
+            pool,
+            backend,
+            reason: reason.clone(),
+        },
+        Cause::Failed(Failure::Tls(reason)) => ProxyError::TlsFailed {
             pool,
             backend,
             reason: reason.clone(),

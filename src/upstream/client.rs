@@ -90,6 +90,9 @@ pub enum Failure {
     ConnectTimeout,
     /// The TCP connect (or the connection's setup) failed: refused, unreachable...
     Connect(String),
+    /// The TLS handshake with an `https://` backend failed or timed out. The reason (the
+    /// certificate's names, the backend's address) is for the log, not the client.
+    Tls(String),
     /// The connection closed before the request could be written: it never reached the backend.
     NotSent(String),
     /// The client's request body failed while it was being forwarded (the client went away or
@@ -109,6 +112,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::ConnectTimeout => f.write_str("connect timeout"),
             Failure::Connect(reason) => write!(f, "connect error: {reason}"),
+            Failure::Tls(reason) => write!(f, "TLS handshake failed: {reason}"),
             Failure::NotSent(reason) => write!(f, "not sent: {reason}"),
             Failure::RequestBody(reason) => write!(f, "request body: {reason}"),
             Failure::BodyTooLarge(limit) => write!(f, "request body larger than {limit} bytes"),
@@ -122,7 +126,10 @@ impl Failure {
     /// Whether the request certainly never reached the backend, so any method may be retried.
     pub fn never_sent(&self) -> bool {
         match self {
-            Failure::ConnectTimeout | Failure::Connect(_) | Failure::NotSent(_) => true,
+            Failure::ConnectTimeout
+            | Failure::Connect(_)
+            | Failure::Tls(_)
+            | Failure::NotSent(_) => true,
             Failure::RequestBody(_)
             | Failure::BodyTooLarge(_)
             | Failure::BodyIdle(_)
@@ -141,7 +148,10 @@ impl Failure {
     /// Whether the backend is to blame (counts towards ejection).
     pub fn blames_backend(&self) -> bool {
         match self {
-            Failure::ConnectTimeout | Failure::Connect(_) | Failure::Upstream(_) => true,
+            Failure::ConnectTimeout
+            | Failure::Connect(_)
+            | Failure::Tls(_)
+            | Failure::Upstream(_) => true,
             Failure::NotSent(_)
             | Failure::RequestBody(_)
             | Failure::BodyTooLarge(_)

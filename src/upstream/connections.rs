@@ -168,11 +168,12 @@ pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Sender, Fai
     };
     match tokio::time::timeout(timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => handshake(address, TokioIo::new(stream), http2).await,
-        Ok(Err(error)) => Err(Failure::Connect(format!(
-            "TLS handshake with {:?} failed: {error}",
+        Ok(Err(error)) => Err(Failure::Tls(format!("with {:?}: {error}", tls.name()))),
+        // The TCP connect succeeded: a backend that does not speak TLS is the usual cause.
+        Err(_) => Err(Failure::Tls(format!(
+            "with {:?}: no answer within {timeout:?} (does the backend speak TLS?)",
             tls.name()
         ))),
-        Err(_) => Err(Failure::ConnectTimeout),
     }
 }
 
