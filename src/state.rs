@@ -199,11 +199,14 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         .iter()
         .chain(&config.backups)
         .any(|b| b.tls_name.is_some());
-    let client_tls = any_tls.then(|| upstream::tls::client_config(&config.ca, config.http2));
+    let client_tls = any_tls.then(|| {
+        let ca: Arc<[_]> = config.ca.clone().into();
+        (upstream::tls::client_config(&ca, config.http2), ca)
+    });
     let tls_for = |spec: &BackendConfig| {
         let name = spec.tls_name.as_deref()?;
-        let client = client_tls.as_ref()?;
-        UpstreamTls::new(Arc::clone(client), name).map(Arc::new)
+        let (client, ca) = client_tls.as_ref()?;
+        UpstreamTls::new(Arc::clone(client), Arc::clone(ca), name).map(Arc::new)
     };
     let backend = |spec: &BackendConfig| -> Arc<Backend> {
         let Some(existing) = existing.get(&spec.address) else {

@@ -48,6 +48,28 @@ async fn an_untrusted_or_misnamed_certificate_is_a_502() {
     );
 }
 
+/// A reload that changes the pool's `ca` takes effect at once: connections kept alive were
+/// verified against the old roots, and revoking trust in a CA must not wait for them to close.
+#[tokio::test]
+async fn a_reload_that_changes_the_ca_stops_trusting_the_old_one_at_once() {
+    let dir = TempDir::new();
+    let backend = https_backend(dir.path(), "api.internal").await;
+    let other = TempDir::new();
+    let _unrelated = https_backend(other.path(), "api.internal").await;
+    let proxy = TestProxy::start(&config(backend, "api.internal", Some(dir.path()))).await;
+    let http = Http::to(proxy.addr);
+    assert_eq!(http.get("/").await.status, 200, "trusted, and kept alive");
+
+    proxy.rewrite(&config(backend, "api.internal", Some(other.path())));
+    proxy.control.reload().await.unwrap();
+    let reply = http.get("/").await;
+    assert_eq!(reply.status, 502, "the old CA is not trusted any more");
+
+    proxy.rewrite(&config(backend, "api.internal", Some(dir.path())));
+    proxy.control.reload().await.unwrap();
+    assert_eq!(http.get("/").await.status, 200, "trusted again");
+}
+
 /// A backend that accepts the connection but never answers the handshake (it does not speak
 /// TLS) is a TLS failure, not a "connect timeout": the connect succeeded.
 #[tokio::test]

@@ -93,11 +93,15 @@ impl Backend {
 
     /// Sets how to reach it over TLS (or not); idle connections made otherwise are dropped.
     pub fn set_tls(&self, tls: Option<Arc<UpstreamTls>>) {
-        let name = |t: Option<&UpstreamTls>| t.map(|t| t.name().clone());
-        let changed = name(self.tls.load().as_deref()) != name(tls.as_deref());
+        let same = match (self.tls.load().as_deref(), tls.as_deref()) {
+            (None, None) => true,
+            (Some(before), Some(after)) => before.verifies_as(after),
+            _ => false,
+        };
         self.tls.store(tls);
-        if changed {
-            // Connections verified for another name (or none) are not reused.
+        if !same {
+            // Connections verified for another name or against other roots (or not at all)
+            // are not reused: a CA taken out of `ca` must stop being trusted at once.
             self.connections.clear();
         }
     }

@@ -16,6 +16,9 @@ use tokio_rustls::client::TlsStream;
 pub struct UpstreamTls {
     connector: TlsConnector,
     name: ServerName<'static>,
+    /// The pool's `ca`, which the connector trusts beside the web PKI: a reload that changes it
+    /// must not leave connections verified against the old roots in use.
+    ca: Arc<[CertificateDer<'static>]>,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -51,12 +54,23 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>], http2: bool) -> Ar
 }
 
 impl UpstreamTls {
-    /// TLS with `config`, checking the certificate for `name` (validated by the config).
-    pub fn new(config: Arc<ClientConfig>, name: &str) -> Option<UpstreamTls> {
+    /// TLS with `config`, built by [`client_config`] from `ca`, checking the certificate for
+    /// `name` (validated by the config).
+    pub fn new(
+        config: Arc<ClientConfig>,
+        ca: Arc<[CertificateDer<'static>]>,
+        name: &str,
+    ) -> Option<UpstreamTls> {
         Some(UpstreamTls {
             connector: TlsConnector::from(config),
             name: ServerName::try_from(name.to_owned()).ok()?,
+            ca,
         })
+    }
+
+    /// Whether connections opened with `self` were verified as `other` would verify them.
+    pub fn verifies_as(&self, other: &UpstreamTls) -> bool {
+        self.name == other.name && self.ca == other.ca
     }
 
     /// Runs the handshake over `tcp`.
