@@ -46,6 +46,9 @@ pub struct Relayed {
     in_flight: InFlight,
     /// hyper's connection the body came on; a plain connection is inside its body.
     connection: Option<Sender>,
+    /// The backend's connections' epoch when the response began: a connection made under
+    /// settings a reload has changed since (TLS roots) is not taken back.
+    epoch: u64,
     /// The backend's pause between two frames, against the longest allowed.
     pause: Pause,
 }
@@ -64,10 +67,12 @@ impl Relayed {
         connection: Option<Sender>,
         idle: Duration,
     ) -> Relayed {
+        let epoch = in_flight.backend().connections().epoch();
         Relayed {
             body,
             in_flight,
             connection,
+            epoch,
             pause: Pause::new(idle),
         }
     }
@@ -92,7 +97,7 @@ impl Relayed {
     fn recycle(&mut self) {
         let connections = self.in_flight.backend().connections();
         if let Some(connection) = self.connection.take() {
-            connections.put(connection);
+            connections.put(connection, self.epoch);
         }
         if let UpstreamBody::Plain(body) = &mut self.body
             && let Some(connection) = body.reusable()

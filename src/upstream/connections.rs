@@ -7,6 +7,7 @@
 //! are met. The stack lives in the `Backend`, so a reload that keeps the backend keeps them.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -43,6 +44,9 @@ const MAX_IDLE: usize = 1024;
 pub struct Connections {
     idle: Mutex<Vec<Idle<Sender>>>,
     plain: Mutex<Vec<Idle<Box<Plain>>>>,
+    /// Counts [`Connections::clear`]s: a connection busy at a clear was made under settings
+    /// since changed, and is not taken back.
+    epoch: AtomicU64,
 }
 
 /// An idle connection and when it became idle.
@@ -92,10 +96,16 @@ impl Connections {
         None
     }
 
-    /// Returns a connection whose exchange is complete. A handle on a shared (HTTP/2)
-    /// connection is simply dropped: the connection stays in the pool.
-    pub fn put(&self, sender: Sender) {
-        if sender.is_closed() || sender.is_shared() {
+    /// The current epoch, for [`Connections::put`]: read when a connection starts an exchange.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Returns a connection whose exchange, begun at `epoch`, is complete; one begun before a
+    /// [`Connections::clear`] is dropped. A handle on a shared (HTTP/2) connection is simply
+    /// dropped: the connection stays in the pool.
+    pub fn put(&self, sender: Sender, epoch: u64) {
+        if sender.is_closed() || sender.is_shared() || epoch != self.epoch() {
             return;
         }
         push_idle(&mut self.lock(), sender);
@@ -122,8 +132,9 @@ impl Connections {
         self.lock().retain(|e| !e.connection.is_shared());
     }
 
-    /// Drops every idle connection.
+    /// Drops every idle connection, and every busy one when its exchange ends.
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         self.lock().clear();
         self.lock_plain().clear();
     }
