@@ -41,6 +41,10 @@ pub enum ProxyError {
         backend: Authority,
         reason: String,
     },
+    /// An upgrade (WebSocket) routed to a pool that speaks HTTP/2 to its backends, where the
+    /// `Upgrade` mechanism does not exist: refused rather than sent as a plain request.
+    #[error("pool \"{pool}\" speaks HTTP/2 to its backends: an upgrade cannot pass")]
+    UpgradeUnsupported { pool: Arc<str> },
     /// The backend sent no response head within the response timeout.
     #[error("upstream timeout in pool \"{pool}\": no response within {after:?}")]
     ResponseTimeout {
@@ -87,6 +91,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::TlsFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -114,7 +119,9 @@ impl ProxyError {
     pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
         match self {
             ProxyError::NoRoute | ProxyError::Deadline { .. } => (None, None),
-            ProxyError::NoHealthyBackend { pool } => (Some(pool), None),
+            ProxyError::NoHealthyBackend { pool } | ProxyError::UpgradeUnsupported { pool } => {
+                (Some(pool), None)
+            }
             ProxyError::ConnectTimeout { pool, backend, .. }
             | ProxyError::ConnectFailed { pool, backend, .. }
             | ProxyError::TlsFailed { pool, backend, .. }

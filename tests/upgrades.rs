@@ -168,3 +168,24 @@ async fn an_upgrade_offering_h2c_and_another_protocol_upgrades_to_the_other() {
         reply.text
     );
 }
+
+/// A pool that speaks HTTP/2 to its backends has no `Upgrade` to pass a WebSocket on: the
+/// request is refused with the reason, not sent as a plain GET that answers 200 where the client
+/// waits for a 101.
+#[tokio::test]
+async fn an_upgrade_to_an_http2_pool_is_refused_with_its_reason() {
+    let backend = upgrade_echo_backend().await;
+    let proxy = TestProxy::start(&config(backend, "protocol = \"http2\"\n")).await;
+    let reply = support::raw_exchange(
+        proxy.addr,
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(502), "{}", reply.text);
+    assert!(
+        reply.text.contains("speaks HTTP/2 to its backends"),
+        "{}",
+        reply.text
+    );
+}

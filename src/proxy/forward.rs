@@ -91,6 +91,11 @@ pub(super) async fn forward<'a>(
                 pool: pool.name().clone(),
             }));
         };
+        if upgrade.is_some() && backend.http2() {
+            return Err(ProxyError::UpgradeUnsupported {
+                pool: pool.name().clone(),
+            });
+        }
         if let Some(reason) = retrying.take() {
             pool.stats().retried(reason);
         }
