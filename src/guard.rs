@@ -69,6 +69,8 @@ pub struct Watch {
     blocked_since_ms: AtomicU64,
     /// When bytes were last written to the client (HTTP/2 only).
     written_ms: AtomicU64,
+    /// A head did not arrive within `request_header`: the client was answered 408.
+    head_timed_out: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -93,7 +95,13 @@ impl Watch {
             blocked: AtomicUsize::new(0),
             blocked_since_ms: AtomicU64::new(0),
             written_ms: AtomicU64::new(0),
+            head_timed_out: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the client was answered 408 because a head did not arrive in time.
+    pub fn head_timed_out(&self) -> bool {
+        self.head_timed_out.load(Ordering::Relaxed)
     }
 
     /// Resolves once the connection, speaking HTTP/2, has been idle for `client_idle`.
@@ -362,6 +370,7 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
             Poll::Pending => match this.expired(cx) {
                 Some(Expiry::Head) => {
                     this.stream.write_now(REQUEST_TIMEOUT);
+                    this.watch.head_timed_out.store(true, Ordering::Relaxed);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request header timeout",

@@ -265,3 +265,48 @@ async fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
     ];
     assert_eq!(m.value("fulcrum_requests_total", &labels), 1.0);
 }
+
+/// Requests refused before they could be served, by hyper's parser (400, 431) or for a head
+/// that did not arrive in time (408), are logged and counted too, as nginx logs them: probes
+/// and slow clients must show in the log and on dashboards.
+#[tokio::test]
+async fn requests_refused_unparsed_or_unfinished_are_logged_and_counted() {
+    let a = Backend::start("a").await;
+    let dir = support::TempDir::new();
+    let (log, path) = log_config(dir.path(), "json");
+    let config = pool("web", "round_robin", &[&a])
+        + "[limits]\nmax_header_bytes = \"16KiB\"\n"
+        + "[timeouts]\nrequest_header = \"300ms\"\n"
+        + "[admin]\nlisten = \"127.0.0.1:0\"\n"
+        + &log;
+    let proxy = TestProxy::start(&config).await;
+    let garbage = support::raw(proxy.addr, b"GARBAGE\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let too_large = support::raw(proxy.addr, big.as_bytes()).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    let slow = support::raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+
+    let mut statuses: Vec<u64> = exactly(&path, 3)
+        .await
+        .iter()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(entry["method"], "-", "{entry}");
+            assert_eq!(entry["pool"], "", "{entry}");
+            entry["status"].as_u64().unwrap()
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [400, 408, 431]);
+    let m = support::scrape(proxy.admin.unwrap()).await;
+    for code in ["400", "408", "431"] {
+        let labels = [("pool", ""), ("backend", ""), ("code", code)];
+        assert_eq!(m.value("fulcrum_requests_total", &labels), 1.0, "{code}");
+    }
+    assert!(a.requests().is_empty(), "nothing reached the backend");
+}

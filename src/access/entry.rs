@@ -83,6 +83,30 @@ impl Entry {
         }
     }
 
+    /// The entry of a request refused before it could be served: a head that could not be
+    /// parsed (400, 414, 431) or did not arrive in time (408). Nothing of it is known but the
+    /// client: the method is `-` and the path empty, as nginx logs such a request.
+    pub fn refused(client: SocketAddr, status: u16, took: Duration) -> Entry {
+        let now = Instant::now();
+        Entry {
+            time: SystemTime::now() - took,
+            started: now.checked_sub(took).unwrap_or(now),
+            client,
+            method: Method::from_bytes(b"-").expect("- is a token"),
+            host: String::new(),
+            target: String::new(),
+            version: Version::HTTP_11,
+            request_id: HeaderValue::from_static(""),
+            received: Arc::default(),
+            status,
+            pool: None,
+            backend: None,
+            attempts: 0,
+            upstream_time: None,
+            sent: 0,
+        }
+    }
+
     /// The counter the request body adds received bytes to.
     pub fn received(&self) -> &Arc<AtomicU64> {
         &self.received
@@ -179,13 +203,16 @@ impl Entry {
             0 => "-".to_owned(),
             n => n.to_string(),
         };
+        let request = if target.is_empty() {
+            // A request refused unparsed: nginx writes its request line as "-".
+            "-".to_owned()
+        } else {
+            format!("{} {} {}", self.method, target, protocol(self.version))
+        };
         format!(
-            "{} - - [{}] \"{} {} {}\" {} {}\n",
+            "{} - - [{}] \"{request}\" {} {}\n",
             self.client.ip(),
             common_time(self.time),
-            self.method,
-            target,
-            protocol(self.version),
             self.status,
             bytes
         )
@@ -317,6 +344,24 @@ mod tests {
             line,
             "10.1.2.3 - - [26/Nov/2026:13:55:44 +0000] \"GET /a/b?x=1&y=2 HTTP/1.1\" 200 42\n"
         );
+    }
+
+    #[test]
+    fn a_refused_request_is_a_dash_in_either_format() {
+        let took = Duration::from_millis(300);
+        let mut refused = Entry::refused("10.1.2.3:5555".parse().unwrap(), 408, took);
+        refused.time = UNIX_EPOCH + Duration::from_secs(1_795_701_344);
+        assert_eq!(
+            refused.line(AccessFormat::Common),
+            "10.1.2.3 - - [26/Nov/2026:13:55:44 +0000] \"-\" 408 -\n"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&refused.line(AccessFormat::Json)).unwrap();
+        assert_eq!(value["method"], "-");
+        assert_eq!(value["path"], "");
+        assert_eq!(value["status"], 408);
+        assert_eq!(value["upstream_time"], serde_json::Value::Null);
+        assert!(value["duration"].as_f64().unwrap() >= 0.3, "{value}");
     }
 
     #[test]

@@ -90,6 +90,18 @@ impl Proxy {
         (*state.limits(), *state.timeouts())
     }
 
+    /// Counts and logs a request refused before it reached [`Proxy::handle`]: hyper's own answer
+    /// to a head it could not parse (400, 414, 431), or the 408 to a head that did not arrive
+    /// within `request_header` (`took`), so probes and slow clients show in the access log and
+    /// in `fulcrum_requests_total{pool="",backend=""}` as nginx logs them.
+    pub fn refused(&self, peer: SocketAddr, status: u16, took: Duration) {
+        let state = self.state.load();
+        state.unrouted().record(status, took);
+        if let Some(log) = state.access_log() {
+            log.write(Entry::refused(peer, status, took).line(log.format()));
+        }
+    }
+
     /// Serves one request from `peer`, on the connection `watch` follows (hyper's connections;
     /// Fulcrum's own keeps its own time); never fails, since every error becomes a response.
     pub async fn handle(

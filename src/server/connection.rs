@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Version;
 use hyper::service::service_fn;
@@ -127,6 +128,7 @@ where
     );
     let watch = Arc::clone(stream.watch());
     let idle = Arc::clone(&watch);
+    let refusals = (shared.proxy.clone(), Arc::clone(&watch));
     let proxy = shared.proxy.clone();
     let service = service_fn(move |request| {
         let (proxy, watch) = (proxy.clone(), Arc::clone(&watch));
@@ -160,8 +162,34 @@ where
     };
     tokio::spawn(async move {
         let _open = open;
-        if let Err(error) = watched.await {
+        let ended = watched.await;
+        let (proxy, watch) = refusals;
+        if watch.head_timed_out() {
+            proxy.refused(peer, 408, timeouts.request_header);
+        } else if let Err(error) = &ended
+            && let Some(status) = answered_by_hyper(error.as_ref())
+        {
+            proxy.refused(peer, status, Duration::ZERO);
+        }
+        if let Err(error) = ended {
             debug!(%peer, %error, "connection ended with an error");
         }
     });
+}
+
+/// The status hyper answered a connection's error with by itself: a request head it could not
+/// parse (400), or one past its limits (414 for the target, else 431). `None` for an error it
+/// answers nothing to (the client went away, a protocol error in HTTP/2).
+fn answered_by_hyper(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let error = crate::upstream::innermost::<hyper::Error>(error)?;
+    if error.is_parse_too_large() {
+        // hyper says which only in its message.
+        return Some(if error.to_string().contains("URI too long") {
+            414
+        } else {
+            431
+        });
+    }
+    let refused = error.is_parse() && !error.is_parse_status() && !error.is_parse_version_h2();
+    refused.then_some(400)
 }
