@@ -257,6 +257,9 @@ async fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
     let entry: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["status"], 499, "{entry}");
     assert_eq!(entry["backend"], a.addr.to_string());
+    // As nginx's $upstream_response_time: the backend was waited on until the client left.
+    let waited = entry["upstream_time"].as_f64();
+    assert!(waited.is_some_and(|t| t >= 0.1), "{entry}");
     let m = support::scrape(proxy.admin.unwrap()).await;
     let labels = [
         ("pool", "web"),

@@ -110,6 +110,7 @@ pub(super) async fn forward<'a>(
         trail.span.record("backend", backend.address().as_str());
         // Timed only for the access log: two clock reads per attempt are not free.
         let sent = state.access_log().map(|_| Instant::now());
+        trail.waiting_since = sent;
         // Awaited through a pin: by value, the large future would be copied once more.
         let exchanged = pin!(attempt::exchange(
             state.client(),
@@ -120,7 +121,7 @@ pub(super) async fn forward<'a>(
             timeout
         ))
         .await;
-        if let Some(sent) = sent {
+        if let Some(sent) = trail.waiting_since.take() {
             *trail.upstream_time.get_or_insert_default() += sent.elapsed();
         }
         let failed = match exchanged {

@@ -137,6 +137,7 @@ impl Proxy {
                 backend: None,
                 attempts: 0,
                 upstream_time: None,
+                waiting_since: None,
                 span: span.clone(),
             },
             answered: false,
@@ -214,12 +215,17 @@ impl Pending<'_> {
             .outcomes(self.state)
             .record(status, clock::now().into_std() - self.started);
         let mut entry = self.entry.take()?;
+        // An attempt cut short (the client left, or the request's deadline passed) waited too.
+        let upstream_time = match trail.waiting_since {
+            Some(since) => Some(trail.upstream_time.unwrap_or_default() + since.elapsed()),
+            None => trail.upstream_time,
+        };
         entry.answered(
             status,
             trail.pool.map(|pool| Arc::clone(pool.name())),
             trail.backend.as_ref().map(|b| b.address().clone()),
             trail.attempts,
-            trail.upstream_time,
+            upstream_time,
         );
         Some(entry)
     }
@@ -245,6 +251,9 @@ struct Trail<'a> {
     attempts: u32,
     /// Time spent waiting on backends for a response head, over all attempts.
     upstream_time: Option<Duration>,
+    /// When the attempt under way was sent, while it waits for its response head (access log
+    /// on only).
+    waiting_since: Option<Instant>,
     /// The request's span, told the pool and backends as they are chosen.
     span: Span,
 }
