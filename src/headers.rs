@@ -6,6 +6,11 @@
 //! connection-specific by RFC 9113 section 3.2.1), and the proxy's own credentials.
 //! Requests then gain `X-Forwarded-For/-Proto/-Host` and both directions gain `Via`.
 //!
+//! Request headers whose names have an underscore are dropped, as nginx drops them by default
+//! (`underscores_in_headers off`): CGI-style backends (WSGI, PHP, Rack) read `X_Forwarded_For`
+//! and `X-Forwarded-For` as the same `HTTP_X_FORWARDED_FOR`, so a client could otherwise set
+//! forwarding headers the proxy owns. `[server] underscores_in_headers = true` keeps them.
+//!
 //! Everything here is a pure function of a header map, so it is unit-tested without sockets.
 
 use std::net::IpAddr;
@@ -41,6 +46,8 @@ pub struct ClientSide {
     pub proto: &'static str,
     /// The protocol version the request arrived with.
     pub version: Version,
+    /// Header names with an underscore are forwarded, not dropped.
+    pub underscores: bool,
 }
 
 /// Rewrites a request's headers for the backend: hop-by-hop removed, forwarding headers set.
@@ -52,6 +59,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) -> bool {
     let present = Present::in_(headers);
     let keep_trailers = present.te && te_allows_trailers(headers);
     strip_present(headers, present.hop);
+    if present.underscored && !client.underscores {
+        strip_underscored(headers);
+    }
     if present.te {
         headers.remove(header::TE);
     }
@@ -105,6 +115,8 @@ struct Present {
     te: bool,
     forwarded_for: bool,
     proxy_authenticate: bool,
+    /// A name with an underscore.
+    underscored: bool,
     /// The first `Host` value.
     host: Option<HeaderValue>,
 }
@@ -123,9 +135,23 @@ impl Present {
                 present.forwarded_for = true;
             } else if name == header::PROXY_AUTHENTICATE {
                 present.proxy_authenticate = true;
+            } else if name.as_str().contains('_') {
+                present.underscored = true;
             }
         }
         present
+    }
+}
+
+/// Removes every header whose name has an underscore.
+fn strip_underscored(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
@@ -309,7 +335,35 @@ mod tests {
             ip: "10.1.2.3".parse().unwrap(),
             proto: "http",
             version: Version::HTTP_11,
+            underscores: false,
         }
+    }
+
+    #[test]
+    fn names_with_underscores_are_dropped_unless_kept() {
+        let request = || {
+            map(&[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x_forwarded_proto", "https"),
+                ("x-custom", "kept"),
+                ("x_custom", "dropped"),
+            ])
+        };
+        let mut headers = request();
+        rewrite_request(&mut headers, &client());
+        assert!(!headers.keys().any(|name| name.as_str().contains('_')));
+        assert_eq!(headers["x-custom"], "kept");
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+
+        let mut headers = request();
+        let keeping = ClientSide {
+            underscores: true,
+            ..client()
+        };
+        rewrite_request(&mut headers, &keeping);
+        assert_eq!(headers["x_custom"], "dropped");
+        assert_eq!(headers["x_forwarded_proto"], "https");
     }
 
     #[test]
@@ -470,6 +524,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             proto: "https",
             version: Version::HTTP_2,
+            underscores: false,
         };
         rewrite_request(&mut headers, &client);
         let cookies: Vec<_> = headers.get_all("cookie").iter().collect();

@@ -43,6 +43,7 @@ pub struct State {
     limits: Limits,
     /// Plain-HTTP requests get a redirect to https.
     redirect_https: bool,
+    underscores_in_headers: bool,
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
@@ -99,6 +100,7 @@ impl State {
             timeouts: config.timeouts,
             limits: config.limits,
             redirect_https: config.server.redirect_https,
+            underscores_in_headers: config.server.underscores_in_headers,
             pools,
             routes,
             client,
@@ -149,6 +151,11 @@ impl State {
     /// Whether plain-HTTP requests are redirected to https.
     pub fn redirect_https(&self) -> bool {
         self.redirect_https
+    }
+
+    /// Whether request headers with an underscore in their name are forwarded.
+    pub fn underscores_in_headers(&self) -> bool {
+        self.underscores_in_headers
     }
 
     pub fn pools(&self) -> &[Arc<Pool>] {

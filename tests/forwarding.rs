@@ -53,6 +53,33 @@ async fn hop_by_hop_headers_are_removed_from_the_request() {
     );
 }
 
+/// As nginx by default: a header named with an underscore is dropped, or a CGI-style backend
+/// would read `X_Forwarded_Proto` as the `X-Forwarded-Proto` the proxy sets.
+/// `underscores_in_headers = true` forwards them.
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_unless_allowed() {
+    let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nX_Forwarded_Proto: https\r\nX_Forwarded_For: 6.6.6.6\r\nX-Keep-Me: 1\r\nConnection: close\r\n\r\n";
+    let (backend, proxy) = one_backend().await;
+    let response = raw(proxy.addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let headers = &backend.requests()[0].headers;
+    assert!(
+        !headers.keys().any(|name| name.as_str().contains('_')),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-keep-me"], "1");
+
+    let backend = Backend::start("b").await;
+    let config = "[server]\nunderscores_in_headers = true\n".to_owned()
+        + &pool("web", "round_robin", &[&backend]);
+    let proxy = TestProxy::start(&config).await;
+    let response = raw(proxy.addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let headers = &backend.requests()[0].headers;
+    assert_eq!(headers["x_forwarded_proto"], "https");
+}
+
 #[tokio::test]
 async fn forwarding_headers_extend_the_chain() {
     let (backend, proxy) = one_backend().await;

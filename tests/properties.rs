@@ -126,7 +126,7 @@ proptest! {
             .filter(|t| !t.is_empty())
             .collect();
         let ip = IpAddr::from(ip);
-        let client = ClientSide { ip, proto: "http", version: Version::HTTP_11 };
+        let client = ClientSide { ip, proto: "http", version: Version::HTTP_11, underscores: true };
         rewrite_request(&mut map, &client);
         for name in HOP_BY_HOP {
             prop_assert!(!map.contains_key(name), "{name} survived");

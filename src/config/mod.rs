@@ -160,6 +160,9 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Answer plain-HTTP requests with a 308 to https (needs `[tls]`).
     pub redirect_https: bool,
+    /// Forward request headers whose names have an underscore (nginx's
+    /// `underscores_in_headers`); dropped by default.
+    pub underscores_in_headers: bool,
 }
 
 /// `[timeouts]`

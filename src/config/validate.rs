@@ -126,6 +126,7 @@ impl Source<'_> {
                 .redirect_https
                 .as_ref()
                 .is_some_and(|redirect| *redirect.get_ref()),
+            underscores_in_headers: server.underscores_in_headers.unwrap_or(false),
         })
     }
 

@@ -86,6 +86,7 @@ pub struct Server {
     pub workers: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// `[timeouts]`

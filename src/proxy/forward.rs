@@ -65,7 +65,7 @@ pub(super) async fn forward<'a>(
         request,
         client,
         upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
-        pool.name(),
+        (pool.name(), state.underscores_in_headers()),
     );
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;

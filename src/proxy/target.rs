@@ -18,12 +18,13 @@ pub(super) fn prepare(
     mut request: Request<ClientBody>,
     (peer, tls): (SocketAddr, bool),
     upgrade: Option<HeaderValue>,
-    pool: &str,
+    (pool, underscores): (&str, bool),
 ) -> (Head, ClientBody) {
     let client = ClientSide {
         ip: peer.ip(),
         proto: if tls { "https" } else { "http" },
         version: request.version(),
+        underscores,
     };
     set_host_from_target(&mut request);
     let has_host = headers::rewrite_request(request.headers_mut(), &client);
