@@ -135,6 +135,13 @@ async fn bad_chunks_never_reach_the_backend_whole() {
             "{body:?}: the backend must not receive a complete body: {:?}",
             reply.text
         );
+        if reply.status() == Some(400) {
+            assert!(
+                reply.text.to_ascii_lowercase().contains("chunk"),
+                "{body:?}: the answer names what was wrong: {:?}",
+                reply.text
+            );
+        }
     }
 }
 

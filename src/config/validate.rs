@@ -429,7 +429,9 @@ fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
 pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
     let bare = text.strip_prefix("http://").unwrap_or(text);
     if bare.contains("://") {
-        return Err(format!("{text:?}: only plain http backends are supported"));
+        return Err(format!(
+            "{text:?}: a backend is host:port, http://host:port or https://host:port"
+        ));
     }
     let authority: Authority = bare
         .parse()

@@ -166,7 +166,10 @@ pub fn classify(error: &hyper::Error) -> Failure {
         return match innermost::<BodyError>(error) {
             Some(BodyError::TooLarge { limit }) => Failure::BodyTooLarge(*limit),
             Some(BodyError::Idle(idle)) => Failure::BodyIdle(*idle),
-            _ => Failure::RequestBody(error.to_string()),
+            // What was wrong with the client's body ("invalid chunk size line"), not hyper's
+            // wrapper around it ("error from user's Body stream").
+            Some(BodyError::Client(client)) => Failure::RequestBody(with_sources(client)),
+            None => Failure::RequestBody(error.to_string()),
         };
     }
     if error.is_canceled() {
@@ -176,6 +179,21 @@ pub fn classify(error: &hyper::Error) -> Failure {
         Some(io) => Failure::Upstream(format!("{error}: {}", describe_io(io))),
         None => Failure::Upstream(error.to_string()),
     }
+}
+
+/// `error`'s message, followed by each of its sources' that says more.
+fn with_sources(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The deepest error of type `E` in `error`'s source chain.
