@@ -17,6 +17,7 @@ use http::HeaderMap;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
+use tracing::warn;
 
 use crate::inbound::{BodyError, Inbound};
 use crate::pause::Pause;
@@ -82,16 +83,29 @@ impl Relayed {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if polled.is_ready() {
             self.pause.progressed();
+            if let Poll::Ready(Some(Err(error))) = &polled {
+                self.cut_short(error.as_ref());
+            }
             return polled;
         }
         if !self.pause.over(cx) {
             return Poll::Pending;
         }
         let idle = self.pause.limit();
-        Poll::Ready(Some(Err(format!(
-            "the backend sent nothing of the body for {idle:?}"
-        )
-        .into())))
+        let error: BoxError = format!("the backend sent nothing of the body for {idle:?}").into();
+        self.cut_short(error.as_ref());
+        Poll::Ready(Some(Err(error)))
+    }
+
+    /// Says that the response body ended in `error`: its status and head went to the client
+    /// already (and to the access log), so this line is where a truncated response shows, as
+    /// nginx's "upstream prematurely closed connection".
+    fn cut_short(&self, error: &(dyn std::error::Error + 'static)) {
+        warn!(
+            backend = %self.in_flight.backend().address(),
+            %error,
+            "response body from the backend cut short: the client's response is incomplete"
+        );
     }
 
     fn recycle(&mut self) {

@@ -69,3 +69,32 @@ async fn a_body_cut_short_aborts_the_client_connection() {
         "the client never gets a complete-looking body: {body:?}"
     );
 }
+
+/// A response cut short after its head (a body shorter than its Content-Length) reaches the
+/// client as a cut connection, and the operator's log says so: its status went out as 200, so
+/// the access log alone cannot show it (nginx logs "upstream prematurely closed connection").
+#[tokio::test]
+async fn a_response_cut_short_is_logged() {
+    let backend =
+        scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-some").await;
+    let proxy = support::BinaryProxy::start(&format!(
+        "[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    ));
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
+    assert!(reply.closed, "the client sees the cut: {}", reply.text);
+    support::wait_until(
+        "the cut is logged with its backend",
+        Duration::from_secs(10),
+        || {
+            proxy.logged("response body from the backend cut short")
+                && proxy.logged(&backend.to_string())
+        },
+    )
+    .await;
+}
