@@ -1,9 +1,11 @@
-//! Routing: which pool serves a request, by host and path prefix, first match wins.
+//! Routing: which pool serves a request, by host and path prefix, first match wins. Prefixes
+//! are matched against the path normalized as nginx matches locations ([`routing_path`]).
 //!
 //! Host patterns are lower-cased once when the config is read; requests are compared
 //! case-insensitively without allocating. The port of the request's host is ignored, and so is a
 //! trailing dot (`example.com.` is `example.com`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::upstream::Pool;
@@ -114,10 +116,71 @@ pub fn host_name(authority: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
+/// The path routes match: the target's path as nginx matches its locations, with `%XX` escapes
+/// decoded, `.` and `..` segments resolved (never above the root) and repeated slashes merged.
+/// Matched raw, `/public/../admin` (or `/public/%2e%2e/admin`) took the `/public/` route while a
+/// backend that normalizes served `/admin`. The request is still forwarded as received.
+pub fn routing_path(path: &str) -> Cow<'_, str> {
+    let plain = !path.starts_with('/')
+        || !(path.contains('%') || path.contains("/.") || path.contains("//"));
+    if plain {
+        return Cow::Borrowed(path);
+    }
+    let decoded = crate::affinity::percent_decode(path);
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    let mut trailing_slash = false;
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            name => kept.push(name),
+        }
+        // `/a/`, `/a/.` and `/a/b/..` name a directory: the slash stays.
+        trailing_slash = last && matches!(*segment, "" | "." | "..");
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for name in &kept {
+        normal.push('/');
+        normal.push_str(name);
+    }
+    if trailing_slash || kept.is_empty() {
+        normal.push('/');
+    }
+    Cow::Owned(normal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::balance::Strategy;
+
+    #[test]
+    fn routing_paths_are_normalized_as_nginx_matches_locations() {
+        for (raw, normal) in [
+            ("/", "/"),
+            ("/public/a.css", "/public/a.css"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E%2Fadmin", "/admin"),
+            ("/public/..%2fadmin/x", "/admin/x"),
+            ("//admin", "/admin"),
+            ("/a//b/./c/", "/a/b/c/"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/../../etc", "/etc"),
+            ("/..", "/"),
+            ("/a/.hidden/..b", "/a/.hidden/..b"),
+            ("/caf%C3%A9", "/caf\u{e9}"),
+            ("*", "*"),
+        ] {
+            assert_eq!(routing_path(raw), normal, "{raw}");
+        }
+        assert!(matches!(routing_path("/a/b.c/d"), Cow::Borrowed(_)));
+    }
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
         let policy = crate::upstream::Policy {

@@ -139,3 +139,36 @@ async fn lone_pool_without_routes_takes_everything() {
     let reply = Http::to(proxy.addr).get_host("whatever.test", "/x").await;
     assert_eq!(reply.backend(), "only");
 }
+
+/// Prefixes match the path as nginx matches locations: escapes decoded, dot segments resolved,
+/// slashes merged. Raw, `/static/../private` took the `/static/` route and a backend that
+/// normalizes served `/private` from the wrong pool. The path is forwarded as received.
+#[tokio::test]
+async fn prefixes_match_the_normalized_path_and_the_raw_one_is_forwarded() {
+    let public = Backend::start("public").await;
+    let private = Backend::start("private").await;
+    let config = format!(
+        "{}{}[[route]]\npath_prefix = \"/static/\"\npool = \"public\"\n\n[[route]]\npool = \"private\"\n",
+        pool("public", "round_robin", &[&public]),
+        pool("private", "round_robin", &[&private]),
+    );
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    for path in [
+        "/static/../private",
+        "/static/%2e%2e/private",
+        "/static/..%2Fprivate",
+        "/static/./../private",
+    ] {
+        assert_eq!(http.get(path).await.backend(), "private", "{path}");
+    }
+    for path in ["/x/../static/app.js", "//static/app.js", "/static/./app.js"] {
+        assert_eq!(http.get(path).await.backend(), "public", "{path}");
+    }
+    let forwarded: Vec<String> = public.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        forwarded,
+        ["/x/../static/app.js", "//static/app.js", "/static/./app.js"],
+        "forwarded as received"
+    );
+}

@@ -20,7 +20,7 @@ use crate::guard::Watch;
 use crate::headers;
 use crate::inbound::{BodyRules, Inbound};
 use crate::metrics::RetryReason;
-use crate::route::host_name;
+use crate::route::{host_name, routing_path};
 use crate::screen;
 use crate::state::State;
 use crate::tunnel::{self, Tunnels};
@@ -47,7 +47,7 @@ pub(super) async fn forward<'a>(
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let host = request_host(&request).map(host_name);
     let route = state
-        .route(host, request.uri().path())
+        .route(host, &routing_path(request.uri().path()))
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
     trail.pool = Some(pool);
