@@ -4,6 +4,9 @@
 //!
 //! A tunnel belongs to no request and no hyper connection once it is up, so open tunnels are
 //! counted here: a reload leaves them alone, and shutdown waits for them up to its grace period.
+//!
+//! The upgrade request's access log line is written when the tunnel closes, as nginx and HAProxy
+//! write theirs: its duration is the tunnel's life and its byte counts what crossed it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,12 +15,16 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tracing::debug;
 
+use crate::access::{AccessLog, Entry};
 use crate::clock;
 use crate::guard;
 use crate::upstream::InFlight;
+
+/// Where the upgrade request's access log entry is handed to its tunnel, once the 101 is answered.
+pub type LogLater = oneshot::Receiver<(Entry, AccessLog)>;
 
 /// The open tunnels.
 #[derive(Debug, Default)]
@@ -89,18 +96,19 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// Bridges the client's and the backend's upgraded connections once both are ready, in a task of
 /// its own; `held` counts the tunnel against its backend and keeps its client connection busy
-/// until it closes.
+/// until it closes. `log` brings the upgrade request's access log entry, finished at the close.
 pub fn bridge(
     tunnels: &Arc<Tunnels>,
-    client: OnUpgrade,
-    backend: OnUpgrade,
+    (client, backend): (OnUpgrade, OnUpgrade),
     held: (InFlight, Option<guard::Active>),
     idle: Duration,
+    log: Option<LogLater>,
 ) {
     tunnels.open.fetch_add(1, Ordering::Relaxed);
     let tunnels = Arc::clone(tunnels);
     tokio::spawn(async move {
         let _held = held;
+        let mut crossed = (0, 0);
         match tokio::try_join!(client, backend) {
             Ok((client, backend)) => {
                 let activity = Arc::new(AtomicU64::new(clock::now_ms()));
@@ -114,8 +122,17 @@ pub fn bridge(
                     }
                     () = quiet_for(&activity, idle) => debug!(?idle, "tunnel idle: closed"),
                 }
+                crossed = (client.read, backend.read);
             }
             Err(error) => debug!(%error, "upgrade failed"),
+        }
+        if let Some(log) = log
+            && let Ok((mut entry, log)) = log.await
+        {
+            let (from_client, from_backend) = crossed;
+            entry.add_received(from_client);
+            entry.add_sent(from_backend);
+            log.write(entry.line(log.format()));
         }
         if tunnels.open.fetch_sub(1, Ordering::Relaxed) == 1 {
             tunnels.closed.notify_waiters();
@@ -136,10 +153,11 @@ async fn quiet_for(activity: &AtomicU64, idle: Duration) {
     }
 }
 
-/// A stream that notes when bytes last moved through it.
+/// A stream that notes when bytes last moved through it, and counts the bytes read from it.
 struct Touched<S> {
     stream: S,
     activity: Arc<AtomicU64>,
+    read: u64,
 }
 
 impl<S> Touched<S> {
@@ -147,6 +165,7 @@ impl<S> Touched<S> {
         Touched {
             stream,
             activity: Arc::clone(activity),
+            read: 0,
         }
     }
 
@@ -162,9 +181,11 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Touched<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.stream).poll_read(cx, buf);
         if polled.is_ready() {
             this.touch();
+            this.read += (buf.filled().len() - before) as u64;
         }
         polled
     }

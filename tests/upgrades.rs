@@ -189,3 +189,34 @@ async fn an_upgrade_to_an_http2_pool_is_refused_with_its_reason() {
         reply.text
     );
 }
+
+/// The upgrade's access log line is written when the tunnel closes, as nginx and HAProxy write
+/// theirs: its duration is the tunnel's life and its byte counts what crossed it.
+#[tokio::test]
+async fn an_upgrade_is_logged_when_its_tunnel_closes() {
+    let backend = upgrade_echo_backend().await;
+    let dir = support::TempDir::new();
+    let path = dir.path().join("access.log");
+    let log = format!(
+        "[log]\naccess = \"json\"\naccess_path = \"{}\"\n",
+        path.display()
+    );
+    let proxy = TestProxy::start(&config(backend, &log)).await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    echo(&mut tunnel, b"first frame").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echo(&mut tunnel, b"second").await;
+    drop(tunnel);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    support::wait_until("the tunnel's line", Duration::from_secs(10), || {
+        !read().is_empty()
+    })
+    .await;
+    let lines: Vec<String> = read().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let entry: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(entry["status"], 101, "{entry}");
+    assert!(entry["duration"].as_f64().unwrap() >= 0.3, "{entry}");
+    assert_eq!(entry["request_bytes"], 17, "{entry}");
+    assert_eq!(entry["response_bytes"], 17, "{entry}");
+}

@@ -133,6 +133,11 @@ impl Entry {
         self.sent += bytes;
     }
 
+    /// Counts request bytes received outside the body (a tunnel's).
+    pub fn add_received(&mut self, bytes: u64) {
+        self.received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// The finished line in `format`, newline included.
     pub fn line(&self, format: AccessFormat) -> String {
         let duration = self.started.elapsed();

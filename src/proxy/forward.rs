@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::inbound::ClientBody;
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::Trail;
@@ -146,7 +147,13 @@ pub(super) async fn forward<'a>(
                     // The client connection is busy for the tunnel's life: its request-head and
                     // idle deadlines must not fire on tunnelled bytes.
                     let busy = watch.map(Watch::hold);
-                    tunnel::bridge(tunnels, client, upgraded, (in_flight, busy), idle);
+                    // The request's log line waits for the tunnel's close (`tunnel.rs`).
+                    let log = state.access_log().map(|_| {
+                        let (later, log) = oneshot::channel();
+                        trail.log_later = Some(later);
+                        log
+                    });
+                    tunnel::bridge(tunnels, (client, upgraded), (in_flight, busy), idle, log);
                     return Ok(switching(response));
                 }
                 let idle = state.timeouts().response_body_idle;

@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use crate::inbound::ClientBody;
 use http::{Request, Response};
+use tokio::sync::oneshot;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
 
-use crate::access::{Entry, Logged};
+use crate::access::{AccessLog, Entry, Logged};
 use crate::clock;
 use crate::config::{Limits, Timeouts};
 use crate::error::ProxyError;
@@ -138,6 +139,7 @@ impl Proxy {
                 attempts: 0,
                 upstream_time: None,
                 waiting_since: None,
+                log_later: None,
                 span: span.clone(),
             },
             answered: false,
@@ -188,7 +190,13 @@ impl Proxy {
         };
         let entry = pending.answer(response.status().as_u16());
         response.headers_mut().insert(request_id::X_REQUEST_ID, id);
-        let log = entry.zip(state.access_log().cloned());
+        let mut log = entry.zip(state.access_log().cloned());
+        if let Some(tunnel) = pending.trail.log_later.take() {
+            // A 101: its tunnel writes the line when it closes.
+            if let Some(entry) = log.take() {
+                tunnel.send(entry).ok();
+            }
+        }
         response.map(|body| Logged::new(body, log, active))
     }
 }
@@ -254,6 +262,8 @@ struct Trail<'a> {
     /// When the attempt under way was sent, while it waits for its response head (access log
     /// on only).
     waiting_since: Option<Instant>,
+    /// An upgrade's tunnel, waiting for the request's log entry to write when it closes.
+    log_later: Option<oneshot::Sender<(Entry, AccessLog)>>,
     /// The request's span, told the pool and backends as they are chosen.
     span: Span,
 }
