@@ -174,6 +174,15 @@ fn certificate_problems_are_config_errors_naming_the_file() {
     );
     let mismatched = check(format!("{base}cert = \"a.pem\"\nkey = \"b.key\"\n"));
     assert!(mismatched.contains("does not match"), "{mismatched}");
+    assert!(
+        mismatched.contains("proxy.toml:7") && mismatched.contains("key"),
+        "a key's fault names the key's line: {mismatched}"
+    );
+    let missing_key = check(format!("{base}cert = \"a.pem\"\nkey = \"nope.key\"\n"));
+    assert!(
+        missing_key.contains("proxy.toml:7") && missing_key.contains("nope.key"),
+        "{missing_key}"
+    );
     std::fs::write(certs.path().join("empty.pem"), "").unwrap();
     let empty = check(format!("{base}cert = \"empty.pem\"\nkey = \"a.key\"\n"));
     assert!(empty.contains("empty chain"), "{empty}");

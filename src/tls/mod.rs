@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 
-pub use certs::{describe as describe_pem_error, load_certified_key};
+pub use certs::{Faulty, describe as describe_pem_error, load_certified_key};
 pub use sni::ByServerName;
 
 use crate::config::{TlsConfig, TlsVersion};
