@@ -16,6 +16,10 @@ pub enum ProxyError {
     /// No route takes the request's host and path.
     #[error("no route for this host and path")]
     NoRoute,
+    /// The path has an empty segment before a `..`: it routes one way or another depending on
+    /// whether slashes are merged first (`route::routing_path`).
+    #[error("ambiguous path: an empty segment before '..'")]
+    AmbiguousPath,
     /// The pool has no backend that may take a request now.
     #[error("no healthy backend in pool \"{pool}\"")]
     NoHealthyBackend { pool: Arc<str> },
@@ -90,6 +94,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::AmbiguousPath => StatusCode::BAD_REQUEST,
             ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
@@ -118,7 +123,9 @@ impl ProxyError {
     /// The pool and backend the error concerns, for the log line.
     pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
         match self {
-            ProxyError::NoRoute | ProxyError::Deadline { .. } => (None, None),
+            ProxyError::NoRoute | ProxyError::AmbiguousPath | ProxyError::Deadline { .. } => {
+                (None, None)
+            }
             ProxyError::NoHealthyBackend { pool } | ProxyError::UpgradeUnsupported { pool } => {
                 (Some(pool), None)
             }

@@ -116,24 +116,30 @@ pub fn host_name(authority: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
-/// The path routes match: the target's path as nginx matches its locations, with `%XX` escapes
-/// decoded, `.` and `..` segments resolved (never above the root) and repeated slashes merged.
+/// The path routes match: the target's path with `%XX` escapes of unreserved characters decoded
+/// (`%2e` is `.`; `%2F` stays, as in Envoy: it is data, not a separator), `.` and `..` segments
+/// resolved (never above the root) and repeated slashes merged, as nginx matches its locations.
 /// Matched raw, `/public/../admin` (or `/public/%2e%2e/admin`) took the `/public/` route while a
 /// backend that normalizes served `/admin`. The request is still forwarded as received.
-pub fn routing_path(path: &str) -> Cow<'_, str> {
-    let plain = !path.starts_with('/')
-        || !(path.contains('%') || path.contains("/.") || path.contains("//"));
-    if plain {
-        return Cow::Borrowed(path);
+///
+/// `None` for a path whose meaning depends on the order of those steps: an empty segment before
+/// a `..` (`/admin//../x` is `/x` once slashes merge, `/admin/x` by RFC 3986 alone). No client
+/// needs one, and backends disagree on it, so it is refused rather than routed one way.
+pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
+    if !path.starts_with('/') || !needs_normalizing(path.as_bytes()) {
+        return Some(Cow::Borrowed(path));
     }
-    let decoded = crate::affinity::percent_decode(path);
+    let decoded = decode_unreserved(path);
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();
     let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
     let mut trailing_slash = false;
+    let mut empty_before = false;
     for (i, segment) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         match *segment {
-            "" | "." => {}
+            "" => empty_before |= !last,
+            "." => {}
+            ".." if empty_before => return None,
             ".." => {
                 kept.pop();
             }
@@ -150,7 +156,48 @@ pub fn routing_path(path: &str) -> Cow<'_, str> {
     if trailing_slash || kept.is_empty() {
         normal.push('/');
     }
-    Cow::Owned(normal)
+    Some(Cow::Owned(normal))
+}
+
+/// Whether `path` has an escape, a dot segment's start or a repeated slash: one pass, as most
+/// paths have none.
+fn needs_normalizing(path: &[u8]) -> bool {
+    let mut previous = 0;
+    for &byte in path {
+        if byte == b'%' || (previous == b'/' && (byte == b'.' || byte == b'/')) {
+            return true;
+        }
+        previous = byte;
+    }
+    false
+}
+
+/// `path` with the `%XX` escapes of unreserved characters (RFC 3986 section 2.3) decoded; every
+/// other escape kept as written.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            let byte = (hi * 16 + lo) as u8;
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(byte as char);
+            } else {
+                out.push_str(&path[i..i + 3]);
+            }
+            i += 3;
+        } else {
+            let width = path[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&path[i..i + width]);
+            i += width;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -165,8 +212,9 @@ mod tests {
             ("/public/a.css", "/public/a.css"),
             ("/public/../admin", "/admin"),
             ("/public/%2e%2e/admin", "/admin"),
-            ("/public/%2E%2E%2Fadmin", "/admin"),
-            ("/public/..%2fadmin/x", "/admin/x"),
+            ("/public/%2E%2E/%61dmin", "/admin"),
+            ("/public/..%2fadmin/x", "/public/..%2fadmin/x"),
+            ("/admin/x%2F..%2F..%2Fpublic", "/admin/x%2F..%2F..%2Fpublic"),
             ("//admin", "/admin"),
             ("/a//b/./c/", "/a/b/c/"),
             ("/a/b/..", "/a/"),
@@ -174,12 +222,23 @@ mod tests {
             ("/../../etc", "/etc"),
             ("/..", "/"),
             ("/a/.hidden/..b", "/a/.hidden/..b"),
-            ("/caf%C3%A9", "/caf\u{e9}"),
+            ("/caf%C3%A9/%20x", "/caf%C3%A9/%20x"),
+            ("/café/./x", "/café/x"),
+            ("/a%", "/a%"),
+            ("/a%2", "/a%2"),
             ("*", "*"),
         ] {
-            assert_eq!(routing_path(raw), normal, "{raw}");
+            assert_eq!(routing_path(raw).as_deref(), Some(normal), "{raw}");
         }
-        assert!(matches!(routing_path("/a/b.c/d"), Cow::Borrowed(_)));
+        assert!(matches!(routing_path("/a/b.c/d"), Some(Cow::Borrowed(_))));
+        // Slashes merged first, or dot segments first: two answers, so none.
+        for ambiguous in ["/admin//../x", "/a//%2e%2e/", "/a//b/../.."] {
+            assert_eq!(routing_path(ambiguous), None, "{ambiguous}");
+        }
+        assert!(
+            routing_path("/a/b//").is_some(),
+            "a trailing empty segment is fine"
+        );
     }
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {

@@ -380,6 +380,22 @@ impl Source<'_> {
                 ),
             ));
         }
+        if let Some(prefix) = &route.path_prefix {
+            // Requests are matched by their normalized path: a prefix that normalizes to
+            // something else could never match.
+            let written = prefix.get_ref();
+            let normal = crate::route::routing_path(written);
+            if normal.as_deref() != Some(written.as_str()) {
+                return Err(self.error_at(
+                    prefix,
+                    format!(
+                        "route path_prefix {written:?} must be a normalized path (no '.' or '..' \
+                         segments, no repeated '/', no %XX escapes of letters, digits or -._~): \
+                         requests are matched by theirs"
+                    ),
+                ));
+            }
+        }
         let pool = route.pool.get_ref();
         if !pools.iter().any(|p| &p.name == pool) {
             let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
@@ -560,6 +576,13 @@ pool = "web"
             "\"v1\"",
             "proxy.toml:23: route path_prefix \"v1\" must start with '/'",
         );
+        for unnormal in ["/v1//", "/v1/./", "/%761/"] {
+            assert_rejected(
+                "\"/v1/\"",
+                &format!("{unnormal:?}"),
+                "proxy.toml:23: route path_prefix",
+            );
+        }
         assert_rejected(
             "\"*.example.com\"",
             "\"a*.example.com\"",

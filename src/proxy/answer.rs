@@ -60,6 +60,7 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
     let backend = backend.map(Authority::as_str).unwrap_or("");
     match error {
         ProxyError::NoRoute
+        | ProxyError::AmbiguousPath
         | ProxyError::RequestBody { .. }
         | ProxyError::BodyTooLarge { .. }
         | ProxyError::BodyIdle { .. } => {

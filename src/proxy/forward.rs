@@ -47,9 +47,8 @@ pub(super) async fn forward<'a>(
         .flatten()
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let host = request_host(&request).map(host_name);
-    let route = state
-        .route(host, &routing_path(request.uri().path()))
-        .ok_or(ProxyError::NoRoute)?;
+    let path = routing_path(request.uri().path()).ok_or(ProxyError::AmbiguousPath)?;
+    let route = state.route(host, &path).ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
     trail.pool = Some(pool);
     trail.span.record("pool", &**pool.name());
