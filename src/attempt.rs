@@ -165,7 +165,7 @@ pub async fn exchange(
     report: Report,
     upgrade: bool,
     timeout: Duration,
-) -> Result<(Response<UpstreamBody>, Option<Sender>), Failed> {
+) -> Result<(Response<UpstreamBody>, Option<(Sender, u64)>), Failed> {
     if report.is_none() && !upgrade && goes_plain(backend, &request) {
         // Awaited through a pin: by value, the future would be copied once more.
         let response = pin!(exchange_plain(client, backend, request, timeout)).await?;
@@ -190,8 +190,18 @@ async fn exchange_plain(
     request: Request<RequestBody>,
     timeout: Duration,
 ) -> Result<Response<crate::upstream::PlainBody>, Failed> {
+    // Whether the request went again on a fresh connection after its pooled one was lost.
+    let mut resent = false;
     loop {
-        let (connection, reused) = match client.plain_connection(backend).await {
+        let connection = if resent {
+            client
+                .new_plain_connection(backend)
+                .await
+                .map(|c| (c, false))
+        } else {
+            client.plain_connection(backend).await
+        };
+        let (connection, reused) = match connection {
             Ok(connection) => connection,
             Err(failure) => return Err(not_sent(failure, request)),
         };
@@ -211,8 +221,11 @@ async fn exchange_plain(
                 return Err(not_sent(failure, request));
             }
             // A pooled connection the backend closed as the request went out (the keep-alive
-            // race): an idempotent request goes again on a fresh one, as Go's client does.
-            PlainError::ClosedEarly if reused && is_idempotent(request.method()) => continue,
+            // race): an idempotent request goes again, once, on a new one, as Go's client does.
+            PlainError::ClosedEarly if reused && !resent && is_idempotent(request.method()) => {
+                resent = true;
+                continue;
+            }
             PlainError::ClosedEarly => {
                 let reason = "connection closed before message completed".to_owned();
                 return Err(sent(Cause::Failed(Failure::Upstream(reason)), request));
@@ -249,12 +262,25 @@ async fn exchange_hyper(
     mut request: Request<RequestBody>,
     mut report: Report,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Sender), Failed> {
+) -> Result<(Response<Incoming>, (Sender, u64)), Failed> {
     let has_body = report.is_some();
     // hyper keeps the request it sends: one without a body is copied first, to go again whole.
     let resend = (!has_body).then(|| Head::copy_of(&request));
+    // Whether the request went again on a new connection after its pooled one was lost.
+    let mut resent = false;
     loop {
-        let (mut sender, reused) = match client.connection(backend).await {
+        // Read before the connection is taken or made: a reload that changes the backend's
+        // settings meanwhile keeps it from going back to the pool.
+        let epoch = backend.connections().epoch();
+        let connection = if resent {
+            client
+                .new_connection(backend, epoch)
+                .await
+                .map(|c| (c, false))
+        } else {
+            client.connection(backend, epoch).await
+        };
+        let (mut sender, reused) = match connection {
             Ok(connection) => connection,
             Err(failure) => {
                 return Err(Failed {
@@ -278,7 +304,7 @@ async fn exchange_hyper(
             }
         };
         let mut error = match outcome {
-            Ok(response) => return Ok((response, sender)),
+            Ok(response) => return Ok((response, (sender, epoch))),
             Err(Waited::TimedOut) => {
                 forget_if_shared(backend, &sender);
                 return Err(failed(Cause::TimedOut, resend, reported, report).await);
@@ -297,14 +323,17 @@ async fn exchange_hyper(
             }
             None => {
                 if reused
+                    && !resent
                     && let Some(head) = &resend
                     && is_idempotent(&head.method)
                     && lost_with_its_connection(error.error())
                 {
                     // A pooled connection that is gone, or going (a GOAWAY), took the request
-                    // with it unanswered: a fresh connection, as Go's and Envoy's clients do.
+                    // with it unanswered: once more, on a new connection, as Go's and Envoy's
+                    // clients do.
                     forget_if_shared(backend, &sender);
                     request = head.detached().into_request(RequestBody::empty());
+                    resent = true;
                     continue;
                 }
                 let cause = Cause::Failed(classify(error.error()));

@@ -45,11 +45,10 @@ pub enum ProxyBody {
 pub struct Relayed {
     body: UpstreamBody,
     in_flight: InFlight,
-    /// hyper's connection the body came on; a plain connection is inside its body.
-    connection: Option<Sender>,
-    /// The backend's connections' epoch when the response began: a connection made under
-    /// settings a reload has changed since (TLS roots) is not taken back.
-    epoch: u64,
+    /// hyper's connection the body came on, and the backend's connections' epoch when it was
+    /// taken or made: one from before a reload changed its settings (TLS roots) is not taken
+    /// back. A plain connection is inside its body.
+    connection: Option<(Sender, u64)>,
     /// The backend's pause between two frames, against the longest allowed.
     pause: Pause,
 }
@@ -65,15 +64,13 @@ impl Relayed {
     pub fn new(
         body: UpstreamBody,
         in_flight: InFlight,
-        connection: Option<Sender>,
+        connection: Option<(Sender, u64)>,
         idle: Duration,
     ) -> Relayed {
-        let epoch = in_flight.backend().connections().epoch();
         Relayed {
             body,
             in_flight,
             connection,
-            epoch,
             pause: Pause::new(idle),
         }
     }
@@ -110,8 +107,8 @@ impl Relayed {
 
     fn recycle(&mut self) {
         let connections = self.in_flight.backend().connections();
-        if let Some(connection) = self.connection.take() {
-            connections.put(connection, self.epoch);
+        if let Some((connection, epoch)) = self.connection.take() {
+            connections.put(connection, epoch);
         }
         if let UpstreamBody::Plain(body) = &mut self.body
             && let Some(connection) = body.reusable()

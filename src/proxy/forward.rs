@@ -253,7 +253,7 @@ fn relay(
     pool: &Pool,
     response: Response<UpstreamBody>,
     in_flight: InFlight,
-    connection: Option<Sender>,
+    connection: Option<(Sender, u64)>,
     idle: Duration,
 ) -> Response<ProxyBody> {
     let status = response.status();

@@ -190,6 +190,10 @@ fn answered_by_hyper(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
             431
         });
     }
-    let refused = error.is_parse() && !error.is_parse_status() && !error.is_parse_version_h2();
+    // hyper answers a bad method, target, version or header; not its own internal error.
+    let refused = error.is_parse()
+        && !error.is_parse_status()
+        && !error.is_parse_version_h2()
+        && !error.to_string().starts_with("internal error");
     refused.then_some(400)
 }

@@ -46,8 +46,13 @@ impl Client {
     }
 
     /// A connection to `backend` ready for a request, and whether it was reused: the most
-    /// recently used idle one that is still open, else a new one.
-    pub async fn connection(&self, backend: &Backend) -> Result<(Sender, bool), Failure> {
+    /// recently used idle one that is still open, else a new one. `epoch` is the backend's
+    /// connections' epoch read before, to give back with it ([`Connections::put`]).
+    pub async fn connection(
+        &self,
+        backend: &Backend,
+        epoch: u64,
+    ) -> Result<(Sender, bool), Failure> {
         while let Some(mut sender) = backend.connections().take() {
             if sender.is_ready() {
                 return Ok((sender, true));
@@ -57,15 +62,21 @@ impl Client {
                 return Ok((sender, true));
             }
         }
+        Ok((self.new_connection(backend, epoch).await?, false))
+    }
+
+    /// A new connection to `backend`, made with the settings of `epoch` (read before): an
+    /// HTTP/2 one is kept for the requests to come unless a reload changed them meanwhile.
+    pub async fn new_connection(&self, backend: &Backend, epoch: u64) -> Result<Sender, Failure> {
         let started = std::time::Instant::now();
         // Boxed: with its TLS and HTTP/2 handshakes the future is several KiB, and every
         // request's future would otherwise be that much larger to move about.
         let sender = Box::pin(connections::connect(backend, self.connect_timeout())).await?;
         if let Some(shared) = sender.share() {
-            backend.connections().share(shared);
+            backend.connections().share(shared, epoch);
         }
         backend.stats().connect.observe(started.elapsed());
-        Ok((sender, false))
+        Ok(sender)
     }
 }
 
@@ -76,10 +87,15 @@ impl Client {
         if let Some(connection) = backend.connections().take_plain() {
             return Ok((connection, true));
         }
+        Ok((self.new_plain_connection(backend).await?, false))
+    }
+
+    /// A new plain connection to `backend`.
+    pub async fn new_plain_connection(&self, backend: &Backend) -> Result<Box<Plain>, Failure> {
         let started = std::time::Instant::now();
         let stream = connections::open(backend, self.connect_timeout()).await?;
         backend.stats().connect.observe(started.elapsed());
-        Ok((Plain::new(stream), false))
+        Ok(Plain::new(stream))
     }
 }
 

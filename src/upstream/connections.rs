@@ -101,23 +101,29 @@ impl Connections {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Returns a connection whose exchange, begun at `epoch`, is complete; one begun before a
-    /// [`Connections::clear`] is dropped. A handle on a shared (HTTP/2) connection is simply
-    /// dropped: the connection stays in the pool.
+    /// Returns a connection taken or made at `epoch` whose exchange is complete; one from
+    /// before a [`Connections::clear`] is dropped. A handle on a shared (HTTP/2) connection is
+    /// simply dropped: the connection stays in the pool.
     pub fn put(&self, sender: Sender, epoch: u64) {
-        if sender.is_closed() || sender.is_shared() || epoch != self.epoch() {
+        if sender.is_closed() || sender.is_shared() {
             return;
         }
-        push_idle(&mut self.lock(), sender);
+        let mut idle = self.lock();
+        // Under the lock `clear` bumps the epoch with: no stale connection slips in between.
+        if epoch == self.epoch() {
+            push_idle(&mut idle, sender);
+        }
     }
 
-    /// Keeps a handle on a new shared (HTTP/2) connection, for every request to come, unless one
-    /// is already kept (requests that raced to connect first use theirs once, then it closes).
-    pub fn share(&self, sender: Sender) {
+    /// Keeps a handle on a new shared (HTTP/2) connection, made at `epoch`, for every request
+    /// to come, unless one is already kept (requests that raced to connect first use theirs
+    /// once, then it closes) or a clear came since.
+    pub fn share(&self, sender: Sender, epoch: u64) {
         let mut idle = self.lock();
-        if idle
-            .iter()
-            .any(|e| e.connection.is_shared() && !e.connection.is_closed())
+        if epoch != self.epoch()
+            || idle
+                .iter()
+                .any(|e| e.connection.is_shared() && !e.connection.is_closed())
         {
             return;
         }
@@ -134,8 +140,10 @@ impl Connections {
 
     /// Drops every idle connection, and every busy one when its exchange ends.
     pub fn clear(&self) {
+        let mut idle = self.lock();
         self.epoch.fetch_add(1, Ordering::Relaxed);
-        self.lock().clear();
+        idle.clear();
+        drop(idle);
         self.lock_plain().clear();
     }
 
