@@ -10,6 +10,9 @@
 //!   and close itself (`server/drain.rs`), and closed under it only after another `client_idle`.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
+//! - A request line longer than any target `max_uri_bytes` allows gets 414 as soon as it is
+//!   seen, as nginx answers one past its buffers: hyper would answer 431 once the whole head
+//!   overflowed its buffer, naming the wrong limit.
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
 //!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `server/h1/` uses too).
 //! - An HTTP/2 client can stop a response without the socket filling: it grants no more
@@ -26,7 +29,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +47,12 @@ use crate::pause::WriteWait;
 
 /// The answer to a client whose head took too long; written straight to the socket.
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 41\r\n\r\nrequest header not received within time\n";
+
+/// The answer to a request line longer than any allowed target; written straight to the socket.
+const URI_TOO_LONG: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\nrequest target too long";
+
+/// Room in a request line beside its target: a method and ` HTTP/1.1\r\n`.
+const REQUEST_LINE_SLACK: usize = 64;
 
 /// How an HTTP/2 prior-knowledge connection starts.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -69,8 +78,8 @@ pub struct Watch {
     blocked_since_ms: AtomicU64,
     /// When bytes were last written to the client (HTTP/2 only).
     written_ms: AtomicU64,
-    /// A head did not arrive within `request_header`: the client was answered 408.
-    head_timed_out: AtomicBool,
+    /// The status the guard answered a head with itself (408, 414), or 0.
+    refused: AtomicU16,
 }
 
 #[derive(Debug)]
@@ -95,13 +104,17 @@ impl Watch {
             blocked: AtomicUsize::new(0),
             blocked_since_ms: AtomicU64::new(0),
             written_ms: AtomicU64::new(0),
-            head_timed_out: AtomicBool::new(false),
+            refused: AtomicU16::new(0),
         }
     }
 
-    /// Whether the client was answered 408 because a head did not arrive in time.
-    pub fn head_timed_out(&self) -> bool {
-        self.head_timed_out.load(Ordering::Relaxed)
+    /// The status the client was answered with by the guard itself, if it was: 408 for a head
+    /// that did not arrive in time, 414 for a request line too long.
+    pub fn refused(&self) -> Option<u16> {
+        match self.refused.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
     }
 
     /// Resolves once the connection, speaking HTTP/2, has been idle for `client_idle`.
@@ -180,6 +193,8 @@ pub struct Timeouts {
     pub request_header: Duration,
     /// Most bytes of a head followed: at least what hyper's read buffer lets a head have.
     pub max_head: usize,
+    /// Longest request target (`max_uri_bytes`).
+    pub max_uri_bytes: usize,
 }
 
 /// What the connection speaks, as told by its first bytes.
@@ -241,8 +256,9 @@ impl<S> Watched<S> {
         &self.watch
     }
 
-    /// Follows the request heads in bytes just read.
-    fn on_bytes(&mut self, bytes: &[u8]) {
+    /// Follows the request heads in bytes just read; true when the head being read has a
+    /// request line too long for any target allowed.
+    fn on_bytes(&mut self, bytes: &[u8]) -> bool {
         if self.speaks == Speaks::Unknown {
             // Decided on whole bytes: the HTTP/2 preface may arrive a few bytes at a time.
             let more = bytes.len().min(H2_PREFACE.len() - self.preface);
@@ -257,13 +273,16 @@ impl<S> Watched<S> {
             }
         }
         if self.speaks == Speaks::Http2 {
-            return;
+            return false;
         }
         let mut head = self.watch.lock();
         head.seen_any = true;
-        if !head.heads.lost() {
-            head.heads.read(bytes, clock::now_ms());
+        if head.heads.lost() {
+            return false;
         }
+        head.heads.read(bytes, clock::now_ms());
+        head.heads
+            .line_longer_than(self.timeouts.max_uri_bytes + REQUEST_LINE_SLACK)
     }
 
     /// The deadline that applies now, and what passing it means.
@@ -361,8 +380,13 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.on_bytes(&buf.filled()[before..]);
+                if buf.filled().len() > before && this.on_bytes(&buf.filled()[before..]) {
+                    this.stream.write_now(URI_TOO_LONG);
+                    this.watch.refused.store(414, Ordering::Relaxed);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request line too long",
+                    )));
                 }
                 Poll::Ready(Ok(()))
             }
@@ -370,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
             Poll::Pending => match this.expired(cx) {
                 Some(Expiry::Head) => {
                     this.stream.write_now(REQUEST_TIMEOUT);
-                    this.watch.head_timed_out.store(true, Ordering::Relaxed);
+                    this.watch.refused.store(408, Ordering::Relaxed);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request header timeout",

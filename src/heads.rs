@@ -132,6 +132,12 @@ impl Heads {
         self.ended
     }
 
+    /// Whether the head being read has a first line longer than `limit` bytes so far: its end
+    /// not yet seen.
+    pub fn line_longer_than(&self, limit: usize) -> bool {
+        self.at == At::Head && self.head.len() > limit && !self.head.contains(&b'\n')
+    }
+
     /// Whether the stream is not followed any more (see the module documentation).
     pub fn lost(&self) -> bool {
         self.at == At::Lost
@@ -360,6 +366,22 @@ mod tests {
 
     const CHUNKED: &[u8] =
         b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n";
+
+    #[test]
+    fn a_first_line_past_its_limit_is_seen_before_its_end() {
+        let mut heads = Heads::new(64 * 1024);
+        heads.read(b"GET /", 1);
+        heads.read(&[b'a'; 200], 1);
+        assert!(heads.line_longer_than(100));
+        assert!(!heads.line_longer_than(300));
+        heads.read(b" HTTP/1.1\r\nHost: a\r\n", 1);
+        assert!(
+            !heads.line_longer_than(100),
+            "its end is seen: the target's length is screening's to judge"
+        );
+        heads.read(b"\r\n", 1);
+        assert!(!heads.line_longer_than(0), "between heads");
+    }
 
     fn line<'a>(method: &'a str, target: &'a str) -> StartLine<'a> {
         StartLine {

@@ -83,6 +83,32 @@ async fn a_target_over_max_uri_bytes_gets_414() {
     assert_eq!(backend.served(), 0);
 }
 
+/// A target longer than the whole head may be is still 414, as nginx answers it, not the 431 of
+/// a head past `max_header_bytes`: the request line is refused as soon as it is too long.
+#[tokio::test]
+async fn a_target_longer_than_a_head_may_be_gets_414() {
+    let (backend, proxy) = proxy_with("").await;
+    for keep_alive in [false, true] {
+        let mut request = String::new();
+        if keep_alive {
+            request.push_str("GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+        }
+        request.push_str(&format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(200 * 1024)
+        ));
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
+        let last = reply.text.rfind("HTTP/1.1 ").unwrap_or(0);
+        assert!(
+            reply.text[last..].starts_with("HTTP/1.1 414"),
+            "{:?}",
+            &reply.text[last..]
+        );
+        assert!(reply.closed);
+    }
+    assert_eq!(backend.served(), 1, "only the first, short request");
+}
+
 #[tokio::test]
 async fn a_declared_body_over_max_body_gets_413_unread() {
     let (backend, proxy) = proxy_with("max_body = \"1KiB\"\n").await;

@@ -124,6 +124,7 @@ where
             request_header: timeouts.request_header,
             // Twice hyper's read buffer: a read may fill the buffer's spare capacity past it.
             max_head: 2 * limits.max_header_bytes.max(MIN_BUF_SIZE),
+            max_uri_bytes: limits.max_uri_bytes,
         },
     );
     let watch = Arc::clone(stream.watch());
@@ -164,8 +165,13 @@ where
         let _open = open;
         let ended = watched.await;
         let (proxy, watch) = refusals;
-        if watch.head_timed_out() {
-            proxy.refused(peer, 408, timeouts.request_header);
+        if let Some(status) = watch.refused() {
+            let took = if status == 408 {
+                timeouts.request_header
+            } else {
+                Duration::ZERO
+            };
+            proxy.refused(peer, status, took);
         } else if let Err(error) = &ended
             && let Some(status) = answered_by_hyper(error.as_ref())
         {
