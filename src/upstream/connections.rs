@@ -31,6 +31,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; this leaves room for big cookies.
 pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// Most fields accepted in a response head (more is a 502). nginx counts none, only bytes (a
+/// 4 KiB buffer holds about 300 short fields); hyper's 100, HAProxy's 101 and Envoy's 100 turned
+/// a page setting a hundred cookies into a 502 that counted against its backend.
+pub(super) const MAX_RESPONSE_HEADERS: usize = 256;
+
 /// How often an HTTP/2 backend connection is pinged, and how long the pong may take.
 const H2_PING_EVERY: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,6 +246,7 @@ where
     }
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD)
+        .max_headers(MAX_RESPONSE_HEADERS)
         .handshake(io)
         .await
         .map_err(|error| Failure::Connect(error.to_string()))?;

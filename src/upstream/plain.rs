@@ -27,13 +27,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use super::connections::MAX_RESPONSE_HEAD;
+use super::connections::{MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS};
 use crate::body::RequestBody;
 use crate::headers;
 use crate::{arena, clock, names};
 
-/// Most headers accepted in a response head (hyper's default).
-const MAX_HEADERS: usize = 100;
 /// How much room each read asks for.
 const READ_SIZE: usize = 16 * 1024;
 /// Longest chunk-size line, and most trailer bytes, accepted in a chunked body.
@@ -229,8 +227,8 @@ fn parse_head(input: &mut BytesMut) -> Result<Option<(http::response::Parts, Ask
     if input.is_empty() {
         return Ok(None);
     }
-    // Uninitialised: a hundred empty fields would be 3 KiB written for every response.
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    // Uninitialised: 256 empty fields would be 8 KiB written for every response.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let parsing = httparse::ParserConfig::default();
     let length = match parsing.parse_response_with_uninit_headers(&mut parsed, input, &mut slots) {
@@ -591,7 +589,7 @@ impl PlainBody {
         let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
             .map_err(|_| "invalid trailer")?;
         let trailers = self.trailers.get_or_insert_default();
-        if trailers.len() >= MAX_HEADERS {
+        if trailers.len() >= MAX_RESPONSE_HEADERS {
             return Err("too many trailers");
         }
         trailers.append(name, value);
