@@ -233,6 +233,18 @@ async fn an_http10_backend_body_without_length_is_relayed_whole_as_http11() {
         "{:?}",
         reply.text
     );
+    // A 1.0 client asking for keep-alive is not promised it: the body ends at close, so the
+    // answer says close (as nginx's does), and a request sent behind it is not silently lost.
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(reply.closed);
+    let head = reply.text.to_ascii_lowercase();
+    assert!(!head.contains("connection: keep-alive"), "{:?}", reply.text);
+    assert!(head.contains("connection: close"), "{:?}", reply.text);
 }
 
 #[tokio::test]

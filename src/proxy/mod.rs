@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::inbound::ClientBody;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, Version, header};
+use hyper::body::Body;
 use tokio::sync::oneshot;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
@@ -116,6 +117,7 @@ impl Proxy {
         let started = clock::now().into_std();
         let state = self.state.load_full();
         let mut request = request;
+        let http10 = request.version() == Version::HTTP_10;
         let id = request_id::ensure(request.headers_mut());
         let entry = state
             .access_log()
@@ -190,6 +192,9 @@ impl Proxy {
         };
         let entry = pending.answer(response.status().as_u16());
         response.headers_mut().insert(request_id::X_REQUEST_ID, id);
+        if http10 {
+            close_if_unsized(&mut response);
+        }
         let mut log = entry.zip(state.access_log().cloned());
         if let Some(tunnel) = pending.trail.log_later.take() {
             // A 101: its tunnel writes the line when it closes.
@@ -198,6 +203,20 @@ impl Proxy {
             }
         }
         response.map(|body| Logged::new(body, log, active))
+    }
+}
+
+/// An HTTP/1.0 client can only be sent a body without a length up to the connection's close:
+/// hyper ends it so, but would still have said `Connection: keep-alive` to a client that asked
+/// for it, and a request the client sent behind it would be lost unanswered. Saying `close`, as
+/// nginx does, keeps the promise.
+fn close_if_unsized(response: &mut Response<crate::body::ProxyBody>) {
+    let unsized_body = response.body().size_hint().exact().is_none()
+        && !response.headers().contains_key(header::CONTENT_LENGTH);
+    if unsized_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
