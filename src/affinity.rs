@@ -107,12 +107,8 @@ pub fn percent_decode(segment: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
+        if let Some(byte) = escaped_byte(bytes, i) {
+            out.push(byte);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -120,6 +116,15 @@ pub fn percent_decode(segment: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte a `%XX` escape starting at `bytes[i]` stands for, if one starts there.
+pub fn escaped_byte(bytes: &[u8], i: usize) -> Option<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    match bytes.get(i..i + 3)? {
+        [b'%', hi, lo] => Some((hex(*hi)? * 16 + hex(*lo)?) as u8),
+        _ => None,
+    }
 }
 
 /// `[pool.NAME.sticky]`

@@ -179,12 +179,7 @@ fn decode_unreserved(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            let byte = (hi * 16 + lo) as u8;
+        if let Some(byte) = crate::affinity::escaped_byte(bytes, i) {
             if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
                 out.push(byte as char);
             } else {

@@ -90,12 +90,17 @@ async fn grpc_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, connections)
 }
 
+/// The proxy with one `protocol = "http2"` pool of `backend`.
+async fn http2_pool(backend: SocketAddr) -> TestProxy {
+    let config =
+        format!("[pool.p]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
+    TestProxy::start(&config).await
+}
+
 #[tokio::test]
 async fn a_grpc_call_keeps_its_trailers_through_an_http2_pool() {
     let (backend, connections) = grpc_backend().await;
-    let config =
-        format!("[pool.grpc]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
-    let proxy = TestProxy::start(&config).await;
+    let proxy = http2_pool(backend).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -129,9 +134,7 @@ async fn a_grpc_call_keeps_its_trailers_through_an_http2_pool() {
 #[tokio::test]
 async fn an_http1_request_reaches_an_http2_backend_with_its_host_as_authority() {
     let (backend, _) = grpc_backend().await;
-    let config =
-        format!("[pool.grpc]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
-    let proxy = TestProxy::start(&config).await;
+    let proxy = http2_pool(backend).await;
     let reply = support::Http::to(proxy.addr)
         .get_host("api.test", "/x")
         .await;
@@ -191,9 +194,7 @@ async fn one_stream_per_connection_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_refused_stream_goes_again_on_a_fresh_connection() {
     let (backend, connections) = one_stream_per_connection_backend().await;
-    let config =
-        format!("[pool.p]\nprotocol = \"http2\"\nbackends = [{{ address = \"{backend}\" }}]\n");
-    let proxy = TestProxy::start(&config).await;
+    let proxy = http2_pool(backend).await;
     let http = support::Http::to(proxy.addr);
     for i in 0..4 {
         let reply = http.get("/").await;
