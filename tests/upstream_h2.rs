@@ -40,9 +40,12 @@ impl Body for WithTrailers {
     }
 }
 
-/// An h2c backend that echoes a gRPC-style request body with `grpc-status: 0` trailers, and
-/// counts its connections and the HTTP versions it saw.
-async fn grpc_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+/// A backend on 127.0.0.1:0 that runs `serve` on each connection it accepts, and counts them.
+async fn serve_counting<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -50,44 +53,51 @@ async fn grpc_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                    assert_eq!(
-                        request.version(),
-                        Version::HTTP_2,
-                        "the backend is spoken to in h2"
-                    );
-                    // As nginx: `Host` beside `:authority` is a duplicate host, 400.
-                    if request.headers().contains_key("host") {
-                        let refused = Response::builder().status(400).body(WithTrailers {
-                            data: Some(Bytes::from("client sent duplicate host header")),
-                            trailers: None,
-                        });
-                        return Ok::<_, Infallible>(refused.unwrap());
-                    }
-                    let authority = request.uri().authority().map(|a| a.to_string());
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    trailers.insert("grpc-message", HeaderValue::from_static("ok"));
-                    let response = Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("x-authority", authority.unwrap_or_default())
-                        .body(WithTrailers {
-                            data: Some(body),
-                            trailers: Some(trailers),
-                        })
-                        .unwrap();
-                    Ok::<_, Infallible>(response)
-                });
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                    .ok();
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (addr, connections)
+}
+
+/// An h2c backend that echoes a gRPC-style request body with `grpc-status: 0` trailers, and
+/// counts its connections and the HTTP versions it saw.
+async fn grpc_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    serve_counting(|stream| async move {
+        let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+            assert_eq!(
+                request.version(),
+                Version::HTTP_2,
+                "the backend is spoken to in h2"
+            );
+            // As nginx: `Host` beside `:authority` is a duplicate host, 400.
+            if request.headers().contains_key("host") {
+                let refused = Response::builder().status(400).body(WithTrailers {
+                    data: Some(Bytes::from("client sent duplicate host header")),
+                    trailers: None,
+                });
+                return Ok::<_, Infallible>(refused.unwrap());
+            }
+            let authority = request.uri().authority().map(|a| a.to_string());
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+            let response = Response::builder()
+                .header("content-type", "application/grpc")
+                .header("x-authority", authority.unwrap_or_default())
+                .body(WithTrailers {
+                    data: Some(body),
+                    trailers: Some(trailers),
+                })
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        });
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+            .ok();
+    })
+    .await
 }
 
 /// The proxy with one `protocol = "http2"` pool of `backend`.
@@ -161,32 +171,23 @@ fn protocol_must_be_http1_or_http2() {
 /// with `REFUSED_STREAM`, as a server that is shutting the connection down does; counts its
 /// connections.
 async fn one_stream_per_connection_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&connections);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(stream).await else {
-                    return;
-                };
-                let mut answered = false;
-                while let Some(Ok((_, mut respond))) = connection.accept().await {
-                    if answered {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    answered = true;
-                    let response = Response::builder().status(200).body(()).unwrap();
-                    let mut body = respond.send_response(response, false).unwrap();
-                    body.send_data(Bytes::from_static(b"ok"), true).unwrap();
-                }
-            });
+    serve_counting(|stream| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        let mut answered = false;
+        while let Some(Ok((_, mut respond))) = connection.accept().await {
+            if answered {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                continue;
+            }
+            answered = true;
+            let response = Response::builder().status(200).body(()).unwrap();
+            let mut body = respond.send_response(response, false).unwrap();
+            body.send_data(Bytes::from_static(b"ok"), true).unwrap();
         }
-    });
-    (addr, connections)
+    })
+    .await
 }
 
 /// A stream the backend refuses unprocessed goes again on a fresh connection to the same
