@@ -16,9 +16,9 @@ pub enum ProxyError {
     /// No route takes the request's host and path.
     #[error("no route for this host and path")]
     NoRoute,
-    /// The path has an empty segment before a `..`: it routes one way or another depending on
-    /// whether slashes are merged first (`route::routing_path`).
-    #[error("ambiguous path: an empty segment before '..'")]
+    /// Backends read the path's `..` segments in different ways (`route::routing_path`): after
+    /// an empty segment, an escaped slash or a backslash, or with `;parameters`.
+    #[error("ambiguous path: backends read its '..' segments differently")]
     AmbiguousPath,
     /// The pool has no backend that may take a request now.
     #[error("no healthy backend in pool \"{pool}\"")]

@@ -122,14 +122,22 @@ pub fn host_name(authority: &str) -> &str {
 /// Matched raw, `/public/../admin` (or `/public/%2e%2e/admin`) took the `/public/` route while a
 /// backend that normalizes served `/admin`. The request is still forwarded as received.
 ///
-/// `None` for a path whose meaning depends on the order of those steps: an empty segment before
-/// a `..` (`/admin//../x` is `/x` once slashes merge, `/admin/x` by RFC 3986 alone). No client
-/// needs one, and backends disagree on it, so it is refused rather than routed one way.
+/// `None` for a path that backends read in different ways, so that any one reading could route
+/// it past a prefix another backend would have kept it under; no client needs one, and it is
+/// refused (400) rather than routed one way:
+/// - an empty segment before a `..` (`/admin//../x` is `/x` once slashes merge, `/admin/x` by
+///   RFC 3986 alone);
+/// - a `..` segment beside an escaped slash or a backslash (`/public/..%2Fadmin` is `/admin` to
+///   nginx, which decodes before it resolves dots, and to IIS with `\`);
+/// - a `..` segment with `;parameters` (`/public/..;/admin` is `/admin` to Tomcat).
 pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') || !needs_normalizing(path.as_bytes()) {
         return Some(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path);
+    if read_otherwise(&decoded) {
+        return None;
+    }
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();
     let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
     let mut trailing_slash = false;
@@ -159,17 +167,38 @@ pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(normal))
 }
 
-/// Whether `path` has an escape, a dot segment's start or a repeated slash: one pass, as most
-/// paths have none.
+/// Whether `path` has an escape, a backslash, a dot segment's start or a repeated slash: one
+/// pass, as most paths have none.
 fn needs_normalizing(path: &[u8]) -> bool {
     let mut previous = 0;
     for &byte in path {
-        if byte == b'%' || (previous == b'/' && (byte == b'.' || byte == b'/')) {
+        if byte == b'%' || byte == b'\\' || (previous == b'/' && (byte == b'.' || byte == b'/')) {
             return true;
         }
         previous = byte;
     }
     false
+}
+
+/// Whether some backends read a `..` segment in `decoded` (unreserved escapes decoded) where
+/// routing does not: behind an escaped slash or a backslash, or before `;parameters`. (A `.`
+/// removes nothing, whoever reads it.)
+fn read_otherwise(decoded: &str) -> bool {
+    let is_dots = |segment: &str| segment == "..";
+    let with_parameters = decoded
+        .split('/')
+        .any(|segment| segment.contains(';') && segment.split(';').next().is_some_and(is_dots));
+    if with_parameters {
+        return true;
+    }
+    if !(decoded.contains("%2F") || decoded.contains("%5C") || decoded.contains('\\')) {
+        return false;
+    }
+    let slashes = decoded
+        .replace("%2F", "/")
+        .replace("%5C", "/")
+        .replace('\\', "/");
+    slashes.split('/').any(is_dots)
 }
 
 /// `path` with the `%XX` escapes of unreserved characters (RFC 3986 section 2.3) decoded; every
@@ -183,7 +212,9 @@ fn decode_unreserved(path: &str) -> String {
             if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
                 out.push(byte as char);
             } else {
-                out.push_str(&path[i..i + 3]);
+                // Kept, in one case (RFC 3986 section 6.2.2.1): `%2f` is `%2F`.
+                out.push('%');
+                out.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
             }
             i += 3;
         } else {
@@ -208,8 +239,10 @@ mod tests {
             ("/public/../admin", "/admin"),
             ("/public/%2e%2e/admin", "/admin"),
             ("/public/%2E%2E/%61dmin", "/admin"),
-            ("/public/..%2fadmin/x", "/public/..%2fadmin/x"),
-            ("/admin/x%2F..%2F..%2Fpublic", "/admin/x%2F..%2F..%2Fpublic"),
+            ("/public/a%2fb", "/public/a%2Fb"),
+            ("/a;v=1/b", "/a;v=1/b"),
+            ("/a\\b/./c", "/a\\b/c"),
+            ("/public/.;x/admin", "/public/.;x/admin"),
             ("//admin", "/admin"),
             ("/a//b/./c/", "/a/b/c/"),
             ("/a/b/..", "/a/"),
@@ -227,7 +260,17 @@ mod tests {
         }
         assert!(matches!(routing_path("/a/b.c/d"), Some(Cow::Borrowed(_))));
         // Slashes merged first, or dot segments first: two answers, so none.
-        for ambiguous in ["/admin//../x", "/a//%2e%2e/", "/a//b/../.."] {
+        for ambiguous in [
+            "/admin//../x",
+            "/a//%2e%2e/",
+            "/a//b/../..",
+            "/public/..%2Fadmin/x",
+            "/public/..%2fadmin/x",
+            "/admin/x%2F..%2F..%2Fpublic",
+            "/public\\..\\admin",
+            "/public/..%5Cadmin",
+            "/public/..;/admin",
+        ] {
             assert_eq!(routing_path(ambiguous), None, "{ambiguous}");
         }
         assert!(
