@@ -225,6 +225,10 @@ pub struct Watched<S> {
 /// just closed).
 pub trait WriteNow {
     fn write_now(&self, bytes: &[u8]);
+
+    /// Whether [`WriteNow::write_now`] writes at all: an answer the guard cannot write is left
+    /// to hyper and screening.
+    fn can_write_now(&self) -> bool;
 }
 
 impl WriteNow for TcpStream {
@@ -232,10 +236,18 @@ impl WriteNow for TcpStream {
         // Best effort: the client may not even be reading.
         self.try_write(bytes).ok();
     }
+
+    fn can_write_now(&self) -> bool {
+        true
+    }
 }
 
 impl WriteNow for tokio_rustls::server::TlsStream<TcpStream> {
     fn write_now(&self, _: &[u8]) {}
+
+    fn can_write_now(&self) -> bool {
+        false
+    }
 }
 
 impl<S> Watched<S> {
@@ -257,7 +269,9 @@ impl<S> Watched<S> {
     }
 
     /// Follows the request heads in bytes just read; true when the head being read has a
-    /// request line too long for any target allowed.
+    /// request line too long for any target allowed and nothing else is in progress: no request
+    /// (its response is not cut into), and no head ended in these bytes (hyper has yet to serve
+    /// it; the line is judged on a later read).
     fn on_bytes(&mut self, bytes: &[u8]) -> bool {
         if self.speaks == Speaks::Unknown {
             // Decided on whole bytes: the HTTP/2 preface may arrive a few bytes at a time.
@@ -280,9 +294,13 @@ impl<S> Watched<S> {
         if head.heads.lost() {
             return false;
         }
+        let ended = head.heads.heads_ended();
         head.heads.read(bytes, clock::now_ms());
-        head.heads
-            .line_longer_than(self.timeouts.max_uri_bytes + REQUEST_LINE_SLACK)
+        head.heads.heads_ended() == ended
+            && self.watch.active.load(Ordering::Relaxed) == 0
+            && head
+                .heads
+                .line_longer_than(self.timeouts.max_uri_bytes + REQUEST_LINE_SLACK)
     }
 
     /// The deadline that applies now, and what passing it means.
@@ -380,7 +398,10 @@ impl<S: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.on_bytes(&buf.filled()[before..]) {
+                if buf.filled().len() > before
+                    && this.on_bytes(&buf.filled()[before..])
+                    && this.stream.can_write_now()
+                {
                     this.stream.write_now(URI_TOO_LONG);
                     this.watch.refused.store(414, Ordering::Relaxed);
                     return Poll::Ready(Err(io::Error::new(

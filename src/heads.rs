@@ -127,8 +127,7 @@ impl Heads {
     }
 
     /// Heads ended so far, while followed.
-    #[cfg(test)]
-    fn ended(&self) -> u64 {
+    pub fn heads_ended(&self) -> u64 {
         self.ended
     }
 
@@ -412,7 +411,7 @@ mod tests {
         stream.extend_from_slice(CHUNKED);
         for piece in [1, 2, 3, 5, 7, 64, stream.len()] {
             let mut heads = follow(&stream, piece);
-            assert_eq!(heads.ended(), 6, "pieces of {piece}");
+            assert_eq!(heads.heads_ended(), 6, "pieces of {piece}");
             assert_eq!(heads.open_since_ms(), None);
             assert_eq!(heads.had_content_length(3, line("POST", "/c")), Some(false));
             assert_eq!(heads.had_content_length(4, line("POST", "/s")), Some(true));
@@ -500,7 +499,7 @@ mod tests {
             );
             for piece in [1, 4, stream.len()] {
                 let mut heads = follow(&stream, piece);
-                assert_eq!(heads.ended(), 2, "{trailers:?} in pieces of {piece}");
+                assert_eq!(heads.heads_ended(), 2, "{trailers:?} in pieces of {piece}");
                 assert_eq!(heads.had_content_length(2, line("POST", "/s")), Some(true));
             }
         }

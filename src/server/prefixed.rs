@@ -73,6 +73,10 @@ impl<S: WriteNow> WriteNow for Prefixed<S> {
     fn write_now(&self, bytes: &[u8]) {
         self.stream.write_now(bytes);
     }
+
+    fn can_write_now(&self) -> bool {
+        self.stream.can_write_now()
+    }
 }
 
 #[cfg(test)]
