@@ -99,6 +99,8 @@ impl Backend {
             _ => false,
         };
         self.tls.store(tls);
+        self.connections
+            .set_plain(self.tls.load().is_none() && !self.http2());
         if !same {
             // Connections verified for another name or against other roots (or not at all)
             // are not reused: a CA taken out of `ca` must stop being trusted at once.
@@ -116,6 +118,8 @@ impl Backend {
         if self.http2.swap(http2, Ordering::Relaxed) != http2 {
             self.connections.clear();
         }
+        self.connections
+            .set_plain(self.tls.load().is_none() && !http2);
     }
 
     /// Selection weight.

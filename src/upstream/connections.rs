@@ -7,7 +7,7 @@
 //! are met. The stack lives in the `Backend`, so a reload that keeps the backend keeps them.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -52,6 +52,9 @@ pub struct Connections {
     /// Counts [`Connections::clear`]s: a connection busy at a clear was made under settings
     /// since changed, and is not taken back.
     epoch: AtomicU64,
+    /// The backend is not plain HTTP/1.1 now (TLS or HTTP/2): a plain connection busy when it
+    /// changed is closed at its end, not kept where nothing would take it or time it out.
+    plain_off: AtomicBool,
 }
 
 /// An idle connection and when it became idle.
@@ -165,7 +168,14 @@ impl Connections {
 
     /// Returns a plain connection whose response was read to its end.
     pub fn put_plain(&self, connection: Box<Plain>) {
-        push_idle(&mut self.lock_plain(), connection);
+        if !self.plain_off.load(Ordering::Relaxed) {
+            push_idle(&mut self.lock_plain(), connection);
+        }
+    }
+
+    /// Says whether the backend is spoken to on plain connections now.
+    pub fn set_plain(&self, plain: bool) {
+        self.plain_off.store(!plain, Ordering::Relaxed);
     }
 
     fn lock_plain(&self) -> std::sync::MutexGuard<'_, Vec<Idle<Box<Plain>>>> {

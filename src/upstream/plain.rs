@@ -172,6 +172,16 @@ impl Plain {
                     return Err(PlainError::Read(reason.to_owned()));
                 }
                 Ok(_) => received = true,
+                // The keep-alive race seen as a reset: the backend's RST behind its FIN.
+                Err(error)
+                    if !received
+                        && matches!(
+                            error.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        ) =>
+                {
+                    return Err(PlainError::ClosedEarly);
+                }
                 Err(error) => return Err(PlainError::Read(super::client::describe_io(&error))),
             }
         }
