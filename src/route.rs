@@ -135,10 +135,17 @@ pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path);
-    if read_otherwise(&decoded) {
+    let normal = resolve(&decoded)?;
+    if read_otherwise(&decoded, &normal) {
         return None;
     }
-    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    Some(Cow::Owned(normal))
+}
+
+/// `path` (starting with `/`) with `.` and `..` segments resolved and repeated slashes merged;
+/// `None` when an empty segment comes before a `..`.
+fn resolve(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
     let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
     let mut trailing_slash = false;
     let mut empty_before = false;
@@ -156,7 +163,7 @@ pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
         // `/a/`, `/a/.` and `/a/b/..` name a directory: the slash stays.
         trailing_slash = last && matches!(*segment, "" | "." | "..");
     }
-    let mut normal = String::with_capacity(decoded.len());
+    let mut normal = String::with_capacity(path.len());
     for name in &kept {
         normal.push('/');
         normal.push_str(name);
@@ -164,7 +171,7 @@ pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
     if trailing_slash || kept.is_empty() {
         normal.push('/');
     }
-    Some(Cow::Owned(normal))
+    Some(normal)
 }
 
 /// Whether `path` has an escape, a backslash, a dot segment's start or a repeated slash: one
@@ -180,25 +187,34 @@ fn needs_normalizing(path: &[u8]) -> bool {
     false
 }
 
-/// Whether some backends read a `..` segment in `decoded` (unreserved escapes decoded) where
-/// routing does not: behind an escaped slash or a backslash, or before `;parameters`. (A `.`
-/// removes nothing, whoever reads it.)
-fn read_otherwise(decoded: &str) -> bool {
-    let is_dots = |segment: &str| segment == "..";
-    let with_parameters = decoded
-        .split('/')
-        .any(|segment| segment.contains(';') && segment.split(';').next().is_some_and(is_dots));
-    if with_parameters {
-        return true;
-    }
-    if !(decoded.contains("%2F") || decoded.contains("%5C") || decoded.contains('\\')) {
+/// Whether some backends resolve the dot segments of `decoded` (unreserved escapes decoded) to
+/// another path than `normal`, routing's: those that first decode an escaped slash or read a
+/// backslash as one (nginx, IIS), or strip `;parameters` from segments (Tomcat). Their reading
+/// of `normal` must have no `..` left and resolve to what they make of `decoded`, or the `..`
+/// segments cross what they change.
+fn read_otherwise(decoded: &str, normal: &str) -> bool {
+    let changes = |path: &str| {
+        path.contains("%2F") || path.contains("%5C") || path.contains('\\') || path.contains(';')
+    };
+    if !changes(decoded) {
         return false;
     }
-    let slashes = decoded
-        .replace("%2F", "/")
-        .replace("%5C", "/")
-        .replace('\\', "/");
-    slashes.split('/').any(is_dots)
+    let theirs = |path: &str| -> String {
+        let slashes = path
+            .replace("%2F", "/")
+            .replace("%5C", "/")
+            .replace('\\', "/");
+        slashes
+            .split('/')
+            .map(|segment| segment.split(';').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let ours_read_theirs = theirs(normal);
+    if ours_read_theirs.split('/').any(|segment| segment == "..") {
+        return true;
+    }
+    resolve(&theirs(decoded)) != resolve(&ours_read_theirs)
 }
 
 /// `path` with the `%XX` escapes of unreserved characters (RFC 3986 section 2.3) decoded; every
@@ -243,6 +259,9 @@ mod tests {
             ("/a;v=1/b", "/a;v=1/b"),
             ("/a\\b/./c", "/a\\b/c"),
             ("/public/.;x/admin", "/public/.;x/admin"),
+            ("/a%2Fb/./c/../d;p", "/a%2Fb/d;p"),
+            ("/a%2fb/x/../y", "/a%2Fb/y"),
+            ("/a;v=1/../b", "/b"),
             ("//admin", "/admin"),
             ("/a//b/./c/", "/a/b/c/"),
             ("/a/b/..", "/a/"),
@@ -270,6 +289,8 @@ mod tests {
             "/public\\..\\admin",
             "/public/..%5Cadmin",
             "/public/..;/admin",
+            "/a%2Fb/../c",
+            "/a/b%2F../c",
         ] {
             assert_eq!(routing_path(ambiguous), None, "{ambiguous}");
         }
