@@ -6,6 +6,7 @@
 #   benches/instructions.sh                                   # this tree's release build
 #   BASELINE=67eaf5a benches/instructions.sh                  # and a build of that revision
 #   BASELINE=67eaf5a BASELINE_BIN=/tmp/fulcrum-67eaf5a benches/instructions.sh
+#   REQUEST=benches/post.lua benches/instructions.sh          # a small POST (hyper's client path)
 #
 # Prints, per build, the requests wrk made and instructions per request, and leaves the
 # callgrind profile in the work directory's copy under /tmp (kept: see the last line) for
@@ -17,6 +18,10 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-16}
 LOAD_CPU=${LOAD_CPU:-1}
+# A wrk script for the request made (default: wrk's GET of /, the plain exchange's path).
+REQUEST=${REQUEST:-}
+script=()
+[ -n "$REQUEST" ] && script=(-s "$REQUEST")
 BACKEND_PORT=${BACKEND_PORT:-18000}
 command -v valgrind >/dev/null || { echo "valgrind is not installed: apt-get install -y valgrind" >&2; exit 1; }
 
@@ -34,9 +39,10 @@ measure() { # name binary port: instructions per request of one build
   local pid=$!
   pids+=("$pid")
   wait_port "$port"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "${script[@]}" "http://127.0.0.1:$port/" >/dev/null
   callgrind_control -i on "$pid" >/dev/null 2>&1
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$port/" > "$work/$name.wrk"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" \
+    "http://127.0.0.1:$port/" > "$work/$name.wrk"
   callgrind_control -d "$pid" >/dev/null 2>&1
   local requests instructions profile
   requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
