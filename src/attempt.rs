@@ -180,7 +180,7 @@ pub async fn exchange(
 /// Whether `request`, not an upgrade, can go on a plain connection: the backend speaks HTTP/1.1
 /// without TLS.
 fn goes_plain(backend: &Backend, request: &Request<RequestBody>) -> bool {
-    backend.tls().is_none() && !backend.http2() && request.method() != Method::CONNECT
+    backend.is_plain() && request.method() != Method::CONNECT
 }
 
 /// [`exchange`] for a request without a body, on a plain connection.

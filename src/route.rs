@@ -193,10 +193,11 @@ fn needs_normalizing(path: &[u8]) -> bool {
 /// of `normal` must have no `..` left and resolve to what they make of `decoded`, or the `..`
 /// segments cross what they change.
 fn read_otherwise(decoded: &str, normal: &str) -> bool {
-    let changes = |path: &str| {
-        path.contains("%2F") || path.contains("%5C") || path.contains('\\') || path.contains(';')
-    };
-    if !changes(decoded) {
+    let changed_by_theirs = decoded.contains("%2F")
+        || decoded.contains("%5C")
+        || decoded.contains('\\')
+        || decoded.contains(';');
+    if !changed_by_theirs {
         return false;
     }
     let theirs = |path: &str| -> String {

@@ -109,8 +109,7 @@ pub(super) async fn forward<'a>(
         trail.backend = Some(Arc::clone(&backend));
         trail.span.record("backend", backend.address().as_str());
         // Timed only for the access log: two clock reads per attempt are not free.
-        let sent = state.access_log().map(|_| Instant::now());
-        trail.waiting_since = sent;
+        trail.waiting_since = state.access_log().map(|_| Instant::now());
         // Awaited through a pin: by value, the large future would be copied once more.
         let exchanged = pin!(attempt::exchange(
             state.client(),
