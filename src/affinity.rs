@@ -12,6 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
 
 use crate::balance::stable_hash;
+use crate::path::escaped_byte;
 
 /// `hash_key`: where a request's placement key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,15 +117,6 @@ pub fn percent_decode(segment: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The byte a `%XX` escape starting at `bytes[i]` stands for, if one starts there.
-pub fn escaped_byte(bytes: &[u8], i: usize) -> Option<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    match bytes.get(i..i + 3)? {
-        [b'%', hi, lo] => Some((hex(*hi)? * 16 + hex(*lo)?) as u8),
-        _ => None,
-    }
 }
 
 /// `[pool.NAME.sticky]`

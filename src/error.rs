@@ -16,7 +16,7 @@ pub enum ProxyError {
     /// No route takes the request's host and path.
     #[error("no route for this host and path")]
     NoRoute,
-    /// Backends read the path's `..` segments in different ways (`route::routing_path`): after
+    /// Backends read the path's `..` segments in different ways (`path::routing_path`): after
     /// an empty segment, an escaped slash or a backslash, or with `;parameters`.
     #[error("ambiguous path: backends read its '..' segments differently")]
     AmbiguousPath,

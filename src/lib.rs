@@ -22,6 +22,7 @@
 //! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
 //! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
 //! - `heads.rs`: the request heads in an HTTP/1 byte stream, followed through bodies' framing.
+//! - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
 //! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: certificates, SNI.
@@ -69,6 +70,7 @@ pub mod heads;
 pub mod inbound;
 pub mod metrics;
 pub mod names;
+pub mod path;
 pub mod pause;
 pub mod proxy;
 pub mod registry;

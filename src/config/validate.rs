@@ -384,7 +384,7 @@ impl Source<'_> {
             // Requests are matched by their normalized path: a prefix that normalizes to
             // something else could never match.
             let written = prefix.get_ref();
-            let normal = crate::route::routing_path(written);
+            let normal = crate::path::routing_path(written);
             if normal.as_deref() != Some(written.as_str()) {
                 return Err(self.error_at(
                     prefix,
