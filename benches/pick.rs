@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fulcrum::balance::Strategy;
-use fulcrum::config::Outlier;
+use fulcrum::config::{Outlier, Strategy};
 use fulcrum::upstream::{Backend, Policy, Pool};
 
 fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {

@@ -4,51 +4,20 @@
 //! The sticky cookie's value is an opaque token: a stable hash of the pool and the backend's
 //! address, so it reveals no address, is the same on every Fulcrum instance, and survives reloads
 //! that keep the backend. A value that names no backend of the pool is treated as absent.
+//!
+//! The settings themselves ([`HashKey`], [`Sticky`]) are plain config data
+//! (`config/affinity.rs`); this is what they do with requests and responses.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Uri};
 
 use crate::balance::stable_hash;
+use crate::config::{HashKey, Sticky};
 use crate::path::escaped_byte;
 
-/// `hash_key`: where a request's placement key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// `header:NAME`
-    Header(HeaderName),
-    /// `cookie:NAME`
-    Cookie(String),
-    /// `query:NAME`: the parameter's value, `%XX` escapes decoded (`+` kept as is).
-    Query(String),
-    /// `path`: the path without the query.
-    Path,
-    /// `client_ip`: the client connection's address (as text: `10.1.2.3`, `::1`).
-    ClientIp,
-}
-
 impl HashKey {
-    /// What `hash_key` accepts, for error messages.
-    pub const FORMS: &'static str = "header:NAME, cookie:NAME, query:NAME, path or client_ip";
-
-    /// Parses a config value such as `"header:x-user-id"`.
-    pub fn parse(text: &str) -> Result<HashKey, String> {
-        let invalid = || format!("hash_key {text:?} is not one of {}", HashKey::FORMS);
-        match text.split_once(':') {
-            None if text == "path" => Ok(HashKey::Path),
-            None if text == "client_ip" => Ok(HashKey::ClientIp),
-            Some((_, "")) | None => Err(invalid()),
-            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
-                .map(HashKey::Header)
-                .map_err(|_| invalid()),
-            Some(("cookie", name)) => Ok(HashKey::Cookie(name.to_owned())),
-            Some(("query", name)) => Ok(HashKey::Query(name.to_owned())),
-            Some(_) => Err(invalid()),
-        }
-    }
-
     /// The request's key, hashed; `None` when the request does not carry it, or carries it
     /// empty (`x-user-id:`, `sid=`, `?uid=`): as in nginx's `hash` and HAProxy's `balance hdr`,
     /// an empty key is no key, or every anonymous client would share one backend.
@@ -119,51 +88,7 @@ pub fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `[pool.NAME.sticky]`
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sticky {
-    pub cookie: String,
-    /// `Max-Age`, whole seconds, at least one; a session cookie when `None`.
-    pub max_age: Option<Duration>,
-    pub secure: bool,
-    pub http_only: bool,
-    /// `SameSite`; the browser's default (`Lax` in current browsers) when `None`.
-    pub same_site: Option<SameSite>,
-}
-
-/// The cookie's `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    Strict,
-    Lax,
-    /// Sent on cross-site requests too (iframes, SSO POST-backs); browsers require `Secure`.
-    None,
-}
-
-impl SameSite {
-    /// What `same_site` accepts, for error messages.
-    pub const FORMS: &'static str = "\"Strict\", \"Lax\" or \"None\"";
-
-    /// Parses a config value, in any case.
-    pub fn parse(text: &str) -> Option<SameSite> {
-        [SameSite::Strict, SameSite::Lax, SameSite::None]
-            .into_iter()
-            .find(|value| value.as_str().eq_ignore_ascii_case(text))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
-
 impl Sticky {
-    /// The default cookie name.
-    pub const DEFAULT_COOKIE: &'static str = "fulcrum_affinity";
-
     /// The token that names `backend` of `pool`.
     pub fn token(pool: &str, backend: &str) -> u64 {
         let mut material = Vec::with_capacity(pool.len() + backend.len() + 16);
@@ -204,17 +129,12 @@ impl Sticky {
     }
 }
 
-/// Whether `name` is a valid cookie name (an RFC 6265 token).
-pub fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::SameSite;
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::get(uri);
@@ -280,21 +200,6 @@ mod tests {
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("a+b"), "a+b");
         assert_eq!(percent_decode("plain"), "plain");
-    }
-
-    #[test]
-    fn bad_hash_keys_are_rejected() {
-        for bad in [
-            "",
-            "header:",
-            "header",
-            "cookie:",
-            "ip",
-            "body:x",
-            "header:bad name",
-        ] {
-            assert!(HashKey::parse(bad).is_err(), "{bad:?} must be rejected");
-        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
+//!   The value types a config holds (strategy, host pattern, affinity settings, certificates)
+//!   are config's too, so that config uses nothing above it.
 //! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
 //!   request is served from, held in an `ArcSwap`.
 //! - `route.rs`: host and path-prefix matching, first match wins.
@@ -25,7 +27,7 @@
 //! - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
 //! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
-//! - `tls/`: TLS termination with rustls: certificates, SNI.
+//! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
 //! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
 //! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain;
 //!   `server/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain

@@ -2,65 +2,14 @@
 //! are matched against the path normalized as nginx matches locations
 //! ([`crate::path::routing_path`]).
 //!
-//! Host patterns are lower-cased once when the config is read; requests are compared
-//! case-insensitively without allocating. The port of the request's host is ignored, and so is a
-//! trailing dot (`example.com.` is `example.com`).
+//! Host patterns ([`HostPattern`], config's) are lower-cased once when the config is read;
+//! requests are compared case-insensitively without allocating. The port of the request's host is
+//! ignored, and so is a trailing dot (`example.com.` is `example.com`).
 
 use std::sync::Arc;
 
+use crate::config::HostPattern;
 use crate::upstream::Pool;
-
-/// A route's `host`: an exact name, or `*.suffix` for any name below `suffix`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `api.example.com`
-    Exact(String),
-    /// `*.example.com`, stored as `.example.com`: matches `a.example.com` and `a.b.example.com`,
-    /// not `example.com` itself (as nginx's `*.example.com`).
-    Wildcard(String),
-}
-
-impl HostPattern {
-    /// Parses a config host such as `"api.example.com"` or `"*.example.com"`.
-    pub fn parse(text: &str) -> Result<HostPattern, String> {
-        let lower = text.to_ascii_lowercase();
-        let (name, wildcard) = match lower.strip_prefix("*.") {
-            Some(rest) => (rest, true),
-            None => (lower.as_str(), false),
-        };
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        if !valid {
-            return Err(format!(
-                "{text:?} is not a host name or \"*.domain\" pattern (no port, no other '*')"
-            ));
-        }
-        Ok(if wildcard {
-            HostPattern::Wildcard(format!(".{name}"))
-        } else {
-            HostPattern::Exact(name.to_owned())
-        })
-    }
-
-    /// Whether this is an exact name rather than a wildcard.
-    pub fn is_exact(&self) -> bool {
-        matches!(self, HostPattern::Exact(_))
-    }
-
-    /// Whether `host` (already stripped of its port) matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
-            HostPattern::Wildcard(suffix) => {
-                host.len() > suffix.len()
-                    && host.is_char_boundary(host.len() - suffix.len())
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
-        }
-    }
-}
 
 /// A route as the snapshot holds it, pointing at its pool.
 #[derive(Debug)]
@@ -119,7 +68,7 @@ pub fn host_name(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::Strategy;
+    use crate::config::Strategy;
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
         let policy = crate::upstream::Policy {
@@ -178,20 +127,5 @@ mod tests {
         assert_eq!(host_name("example.com"), "example.com");
         assert_eq!(host_name("[::1]:8080"), "[::1]");
         assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
-    }
-
-    #[test]
-    fn bad_patterns_are_rejected() {
-        for bad in [
-            "",
-            "*.",
-            "a*.com",
-            "*",
-            "example.com:80",
-            "ex ample.com",
-            "**.a.com",
-        ] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?} must be rejected");
-        }
     }
 }

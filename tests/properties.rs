@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use fulcrum::config::Config;
+use fulcrum::config::HostPattern;
 use fulcrum::headers::{ClientSide, rewrite_request};
-use fulcrum::route::HostPattern;
 use fulcrum::screen::screen;
 use fulcrum::state::State;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Version};

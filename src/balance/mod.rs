@@ -15,13 +15,13 @@ mod random;
 mod round_robin;
 mod weighted;
 
-use std::fmt;
-
 pub use hash::{HashRing, stable_hash};
 pub use least_conn::LeastConnections;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::Weighted;
+
+use crate::config::Strategy;
 
 /// What a balancer may ask about a pool's members, by index.
 pub trait Candidates {
@@ -35,51 +35,6 @@ pub trait Candidates {
     fn is_eligible(&self, index: usize) -> bool;
     /// Requests member `index` has in flight now; only `least_connections` asks.
     fn in_flight(&self, index: usize) -> usize;
-}
-
-/// The selection strategies a pool can be configured with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    RoundRobin,
-    Weighted,
-    LeastConnections,
-    Random,
-    ConsistentHash,
-}
-
-impl Strategy {
-    /// The config names, in the order error messages list them.
-    pub const NAMES: &'static str =
-        "round_robin, weighted, least_connections, random, consistent_hash";
-
-    /// Parses a config name such as `"least_connections"`.
-    pub fn from_name(name: &str) -> Option<Strategy> {
-        match name {
-            "round_robin" => Some(Strategy::RoundRobin),
-            "weighted" => Some(Strategy::Weighted),
-            "least_connections" => Some(Strategy::LeastConnections),
-            "random" => Some(Strategy::Random),
-            "consistent_hash" => Some(Strategy::ConsistentHash),
-            _ => None,
-        }
-    }
-
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::Weighted => "weighted",
-            Strategy::LeastConnections => "least_connections",
-            Strategy::Random => "random",
-            Strategy::ConsistentHash => "consistent_hash",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// A pool's selector: one strategy's state, built from the members' weights.
@@ -247,15 +202,6 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strategy_names_round_trip() {
-        for name in Strategy::NAMES.split(", ") {
-            let strategy = Strategy::from_name(name).expect("every listed name parses");
-            assert_eq!(strategy.name(), name);
-        }
-        assert_eq!(Strategy::from_name("fastest"), None);
-    }
 
     #[test]
     fn every_strategy_returns_none_when_nothing_is_eligible() {

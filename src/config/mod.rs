@@ -4,12 +4,19 @@
 //! - `validate.rs`: wire types to [`Config`], every rule checked, each fault named by line.
 //! - `units.rs`: durations such as `"2s"`.
 //! - `error.rs`: [`ConfigError`], which names file, line and key.
+//! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
+//!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
+//! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
 //!
 //! A `Config` is plain data: building the live snapshot from it is `state.rs`.
 
+mod affinity;
+mod certs;
 mod error;
+mod host;
 mod limits;
 mod pools;
+mod strategy;
 mod tls;
 mod units;
 mod validate;
@@ -22,12 +29,11 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+pub use affinity::{HashKey, SameSite, Sticky};
 pub use error::ConfigError;
+pub use host::HostPattern;
+pub use strategy::Strategy;
 pub use units::{parse_duration, parse_size};
-
-use crate::affinity::{HashKey, Sticky};
-use crate::balance::Strategy;
-use crate::route::HostPattern;
 
 /// Default `[server] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::affinity::valid_cookie_name;
+use super::certs;
 use super::validate::{Source, parse_backend_address};
 use super::wire;
 use super::{
-    BackendConfig, ConfigError, DEFAULT_RETRIES, ExpectStatus, HealthCheck, MAX_RETRIES,
-    MAX_WEIGHT, Outlier, PoolConfig,
+    BackendConfig, ConfigError, DEFAULT_RETRIES, ExpectStatus, HashKey, HealthCheck, MAX_RETRIES,
+    MAX_WEIGHT, Outlier, PoolConfig, SameSite, Sticky, Strategy,
 };
-use crate::affinity::{HashKey, SameSite, Sticky, valid_cookie_name};
-use crate::balance::Strategy;
 use rustls_pki_types::CertificateDer;
 
 impl Source<'_> {
@@ -107,9 +107,9 @@ impl Source<'_> {
             self.error_at(ca, format!("pool.{pool}.ca: {}: {reason}", path.display()))
         };
         let roots = CertificateDer::pem_file_iter(&path)
-            .map_err(|err| fail(crate::tls::describe_pem_error(&err)))?
+            .map_err(|err| fail(certs::describe(&err)))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| fail(crate::tls::describe_pem_error(&err)))?;
+            .map_err(|err| fail(certs::describe(&err)))?;
         if roots.is_empty() {
             return Err(fail("no certificate found".to_owned()));
         }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::HostPattern;
+use super::certs::{Faulty, load_certified_key};
 use super::validate::Source;
 use super::{Certificate, ConfigError, TlsConfig, TlsVersion, wire};
-use crate::route::HostPattern;
-use crate::tls::Faulty;
 
 impl Source<'_> {
     pub(super) fn tls(&self, tls: &Spanned<wire::Tls>) -> Result<TlsConfig, ConfigError> {
@@ -59,15 +59,14 @@ impl Source<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let cert = self.beside_config(table.cert.get_ref());
         let key = self.beside_config(table.key.get_ref());
-        let key_pair =
-            crate::tls::load_certified_key(&cert, &key).map_err(|fault| match fault {
-                Faulty::Cert(reason) => {
-                    self.error_at(&table.cert, format!("tls.certificates cert: {reason}"))
-                }
-                Faulty::Key(reason) => {
-                    self.error_at(&table.key, format!("tls.certificates key: {reason}"))
-                }
-            })?;
+        let key_pair = load_certified_key(&cert, &key).map_err(|fault| match fault {
+            Faulty::Cert(reason) => {
+                self.error_at(&table.cert, format!("tls.certificates cert: {reason}"))
+            }
+            Faulty::Key(reason) => {
+                self.error_at(&table.key, format!("tls.certificates key: {reason}"))
+            }
+        })?;
         Ok(Certificate {
             hosts,
             cert,

@@ -8,13 +8,13 @@ use std::time::Duration;
 use http::uri::Authority;
 use toml::Spanned;
 
+use super::HostPattern;
 use super::units::parse_duration;
 use super::wire;
 use super::{
     AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE,
     Log, PoolConfig, RouteConfig, Server, TlsConfig,
 };
-use crate::route::HostPattern;
 
 /// Parses and checks `text`, read from `path`.
 pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -469,7 +469,7 @@ pub fn parse_backend_address(text: &str) -> Result<Authority, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::Strategy;
+    use crate::config::Strategy;
     use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
     const GOOD: &str = r#"

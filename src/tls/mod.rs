@@ -1,13 +1,13 @@
 //! TLS termination with rustls (the `ring` provider: no C toolchain needed).
 //!
-//! - `certs.rs`: a certificate chain and its key, loaded from PEM files and checked to match.
 //! - `sni.rs`: which certificate a handshake gets, by its server name (SNI).
+//!
+//! The certificates themselves are read and checked with the config (`config/certs.rs`).
 //!
 //! The rustls `ServerConfig` is built from the config at start and on every reload, and swapped
 //! in for new handshakes; connections already up keep the certificate they started with. ALPN
 //! offers `h2` and `http/1.1`.
 
-mod certs;
 mod sni;
 
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 
-pub use certs::{Faulty, describe as describe_pem_error, load_certified_key};
 pub use sni::ByServerName;
 
 use crate::config::{TlsConfig, TlsVersion};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::route::HostPattern;
+use crate::config::HostPattern;
 
 /// Certificates by the hosts they serve.
 #[derive(Debug)]

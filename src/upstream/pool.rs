@@ -14,8 +14,7 @@ use tracing::{info, warn};
 
 use super::tier::Tier;
 use super::{Backend, RetryBudget};
-use crate::affinity::{HashKey, Sticky};
-use crate::balance::Strategy;
+use crate::config::{HashKey, Sticky, Strategy};
 use crate::config::{HealthCheck, Outlier};
 use crate::metrics::PoolStats;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::Backend;
 use super::health::BackendState;
-use crate::balance::{Balancer, Candidates, Member, Strategy};
+use crate::balance::{Balancer, Candidates, Member};
+use crate::config::Strategy;
 
 /// Backends of one role and their balancer.
 #[derive(Debug)]
