@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use crate::access::{AccessLog, Sinks};
 use crate::config::{Config, ConfigError};
-use crate::metrics::Counter;
 use crate::registry::{Entry, Registry, RegistryError};
 use crate::server::{Listeners, Server};
 use crate::state::{SharedState, State};
+use crate::telemetry::access::{AccessLog, Sinks};
+use crate::telemetry::metrics::Counter;
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]

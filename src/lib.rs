@@ -36,9 +36,9 @@
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
 //! - `watch.rs`: reload when the config file changes.
 //! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
-//! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`.
-//! - `access/`: the access log, a line per request, written off the request path.
-//! - `metrics/`: lock-free counts on the request path and their Prometheus exposition.
+//! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`, the Prometheus exposition.
+//! - `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
+//!   log, a line per request, written off the request path.
 //!
 //! # The life of one request
 //! 1. `server/` accepts the connection and hands each request to `Proxy::handle`.
@@ -53,7 +53,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod affinity;
@@ -70,7 +69,6 @@ pub mod guard;
 pub mod headers;
 pub mod heads;
 pub mod inbound;
-pub mod metrics;
 pub mod names;
 pub mod path;
 pub mod pause;
@@ -81,6 +79,7 @@ pub mod route;
 pub mod screen;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

@@ -17,10 +17,10 @@ use http::uri::Authority;
 use arc_swap::ArcSwap;
 use tracing::debug;
 
-use crate::access::AccessLog;
 use crate::config::{BackendConfig, Config, Limits, PoolConfig, Timeouts};
-use crate::metrics::Outcomes;
 use crate::route::Route;
+use crate::telemetry::access::AccessLog;
+use crate::telemetry::metrics::Outcomes;
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{self, Backend, Client, Policy, Pool, checker, transitions};
 
@@ -272,7 +272,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::upstream::health::{AdminState, BackendState};
+    use crate::telemetry::metrics::BackendState;
+    use crate::upstream::health::AdminState;
 
     fn config(text: &str) -> Config {
         Config::parse(text, Path::new("t.toml")).unwrap()

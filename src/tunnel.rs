@@ -18,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, oneshot};
 use tracing::debug;
 
-use crate::access::{AccessLog, Entry};
 use crate::clock;
 use crate::guard;
+use crate::telemetry::access::{AccessLog, Entry};
 use crate::upstream::InFlight;
 
 /// Where the upgrade request's access log entry is handed to its tunnel, once the 101 is answered.

@@ -16,7 +16,11 @@
 //! are `{"error": "..."}`: 400 for bad JSON or values, 404 for an unknown pool, backend or
 //! endpoint, 405 for a wrong method, 409 for a conflict (an address the file already lists), 422
 //! for a rejected reload.
+//!
+//! Reads are answered by `views.rs` (`GET /metrics` rendered by `exposition.rs`), changes by
+//! `handlers.rs`.
 
+mod exposition;
 mod handlers;
 mod views;
 

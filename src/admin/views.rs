@@ -8,7 +8,7 @@ use http::{HeaderValue, Response, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::Reply;
+use super::{Reply, exposition};
 
 use crate::clock;
 use crate::control::{ConfigStatus, Control, RegistryChange};
@@ -89,18 +89,18 @@ pub async fn metrics(control: &Control) -> Reply {
         .iter()
         .map(|&change| (change.name(), control.registry_changes(change)))
         .collect();
-    let process = crate::metrics::Process {
+    let process = exposition::Process {
         listeners,
         reloads_succeeded,
         reloads_failed,
         registry_changes,
         access_log_dropped: control.access_log_dropped(),
     };
-    let text = crate::metrics::render(control.state().load_full(), process);
+    let text = exposition::render(control.state().load_full(), process);
     let mut reply = Response::new(Full::new(Bytes::from(text)));
     reply.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        HeaderValue::from_static(exposition::CONTENT_TYPE),
     );
     reply
 }

@@ -20,11 +20,11 @@ use crate::error::ProxyError;
 use crate::guard::Watch;
 use crate::headers;
 use crate::inbound::{BodyRules, Inbound};
-use crate::metrics::RetryReason;
 use crate::path::routing_path;
 use crate::route::host_name;
 use crate::screen;
 use crate::state::State;
+use crate::telemetry::metrics::RetryReason;
 use crate::tunnel::{self, Tunnels};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
 

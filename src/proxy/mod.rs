@@ -22,6 +22,8 @@
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
 //! - `target.rs`: the head as the backend receives it.
 //! - `answer.rs`: the answers the proxy writes itself.
+//! - `logged.rs`: the response body sent to the client, which finishes the access log entry and
+//!   the request's activity on its connection when it ends.
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -36,22 +38,25 @@ use tokio::sync::oneshot;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
 
-use crate::access::{AccessLog, Entry, Logged};
 use crate::clock;
 use crate::config::{Limits, Timeouts};
 use crate::error::ProxyError;
 use crate::guard::Watch;
 use crate::heads::StartLine;
-use crate::metrics::Outcomes;
 use crate::request_id;
 use crate::screen;
 use crate::state::{SharedState, State};
+use crate::telemetry::access::{AccessLog, Entry};
+use crate::telemetry::metrics::Outcomes;
 use crate::tunnel::Tunnels;
 use crate::upstream::{Backend, Pool};
 
 mod answer;
 mod forward;
+mod logged;
 mod target;
+
+pub use logged::Logged;
 
 use answer::{error_response, local_response, redirect_response};
 use forward::forward;

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub struct ListenerStats {
     address: String,
     open: AtomicI64,
-    accepted: crate::metrics::Counter,
+    accepted: crate::telemetry::metrics::Counter,
     /// Connections closed at once because a connection limit was reached.
-    pub(super) rejected: crate::metrics::Counter,
+    pub(super) rejected: crate::telemetry::metrics::Counter,
 }
 
 impl ListenerStats {

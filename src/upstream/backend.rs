@@ -13,7 +13,7 @@ use http::uri::Authority;
 use super::connections::Connections;
 use super::health::Health;
 use super::tls::UpstreamTls;
-use crate::metrics::BackendStats;
+use crate::telemetry::metrics::BackendStats;
 use arc_swap::ArcSwapOption;
 
 /// A backend server of a pool.

@@ -15,59 +15,14 @@
 //! Each input is kept apart (so ending an ejection does not forget a failing health check), and
 //! the state is computed from all of them when asked. Everything is an atomic: the request path
 //! reads three words and takes no lock.
+//!
+//! The states are named by [`BackendState`], telemetry's: the metrics count changes by it.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock;
-
-/// What a backend is now, highest precedence first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendState {
-    Disabled,
-    Draining,
-    Ejected,
-    Unhealthy,
-    Healthy,
-}
-
-impl BackendState {
-    pub const ALL: [BackendState; 5] = [
-        BackendState::Healthy,
-        BackendState::Unhealthy,
-        BackendState::Ejected,
-        BackendState::Draining,
-        BackendState::Disabled,
-    ];
-
-    /// Its position in [`BackendState::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            BackendState::Healthy => 0,
-            BackendState::Unhealthy => 1,
-            BackendState::Ejected => 2,
-            BackendState::Draining => 3,
-            BackendState::Disabled => 4,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendState::Disabled => "disabled",
-            BackendState::Draining => "draining",
-            BackendState::Ejected => "ejected",
-            BackendState::Unhealthy => "unhealthy",
-            BackendState::Healthy => "healthy",
-        }
-    }
-}
-
-impl fmt::Display for BackendState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::telemetry::metrics::BackendState;
 
 /// An operator's setting for a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use super::tier::Tier;
 use super::{Backend, RetryBudget};
 use crate::config::{HashKey, Sticky, Strategy};
 use crate::config::{HealthCheck, Outlier};
-use crate::metrics::PoolStats;
+use crate::telemetry::metrics::{BackendState, PoolStats};
 
 /// Whether a backend is a primary or a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +272,7 @@ impl Pool {
         // Live traffic can eject a backend again before the pool's watcher has seen the last
         // ejection run out: that end is reported first, so each ejection and each end of one
         // is one event (reporting compares with the state now: nothing if it is still ejected).
-        if backend.stats().last_state() == super::health::BackendState::Ejected {
+        if backend.stats().last_state() == BackendState::Ejected {
             super::transitions::report(&self.name, backend, "ejection period over");
         }
         if let Some(period) = backend
@@ -318,7 +318,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::upstream::health::{AdminState, BackendState};
+    use crate::upstream::health::AdminState;
     use http::uri::Authority;
 
     fn backends(ports: &[u16]) -> Vec<Arc<Backend>> {

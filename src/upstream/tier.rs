@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Backend;
-use super::health::BackendState;
 use crate::balance::{Balancer, Candidates, Member};
 use crate::config::Strategy;
+use crate::telemetry::metrics::BackendState;
 
 /// Backends of one role and their balancer.
 #[derive(Debug)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::health::BackendState;
 use super::{Backend, Pool};
+use crate::telemetry::metrics::BackendState;
 
 /// How often a pool's watcher looks for changes nobody made explicitly.
 const WATCH_EVERY: Duration = Duration::from_millis(250);

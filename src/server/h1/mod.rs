@@ -44,7 +44,7 @@ use tracing::debug;
 use super::Shared;
 use super::connection::{Connection, serve_connection};
 use super::prefixed::Prefixed;
-use crate::access::Logged;
+use crate::proxy::Logged;
 use crate::{arena, clock};
 
 mod date;

@@ -24,9 +24,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::date;
 use super::request::lists;
-use crate::access::Logged;
 use crate::arena;
 use crate::headers::strip_trailer_fields;
+use crate::proxy::Logged;
 
 /// Bytes gathered before they are written, however much more body is ready.
 const FLUSH_AT: usize = 64 * 1024;

@@ -10,10 +10,9 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{HistogramSnapshot, Outcomes};
 use crate::server::ListenerStats;
 use crate::state::State;
-use crate::upstream::health::BackendState;
+use crate::telemetry::metrics::{BackendState, HistogramSnapshot, Outcomes, RetryReason};
 use crate::upstream::{Backend, Pool};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -227,7 +226,7 @@ impl Scrape {
             MetricType::Counter,
         )?;
         for pool in self.state.pools() {
-            for reason in super::RetryReason::ALL {
+            for reason in RetryReason::ALL {
                 let labels = [("pool", &**pool.name()), ("reason", reason.name())];
                 counter(&mut family, &labels, pool.stats().retries(reason))?;
             }

@@ -3,11 +3,11 @@
 //! reloads included), a pool (`PoolStats`, carried from one snapshot's pool to the next by name),
 //! and requests that matched no route (`Outcomes` held by the snapshot, carried the same way).
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::series::{Counter, Histogram, StatusCounts};
-use crate::upstream::health::BackendState;
 
 /// Responses by status code and the time to their head.
 #[derive(Debug, Default)]
@@ -21,6 +21,53 @@ impl Outcomes {
     pub fn record(&self, status: u16, elapsed: Duration) {
         self.codes.add(status);
         self.duration.observe(elapsed);
+    }
+}
+
+/// What a backend is now, highest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Disabled,
+    Draining,
+    Ejected,
+    Unhealthy,
+    Healthy,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 5] = [
+        BackendState::Healthy,
+        BackendState::Unhealthy,
+        BackendState::Ejected,
+        BackendState::Draining,
+        BackendState::Disabled,
+    ];
+
+    /// Its position in [`BackendState::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            BackendState::Healthy => 0,
+            BackendState::Unhealthy => 1,
+            BackendState::Ejected => 2,
+            BackendState::Draining => 3,
+            BackendState::Disabled => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Disabled => "disabled",
+            BackendState::Draining => "draining",
+            BackendState::Ejected => "ejected",
+            BackendState::Unhealthy => "unhealthy",
+            BackendState::Healthy => "healthy",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

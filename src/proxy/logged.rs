@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::{AccessLog, Entry};
 use crate::body::{BoxError, ProxyBody};
 use crate::guard::Active;
+use crate::telemetry::access::{AccessLog, Entry};
 
 /// A response body, its request's access log entry (when the access log is on), and the
 /// request's activity on its connection.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::config::{AccessFormat, AccessPath, Log};
-use crate::metrics::Counter;
+use crate::telemetry::metrics::Counter;
 
 /// Lines queued for the writer at most; beyond it, lines are dropped (and counted). Enough for
 /// a [`WAKE_EVERY`] of a few hundred thousand requests per second.

@@ -2,7 +2,9 @@
 //!
 //! - `entry.rs`: what a line says, and its two formats (JSON, NCSA common).
 //! - `writer.rs`: the writer thread, its bounded queue, and reopening for log rotation.
-//! - `logged.rs`: the response body that finishes a request's entry when it ends.
+//!
+//! The response body that finishes a request's entry when it ends is the proxy's
+//! (`proxy/logged.rs`).
 //!
 //! The request path formats its line (a few hundred bytes) and hands it to the queue without
 //! waiting: a slow disk never holds a request, and when the queue is full the line is dropped
@@ -10,9 +12,7 @@
 //! (tracing, on stderr) are separate.
 
 mod entry;
-mod logged;
 mod writer;
 
 pub use entry::Entry;
-pub use logged::Logged;
 pub use writer::{AccessLog, Sinks};
