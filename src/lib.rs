@@ -14,10 +14,10 @@
 //! - `proxy/`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
-//! - `inbound.rs`: the client's request body as read: counted, limited, timed, trailers screened.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
-//! - `body.rs`: request and response body types, streamed without buffering.
+//! - `body/`: the client's request body as read (`inbound.rs`: counted, limited, timed, trailers
+//!   screened), and request and response body types (`request.rs`), streamed without buffering.
 //! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //! - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
@@ -68,7 +68,6 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod heads;
-pub mod inbound;
 pub mod names;
 pub mod path;
 pub mod pause;

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::inbound::ClientBody;
+use crate::body::ClientBody;
 use http::{HeaderValue, Request, Response, Version, header};
 use hyper::body::Body;
 use tokio::sync::oneshot;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::inbound::ClientBody;
+use crate::body::ClientBody;
 use http::{HeaderValue, Method, Request, Uri, header};
 
 use crate::attempt::Head;

@@ -18,9 +18,9 @@ use super::Shared;
 use super::stats::OpenConnection;
 use crate::admission::Admitted;
 use crate::arena;
+use crate::body::ClientBody;
 use crate::config::{self, Limits};
 use crate::guard::{self, Watched, WriteNow};
-use crate::inbound::ClientBody;
 
 /// hyper's smallest read buffer.
 const MIN_BUF_SIZE: usize = 8192;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::Backend;
 use super::connections::{self, Sender};
 use super::plain::Plain;
-use crate::inbound::BodyError;
+use crate::body::BodyError;
 
 /// How long a pooled connection, just returned, may take to become ready again.
 const READY_WAIT: Duration = Duration::from_secs(1);

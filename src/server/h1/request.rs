@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use crate::inbound::ClientBody;
+use crate::body::ClientBody;
 use crate::{arena, names};
 
 /// hyper's default count of request header fields, the largest this connection parses.

@@ -19,7 +19,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::inbound::{BodyError, Inbound};
+use super::{BodyError, Inbound};
 use crate::pause::Pause;
 use crate::upstream::{InFlight, PlainBody, Sender};
 
