@@ -25,9 +25,9 @@ use hyper::client::conn::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::arena;
-use crate::body::{Leftover, RequestBody, UpstreamBody};
+use crate::body::{Leftover, RequestBody};
 use crate::upstream::{
-    Backend, Client, Failure, PlainError, Sender, classify, for_http2, innermost,
+    Backend, Client, Failure, PlainError, Sender, UpstreamBody, classify, for_http2, innermost,
 };
 
 /// How long to wait for a dropped request body to report what it sent. It reports as it is

@@ -12,6 +12,7 @@
 //! forwarding headers the proxy owns. `[server] underscores_in_headers = true` keeps them.
 //!
 //! Everything here is a pure function of a header map, so it is unit-tested without sockets.
+//! What a trailer may carry is the body's business (`body/trailers.rs`).
 
 use std::net::IpAddr;
 
@@ -194,34 +195,6 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
     }
 }
 
-/// Fields a trailer must not carry (RFC 9110 section 6.5.1): framing, routing, authentication,
-/// connection management and the proxy's own. Whatever a client puts after the body cannot
-/// change how a backend frames, routes or trusts the request.
-const NOT_IN_TRAILERS: [&str; 22] = [
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "proxy-authorization",
-    "authorization",
-    "cookie",
-    "content-type",
-    "content-encoding",
-    "content-range",
-    "expect",
-    "max-forwards",
-    "via",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-];
-
 /// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1.1 backend must get
 /// them as one, joined with "; " (RFC 9113 section 8.2.3).
 fn join_cookies(headers: &mut HeaderMap) {
@@ -236,13 +209,6 @@ fn join_cookies(headers: &mut HeaderMap) {
         .collect();
     if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
         headers.insert(header::COOKIE, value);
-    }
-}
-
-/// Removes from `trailers` every field a trailer must not carry.
-pub fn strip_trailer_fields(trailers: &mut HeaderMap) {
-    for name in NOT_IN_TRAILERS {
-        trailers.remove(name);
     }
 }
 

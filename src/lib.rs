@@ -16,8 +16,8 @@
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
-//! - `body/`: the client's request body as read (`inbound.rs`: counted, limited, timed, trailers
-//!   screened), and request and response body types (`request.rs`), streamed without buffering.
+//! - `body/`: the request body, streamed without buffering: as read from the client (counted,
+//!   limited, timed, trailers screened) and as sent to a backend (kept for replay).
 //! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //! - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::headers::strip_trailer_fields;
+use super::strip_trailer_fields;
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tracing::{debug, warn};
 
+use super::ProxyBody;
 use super::target::request_host;
-use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::route::host_name;
 use crate::screen;

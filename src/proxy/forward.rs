@@ -11,10 +11,10 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::Trail;
 use super::target::{prepare, request_host};
+use super::{ProxyBody, Trail};
 use crate::attempt::{self, Cause, Failed, Head, Replay, Report, is_idempotent};
-use crate::body::{BodyRules, ClientBody, Inbound, ProxyBody, Relayed, RequestBody, UpstreamBody};
+use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
 use crate::error::ProxyError;
 use crate::guard::Watch;
 use crate::headers;
@@ -24,7 +24,7 @@ use crate::screen;
 use crate::state::State;
 use crate::telemetry::metrics::RetryReason;
 use crate::tunnel::{self, Tunnels};
-use crate::upstream::{Backend, Failure, InFlight, Pool, Sender};
+use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, Sender, UpstreamBody};
 
 /// Routes `request` to its pool and makes attempts on its backends until one answers or the
 /// retry rules say stop; `trail` records where it went.

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::body::{BoxError, ProxyBody};
+use super::ProxyBody;
+use crate::body::BoxError;
 use crate::guard::Active;
 use crate::telemetry::access::{AccessLog, Entry};
 

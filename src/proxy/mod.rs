@@ -52,10 +52,12 @@ use crate::tunnel::Tunnels;
 use crate::upstream::{Backend, Pool};
 
 mod answer;
+mod body;
 mod forward;
 mod logged;
 mod target;
 
+pub use body::ProxyBody;
 pub use logged::Logged;
 
 use answer::{error_response, local_response, redirect_response};
@@ -215,7 +217,7 @@ impl Proxy {
 /// hyper ends it so, but would still have said `Connection: keep-alive` to a client that asked
 /// for it, and a request the client sent behind it would be lost unanswered. Saying `close`, as
 /// nginx does, keeps the promise.
-fn close_if_unsized(response: &mut Response<crate::body::ProxyBody>) {
+fn close_if_unsized(response: &mut Response<ProxyBody>) {
     let unsized_body = response.body().size_hint().exact().is_none()
         && !response.headers().contains_key(header::CONTENT_LENGTH);
     if unsized_body {

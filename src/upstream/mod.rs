@@ -14,6 +14,7 @@
 //! - `plain.rs`: bodyless requests to plain-HTTP/1.1 backends, exchanged by the request's own
 //!   task instead of a hyper connection task.
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
+//! - `relayed.rs`: a backend's response body, relayed, recycling its connection when read whole.
 //!
 //! This module does not route, rewrite headers or build responses: that is `proxy.rs`.
 
@@ -25,6 +26,7 @@ pub mod connections;
 pub mod health;
 mod plain;
 mod pool;
+mod relayed;
 mod sender;
 mod tier;
 pub mod tls;
@@ -36,4 +38,5 @@ pub use client::{Client, Failure, classify, describe_io, innermost};
 pub use connections::Sender;
 pub use plain::{Plain, PlainBody, PlainError};
 pub use pool::{Policy, Pool, Role};
+pub use relayed::{Relayed, UpstreamBody};
 pub use sender::for_http2;

@@ -28,8 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::connections::{MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS};
-use crate::body::RequestBody;
-use crate::headers;
+use crate::body::{RequestBody, strip_trailer_fields};
 use crate::{arena, clock, names};
 
 /// How much room each read asks for.
@@ -518,7 +517,7 @@ impl PlainBody {
                     Ok(Some(true)) => {
                         self.reading = Reading::Done;
                         return Poll::Ready(self.trailers.take().map(|mut trailers| {
-                            headers::strip_trailer_fields(&mut trailers);
+                            strip_trailer_fields(&mut trailers);
                             Ok(Frame::trailers(trailers))
                         }));
                     }

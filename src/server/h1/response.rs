@@ -25,7 +25,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::date;
 use super::request::lists;
 use crate::arena;
-use crate::headers::strip_trailer_fields;
+use crate::body::strip_trailer_fields;
 use crate::proxy::Logged;
 
 /// Bytes gathered before they are written, however much more body is ready.

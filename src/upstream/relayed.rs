@@ -1,0 +1,162 @@
+//! A backend's response body on its way to the client: read by hyper's client connection, or by
+//! the request's own task on a plain connection ([`UpstreamBody`]), and carrying the backend's
+//! in-flight guard, so the request counts as in flight until its body is done or dropped
+//! ([`Relayed`]). The proxy sends it to the client inside its own response body
+//! (`proxy/body.rs`).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tracing::warn;
+
+use super::{InFlight, PlainBody, Sender};
+use crate::body::BoxError;
+use crate::pause::Pause;
+
+/// A backend's response body, with what must happen when it ends: the request stops counting as
+/// in flight, and the connection it came on goes back to its backend's idle stack, but only if
+/// the body was read to its end (a connection with unread bytes cannot carry another exchange).
+/// A backend that pauses mid-body for longer than `timeouts.response_body_idle` is given up on,
+/// as nginx's `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error,
+/// so the client's connection (HTTP/2: stream) is cut rather than left waiting forever.
+#[derive(Debug)]
+pub struct Relayed {
+    body: UpstreamBody,
+    in_flight: InFlight,
+    /// hyper's connection the body came on, and the backend's connections' epoch when it was
+    /// taken or made: one from before a reload changed its settings (TLS roots) is not taken
+    /// back. A plain connection is inside its body.
+    connection: Option<(Sender, u64)>,
+    /// The backend's pause between two frames, against the longest allowed.
+    pause: Pause,
+}
+
+/// A backend's response body: read by hyper's client connection, or by this request's task.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Plain(PlainBody),
+}
+
+impl Relayed {
+    pub fn new(
+        body: UpstreamBody,
+        in_flight: InFlight,
+        connection: Option<(Sender, u64)>,
+        idle: Duration,
+    ) -> Relayed {
+        Relayed {
+            body,
+            in_flight,
+            connection,
+            pause: Pause::new(idle),
+        }
+    }
+
+    /// The next frame, or an error once the backend has paused longer than `idle`.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.pause.progressed();
+            if let Poll::Ready(Some(Err(error))) = &polled {
+                self.cut_short(error.as_ref());
+            }
+            return polled;
+        }
+        if !self.pause.over(cx) {
+            return Poll::Pending;
+        }
+        let idle = self.pause.limit();
+        let error: BoxError = format!("the backend sent nothing of the body for {idle:?}").into();
+        self.cut_short(error.as_ref());
+        Poll::Ready(Some(Err(error)))
+    }
+
+    /// Says that the response body ended in `error`: its status and head went to the client
+    /// already (and to the access log), so this line is where a truncated response shows, as
+    /// nginx's "upstream prematurely closed connection".
+    fn cut_short(&self, error: &(dyn std::error::Error + 'static)) {
+        warn!(
+            backend = %self.in_flight.backend().address(),
+            %error,
+            "response body from the backend cut short: the client's response is incomplete"
+        );
+    }
+
+    fn recycle(&mut self) {
+        let connections = self.in_flight.backend().connections();
+        if let Some((connection, epoch)) = self.connection.take() {
+            connections.put(connection, epoch);
+        }
+        if let UpstreamBody::Plain(body) = &mut self.body
+            && let Some(connection) = body.reusable()
+        {
+            connections.put_plain(connection);
+        }
+    }
+}
+
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = this.poll_body(cx);
+        if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.recycle();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Plain(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Plain(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Plain(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.recycle();
+        }
+    }
+}
