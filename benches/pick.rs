@@ -47,7 +47,7 @@ const KEYS: usize = 1 << 16;
 /// Distinct users' keys, hashed as the proxy hashes them.
 fn keys() -> Vec<u64> {
     (0..KEYS as u64)
-        .map(|i| fulcrum::balance::stable_hash(&i.to_le_bytes()))
+        .map(|i| fulcrum::upstream::balance::stable_hash(&i.to_le_bytes()))
         .collect()
 }
 

@@ -7,10 +7,10 @@
 //! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
 //!   request is served from, held in an `ArcSwap`.
 //! - `route.rs`: host and path-prefix matching, first match wins.
-//! - `affinity.rs`: consistent-hash keys and sticky-session cookies.
-//! - `balance/`: the selection strategies, pure and synchronous, one file each.
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client (hyper's,
-//!   and `plain.rs`, the HTTP/1.1 exchange a bodyless request drives in its own task).
+//!   and `plain.rs`, the HTTP/1.1 exchange a bodyless request drives in its own task);
+//!   `balance/`, the selection strategies, pure and synchronous, one file each; `affinity.rs`,
+//!   consistent-hash keys and sticky-session cookies.
 //! - `proxy/`: the request path (below), retries included.
 //! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
@@ -55,11 +55,9 @@
 
 pub mod admin;
 pub mod admission;
-pub mod affinity;
 pub mod app;
 pub mod arena;
 pub mod attempt;
-pub mod balance;
 pub mod body;
 pub mod clock;
 pub mod config;

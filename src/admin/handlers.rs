@@ -259,7 +259,7 @@ pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
             .split('&')
             .filter_map(|pair| pair.split_once('='))
             .find(|(key, _)| *key == name)
-            .map(|(_, value)| crate::affinity::percent_decode(value))
+            .map(|(_, value)| crate::upstream::affinity::percent_decode(value))
     };
     let Some(key) = param("key") else {
         return error(StatusCode::BAD_REQUEST, "give the key: ?key=...");
@@ -269,7 +269,7 @@ pub fn route(control: &Control, pool: &str, query: &str) -> Reply {
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         Some(_) => return error(StatusCode::BAD_REQUEST, "n must be 1 to 100"),
     };
-    let Some(hash) = crate::affinity::key_hash(&key) else {
+    let Some(hash) = crate::upstream::affinity::key_hash(&key) else {
         return error(
             StatusCode::BAD_REQUEST,
             "an empty key places nothing: requests carrying one are spread at random",

@@ -115,7 +115,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(crate::affinity::percent_decode)
+        .map(crate::upstream::affinity::percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     // HEAD is GET without the body (hyper leaves the body out).

@@ -1,7 +1,7 @@
 //! A pool's affinity settings as the config holds them: where a consistent-hash pool finds a
 //! request's key (`hash_key`), and the sticky-session cookie (`[pool.NAME.sticky]`). Plain data,
 //! parsed and checked here; computing a request's key and reading or writing the cookie are
-//! `affinity.rs`'s, in `impl` blocks of its own.
+//! `upstream/affinity.rs`'s, in `impl` blocks of its own.
 
 use std::time::Duration;
 

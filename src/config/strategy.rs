@@ -1,5 +1,5 @@
 //! `strategy`: which selection algorithm a pool is configured with. Only the name and its
-//! parsing live here; the algorithms themselves are `balance/`.
+//! parsing live here; the algorithms themselves are `upstream/balance/`.
 
 use std::fmt;
 

@@ -1,5 +1,8 @@
-//! Upstreams: the backends a pool forwards to and the HTTP client that reaches them.
+//! Upstreams: the backends a pool forwards to, how one is chosen, and the HTTP client that reaches
+//! them.
 //!
+//! - `balance/`: the selection strategies, pure and synchronous, one file each.
+//! - `affinity.rs`: a request's consistent-hash key, and the sticky-session cookie read and set.
 //! - `backend.rs`: one backend's identity (address, weight) and live counters, with the RAII
 //!   guard that counts a request in flight.
 //! - `health.rs`: one backend's health state and the precedence of its inputs.
@@ -16,9 +19,11 @@
 //! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
 //! - `relayed.rs`: a backend's response body, relayed, recycling its connection when read whole.
 //!
-//! This module does not route, rewrite headers or build responses: that is `proxy.rs`.
+//! This module does not route, rewrite headers or build responses: that is `proxy/`.
 
+pub mod affinity;
 mod backend;
+pub mod balance;
 mod budget;
 pub mod checker;
 mod client;

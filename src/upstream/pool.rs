@@ -292,7 +292,7 @@ impl Pool {
     /// the request carries it (a header value, a cookie value, a decoded query value, a path, a
     /// client address). `None` for an empty key too: a request carrying one is spread at random.
     pub fn replicas(&self, key: &str, n: usize) -> Option<Vec<&Arc<Backend>>> {
-        self.replicas_of_hash(crate::affinity::key_hash(key)?, n)
+        self.replicas_of_hash(crate::upstream::affinity::key_hash(key)?, n)
     }
 
     /// [`Pool::replicas`] for a key already hashed.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Backend;
-use crate::balance::{Balancer, Candidates, Member};
 use crate::config::Strategy;
 use crate::telemetry::metrics::BackendState;
+use crate::upstream::balance::{Balancer, Candidates, Member};
 
 /// Backends of one role and their balancer.
 #[derive(Debug)]

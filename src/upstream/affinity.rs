@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Uri};
 
-use crate::balance::stable_hash;
 use crate::config::{HashKey, Sticky};
 use crate::path::escaped_byte;
+use crate::upstream::balance::stable_hash;
 
 impl HashKey {
     /// The request's key, hashed; `None` when the request does not carry it, or carries it

@@ -100,7 +100,7 @@ impl LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::Members;
+    use crate::upstream::balance::testing::Members;
 
     #[test]
     fn prefers_the_idle_member() {

@@ -260,7 +260,7 @@ fn homes(points: &[(u32, u32)], members: usize) -> (Box<[u16]>, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::Members;
+    use crate::upstream::balance::testing::Members;
 
     fn addresses(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("10.0.0.{i}:80")).collect()

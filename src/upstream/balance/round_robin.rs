@@ -26,7 +26,7 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::Members;
+    use crate::upstream::balance::testing::Members;
 
     #[test]
     fn rotates_in_order() {

@@ -71,7 +71,7 @@ impl Random {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{Members, tally};
+    use crate::upstream::balance::testing::{Members, tally};
 
     #[test]
     fn uniform_spread_is_bounded() {

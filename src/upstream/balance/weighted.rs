@@ -111,7 +111,7 @@ fn deadline_cycle(weights: &[u64], total: u64) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{Members, tally};
+    use crate::upstream::balance::testing::{Members, tally};
 
     fn picks(weights: &[u32], count: usize) -> Vec<usize> {
         let balancer = Weighted::new(weights);
