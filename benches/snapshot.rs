@@ -6,7 +6,7 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::config::Config;
-use fulcrum::state::State;
+use fulcrum::proxy::state::State;
 
 fn config_text(strategy: &str) -> String {
     let key = if strategy == "consistent_hash" {

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::proxy::state::{SharedState, State};
 use crate::registry::{Entry, Registry, RegistryError};
 use crate::server::{Listeners, Server};
-use crate::state::{SharedState, State};
 use crate::telemetry::access::{AccessLog, Sinks};
 use crate::telemetry::metrics::Counter;
 

@@ -4,31 +4,23 @@
 //! - `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
 //!   The value types a config holds (strategy, host pattern, affinity settings, certificates)
 //!   are config's too, so that config uses nothing above it.
-//! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
-//!   request is served from, held in an `ArcSwap`.
-//! - `route.rs`: host and path-prefix matching, first match wins.
 //! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client (hyper's,
 //!   and `plain.rs`, the HTTP/1.1 exchange a bodyless request drives in its own task);
 //!   `balance/`, the selection strategies, pure and synchronous, one file each; `affinity.rs`,
 //!   consistent-hash keys and sticky-session cookies.
-//! - `proxy/`: the request path (below), retries included.
-//! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
-//! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
-//! - `headers.rs`: hop-by-hop removal and forwarding headers.
-//! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
+//! - `proxy/`: the request path (below), retries included: the snapshot a request is served from
+//!   (`state.rs`), screening, routing, header rewriting, attempts, upgrades, the one map from
+//!   error to status (`error.rs`), and the watch on a client connection (`guard.rs`) that each
+//!   request is counted on.
 //! - `body/`: the request body, streamed without buffering: as read from the client (counted,
 //!   limited, timed, trailers screened) and as sent to a backend (kept for replay).
 //! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //! - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
-//! - `error.rs`: [`error::ProxyError`], one variant per failure, one status each.
-//! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head.
-//! - `heads.rs`: the request heads in an HTTP/1 byte stream, followed through bodies' framing.
 //! - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
 //! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
-//! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
 //! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain;
 //!   `server/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain
 //!   listeners (idle connections parked without a task), hyper's for everything else.
@@ -57,27 +49,17 @@ pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod arena;
-pub mod attempt;
 pub mod body;
 pub mod clock;
 pub mod config;
 pub mod control;
-pub mod error;
-pub mod guard;
-pub mod headers;
-pub mod heads;
 pub mod names;
 pub mod path;
 pub mod pause;
 pub mod proxy;
 pub mod registry;
-pub mod request_id;
-pub mod route;
-pub mod screen;
 pub mod server;
-pub mod state;
 pub mod telemetry;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;
 pub mod watch;

@@ -1,7 +1,7 @@
 //! Pure helpers over a request's path, shared by config validation and routing: the path routes
 //! match ([`routing_path`], nginx's reading of it), and the byte a `%XX` escape stands for
 //! ([`escaped_byte`], which affinity keys decode with too). No matching of routes here: that is
-//! `route.rs`.
+//! `proxy/route.rs`.
 
 use std::borrow::Cow;
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::config::BackendConfig;
-use crate::state::Registered;
+use crate::proxy::state::Registered;
 
 /// One registration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use fulcrum::config::Config;
 use fulcrum::config::HostPattern;
-use fulcrum::headers::{ClientSide, rewrite_request};
-use fulcrum::screen::screen;
-use fulcrum::state::State;
+use fulcrum::proxy::headers::{ClientSide, rewrite_request};
+use fulcrum::proxy::screen::screen;
+use fulcrum::proxy::state::State;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Version};
 use proptest::prelude::*;
 

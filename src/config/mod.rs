@@ -8,7 +8,7 @@
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
 //! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
 //!
-//! A `Config` is plain data: building the live snapshot from it is `state.rs`.
+//! A `Config` is plain data: building the live snapshot from it is `proxy/state.rs`.
 
 mod affinity;
 mod certs;

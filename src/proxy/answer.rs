@@ -5,10 +5,10 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tracing::{debug, warn};
 
 use super::ProxyBody;
+use super::error::ProxyError;
+use super::route::host_name;
+use super::screen;
 use super::target::request_host;
-use crate::error::ProxyError;
-use crate::route::host_name;
-use crate::screen;
 
 /// `308 Permanent Redirect` to the same host and target over https on `port` (RFC 9110 section
 /// 15.4.9: the method and body are kept, unlike 301).

@@ -11,19 +11,19 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use super::attempt::{self, Cause, Failed, Head, Replay, Report, is_idempotent};
+use super::error::ProxyError;
+use super::guard::Watch;
+use super::headers;
+use super::route::host_name;
+use super::screen;
+use super::state::State;
 use super::target::{prepare, request_host};
+use super::tunnel::{self, Tunnels};
 use super::{ProxyBody, Trail};
-use crate::attempt::{self, Cause, Failed, Head, Replay, Report, is_idempotent};
 use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
-use crate::error::ProxyError;
-use crate::guard::Watch;
-use crate::headers;
 use crate::path::routing_path;
-use crate::route::host_name;
-use crate::screen;
-use crate::state::State;
 use crate::telemetry::metrics::RetryReason;
-use crate::tunnel::{self, Tunnels};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, Sender, UpstreamBody};
 
 /// Routes `request` to its pool and makes attempts on its backends until one answers or the

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::ProxyBody;
+use super::guard::Active;
 use crate::body::BoxError;
-use crate::guard::Active;
 use crate::telemetry::access::{AccessLog, Entry};
 
 /// A response body, its request's access log entry (when the access log is on), and the

@@ -19,11 +19,29 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`Proxy::handle`]: screening, metrics, the access log entry, the request span.
+//! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
+//!   request is served from, held in an `ArcSwap`.
+//! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
+//! - `route.rs`: host and path-prefix matching, first match wins.
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
+//! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `target.rs`: the head as the backend receives it.
+//! - `headers.rs`: hop-by-hop removal and forwarding headers.
+//! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
+//! - `tunnel.rs`: WebSocket and other upgrades, bridged after the backend's 101.
+//! - `error.rs`: [`ProxyError`], one variant per failure, one status each.
 //! - `answer.rs`: the answers the proxy writes itself.
+//! - `body.rs`: [`ProxyBody`], the response body: the backend's, relayed, or the proxy's own.
 //! - `logged.rs`: the response body sent to the client, which finishes the access log entry and
 //!   the request's activity on its connection when it ends.
+//! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head;
+//!   `heads.rs`: the request heads in an HTTP/1 byte stream, followed through bodies' framing.
+//!   Both are here, not with the listeners, because each request is counted on its
+//!   connection's watch ([`guard::Watch`], [`guard::Active`]) and screening reads the raw head,
+//!   while the server calls the proxy.
+//!
+//! Not here: accepting connections and speaking HTTP to clients (`server/`), and backends, their
+//! selection and the client that reaches them (`upstream/`).
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -40,28 +58,36 @@ use tracing::{Instrument, Span, debug_span};
 
 use crate::clock;
 use crate::config::{Limits, Timeouts};
-use crate::error::ProxyError;
-use crate::guard::Watch;
-use crate::heads::StartLine;
-use crate::request_id;
-use crate::screen;
-use crate::state::{SharedState, State};
 use crate::telemetry::access::{AccessLog, Entry};
 use crate::telemetry::metrics::Outcomes;
-use crate::tunnel::Tunnels;
 use crate::upstream::{Backend, Pool};
 
 mod answer;
+mod attempt;
 mod body;
+mod error;
 mod forward;
+pub mod guard;
+pub mod headers;
+mod heads;
 mod logged;
+mod request_id;
+mod route;
+pub mod screen;
+pub mod state;
 mod target;
+mod tunnel;
 
 pub use body::ProxyBody;
 pub use logged::Logged;
 
 use answer::{error_response, local_response, redirect_response};
+use error::ProxyError;
 use forward::forward;
+use guard::Watch;
+use heads::StartLine;
+use state::{SharedState, State};
+use tunnel::Tunnels;
 
 /// The proxy service: one per server, shared by every connection.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use crate::admission::Admitted;
 use crate::arena;
 use crate::body::ClientBody;
 use crate::config::{self, Limits};
-use crate::guard::{self, Watched, WriteNow};
+use crate::proxy::guard::{self, Watched, WriteNow};
 
 /// hyper's smallest read buffer.
 const MIN_BUF_SIZE: usize = 8192;
@@ -83,7 +83,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        // `guard.rs` does the header and idle timeouts: hyper's would also cut idle keep-alive.
+        // `proxy/guard.rs` does the header and idle timeouts: hyper's would also cut idle keep-alive.
         .header_read_timeout(None)
         // One buffer, one write(2), per response: bodies are small, and copying them beats
         // the kernel's cost of gathering a vector.

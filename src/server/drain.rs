@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::guard::Watch;
+use crate::proxy::guard::Watch;
 
 /// The signal that shutdown has started, and the count of connections yet to end.
 pub(super) struct Drain {

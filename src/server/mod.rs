@@ -29,7 +29,7 @@ mod h1;
 mod prefixed;
 mod stats;
 
-use crate::state::SharedState;
+use crate::proxy::state::SharedState;
 use connection::{Connection, handshake};
 pub use stats::ListenerStats;
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::guard::WriteNow;
+use crate::proxy::guard::WriteNow;
 
 #[derive(Debug)]
 pub(super) struct Prefixed<S> {

@@ -7,7 +7,7 @@
 //! plain-HTTP/1.1 backend, this module does the work where the request already is: the head goes
 //! out in one `write`, the response head is parsed with httparse, and [`PlainBody`] reads the
 //! body as the client connection asks for it. Requests with a body, upgrades, and TLS or HTTP/2
-//! backends still go through hyper (`attempt.rs` chooses).
+//! backends still go through hyper (`proxy/attempt.rs` chooses).
 //!
 //! An idle connection is checked for reuse without a system call: tokio's readiness for the
 //! socket says whether anything (a close, stray bytes) arrived while it sat idle; only when it
@@ -231,7 +231,7 @@ fn encode_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
 ///
 /// A `Connection` field that lists only `close` and `keep-alive` is left out of the headers:
 /// it is hop-by-hop and names no other field, so the proxy would remove it anyway
-/// (`headers::rewrite_response`), after a lookup and a removal.
+/// (`proxy::headers::rewrite_response`), after a lookup and a removal.
 fn parse_head(input: &mut BytesMut) -> Result<Option<(http::response::Parts, Asked)>, String> {
     if input.is_empty() {
         return Ok(None);

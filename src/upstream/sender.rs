@@ -97,7 +97,7 @@ pub fn for_http2(mut request: Request<RequestBody>, backend: &Backend) -> Reques
         *request.uri_mut() = uri;
     }
     *request.version_mut() = Version::HTTP_2;
-    // Said for an HTTP/1.1 backend tried before (`attempt.rs`); HTTP/2 frames bodies itself.
+    // Said for an HTTP/1.1 backend tried before (`proxy/attempt.rs`); HTTP/2 frames bodies itself.
     request.headers_mut().remove(header::TRANSFER_ENCODING);
     // HTTP/2's header compression keeps values for the connection's life.
     crate::arena::own_all(request.headers_mut());

@@ -1,6 +1,6 @@
 //! A response written to a client that stops reading gives up after a while, as nginx's
 //! `send_timeout` does: the write fails once it has made no progress for `client_idle`
-//! ([`WriteWait`], which hyper's connections get from `guard.rs`).
+//! ([`WriteWait`], which hyper's connections get from `proxy/guard.rs`).
 
 use std::io;
 use std::pin::Pin;

@@ -21,8 +21,8 @@
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version, header};
 
+use super::headers::VIA_PSEUDONYM;
 use crate::config::Limits;
-use crate::headers::VIA_PSEUDONYM;
 
 /// How many Fulcrum hops a request may already have made.
 pub const LOOP_LIMIT: usize = 4;

@@ -18,8 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, oneshot};
 use tracing::debug;
 
+use super::guard;
 use crate::clock;
-use crate::guard;
 use crate::telemetry::access::{AccessLog, Entry};
 use crate::upstream::InFlight;
 

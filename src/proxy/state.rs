@@ -17,8 +17,8 @@ use http::uri::Authority;
 use arc_swap::ArcSwap;
 use tracing::debug;
 
+use super::route::Route;
 use crate::config::{BackendConfig, Config, Limits, PoolConfig, Timeouts};
-use crate::route::Route;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Outcomes;
 use crate::upstream::tls::UpstreamTls;

@@ -41,8 +41,8 @@ use tokio::time::{Instant, Sleep};
 
 use tracing::debug;
 
+use super::heads::{Heads, StartLine};
 use crate::clock;
-use crate::heads::{Heads, StartLine};
 use crate::pause::WriteWait;
 
 /// The answer to a client whose head took too long; written straight to the socket.

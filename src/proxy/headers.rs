@@ -188,7 +188,7 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
             !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .filter(|name| *name != header::HOST && *name != crate::request_id::X_REQUEST_ID)
+        .filter(|name| *name != header::HOST && *name != super::request_id::X_REQUEST_ID)
         .collect();
     for name in named {
         headers.remove(name);
