@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::control::Control;
+use crate::downstream::{Listeners, Server};
 use crate::registry::Registry;
-use crate::server::{Listeners, Server};
 
 /// How to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +36,10 @@ impl App {
         };
         let admin = config.admin.clone();
         let listeners = Listeners::of(&config);
-        let tls = config.tls.as_ref().map(crate::tls::server_config);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::downstream::tls::server_config);
         let control = Control::start(config, registry)?;
         let server = Server::bind(&listeners, control.state()).await?;
         server.set_tls(tls);

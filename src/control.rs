@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::downstream::{Listeners, Server};
 use crate::proxy::state::{SharedState, State};
 use crate::registry::{Entry, Registry, RegistryError};
-use crate::server::{Listeners, Server};
 use crate::telemetry::access::{AccessLog, Sinks};
 use crate::telemetry::metrics::Counter;
 
@@ -220,7 +220,12 @@ impl Control {
                 server.listen_on(&listeners).await?;
             }
             // Certificates are read anew on every reload: renewed files are picked up.
-            server.set_tls(config.tls.as_ref().map(crate::tls::server_config));
+            server.set_tls(
+                config
+                    .tls
+                    .as_ref()
+                    .map(crate::downstream::tls::server_config),
+            );
         }
         *self
             .inner

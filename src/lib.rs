@@ -19,10 +19,9 @@
 //! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //! - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
 //! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
-//! - `admission.rs`: how many client connections may be open, in all and per IP.
-//! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
-//! - `server/`: listeners (changed on reload), HTTP/1.1 + HTTP/2 connections, graceful drain;
-//!   `server/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain
+//! - `downstream/`: listeners (changed on reload), admission, TLS termination (`tls/`: the
+//!   rustls `ServerConfig`, certificates chosen by SNI), HTTP/1.1 + HTTP/2 connections, graceful
+//!   drain; `downstream/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain
 //!   listeners (idle connections parked without a task), hyper's for everything else.
 //! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
@@ -33,7 +32,7 @@
 //!   log, a line per request, written off the request path.
 //!
 //! # The life of one request
-//! 1. `server/` accepts the connection and hands each request to `Proxy::handle`.
+//! 1. `downstream/` accepts the connection and hands each request to `Proxy::handle`.
 //! 2. The proxy loads the current snapshot once; the request sees that config to the end.
 //! 3. The first route matching host and path names a pool; the pool's balancer picks a backend.
 //! 4. The backend's in-flight count goes up (an RAII guard), headers are rewritten, and the
@@ -46,20 +45,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod admission;
 pub mod app;
 pub mod arena;
 pub mod body;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod downstream;
 pub mod names;
 pub mod path;
 pub mod pause;
 pub mod proxy;
 pub mod registry;
-pub mod server;
 pub mod telemetry;
-pub mod tls;
 pub mod upstream;
 pub mod watch;

@@ -10,8 +10,8 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::downstream::ListenerStats;
 use crate::proxy::state::State;
-use crate::server::ListenerStats;
 use crate::telemetry::metrics::{BackendState, HistogramSnapshot, Outcomes, RetryReason};
 use crate::upstream::{Backend, Pool};
 

@@ -7,14 +7,14 @@
 //!   long is closed (end of stream, as if the client had closed: hyper closes quietly). The
 //!   deadline is checked when the timer fires, so the close comes between one and two
 //!   `client_idle` after the last response. An HTTP/2 connection is first told to say GOAWAY
-//!   and close itself (`server/drain.rs`), and closed under it only after another `client_idle`.
+//!   and close itself (`downstream/drain.rs`), and closed under it only after another `client_idle`.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //! - A request line longer than any target `max_uri_bytes` allows gets 414 as soon as it is
 //!   seen, as nginx answers one past its buffers: hyper would answer 431 once the whole head
 //!   overflowed its buffer, naming the wrong limit.
 //! - A client that reads nothing of what is written to it for `client_idle` has its connection
-//!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `server/h1/` uses too).
+//!   closed, as nginx's `send_timeout` does ([`WriteWait`], which `downstream/h1/` uses too).
 //! - An HTTP/2 client can stop a response without the socket filling: it grants no more
 //!   flow-control window. hyper then stops polling the response body, so the connection is
 //!   closed when a response has data waiting to go (its body yielded data and was not polled
@@ -68,7 +68,7 @@ pub struct Watch {
     head: Mutex<Head>,
     /// Requests started on the connection so far.
     requests: AtomicU64,
-    /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`server/drain.rs`).
+    /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`downstream/drain.rs`).
     idle_goaway: Notify,
     /// The connection speaks HTTP/2: only then are responses waiting on the client counted.
     http2: AtomicBool,

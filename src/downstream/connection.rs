@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Shared;
+use super::admission::Admitted;
 use super::stats::OpenConnection;
-use crate::admission::Admitted;
 use crate::arena;
 use crate::body::ClientBody;
 use crate::config::{self, Limits};

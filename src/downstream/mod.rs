@@ -1,13 +1,18 @@
-//! Listeners and connections: accept (plain and TLS), serve HTTP/1.1 and HTTP/2 with hyper-util's
-//! `auto::Builder`, change listeners on reload, and drain on shutdown.
+//! Downstream, the client side: listeners and connections. Accept (plain and TLS), serve HTTP/1.1
+//! and HTTP/2 with hyper-util's `auto::Builder`, change listeners on reload, and drain on
+//! shutdown.
 //!
 //! - `mod.rs`: the listeners, their accept loops, admission, drain.
+//! - `admission.rs`: how many client connections may be open, in all and per IP.
+//! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
 //! - `connection.rs`: one connection: TLS handshake, watched socket, hyper's settings.
+//! - `h1/`: Fulcrum's own HTTP/1.1 connection for the common request on plain listeners.
 //! - `drain.rs`: hyper's connections finishing gracefully, on shutdown or (HTTP/2) idle.
 //! - `stats.rs`: each listener's connection counts.
 //!
 //! The server binds its listeners itself (so port 0 works and the real address can be asked) and
-//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`].
+//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`],
+//! with the connection's watch (`proxy/guard.rs`) that the proxy counts it on.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,15 +24,18 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::admission::Admission;
 use crate::config;
 use crate::proxy::Proxy;
 
+mod admission;
 mod connection;
 mod drain;
 mod h1;
 mod prefixed;
 mod stats;
+pub mod tls;
+
+use admission::Admission;
 
 use crate::proxy::state::SharedState;
 use connection::{Connection, handshake};

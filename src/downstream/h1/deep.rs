@@ -26,7 +26,7 @@ const EVENTS: usize = 256;
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 /// The epoll set, registered with tokio so a task can wait for its events.
-pub(in crate::server) type Set = AsyncFd<Poll>;
+pub(in crate::downstream) type Set = AsyncFd<Poll>;
 
 /// Creates the epoll set: the handle that adds and removes sockets, and the set itself, to be
 /// watched by [`surface`]. Must be called within the runtime.
@@ -55,7 +55,7 @@ pub(super) fn unsink(registry: &Registry, socket: &impl AsRawFd) -> io::Result<(
 }
 
 /// Brings back the sunk connections that became readable, until the server is gone.
-pub(in crate::server) async fn surface(shared: Weak<Shared>, mut set: Set) {
+pub(in crate::downstream) async fn surface(shared: Weak<Shared>, mut set: Set) {
     let mut events = Events::with_capacity(EVENTS);
     loop {
         // Woken now and then without events too, to notice a server that is gone.

@@ -29,7 +29,7 @@ use super::home::Home;
 const SWEEP_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(100));
 
 /// Fulcrum's own connections: parked or being served, not yet closed or handed to hyper.
-pub(in crate::server) struct Roster {
+pub(in crate::downstream) struct Roster {
     homes: Mutex<Slab<Arc<Home>>>,
     draining: AtomicBool,
     /// Notified when the last connection leaves during a drain.
@@ -42,7 +42,7 @@ pub(in crate::server) struct Roster {
 impl Roster {
     /// An empty roster, and the epoll set its idle connections sink to, for
     /// [`deep::surface`] to watch.
-    pub(in crate::server) fn new() -> (Roster, Option<deep::Set>) {
+    pub(in crate::downstream) fn new() -> (Roster, Option<deep::Set>) {
         let (sink, set) = match deep::open() {
             Ok((registry, set)) => (Some(registry), Some(set)),
             Err(error) => {
@@ -83,7 +83,7 @@ impl Roster {
     }
 
     /// How many connections are open.
-    pub(in crate::server) fn len(&self) -> usize {
+    pub(in crate::downstream) fn len(&self) -> usize {
         self.lock().len()
     }
 
@@ -117,7 +117,7 @@ impl Roster {
 
     /// Starts the drain: idle connections are closed at once, busy ones after their response.
     /// Ends when every connection has.
-    pub(in crate::server) async fn drain(&self) {
+    pub(in crate::downstream) async fn drain(&self) {
         self.draining.store(true, Ordering::Release);
         for home in self.select() {
             home.close_parked();
