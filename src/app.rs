@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::control::Control;
+use crate::control::registry::Registry;
 use crate::downstream::{Listeners, Server};
-use crate::registry::Registry;
 
 /// How to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,15 +47,18 @@ impl App {
         let admin = match admin {
             None => None,
             Some(admin) => {
-                let listener = crate::admin::bind(admin.listen).await?;
+                let listener = crate::control::admin::bind(admin.listen).await?;
                 let address = listener.local_addr()?;
-                let task =
-                    tokio::spawn(crate::admin::serve(listener, control.clone(), admin.token));
+                let task = tokio::spawn(crate::control::admin::serve(
+                    listener,
+                    control.clone(),
+                    admin.token,
+                ));
                 Some((address, task))
             }
         };
         let watcher = if options.watch_config {
-            Some(crate::watch::watch_config(control.clone()).map_err(StartError::Watch)?)
+            Some(crate::control::watch::watch_config(control.clone()).map_err(StartError::Watch)?)
         } else {
             None
         };

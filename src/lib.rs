@@ -1,35 +1,40 @@
 //! Fulcrum: a layer-7 load-balancing reverse proxy.
 //!
 //! # Layout
-//! - `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
-//!   The value types a config holds (strategy, host pattern, affinity settings, certificates)
-//!   are config's too, so that config uses nothing above it.
-//! - `upstream/`: backends with their live counters, pools, and the pooled HTTP client (hyper's,
-//!   and `plain.rs`, the HTTP/1.1 exchange a bodyless request drives in its own task);
-//!   `balance/`, the selection strategies, pure and synchronous, one file each; `affinity.rs`,
-//!   consistent-hash keys and sticky-session cookies.
-//! - `proxy/`: the request path (below), retries included: the snapshot a request is served from
-//!   (`state.rs`), screening, routing, header rewriting, attempts, upgrades, the one map from
-//!   error to status (`error.rs`), and the watch on a client connection (`guard.rs`) that each
-//!   request is counted on.
-//! - `body/`: the request body, streamed without buffering: as read from the client (counted,
-//!   limited, timed, trailers screened) and as sent to a backend (kept for replay).
-//! - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
-//! - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
-//! - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
-//! - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
-//! - `pause.rs`: waits without progress against a limit: a client not reading, a backend not sending.
-//! - `downstream/`: listeners (changed on reload), admission, TLS termination (`tls/`: the
-//!   rustls `ServerConfig`, certificates chosen by SNI), HTTP/1.1 + HTTP/2 connections, graceful
-//!   drain; `downstream/h1/` is Fulcrum's own HTTP/1.1 connection for the common request on plain
-//!   listeners (idle connections parked without a task), hyper's for everything else.
-//! - `app.rs`: a whole running proxy assembled from a config (what the binary starts).
-//! - `control.rs`: the one place that changes the running proxy: reloads and registrations.
-//! - `watch.rs`: reload when the config file changes.
-//! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
-//! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`, the Prometheus exposition.
-//! - `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
-//!   log, a line per request, written off the request path.
+//! The top-level modules are layers: each uses only those listed before it, so no two use each
+//! other (`.ci/layers.sh` checks it).
+//! - Leaves, which use nothing else in the crate:
+//!   - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
+//!   - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
+//!   - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
+//!   - `pause.rs`: waits without progress against a limit: a client not reading, a backend not
+//!     sending.
+//!   - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
+//! 1. `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
+//!    The value types a config holds (strategy, host pattern, affinity settings, certificates)
+//!    are config's too.
+//! 2. `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
+//!    log, a line per request, written off the request path.
+//! 3. `body/`: the request body, streamed without buffering: as read from the client (counted,
+//!    limited, timed, trailers screened) and as sent to a backend (kept for replay).
+//! 4. `upstream/`: backends with their live counters and health, pools, `balance/` (the
+//!    selection strategies, pure and synchronous, one file each), `affinity.rs` (consistent-hash
+//!    keys, sticky-session cookies), and the pooled HTTP client (hyper's, and `plain.rs`, the
+//!    HTTP/1.1 exchange a bodyless request drives in its own task).
+//! 5. `proxy/`: the request path (below), retries included: the snapshot a request is served
+//!    from (`state.rs`), screening, routing, header rewriting, attempts, upgrades, the one map
+//!    from error to status (`error.rs`), and the watch on a client connection (`guard.rs`) that
+//!    each request is counted on.
+//! 6. `downstream/`: listeners (changed on reload), admission, TLS termination (`tls/`: the
+//!    rustls `ServerConfig`, certificates chosen by SNI), HTTP/1.1 + HTTP/2 connections,
+//!    graceful drain; `downstream/h1/` is Fulcrum's own HTTP/1.1 connection for the common
+//!    request on plain listeners (idle connections parked without a task), hyper's for
+//!    everything else.
+//! 7. `control/`: the one place that changes the running proxy (`Control`): reloads, runtime
+//!    registrations (`registry.rs`: the admin API's overlay, leases, persistence), reloading when
+//!    the config file changes (`watch.rs`), and the admin API (`admin/`: JSON over HTTP, and
+//!    `GET /metrics`, the Prometheus exposition).
+//! 8. `app.rs`: a whole running proxy assembled from a config (what the binary starts).
 //!
 //! # The life of one request
 //! 1. `downstream/` accepts the connection and hands each request to `Proxy::handle`.
@@ -44,7 +49,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod app;
 pub mod arena;
 pub mod body;
@@ -56,7 +60,5 @@ pub mod names;
 pub mod path;
 pub mod pause;
 pub mod proxy;
-pub mod registry;
 pub mod telemetry;
 pub mod upstream;
-pub mod watch;

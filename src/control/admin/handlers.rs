@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::{Reply, error, json_reply, views};
 use crate::config::{MAX_WEIGHT, parse_backend_address, parse_duration};
+use crate::control::registry::Entry;
 use crate::control::{Control, ReloadError};
-use crate::registry::Entry;
 use crate::upstream::Pool;
 use crate::upstream::health::AdminState;
 

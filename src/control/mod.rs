@@ -6,6 +6,15 @@
 //! first gets its listeners (new ones bound before old ones close; a bind failure is a reload
 //! error), then a new snapshot built from it, the registrations and the old snapshot, swapped in
 //! atomically. Requests in flight finish on the snapshot they started with.
+//!
+//! # Layout
+//! - `mod.rs`: [`Control`], reloads and registration changes.
+//! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
+//! - `watch.rs`: reload when the config file changes.
+//! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`, the Prometheus exposition.
+//!
+//! Not here: what a snapshot is and how one is built from a config (`proxy/state.rs`), nor the
+//! listeners (`downstream/`): control builds and swaps, and tells the server what changed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -16,9 +25,14 @@ use tracing::{info, warn};
 use crate::config::{Config, ConfigError};
 use crate::downstream::{Listeners, Server};
 use crate::proxy::state::{SharedState, State};
-use crate::registry::{Entry, Registry, RegistryError};
 use crate::telemetry::access::{AccessLog, Sinks};
 use crate::telemetry::metrics::Counter;
+
+pub mod admin;
+pub mod registry;
+pub mod watch;
+
+use registry::{Entry, Registry, RegistryError};
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]

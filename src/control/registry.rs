@@ -4,8 +4,8 @@
 //! Registrations survive file reloads (every snapshot is built from the file plus this overlay)
 //! and restarts (each change is written to `[admin] state_file`, atomically: a temporary file then
 //! a rename). A registration may carry a lease (`ttl`): unless renewed by a heartbeat it expires,
-//! so a crashed service disappears by itself. This module keeps the list; `control.rs` turns a
-//! change into a new snapshot. It is never touched by the request path.
+//! so a crashed service disappears by itself. This module keeps the list; `Control` (`mod.rs`)
+//! turns a change into a new snapshot. It is never touched by the request path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
