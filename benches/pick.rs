@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fulcrum::config::{Outlier, Strategy};
-use fulcrum::upstream::{Backend, Policy, Pool};
+use fulcrum::bench::{Backend, Outlier, Policy, Pool, Strategy};
 
 fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {
     let backends = (0..size)
@@ -47,7 +46,7 @@ const KEYS: usize = 1 << 16;
 /// Distinct users' keys, hashed as the proxy hashes them.
 fn keys() -> Vec<u64> {
     (0..KEYS as u64)
-        .map(|i| fulcrum::upstream::balance::stable_hash(&i.to_le_bytes()))
+        .map(|i| fulcrum::bench::stable_hash(&i.to_le_bytes()))
         .collect()
 }
 

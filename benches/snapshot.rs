@@ -5,8 +5,8 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fulcrum::config::Config;
-use fulcrum::proxy::state::State;
+use fulcrum::Config;
+use fulcrum::bench::State;
 
 fn config_text(strategy: &str) -> String {
     let key = if strategy == "consistent_hash" {

@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .nth(1)
             .unwrap_or_else(|| "proxy.toml".into()),
     );
-    let config = fulcrum::config::Config::load(&path)?;
+    let config = fulcrum::Config::load(&path)?;
 
     for pool in &config.pools {
         for backend in pool.backends.iter().chain(&pool.backups) {
@@ -43,8 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let options = fulcrum::app::Options { watch_config: true };
-    let app = fulcrum::app::App::start(config, options).await?;
+    let options = fulcrum::Options { watch_config: true };
+    let app = fulcrum::App::start(config, options).await?;
     for address in app.local_addrs().await {
         println!("fulcrum listening on http://{address}/ (Ctrl-C to stop)");
     }

@@ -10,7 +10,7 @@
 //!   - `pause.rs`: waits without progress against a limit: a client not reading, a backend not
 //!     sending.
 //!   - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
-//! 1. `config/`: the TOML file to a checked [`config::Config`]; errors name file, line and key.
+//! 1. `config/`: the TOML file to a checked [`Config`]; errors name file, line and key.
 //!    The value types a config holds (strategy, host pattern, affinity settings, certificates)
 //!    are config's too.
 //! 2. `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
@@ -30,11 +30,15 @@
 //!    graceful drain; `downstream/h1/` is Fulcrum's own HTTP/1.1 connection for the common
 //!    request on plain listeners (idle connections parked without a task), hyper's for
 //!    everything else.
-//! 7. `control/`: the one place that changes the running proxy (`Control`): reloads, runtime
+//! 7. `control/`: the one place that changes the running proxy ([`Control`]): reloads, runtime
 //!    registrations (`registry.rs`: the admin API's overlay, leases, persistence), reloading when
 //!    the config file changes (`watch.rs`), and the admin API (`admin/`: JSON over HTTP, and
 //!    `GET /metrics`, the Prometheus exposition).
-//! 8. `app.rs`: a whole running proxy assembled from a config (what the binary starts).
+//! 8. `app.rs`: a whole running proxy assembled from a config ([`App`], what the binary starts).
+//!
+//! The modules are private to the crate. What the binary, the integration tests and the examples
+//! use is re-exported here: [`App`] and its [`Options`], [`Config`], [`Control`], and the types
+//! their methods return. `bench` is for the criterion benches alone.
 //!
 //! # The life of one request
 //! 1. `downstream/` accepts the connection and hands each request to `Proxy::handle`.
@@ -49,16 +53,30 @@
 
 #![forbid(unsafe_code)]
 
-pub mod app;
-pub mod arena;
-pub mod body;
-pub mod clock;
-pub mod config;
-pub mod control;
-pub mod downstream;
-pub mod names;
-pub mod path;
-pub mod pause;
-pub mod proxy;
-pub mod telemetry;
-pub mod upstream;
+mod app;
+mod arena;
+mod body;
+mod clock;
+mod config;
+mod control;
+mod downstream;
+mod names;
+mod path;
+mod pause;
+mod proxy;
+mod telemetry;
+mod upstream;
+
+pub use app::{App, Options, StartError};
+pub use config::{Config, ConfigError};
+pub use control::{ConfigStatus, Control, ReloadError};
+
+/// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`) measure, reachable from
+/// outside the crate. It exists for the benches only and is not API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::config::{Outlier, Strategy};
+    pub use crate::proxy::state::State;
+    pub use crate::upstream::balance::stable_hash;
+    pub use crate::upstream::{Backend, Policy, Pool};
+}

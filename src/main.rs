@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fulcrum::app::{App, Options};
-use fulcrum::config::Config;
-use fulcrum::control::Control;
+use fulcrum::{App, Config, Control, Options};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fulcrum::app::Options;
+use fulcrum::Options;
 use serde_json::Value;
 use support::{
     Backend, Http, TestProxy, admin, answered_by, pool, pool_with_backups, scrape, wait_until,

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fulcrum::app::Options;
+use fulcrum::Options;
 use support::{Backend, BinaryProxy, Http, TestProxy, admin, pool, until_served_by, wait_until};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";

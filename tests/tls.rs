@@ -161,7 +161,7 @@ fn certificate_problems_are_config_errors_naming_the_file() {
     write_cert(certs.path(), "a", &["a.test"]);
     write_cert(certs.path(), "b", &["b.test"]);
     let check = |text: String| {
-        fulcrum::config::Config::parse(&text, &certs.path().join("proxy.toml"))
+        fulcrum::Config::parse(&text, &certs.path().join("proxy.toml"))
             .map(|_| ())
             .unwrap_err()
             .to_string()

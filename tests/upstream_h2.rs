@@ -154,7 +154,7 @@ async fn an_http1_request_reaches_an_http2_backend_with_its_host_as_authority() 
 
 #[test]
 fn protocol_must_be_http1_or_http2() {
-    let err = fulcrum::config::Config::parse(
+    let err = fulcrum::Config::parse(
         "[pool.p]\nprotocol = \"spdy\"\nbackends = [{ address = \"127.0.0.1:1\" }]\n",
         std::path::Path::new("proxy.toml"),
     )

@@ -91,7 +91,7 @@ async fn a_backend_that_does_not_speak_tls_is_a_tls_failure() {
 fn server_name_is_for_https_backends_and_ca_must_exist() {
     let dir = TempDir::new();
     let check = |text: &str| {
-        fulcrum::config::Config::parse(text, &dir.path().join("proxy.toml"))
+        fulcrum::Config::parse(text, &dir.path().join("proxy.toml"))
             .map(|_| ())
             .unwrap_err()
             .to_string()

@@ -11,7 +11,7 @@ mod request;
 mod trailers;
 
 pub use inbound::{BodyError, BodyRules, ClientBody, Inbound};
-pub use request::{Leftover, REPLAY_LIMIT, Replay, RequestBody};
+pub use request::{Leftover, RequestBody};
 pub use trailers::strip_trailer_fields;
 
 /// A response body's error, whichever connection it was read from.

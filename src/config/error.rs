@@ -20,7 +20,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error with no place in the file (unreadable file, a missing section).
-    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+    pub(crate) fn whole_file(file: &Path, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
             line: None,
@@ -29,7 +29,7 @@ impl ConfigError {
     }
 
     /// An error at byte `offset` of `source`.
-    pub fn at(file: &Path, source: &str, offset: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn at(file: &Path, source: &str, offset: usize, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
             line: Some(line_of(source, offset)),

@@ -73,3 +73,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Bounded fuzzing (proptest): a pattern matches what its definition says, for any host.
+
+    use proptest::prelude::*;
+
+    use super::HostPattern;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// A host pattern matches exactly what its definition says, for any host.
+        #[test]
+        fn host_patterns_match_by_definition(name in "[a-z]{1,6}(\\.[a-z]{1,6}){0,2}", host in "[a-zA-Z.]{0,20}", wildcard in any::<bool>()) {
+            let text = if wildcard { format!("*.{name}") } else { name.clone() };
+            let pattern = HostPattern::parse(&text).unwrap();
+            let host_lower = host.to_ascii_lowercase();
+            let expected = if wildcard {
+                host_lower.ends_with(&format!(".{name}")) && host_lower.len() > name.len() + 1
+            } else {
+                host_lower == name
+            };
+            prop_assert_eq!(pattern.matches(&host), expected);
+        }
+    }
+}

@@ -802,7 +802,8 @@ pool = "web"
 
     #[test]
     fn a_non_ascii_character_before_a_bad_value_is_no_panic() {
-        // Found by tests/properties.rs: the key search sliced inside a multi-byte character.
+        // Found by `config_parse_never_panics` (`mod.rs`): the key search sliced inside a
+        // multi-byte character.
         let err = check("\u{1058c}==").unwrap_err();
         assert!(err.starts_with("proxy.toml:1:"), "{err}");
     }

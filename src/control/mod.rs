@@ -108,7 +108,7 @@ impl Control {
     /// Takes `config` (loaded from its `path`) as generation 1 and starts serving it: the
     /// snapshot is built with `registry`'s registrations and its health checks start. Must run
     /// inside a tokio runtime.
-    pub fn start(config: Config, registry: Registry) -> std::io::Result<Control> {
+    pub(crate) fn start(config: Config, registry: Registry) -> std::io::Result<Control> {
         let access_sinks = Sinks::default();
         let access_log = access_sinks.open(&config.log)?;
         let state = State::rebuild(&config, &registry.registered(), 1, None)
@@ -145,27 +145,27 @@ impl Control {
     }
 
     /// Writes out the access log lines still queued (at shutdown).
-    pub fn flush_access_log(&self) {
+    pub(crate) fn flush_access_log(&self) {
         self.inner.access_sinks.flush(Duration::from_secs(2));
     }
 
     /// Access log lines dropped because the writer could not keep up.
-    pub fn access_log_dropped(&self) -> u64 {
+    pub(crate) fn access_log_dropped(&self) -> u64 {
         self.inner.access_sinks.dropped()
     }
 
     /// The live snapshot, for the server.
-    pub fn state(&self) -> SharedState {
+    pub(crate) fn state(&self) -> SharedState {
         Arc::clone(&self.inner.state)
     }
 
     /// The server whose listeners reloads change, once attached.
-    pub fn server(&self) -> Option<&Server> {
+    pub(crate) fn server(&self) -> Option<&Server> {
         self.inner.server.get()
     }
 
     /// Reloads so far: (accepted, rejected).
-    pub fn reload_counts(&self) -> (u64, u64) {
+    pub(crate) fn reload_counts(&self) -> (u64, u64) {
         (
             self.inner.reloads_succeeded.get(),
             self.inner.reloads_failed.get(),
@@ -173,7 +173,7 @@ impl Control {
     }
 
     /// Registry changes of kind `change` so far.
-    pub fn registry_changes(&self, change: RegistryChange) -> u64 {
+    pub(crate) fn registry_changes(&self, change: RegistryChange) -> u64 {
         self.inner.registry_changes[change as usize].get()
     }
 
@@ -182,14 +182,14 @@ impl Control {
     }
 
     /// Lets reloads change the server's listeners.
-    pub fn attach(&self, server: Server) {
+    pub(crate) fn attach(&self, server: Server) {
         if self.inner.server.set(server).is_err() {
             warn!("a server is already attached; ignoring another");
         }
     }
 
     /// The config in force.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         Arc::clone(&self.lock_current().0)
     }
 
@@ -198,7 +198,7 @@ impl Control {
         self.lock_current().1.clone()
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
     }
 
@@ -273,7 +273,7 @@ impl Control {
     }
 
     /// Adds (or updates) a runtime registration and serves it at once; returns whether it was new.
-    pub async fn register(&self, entry: Entry) -> bool {
+    pub(crate) async fn register(&self, entry: Entry) -> bool {
         let _one_at_a_time = self.inner.changing.lock().await;
         let (pool, address) = (entry.pool.clone(), entry.address.clone());
         let created = self.inner.registry.register(entry);
@@ -289,7 +289,7 @@ impl Control {
     }
 
     /// Removes a runtime registration; its in-flight requests finish.
-    pub async fn deregister(
+    pub(crate) async fn deregister(
         &self,
         pool: &str,
         address: &http::uri::Authority,

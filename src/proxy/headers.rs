@@ -504,3 +504,111 @@ mod tests {
         assert_eq!(cookies, ["a=1; b=2"]);
     }
 }
+
+/// Header maps for the request path's property tests: names the proxy treats specially and
+/// values that bend its rules, in any number and order.
+#[cfg(test)]
+pub(super) mod arbitrary {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("connection".to_owned()),
+            Just("keep-alive".to_owned()),
+            Just("transfer-encoding".to_owned()),
+            Just("upgrade".to_owned()),
+            Just("te".to_owned()),
+            Just("host".to_owned()),
+            Just("content-length".to_owned()),
+            Just("x-forwarded-for".to_owned()),
+            Just("via".to_owned()),
+            Just("max-forwards".to_owned()),
+            "x-[a-z]{1,8}",
+        ]
+    }
+
+    fn header_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,40}",
+            Just("chunked".to_owned()),
+            Just("close, x-a, upgrade".to_owned()),
+            Just("1.1 fulcrum, 1.1 fulcrum".to_owned()),
+            Just("0".to_owned()),
+        ]
+    }
+
+    pub fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec((header_name(), header_value()), 0..12)
+    }
+
+    /// The valid pairs of `pairs`, in order.
+    pub fn header_map(pairs: &[(String, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Bounded fuzzing (proptest): whatever headers a request carries, none that is hop-by-hop
+    //! reaches the backend.
+
+    use std::net::IpAddr;
+
+    use http::{HeaderName, Version};
+    use proptest::prelude::*;
+
+    use super::arbitrary::{header_map, headers};
+    use super::{ClientSide, rewrite_request};
+
+    const HOP_BY_HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// After rewriting, no hop-by-hop header and nothing `Connection` named reaches the backend,
+        /// the client's address ends `X-Forwarded-For`, and Fulcrum is the last `Via` entry.
+        #[test]
+        fn rewritten_requests_carry_no_hop_by_hop_headers(pairs in headers(), ip in any::<[u8; 4]>()) {
+            let mut map = header_map(&pairs);
+            let named: Vec<String> = map
+                .get_all("connection")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+                .filter(|t| !t.is_empty())
+                .collect();
+            let ip = IpAddr::from(ip);
+            let client = ClientSide { ip, proto: "http", version: Version::HTTP_11, underscores: true };
+            rewrite_request(&mut map, &client);
+            for name in HOP_BY_HOP {
+                prop_assert!(!map.contains_key(name), "{name} survived");
+            }
+            for name in named {
+                if HeaderName::from_bytes(name.as_bytes()).is_ok() && !["x-forwarded-for", "via", "x-forwarded-proto", "x-forwarded-host", "te"].contains(&name.as_str()) {
+                    prop_assert!(!map.contains_key(name.as_str()), "{name}, named by Connection, survived");
+                }
+            }
+            let forwarded = map.get_all("x-forwarded-for").iter().next_back().unwrap().to_str().unwrap().to_owned();
+            prop_assert!(forwarded.ends_with(&ip.to_string()), "{forwarded}");
+            let via = map.get_all("via").iter().next_back().unwrap().to_str().unwrap().to_owned();
+            prop_assert!(via.ends_with("fulcrum"), "{via}");
+        }
+    }
+}

@@ -12,7 +12,7 @@
 //!   found closed before writing) is retried whatever its method.
 //! - One that was sent and then failed (reset, closed, response timeout) is retried only for
 //!   idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and only when its body can be
-//!   replayed (no body, or one that fit in `body::REPLAY_LIMIT`).
+//!   replayed (no body, or one that fit in `REPLAY_LIMIT`, `body/request.rs`).
 //! - Once a response head has arrived nothing is retried: the response is the client's.
 //! - At most `retries` extra attempts, each on a backend not tried yet. Retries of requests that
 //!   may have reached a backend also need the pool's retry budget (`upstream/budget.rs`).
@@ -68,12 +68,12 @@ mod body;
 mod error;
 mod forward;
 pub mod guard;
-pub mod headers;
+mod headers;
 mod heads;
 mod logged;
 mod request_id;
 mod route;
-pub mod screen;
+mod screen;
 pub mod state;
 mod target;
 mod tunnel;

@@ -540,3 +540,38 @@ mod tests {
         assert_eq!(status(&[("host", "a"), ("via", &looped)]), Some(508));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Bounded fuzzing (proptest): screening never panics, and what it lets through is framed
+    //! one way only.
+
+    use http::{Request, Version};
+    use proptest::prelude::*;
+
+    use super::super::headers::arbitrary::{header_map, headers};
+    use super::screen;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Screening never panics, and a request it lets through has at most one Transfer-Encoding,
+        /// exactly `chunked`, and never with Content-Length.
+        #[test]
+        fn screened_requests_have_one_unambiguous_framing(pairs in headers(), http10 in any::<bool>()) {
+            let mut request = Request::post("/x").body(()).unwrap();
+            *request.headers_mut() = header_map(&pairs);
+            *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
+            let verdict = screen(&request, &Default::default(), || Some(false));
+            if verdict.is_none() {
+                let codings: Vec<_> = request.headers().get_all("transfer-encoding").iter().collect();
+                prop_assert!(codings.len() <= 1);
+                if let Some(coding) = codings.first() {
+                    prop_assert!(coding.as_bytes().eq_ignore_ascii_case(b"chunked"));
+                    prop_assert!(!request.headers().contains_key("content-length"));
+                    prop_assert!(!http10);
+                }
+            }
+        }
+    }
+}

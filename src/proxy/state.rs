@@ -351,3 +351,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Bounded fuzzing (proptest): the route a snapshot finds is the one a plain reading of the
+    //! route list gives.
+
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::State;
+    use crate::config::{Config, HostPattern};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The first route whose host and prefix match takes the request, as a plain reading of
+        /// the route list would say.
+        #[test]
+        fn routing_takes_the_first_matching_route(
+            routes in prop::collection::vec((prop::option::of(prop::sample::select(vec!["a.test", "*.test", "b.test"])), prop::option::of(prop::sample::select(vec!["/", "/api", "/api/v1", "/static"]))), 1..6),
+            host in prop::sample::select(vec!["a.test", "b.test", "x.a.test", "other", "A.TEST"]),
+            path in prop::sample::select(vec!["/", "/api", "/api/v1/users", "/apix", "/static/x", "/none"]),
+        ) {
+            let mut text = String::from("[pool.p0]\nbackends = [{ address = \"127.0.0.1:1\" }]\n");
+            for i in 0..routes.len() {
+                text += &format!("[pool.p{}]\nbackends = [{{ address = \"127.0.0.1:{}\" }}]\n", i + 1, i + 2);
+            }
+            for (i, (route_host, prefix)) in routes.iter().enumerate() {
+                text += "[[route]]\n";
+                if let Some(h) = route_host { text += &format!("host = \"{h}\"\n"); }
+                if let Some(p) = prefix { text += &format!("path_prefix = \"{p}\"\n"); }
+                text += &format!("pool = \"p{}\"\n", i + 1);
+            }
+            let config = Config::parse(&text, Path::new("routes.toml")).unwrap();
+            let state = State::build(&config, 1);
+            let expected = routes.iter().position(|(route_host, prefix)| {
+                let host_ok = route_host.is_none_or(|h| HostPattern::parse(h).unwrap().matches(host));
+                let path_ok = prefix.is_none_or(|p| path.starts_with(p));
+                host_ok && path_ok
+            });
+            let got = state.route(Some(host), path).map(|r| r.pool().name().to_string());
+            prop_assert_eq!(got, expected.map(|i| format!("p{}", i + 1)));
+        }
+    }
+}

@@ -41,7 +41,7 @@ pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
 pub use client::{Client, Failure, classify, describe_io, innermost};
 pub use connections::Sender;
-pub use plain::{Plain, PlainBody, PlainError};
+pub use plain::{PlainBody, PlainError};
 pub use pool::{Policy, Pool, Role};
 pub use relayed::{Relayed, UpstreamBody};
 pub use sender::for_http2;

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fulcrum::app::{App, Options};
-use fulcrum::config::Config;
-use fulcrum::control::Control;
+use fulcrum::{App, Config, Control, Options};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -11,5 +11,5 @@
 mod series;
 mod stats;
 
-pub use series::{BUCKETS, Counter, Histogram, HistogramSnapshot, StatusCounts};
+pub use series::{Counter, HistogramSnapshot};
 pub use stats::{BackendState, BackendStats, Outcomes, PoolStats, RetryReason};
