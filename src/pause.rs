@@ -1,7 +1,7 @@
 //! Waits without progress, timed against a limit: a client that reads nothing of what it is sent
 //! ([`WriteWait`], nginx's `send_timeout`: both client paths, `proxy/guard.rs` for hyper's
-//! connections and `downstream/h1/stall.rs` for Fulcrum's own), and a backend that sends nothing more
-//! of a body (`upstream/relayed.rs`, nginx's `proxy_read_timeout`).
+//! connections and `downstream/h1/stall.rs` for Fulcrum's own), and a backend that sends nothing
+//! more of a body (`upstream/relayed.rs`, nginx's `proxy_read_timeout`).
 
 use std::future::Future;
 use std::io;

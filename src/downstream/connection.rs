@@ -83,7 +83,8 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        // `proxy/guard.rs` does the header and idle timeouts: hyper's would also cut idle keep-alive.
+        // `proxy/guard.rs` does the header and idle timeouts: hyper's would also cut idle
+        // keep-alive.
         .header_read_timeout(None)
         // One buffer, one write(2), per response: bodies are small, and copying them beats
         // the kernel's cost of gathering a vector.

@@ -7,7 +7,8 @@
 //!   long is closed (end of stream, as if the client had closed: hyper closes quietly). The
 //!   deadline is checked when the timer fires, so the close comes between one and two
 //!   `client_idle` after the last response. An HTTP/2 connection is first told to say GOAWAY
-//!   and close itself (`downstream/drain.rs`), and closed under it only after another `client_idle`.
+//!   and close itself (`downstream/drain.rs`), and closed under it only after another
+//!   `client_idle`.
 //! - `request_header`: once the first byte of a request head arrives, the whole head must arrive
 //!   within this (slowloris): the client gets 408 and the connection is closed.
 //! - A request line longer than any target `max_uri_bytes` allows gets 414 as soon as it is
@@ -68,7 +69,8 @@ pub struct Watch {
     head: Mutex<Head>,
     /// Requests started on the connection so far.
     requests: AtomicU64,
-    /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY (`downstream/drain.rs`).
+    /// An HTTP/2 connection idle past `client_idle`: its server says GOAWAY
+    /// (`downstream/drain.rs`).
     idle_goaway: Notify,
     /// The connection speaks HTTP/2: only then are responses waiting on the client counted.
     http2: AtomicBool,

@@ -40,8 +40,8 @@
 //!   connection's watch ([`guard::Watch`], [`guard::Active`]) and screening reads the raw head,
 //!   while the server calls the proxy.
 //!
-//! Not here: accepting connections and speaking HTTP to clients (`downstream/`), and backends, their
-//! selection and the client that reaches them (`upstream/`).
+//! Not here: accepting connections and speaking HTTP to clients (`downstream/`), and backends,
+//! their selection and the client that reaches them (`upstream/`).
 
 use std::net::SocketAddr;
 use std::pin::pin;

@@ -5,8 +5,8 @@
 //!   each owner keeps (backend, pool, the unrouted).
 //! - `access/`: the access log, a line per request, written by a thread of its own.
 //!
-//! It owns the counting and the writing, and uses nothing but config. It does not read the
-//! counts out: `GET /metrics` (the admin API's `exposition.rs`) walks the snapshot at scrape
+//! It owns the counting and the writing, and uses only config and the leaves. It does not read
+//! the counts out: `GET /metrics` (the admin API's `exposition.rs`) walks the snapshot at scrape
 //! time. Nor does it wrap responses: the body that finishes a request's log entry is the
 //! proxy's (`proxy/logged.rs`).
 

@@ -12,9 +12,9 @@
 //! gathered in a buffer kept per thread.
 //!
 //! What it keeps of hyper's behaviour and `proxy/guard.rs`'s: a connection with no request yet
-//! gets `request_header` from accept, an idle one `client_idle` (both checked by the roster's sweep,
-//! so late by at most an eighth of the shorter timeout, and never more than 100 ms); a client that closes while its
-//! request is in progress has the request dropped (logged 499); pipelined requests are answered
+//! gets `request_header` from accept, an idle one `client_idle` (both checked by the roster's
+//! sweep, so late by at most an eighth of the shorter timeout, and never more than 100 ms); a
+//! client that closes while its request is in progress has the request dropped (logged 499); pipelined requests are answered
 //! in order; `Connection: close` closes after the response; a drain closes idle connections at
 //! once and the busy ones after their response (with `Connection: close`). A head that arrives
 //! in pieces is hyper's too, so the slow-client rules (408) stay `proxy/guard.rs`'s.

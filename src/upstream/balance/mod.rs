@@ -1,8 +1,8 @@
 //! Backend selection: which member of a pool gets the next request.
 //!
 //! Each strategy is a small synchronous type built once from the pool's weights and then shared
-//! by every request through the immutable snapshot (`proxy/state.rs`); picking touches only atomics, so
-//! the request path takes no lock. A balancer knows nothing about sockets or health: the caller
+//! by every request through the immutable snapshot (`proxy/state.rs`); picking touches only
+//! atomics, so the request path takes no lock. A balancer knows nothing about sockets or health: the caller
 //! describes the members through [`Candidates`] (who may be picked now, how loaded each one is),
 //! which also lets a retry exclude the backend that just failed.
 //!
