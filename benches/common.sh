@@ -28,16 +28,20 @@ render() { # template port -> file, with @DIR@, @PORT@ and @BACKEND@ filled in
   sed -e "s|@DIR@|$work|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|$BACKEND_PORT|g" "$1" > "$3"
 }
 
-start_backend() { # port cpu: the fast backend, a fixed small response: nginx when installed,
-  # else the minimal hyper server in examples/bench_backend.rs
+start_backend() { # port cpu: the fast backend, fixed responses (13 bytes on /, 64 KiB on /64k):
+  # nginx when installed, else the minimal hyper server in examples/bench_backend.rs
+  # nginx's workers run as another user (www-data): they may pass through the work directory.
+  chmod 711 "$work"
+  mkdir -p "$work/www"
+  head -c 65536 /dev/zero | tr '\0' x > "$work/www/64k"
   if command -v nginx >/dev/null; then
     render benches/peers/backend-nginx.conf "$1" "$work/backend.conf"
     taskset -c "$2" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
-    echo "backend: nginx $(nginx -v 2>&1 | cut -d/ -f2), fixed small response"
+    echo "backend: nginx $(nginx -v 2>&1 | cut -d/ -f2), fixed responses"
   else
     cargo build --release --quiet --example bench_backend
     taskset -c "$2" target/release/examples/bench_backend "127.0.0.1:$1" & pids+=($!)
-    echo "backend: examples/bench_backend.rs (hyper; nginx is not installed), fixed small response"
+    echo "backend: examples/bench_backend.rs (hyper; nginx is not installed), fixed responses"
   fi
   wait_port "$1"
 }
