@@ -43,7 +43,7 @@ fi
 for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
-rounds http "${targets[@]}"
+rounds "$work" http / "${targets[@]}"
 echo "access log lines written: $(wc -l < "$work/access.log")"
 
 ref=metrics; [ -n "${BASELINE:-}" ] && ref=baseline

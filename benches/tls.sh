@@ -20,11 +20,7 @@ FULCRUM_PORT=18401 NGINX_PORT=18402
 # shellcheck source=benches/common.sh
 source benches/common.sh
 require_nginx
-command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 1; }
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+make_certificate
 
 render benches/peers/backend-nginx.conf "$BACKEND_PORT" "$work/backend.conf"
 taskset -c "$LOAD_CPU" nginx -p "$work" -c "$work/backend.conf" & pids+=($!)
@@ -34,11 +30,11 @@ sed -i "s|@PLAIN@|$((FULCRUM_PORT + 10))|" "$work/fulcrum-tls.toml"
 RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$work/fulcrum-tls.toml" & pids+=($!)
 render benches/peers/nginx-tls.conf "$NGINX_PORT" "$work/nginx-tls.conf"
 taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx-tls.conf" & pids+=($!)
-targets=(fulcrum:$FULCRUM_PORT nginx:$NGINX_PORT)
+targets=("fulcrum:$FULCRUM_PORT" "nginx:$NGINX_PORT")
 for target in "${targets[@]}"; do wait_port "${target#*:}"; done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION over HTTPS, $ROUNDS interleaved rounds; proxies on cpu $PROXY_CPU"
-rounds https "${targets[@]}"
+rounds "$work" https / "${targets[@]}"
 
 python3 benches/summary.py "$work" nginx "${targets[@]%%:*}"
