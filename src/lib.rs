@@ -60,6 +60,7 @@ mod clock;
 mod config;
 mod control;
 mod downstream;
+mod http1;
 mod names;
 mod path;
 mod pause;

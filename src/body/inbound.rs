@@ -22,7 +22,7 @@ use super::strip_trailer_fields;
 pub enum BodyError {
     /// The client's connection failed or its body was malformed (bad chunk, cut short).
     #[error("{0}")]
-    Client(#[from] hyper::Error),
+    Client(super::BoxError),
     /// More than `max_body` bytes.
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: u64 },
@@ -146,7 +146,9 @@ impl Body for Inbound {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(BodyError::Client(error.into()))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending if this.idle_too_long(cx) => {
                 Poll::Ready(Some(Err(BodyError::Idle(this.rules.idle))))

@@ -51,8 +51,6 @@ impl Chunk {
 /// What an attempt's request body reports back, once: at its end, or when dropped unfinished.
 #[derive(Debug)]
 pub struct Leftover {
-    /// The body was sent to its end.
-    pub sent_whole: bool,
     /// Enough to send the same body again, if what was sent fit in [`REPLAY_LIMIT`].
     pub replay: Option<Replay>,
 }
@@ -104,6 +102,22 @@ impl RequestBody {
         RequestBody(None)
     }
 
+    /// Puts what was sent back in front of what is left, to send the same body again (on
+    /// another connection); false when more than [`REPLAY_LIMIT`] was sent, which is gone.
+    pub fn rewind(&mut self) -> bool {
+        let Some(streaming) = &mut self.0 else {
+            return true;
+        };
+        let Some(mut chunks) = streaming.sent.take() else {
+            return false;
+        };
+        chunks.extend(streaming.queued.by_ref());
+        streaming.queued = chunks.into_iter();
+        streaming.sent = Some(Vec::new());
+        streaming.sent_bytes = 0;
+        true
+    }
+
     fn build(
         chunks: Vec<Chunk>,
         rest: Option<Inbound>,
@@ -130,25 +144,27 @@ impl Streaming {
         }
     }
 
-    fn finish(&mut self, sent_whole: bool) {
+    fn finish(&mut self) {
         let Some(report) = self.report.take() else {
             return;
         };
-        let replay = self.sent.take().map(|mut chunks| {
-            chunks.extend(self.queued.by_ref());
+        // Copies (of shared bytes): a body sent whole can still be rewound.
+        let replay = self.sent.as_ref().map(|sent| {
+            let mut chunks = sent.clone();
+            chunks.extend(self.queued.clone());
             Replay {
                 chunks,
                 rest: self.rest.take(),
             }
         });
         // Nobody listening means the proxy already has its answer.
-        report.send(Leftover { sent_whole, replay }).ok();
+        report.send(Leftover { replay }).ok();
     }
 }
 
 impl Drop for Streaming {
     fn drop(&mut self) {
-        self.finish(false);
+        self.finish();
     }
 }
 
@@ -192,12 +208,12 @@ impl Body for Streaming {
         if let Some(chunk) = this.queued.next() {
             this.keep(chunk.clone());
             if this.is_end_stream() {
-                this.finish(true);
+                this.finish();
             }
             return Poll::Ready(Some(Ok(chunk.into_frame())));
         }
         let Some(rest) = &mut this.rest else {
-            this.finish(true);
+            this.finish();
             return Poll::Ready(None);
         };
         let polled = Pin::new(rest).poll_frame(cx);
@@ -207,10 +223,10 @@ impl Body for Streaming {
                     this.keep(chunk);
                 }
                 if this.is_end_stream() {
-                    this.finish(true);
+                    this.finish();
                 }
             }
-            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled

@@ -11,12 +11,10 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::attempt::{self, Cause, Failed, Head, Replay, Report, is_idempotent};
 use super::error::ProxyError;
 use super::guard::Watch;
 use super::headers;
 use super::route::host_name;
-use super::screen;
 use super::state::State;
 use super::target::{prepare, request_host};
 use super::tunnel::{self, Tunnels};
@@ -24,7 +22,9 @@ use super::{ProxyBody, Trail};
 use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
 use crate::path::routing_path;
 use crate::telemetry::metrics::RetryReason;
-use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, Sender, UpstreamBody};
+use crate::upstream::exchange::{self, Answer, Cause, Failed, Replay, Report};
+use crate::upstream::head::{Head, is_idempotent};
+use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 
 /// Routes `request` to its pool and makes attempts on its backends until one answers or the
 /// retry rules say stop; `trail` records where it went.
@@ -110,7 +110,7 @@ pub(super) async fn forward<'a>(
         // Timed only for the access log: two clock reads per attempt are not free.
         trail.waiting_since = state.access_log().map(|_| Instant::now());
         // Awaited through a pin: by value, the large future would be copied once more.
-        let exchanged = pin!(attempt::exchange(
+        let exchanged = pin!(exchange::exchange(
             state.client(),
             &backend,
             request,
@@ -123,38 +123,27 @@ pub(super) async fn forward<'a>(
             *trail.upstream_time.get_or_insert_default() += sent.elapsed();
         }
         let failed = match exchanged {
-            Ok((mut response, connection)) => {
-                if let Some(reason) = screen::response_framing(&response, upgrade.is_some()) {
-                    // Its connection is dropped with it: nothing more is read from it.
-                    pool.record_failure(&backend, reason);
-                    return Err(ProxyError::UpstreamFailed {
-                        pool: pool.name().clone(),
-                        backend: backend.address().clone(),
-                        reason: reason.to_owned(),
-                    });
-                }
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some((_, client)) = upgrade.take()
-                {
-                    pool.record_success(&backend);
-                    let upgraded = hyper::upgrade::on(&mut response);
-                    // The connection is the tunnel's now: it never goes back to the pool.
-                    drop(connection);
-                    let idle = state.timeouts().client_idle;
-                    // The client connection is busy for the tunnel's life: its request-head and
-                    // idle deadlines must not fire on tunnelled bytes.
-                    let busy = watch.map(Watch::hold);
-                    // The request's log line waits for the tunnel's close (`tunnel.rs`).
-                    let log = state.access_log().map(|_| {
-                        let (later, log) = oneshot::channel();
-                        trail.log_later = Some(later);
-                        log
-                    });
-                    tunnel::bridge(tunnels, (client, upgraded), (in_flight, busy), idle, log);
-                    return Ok(switching(response));
-                }
+            Ok(Answer::Switched(response, connection)) => {
+                let Some((_, client)) = upgrade.take() else {
+                    unreachable!("a switch is taken only when an upgrade asked for it")
+                };
+                pool.record_success(&backend);
+                let idle = state.timeouts().client_idle;
+                // The client connection is busy for the tunnel's life: its request-head and
+                // idle deadlines must not fire on tunnelled bytes.
+                let busy = watch.map(Watch::hold);
+                // The request's log line waits for the tunnel's close (`tunnel.rs`).
+                let log = state.access_log().map(|_| {
+                    let (later, log) = oneshot::channel();
+                    trail.log_later = Some(later);
+                    log
+                });
+                tunnel::bridge(tunnels, (client, connection), (in_flight, busy), idle, log);
+                return Ok(switching(response));
+            }
+            Ok(Answer::Response(response)) => {
                 let idle = state.timeouts().response_body_idle;
-                let mut response = relay(pool, response, in_flight, connection, idle);
+                let mut response = relay(pool, response, in_flight, idle);
                 pin_to(pool, &backend, pinned, &mut response);
                 return Ok(response);
             }
@@ -235,7 +224,7 @@ fn pin_to(pool: &Pool, backend: &Backend, pinned: Option<u64>, response: &mut Re
 }
 
 /// The client's 101 for a backend's: its headers, with the upgrade ones put back.
-fn switching(response: Response<UpstreamBody>) -> Response<ProxyBody> {
+fn switching(response: Response<()>) -> Response<ProxyBody> {
     let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::rewrite_response(&mut parts.headers, parts.version);
@@ -251,7 +240,6 @@ fn relay(
     pool: &Pool,
     response: Response<UpstreamBody>,
     in_flight: InFlight,
-    connection: Option<(Sender, u64)>,
     idle: Duration,
 ) -> Response<ProxyBody> {
     let status = response.status();
@@ -270,7 +258,7 @@ fn relay(
     parts.version = Version::HTTP_11;
     Response::from_parts(
         parts,
-        ProxyBody::Upstream(Relayed::new(body, in_flight, connection, idle)),
+        ProxyBody::Upstream(Relayed::new(body, in_flight, idle)),
     )
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Life of a request: load the snapshot once → find the route by host and path → rewrite the
 //! head once → the pool picks an available backend → count it in flight → one attempt
-//! (`attempt.rs`) → relay the response head and stream its body, the in-flight count ending with
+//! (`upstream/exchange.rs`) → relay the response head and stream its body, the in-flight count ending with
 //! the body. A failed attempt is retried on a backend not yet tried when the retry rules below
 //! allow it; otherwise it is a [`ProxyError`], logged once here with pool and backend.
 //!
@@ -63,7 +63,6 @@ use crate::telemetry::metrics::Outcomes;
 use crate::upstream::{Backend, Pool};
 
 mod answer;
-mod attempt;
 mod body;
 mod error;
 mod forward;

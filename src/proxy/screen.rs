@@ -13,13 +13,11 @@
 //!   credentials back to a script); `OPTIONS` with `Max-Forwards: 0` is answered here (RFC 9110
 //!   section 7.6.2). A target form other methods cannot have (`host:port`, or `*` but for
 //!   `OPTIONS`) gets 400.
-//! - Backend responses: a 101 nobody asked for, or a `Transfer-Encoding` other than one
-//!   `chunked`, is a 502 (hyper itself refuses conflicting lengths, obs-fold and oversized heads).
 //! - Loops: a request whose `Via` already names Fulcrum [`LOOP_LIMIT`] times gets 508: a pool
 //!   that points back at the proxy cannot multiply a request forever.
 
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, Method, Request, StatusCode, Version, header};
 
 use super::headers::VIA_PSEUDONYM;
 use crate::config::Limits;
@@ -295,23 +293,6 @@ fn target_form(method: &Method, uri: &http::Uri) -> Option<Local> {
             StatusCode::BAD_REQUEST,
             "asterisk-form target is for OPTIONS only",
         ));
-    }
-    None
-}
-
-/// Why a backend's response head cannot be relayed, if it cannot: an upgrade nobody asked for
-/// (the proxy forwards no `Upgrade`), or framing two parties could read differently.
-pub fn response_framing<B>(response: &Response<B>, upgrade_asked: bool) -> Option<&'static str> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
-        return Some("unsolicited 101 Switching Protocols");
-    }
-    let mut codings = response.headers().get_all(header::TRANSFER_ENCODING).iter();
-    let first = codings.next()?;
-    if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
-        return Some("Transfer-Encoding other than chunked");
-    }
-    if response.headers().contains_key(header::CONTENT_LENGTH) {
-        return Some("Content-Length and Transfer-Encoding together");
     }
     None
 }

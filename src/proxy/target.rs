@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use crate::body::ClientBody;
 use http::{HeaderValue, Method, Request, Uri, header};
 
-use super::attempt::Head;
 use super::headers::{self, ClientSide};
 use super::tunnel;
+use crate::upstream::head::Head;
 
 /// Rewrites the head once for every attempt: `Host` from the target, hop-by-hop headers out,
 /// forwarding headers in, the target in origin form. `pool` is the `Host` of a request without

@@ -22,6 +22,7 @@ use super::guard;
 use crate::clock;
 use crate::telemetry::access::{AccessLog, Entry};
 use crate::upstream::InFlight;
+use crate::upstream::h1;
 
 /// Where the upgrade request's access log entry is handed to its tunnel, once the 101 is answered.
 pub type LogLater = oneshot::Receiver<(Entry, AccessLog)>;
@@ -99,7 +100,7 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// until it closes. `log` brings the upgrade request's access log entry, finished at the close.
 pub fn bridge(
     tunnels: &Arc<Tunnels>,
-    (client, backend): (OnUpgrade, OnUpgrade),
+    (client, backend): (OnUpgrade, Box<h1::Connection>),
     held: (InFlight, Option<guard::Active>),
     idle: Duration,
     log: Option<LogLater>,
@@ -109,11 +110,11 @@ pub fn bridge(
     tokio::spawn(async move {
         let _held = held;
         let mut crossed = (0, 0);
-        match tokio::try_join!(client, backend) {
-            Ok((client, backend)) => {
+        match client.await {
+            Ok(client) => {
                 let activity = Arc::new(AtomicU64::new(clock::now_ms()));
                 let mut client = Touched::new(TokioIo::new(client), &activity);
-                let mut backend = Touched::new(TokioIo::new(backend), &activity);
+                let mut backend = Touched::new(backend, &activity);
                 tokio::select! {
                     copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
                         if let Err(error) = copied {

@@ -82,7 +82,7 @@ impl Backend {
     }
 
     /// Its idle keep-alive connections.
-    pub fn connections(&self) -> &Connections {
+    pub(crate) fn connections(&self) -> &Connections {
         &self.connections
     }
 
@@ -99,7 +99,6 @@ impl Backend {
             _ => false,
         };
         self.tls.store(tls);
-        self.connections.set_plain(self.is_plain());
         if !same {
             // Connections verified for another name or against other roots (or not at all)
             // are not reused: a CA taken out of `ca` must stop being trusted at once.
@@ -117,13 +116,6 @@ impl Backend {
         if self.http2.swap(http2, Ordering::Relaxed) != http2 {
             self.connections.clear();
         }
-        self.connections.set_plain(self.is_plain());
-    }
-
-    /// Whether it is spoken to in plain HTTP/1.1 (no TLS, not HTTP/2): looked at, not cloned,
-    /// as every bodyless request asks.
-    pub fn is_plain(&self) -> bool {
-        self.tls.load().is_none() && !self.http2()
     }
 
     /// Selection weight.

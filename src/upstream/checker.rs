@@ -12,13 +12,10 @@
 
 use std::sync::{Arc, Weak};
 
-use http::{Request, header};
-use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use super::health::Flip;
-use super::{Backend, Pool, connections, transitions};
-use crate::body::RequestBody;
+use super::{Backend, Pool, exchange, transitions};
 use crate::config::HealthCheck;
 
 /// Starts a checker for every member of `pool`, when the pool has health checks configured.
@@ -85,32 +82,7 @@ async fn run(pool: Weak<Pool>, backend: Weak<Backend>, check: HealthCheck) {
 /// One probe on a fresh connection: `Ok` when the backend answered with an expected status
 /// within the timeout.
 async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
-    let request = Request::get(check.path.as_str())
-        .header(header::HOST, backend.address().as_str())
-        .header(header::USER_AGENT, "fulcrum-health-check")
-        .header(header::CONNECTION, "close")
-        .body(RequestBody::empty())
-        .map_err(|err| format!("cannot build the probe: {err}"))?;
-    let exchange = async {
-        let mut sender = connections::connect(backend, check.timeout)
-            .await
-            .map_err(|failure| failure.to_string())?;
-        let response = sender
-            .send(request, backend)
-            .await
-            .map_err(|err| super::classify(&err).to_string())?;
-        let status = response.status();
-        // Read the body so the exchange completes; its content does not matter.
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| format!("body: {err}"))?;
-        Ok::<_, String>(status)
-    };
-    let status = tokio::time::timeout(check.timeout, exchange)
-        .await
-        .map_err(|_| format!("no answer within {:?}", check.timeout))??;
+    let status = exchange::probe(backend, &check.path, check.timeout).await?;
     if check.expect.matches(status) {
         Ok(())
     } else {

@@ -1,11 +1,6 @@
-//! The client side of the proxy: a connection to a backend (pooled or new), and what a failure
-//! to exchange a request on it means.
-//!
-//! There is no shared client object to rebuild on reload: connections live with their backend
-//! (`connections.rs`), and the connect timeout is read per connect from an atomic that each new
-//! snapshot sets. A pooled connection that the backend closed while it sat idle is noticed when
-//! taken (closed) or when the request cannot be written on it (hyper hands the request back),
-//! and the request then goes on a fresh connection, whatever its method.
+//! What every exchange with a backend shares, whatever its protocol: the connect timeout (read
+//! per connect from an atomic that each new snapshot sets, so there is no client object to
+//! rebuild on reload), and what a failure to exchange means ([`Failure`]).
 
 use std::error::Error as StdError;
 use std::io;
@@ -13,13 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::Backend;
-use super::connections::{self, Sender};
-use super::plain::Plain;
 use crate::body::BodyError;
-
-/// How long a pooled connection, just returned, may take to become ready again.
-const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// Upstream connection settings shared across snapshots; cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,61 +30,8 @@ impl Client {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
-    }
-
-    /// A connection to `backend` ready for a request, and whether it was reused: the most
-    /// recently used idle one that is still open, else a new one. `epoch` is the backend's
-    /// connections' epoch read before, to give back with it ([`Connections::put`]).
-    pub async fn connection(
-        &self,
-        backend: &Backend,
-        epoch: u64,
-    ) -> Result<(Sender, bool), Failure> {
-        while let Some(mut sender) = backend.connections().take() {
-            if sender.is_ready() {
-                return Ok((sender, true));
-            }
-            // Returned a moment ago: its connection task has not yet marked it ready.
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                return Ok((sender, true));
-            }
-        }
-        Ok((self.new_connection(backend, epoch).await?, false))
-    }
-
-    /// A new connection to `backend`, made with the settings of `epoch` (read before): an
-    /// HTTP/2 one is kept for the requests to come unless a reload changed them meanwhile.
-    pub async fn new_connection(&self, backend: &Backend, epoch: u64) -> Result<Sender, Failure> {
-        let started = std::time::Instant::now();
-        // Boxed: with its TLS and HTTP/2 handshakes the future is several KiB, and every
-        // request's future would otherwise be that much larger to move about.
-        let sender = Box::pin(connections::connect(backend, self.connect_timeout())).await?;
-        if let Some(shared) = sender.share() {
-            backend.connections().share(shared, epoch);
-        }
-        backend.stats().connect.observe(started.elapsed());
-        Ok(sender)
-    }
-}
-
-impl Client {
-    /// A plain connection to `backend` (`plain.rs`), and whether it was reused: the most
-    /// recently used idle one that can carry another exchange, else a new one.
-    pub async fn plain_connection(&self, backend: &Backend) -> Result<(Box<Plain>, bool), Failure> {
-        if let Some(connection) = backend.connections().take_plain() {
-            return Ok((connection, true));
-        }
-        Ok((self.new_plain_connection(backend).await?, false))
-    }
-
-    /// A new plain connection to `backend`.
-    pub async fn new_plain_connection(&self, backend: &Backend) -> Result<Box<Plain>, Failure> {
-        let started = std::time::Instant::now();
-        let stream = connections::open(backend, self.connect_timeout()).await?;
-        backend.stats().connect.observe(started.elapsed());
-        Ok(Plain::new(stream))
     }
 }
 
@@ -176,17 +112,24 @@ impl Failure {
     }
 }
 
-/// Sorts an error from an exchange that was started on a connection.
-pub fn classify(error: &hyper::Error) -> Failure {
-    if error.is_user() {
-        return match innermost::<BodyError>(error) {
+impl Failure {
+    /// The failure of a request body that failed with `error`.
+    pub(crate) fn of_body(error: &(dyn StdError + 'static)) -> Failure {
+        match innermost::<BodyError>(error) {
             Some(BodyError::TooLarge { limit }) => Failure::BodyTooLarge(*limit),
             Some(BodyError::Idle(idle)) => Failure::BodyIdle(*idle),
-            // What was wrong with the client's body ("invalid chunk size line"), not hyper's
-            // wrapper around it ("error from user's Body stream").
-            Some(BodyError::Client(client)) => Failure::RequestBody(with_sources(client)),
-            None => Failure::RequestBody(error.to_string()),
-        };
+            // What was wrong with the client's body ("invalid chunk size line"), not a
+            // wrapper's words around it ("error from user's Body stream").
+            Some(BodyError::Client(client)) => Failure::RequestBody(with_sources(client.as_ref())),
+            None => Failure::RequestBody(with_sources(error)),
+        }
+    }
+}
+
+/// Sorts an error from an exchange that was started on an HTTP/2 connection.
+pub fn classify(error: &hyper::Error) -> Failure {
+    if error.is_user() {
+        return Failure::of_body(error);
     }
     if error.is_canceled() {
         return Failure::NotSent(error.to_string());
@@ -230,6 +173,7 @@ pub fn describe_io(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+        io::ErrorKind::BrokenPipe => "broken pipe".to_owned(),
         _ => error.to_string(),
     }
 }

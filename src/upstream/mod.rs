@@ -12,11 +12,16 @@
 //! - `tier.rs`: one role's backends and their balancer.
 //! - `transitions.rs`: each backend state change reported once, as an event and a count.
 //! - `budget.rs`: the retry budget that keeps retries a bounded share of traffic.
-//! - `connections.rs`: a backend's idle keep-alive connections, and making new ones.
+//! - `exchange.rs`: one exchange with one backend, whatever protocol it speaks: the interface
+//!   attempts go through, and health probes.
+//! - `h1/`: HTTP/1.1 to backends, Fulcrum's own client on the codec (`http1/`).
+//! - `h2.rs`: HTTP/2 to backends, hyper's client.
+//! - `connections.rs`: a backend's idle HTTP/1.1 connections and shared HTTP/2 one, and
+//!   opening new ones (TCP, then TLS).
+//! - `stream.rs`: a backend connection's bytes, plain or TLS.
 //! - `tls.rs`: TLS to `https://` backends, verified against web PKI roots plus the pool's `ca`.
-//! - `plain.rs`: bodyless requests to plain-HTTP/1.1 backends, exchanged by the request's own
-//!   task instead of a hyper connection task.
-//! - `client.rs`: getting a ready connection (pooled or new), and what failures mean.
+//! - `head.rs`: a request's head kept for a retry, and which methods may be sent twice.
+//! - `client.rs`: the connect timeout, and what failures mean.
 //! - `relayed.rs`: a backend's response body, relayed, recycling its connection when read whole.
 //!
 //! This module does not route, rewrite headers or build responses: that is `proxy/`.
@@ -27,12 +32,15 @@ pub mod balance;
 mod budget;
 pub mod checker;
 mod client;
-pub mod connections;
+mod connections;
+pub mod exchange;
+pub(crate) mod h1;
+mod h2;
+pub mod head;
 pub mod health;
-mod plain;
 mod pool;
 mod relayed;
-mod sender;
+mod stream;
 mod tier;
 pub mod tls;
 pub mod transitions;
@@ -40,8 +48,5 @@ pub mod transitions;
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
 pub use client::{Client, Failure, classify, describe_io, innermost};
-pub use connections::Sender;
-pub use plain::{PlainBody, PlainError};
 pub use pool::{Policy, Pool, Role};
 pub use relayed::{Relayed, UpstreamBody};
-pub use sender::for_http2;

@@ -1,7 +1,7 @@
-//! A backend's response body on its way to the client: read by hyper's client connection, or by
-//! the request's own task on a plain connection ([`UpstreamBody`]), and carrying the backend's
-//! in-flight guard, so the request counts as in flight until its body is done or dropped
-//! ([`Relayed`]). The proxy sends it to the client inside its own response body
+//! A backend's response body on its way to the client: read by the request's own task from an
+//! HTTP/1.1 connection, or by hyper's HTTP/2 connection ([`UpstreamBody`]), and carrying the
+//! backend's in-flight guard, so the request counts as in flight until its body is done or
+//! dropped ([`Relayed`]). The proxy sends it to the client inside its own response body
 //! (`proxy/body.rs`).
 
 use std::pin::Pin;
@@ -12,13 +12,15 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::warn;
 
-use super::{InFlight, PlainBody, Sender};
-use crate::body::BoxError;
+use super::InFlight;
+use super::h1::ResponseBody;
+use crate::body::{BoxError, strip_trailer_fields};
 use crate::pause::Pause;
 
 /// A backend's response body, with what must happen when it ends: the request stops counting as
-/// in flight, and the connection it came on goes back to its backend's idle stack, but only if
-/// the body was read to its end (a connection with unread bytes cannot carry another exchange).
+/// in flight, and an HTTP/1.1 connection it came on goes back to its backend's idle stack, but
+/// only if the body was read to its end (a connection with unread bytes cannot carry another
+/// exchange).
 /// A backend that pauses mid-body for longer than `timeouts.response_body_idle` is given up on,
 /// as nginx's `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error,
 /// so the client's connection (HTTP/2: stream) is cut rather than left waiting forever.
@@ -26,41 +28,36 @@ use crate::pause::Pause;
 pub struct Relayed {
     body: UpstreamBody,
     in_flight: InFlight,
-    /// hyper's connection the body came on, and the backend's connections' epoch when it was
-    /// taken or made: one from before a reload changed its settings (TLS roots) is not taken
-    /// back. A plain connection is inside its body.
-    connection: Option<(Sender, u64)>,
     /// The backend's pause between two frames, against the longest allowed.
     pause: Pause,
 }
 
-/// A backend's response body: read by hyper's client connection, or by this request's task.
+/// A backend's response body: from an HTTP/1.1 connection (which it holds), or an HTTP/2 one.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Hyper(Incoming),
-    Plain(PlainBody),
+    H1(ResponseBody),
+    H2(Incoming),
 }
 
 impl Relayed {
-    pub fn new(
-        body: UpstreamBody,
-        in_flight: InFlight,
-        connection: Option<(Sender, u64)>,
-        idle: Duration,
-    ) -> Relayed {
+    pub fn new(body: UpstreamBody, in_flight: InFlight, idle: Duration) -> Relayed {
         Relayed {
             body,
             in_flight,
-            connection,
             pause: Pause::new(idle),
         }
     }
 
     /// The next frame, or an error once the backend has paused longer than `idle`.
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.body).poll_frame(cx);
         if polled.is_ready() {
             self.pause.progressed();
+            if let Poll::Ready(Some(Ok(frame))) = &mut polled
+                && let Some(trailers) = frame.trailers_mut()
+            {
+                strip_trailer_fields(trailers);
+            }
             if let Poll::Ready(Some(Err(error))) = &polled {
                 self.cut_short(error.as_ref());
             }
@@ -87,14 +84,10 @@ impl Relayed {
     }
 
     fn recycle(&mut self) {
-        let connections = self.in_flight.backend().connections();
-        if let Some((connection, epoch)) = self.connection.take() {
-            connections.put(connection, epoch);
-        }
-        if let UpstreamBody::Plain(body) = &mut self.body
+        if let UpstreamBody::H1(body) = &mut self.body
             && let Some(connection) = body.reusable()
         {
-            connections.put_plain(connection);
+            self.in_flight.backend().connections().put(connection);
         }
     }
 }
@@ -133,22 +126,22 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Plain(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Hyper(body) => body.is_end_stream(),
-            UpstreamBody::Plain(body) => body.is_end_stream(),
+            UpstreamBody::H1(body) => body.is_end_stream(),
+            UpstreamBody::H2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Hyper(body) => body.size_hint(),
-            UpstreamBody::Plain(body) => body.size_hint(),
+            UpstreamBody::H1(body) => body.size_hint(),
+            UpstreamBody::H2(body) => body.size_hint(),
         }
     }
 }

@@ -1,0 +1,237 @@
+//! How long a message's body is (RFC 9112 section 6.3): the one decision both directions make,
+//! from the head alone.
+//!
+//! Fulcrum is stricter than the RFC's minimum wherever two parties could read a message two
+//! ways: `Transfer-Encoding` must be exactly `chunked` (one field, one coding), never beside
+//! `Content-Length`, never in HTTP/1.0; `Content-Length` must be digits, repeats must agree. A
+//! request that breaks a rule is refused (400); a response, answered 502. Either way the
+//! connection it came on is closed, since where its next message starts is unknown.
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+
+use super::fields::{LengthError, content_length};
+
+/// Where a message's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLength {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes (never 0: that is `Empty`).
+    Length(u64),
+    /// Chunked transfer coding, to its last chunk and trailers.
+    Chunked,
+    /// Until the connection closes (responses only).
+    UntilClose,
+}
+
+/// Why a message's framing cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FramingError {
+    Length(LengthError),
+    /// `Transfer-Encoding` other than exactly one `chunked`.
+    Coding,
+    /// `Transfer-Encoding` beside `Content-Length`.
+    Both,
+    /// `Transfer-Encoding` in an HTTP/1.0 message.
+    Http10Coding,
+}
+
+impl FramingError {
+    /// The one-line reason given with the refusal.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            FramingError::Length(error) => error.reason(),
+            FramingError::Coding => "Transfer-Encoding other than chunked",
+            FramingError::Both => "Content-Length and Transfer-Encoding together",
+            FramingError::Http10Coding => "Transfer-Encoding in an HTTP/1.0 message",
+        }
+    }
+}
+
+/// A request's body length. Without `Content-Length` or `Transfer-Encoding` it has none.
+pub(crate) fn request(version: Version, headers: &HeaderMap) -> Result<BodyLength, FramingError> {
+    declared(version, headers).map(|length| length.unwrap_or(BodyLength::Empty))
+}
+
+/// A response's body length, given the method of the request it answers. A response to `HEAD`,
+/// an interim (1xx), 204 or 304 response has none, whatever its fields say; without
+/// `Content-Length` or `Transfer-Encoding` a body runs until the connection closes.
+///
+/// A `101` ends the message: what follows is the upgraded protocol's, the caller's to handle.
+pub(crate) fn response(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<BodyLength, FramingError> {
+    if *method == Method::HEAD || !has_body(status) {
+        return Ok(BodyLength::Empty);
+    }
+    declared(version, headers).map(|length| length.unwrap_or(BodyLength::UntilClose))
+}
+
+/// Whether a response with `status` can have a body at all (RFC 9110 sections 15.2, 15.3.5,
+/// 15.4.5).
+pub(crate) fn has_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// What the framing fields declare, `None` when there are none.
+fn declared(version: Version, headers: &HeaderMap) -> Result<Option<BodyLength>, FramingError> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if version == Version::HTTP_10 {
+            return Err(FramingError::Http10Coding);
+        }
+        if codings.next().is_some() || !is_chunked(first) {
+            return Err(FramingError::Coding);
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(FramingError::Both);
+        }
+        return Ok(Some(BodyLength::Chunked));
+    }
+    Ok(
+        match content_length(headers.get_all(CONTENT_LENGTH)).map_err(FramingError::Length)? {
+            None => None,
+            Some(0) => Some(BodyLength::Empty),
+            Some(length) => Some(BodyLength::Length(length)),
+        },
+    )
+}
+
+/// Exactly `chunked`: no list, no other coding (a party that decodes `gzip, chunked` and one that
+/// does not would disagree about the body).
+fn is_chunked(value: &HeaderValue) -> bool {
+    value.as_bytes().eq_ignore_ascii_case(b"chunked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn req(fields: &[(&str, &str)]) -> Result<BodyLength, FramingError> {
+        request(Version::HTTP_11, &headers(fields))
+    }
+
+    fn resp(
+        method: Method,
+        status: u16,
+        fields: &[(&str, &str)],
+    ) -> Result<BodyLength, FramingError> {
+        response(
+            &method,
+            StatusCode::from_u16(status).unwrap(),
+            Version::HTTP_11,
+            &headers(fields),
+        )
+    }
+
+    #[test]
+    fn a_request_without_framing_fields_has_no_body() {
+        assert_eq!(req(&[]), Ok(BodyLength::Empty));
+        assert_eq!(req(&[("content-length", "0")]), Ok(BodyLength::Empty));
+        assert_eq!(req(&[("content-length", "5")]), Ok(BodyLength::Length(5)));
+        assert_eq!(
+            req(&[("transfer-encoding", "Chunked")]),
+            Ok(BodyLength::Chunked)
+        );
+    }
+
+    #[test]
+    fn request_framing_two_parties_could_read_differently_is_refused() {
+        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(req(&both), Err(FramingError::Both));
+        for coding in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, chunked",
+            "chunked ,",
+            "identity",
+        ] {
+            assert_eq!(
+                req(&[("transfer-encoding", coding)]),
+                Err(FramingError::Coding),
+                "{coding}"
+            );
+        }
+        let twice = [
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(req(&twice), Err(FramingError::Coding));
+        let old = request(
+            Version::HTTP_10,
+            &headers(&[("transfer-encoding", "chunked")]),
+        );
+        assert_eq!(old, Err(FramingError::Http10Coding));
+        assert_eq!(
+            req(&[("content-length", "5"), ("content-length", "6")]),
+            Err(FramingError::Length(LengthError::Conflicting))
+        );
+    }
+
+    #[test]
+    fn responses_that_cannot_have_a_body_have_none() {
+        let fields = [("content-length", "5")];
+        assert_eq!(resp(Method::HEAD, 200, &fields), Ok(BodyLength::Empty));
+        for status in [100, 101, 103, 204, 304] {
+            assert_eq!(
+                resp(Method::GET, status, &fields),
+                Ok(BodyLength::Empty),
+                "{status}"
+            );
+        }
+        let chunked = [("transfer-encoding", "chunked")];
+        assert_eq!(resp(Method::HEAD, 200, &chunked), Ok(BodyLength::Empty));
+        // Fields a bodiless response cannot act on are not judged either.
+        assert_eq!(
+            resp(Method::GET, 304, &[("content-length", "x")]),
+            Ok(BodyLength::Empty)
+        );
+    }
+
+    #[test]
+    fn a_response_without_framing_fields_runs_until_close() {
+        assert_eq!(resp(Method::GET, 200, &[]), Ok(BodyLength::UntilClose));
+        assert_eq!(
+            resp(Method::POST, 404, &[("content-length", "0")]),
+            Ok(BodyLength::Empty)
+        );
+        assert_eq!(
+            resp(Method::GET, 200, &[("content-length", "5, 5")]),
+            Ok(BodyLength::Length(5))
+        );
+        assert_eq!(
+            resp(Method::GET, 200, &[("transfer-encoding", "chunked")]),
+            Ok(BodyLength::Chunked)
+        );
+        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(resp(Method::GET, 200, &both), Err(FramingError::Both));
+        assert_eq!(
+            resp(Method::GET, 200, &[("transfer-encoding", "gzip")]),
+            Err(FramingError::Coding)
+        );
+        let old = response(
+            &Method::GET,
+            StatusCode::OK,
+            Version::HTTP_10,
+            &headers(&[("transfer-encoding", "chunked")]),
+        );
+        assert_eq!(old, Err(FramingError::Http10Coding));
+    }
+}

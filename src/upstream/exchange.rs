@@ -1,0 +1,130 @@
+//! One exchange with one backend, whichever protocol it speaks: the interface attempts, retries,
+//! timeouts and metrics go through, so none of them knows what is below. An HTTP/1.1 backend is
+//! spoken to by Fulcrum's own client (`h1/`), an HTTP/2 one by hyper's (`h2.rs`).
+//!
+//! Connecting comes first and is bounded by the connect timeout. The response timeout then runs
+//! from the moment the request body has been sent whole (a large upload is not a slow backend).
+//! What a failed exchange leaves to send again is returned with the failure ([`Replay`]).
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+
+use super::relayed::UpstreamBody;
+use super::{Backend, Client, Failure, h1, h2};
+use crate::body::{Leftover, RequestBody};
+
+/// A request body's report channel (`None` for an empty body): how an HTTP/2 attempt, which
+/// gives its body away, learns what it sent.
+pub(crate) type Report = Option<oneshot::Receiver<Leftover>>;
+
+/// What a backend answered.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A final response, its body to be read from the backend.
+    Response(Response<UpstreamBody>),
+    /// A `101 Switching Protocols` to an upgrade: the connection is the new protocol's.
+    Switched(Response<()>, Box<h1::Connection>),
+}
+
+/// Why an attempt produced no response.
+#[derive(Debug)]
+pub(crate) enum Cause {
+    /// No response head within the response timeout.
+    TimedOut,
+    /// The connection or exchange failed.
+    Failed(Failure),
+}
+
+impl Cause {
+    /// Whether the request certainly never reached the backend.
+    pub(crate) fn never_sent(&self) -> bool {
+        match self {
+            Cause::TimedOut => false,
+            Cause::Failed(failure) => failure.never_sent(),
+        }
+    }
+
+    /// Whether the backend is to blame.
+    pub(crate) fn blames_backend(&self) -> bool {
+        match self {
+            Cause::TimedOut => true,
+            Cause::Failed(failure) => failure.blames_backend(),
+        }
+    }
+}
+
+/// What a failed attempt leaves to send again.
+// Short-lived and moved a few times on the failure path: not worth an allocation to shrink.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Replay {
+    /// The whole request.
+    Request(Request<RequestBody>, Report),
+    /// The body only (hyper kept the head): the head must come from a kept copy.
+    Body(RequestBody, Report),
+}
+
+/// A failed attempt.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) cause: Cause,
+    /// What can be sent again, when anything can.
+    pub(crate) replay: Option<Replay>,
+}
+
+/// Sends `request` to `backend` and waits for its response head. An `upgrade` request (its
+/// `Upgrade` field put back) may be answered with a switch; one to an HTTP/2 backend is the
+/// caller's to refuse before.
+pub(crate) async fn exchange(
+    client: &Client,
+    backend: &Backend,
+    request: Request<RequestBody>,
+    report: Report,
+    upgrade: bool,
+    timeout: Duration,
+) -> Result<Answer, Failed> {
+    if backend.http2() {
+        // Boxed: hyper's futures are large, and HTTP/1.1's future should not carry their size.
+        let response = Box::pin(h2::exchange(client, backend, request, report, timeout)).await?;
+        return Ok(Answer::Response(response.map(UpstreamBody::H2)));
+    }
+    h1::exchange(client, backend, request, report, upgrade, timeout).await
+}
+
+/// A health probe: `GET path` on a new connection, closed after it, its body read to the end;
+/// the status, or why there is none.
+pub(crate) async fn probe(
+    backend: &Backend,
+    path: &str,
+    timeout: Duration,
+) -> Result<StatusCode, String> {
+    let request = Request::get(path)
+        .header(header::HOST, backend.address().as_str())
+        .header(header::USER_AGENT, "fulcrum-health-check")
+        .header(header::CONNECTION, "close")
+        .body(RequestBody::empty())
+        .map_err(|err| format!("cannot build the probe: {err}"))?;
+    let exchange = async {
+        let response = if backend.http2() {
+            let response = h2::probe(backend, request, timeout).await?;
+            response.map(UpstreamBody::H2)
+        } else {
+            let response = h1::probe(backend, request, timeout).await?;
+            response.map(UpstreamBody::H1)
+        };
+        let status = response.status();
+        // Read the body so the exchange completes; its content does not matter.
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| format!("body: {err}"))?;
+        Ok::<_, String>(status)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
