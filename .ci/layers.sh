@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # Lowest first. The first line is the leaves.
 layers=(
-  "clock arena names pause path http1"
+  "clock arena names pause path"
+  "http1"
   "config"
   "telemetry"
   "body"

@@ -74,7 +74,12 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await;
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the idle keep-alive connection is closed"
+        "the idle keep-alive connection is closed: {closed:?} {:?}",
+        closed
+            .as_ref()
+            .ok()
+            .and_then(|r| r.as_ref().ok())
+            .map(|n| String::from_utf8_lossy(&buf[..*n]))
     );
 
     let reply = slow.await.unwrap();

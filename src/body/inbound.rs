@@ -2,8 +2,8 @@
 //! `max_body` (413), timed out when it stops sending (`request_body_idle`, 408), and with its
 //! trailers screened so they cannot carry framing or routing fields to a backend.
 //!
-//! An error here fails the upstream request mid-body: hyper stops sending, so the backend never
-//! receives a complete request, and the attempt ends as a client fault (never retried).
+//! An error here fails the upstream request mid-body: the backend never receives a complete
+//! request, and the attempt ends as a client fault (never retried).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::strip_trailer_fields;
+use super::{ClientBody, strip_trailer_fields};
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -29,43 +29,6 @@ pub enum BodyError {
     /// No data for `request_body_idle`.
     #[error("no request body data for {0:?}")]
     Idle(Duration),
-}
-
-/// A client's request body as the server connection hands it over: hyper's, or none (a request
-/// Fulcrum's own HTTP/1.1 connection read, which never has a body).
-#[derive(Debug)]
-pub enum ClientBody {
-    Hyper(Incoming),
-    Empty,
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx),
-            ClientBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Hyper(body) => body.is_end_stream(),
-            ClientBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Hyper(body) => body.size_hint(),
-            ClientBody::Empty => SizeHint::with_exact(0),
-        }
-    }
 }
 
 /// What a body must respect.
@@ -146,9 +109,7 @@ impl Body for Inbound {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => {
-                Poll::Ready(Some(Err(BodyError::Client(error.into()))))
-            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending if this.idle_too_long(cx) => {
                 Poll::Ready(Some(Err(BodyError::Idle(this.rules.idle))))

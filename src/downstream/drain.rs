@@ -1,4 +1,4 @@
-//! Finishing hyper's connections gracefully: HTTP/1 closes once the response in progress is
+//! Finishing hyper's HTTP/2 connections gracefully: HTTP/1 closes once the response in progress is
 //! done, HTTP/2 sends GOAWAY and closes once its streams are done. Every connection is asked on
 //! shutdown, which waits until all have ended; an HTTP/2 connection idle for `client_idle` is
 //! asked on its own, so its client is told with a GOAWAY rather than a bare close (RFC 9113
@@ -9,7 +9,7 @@
 //! mechanism, a `watch` channel whose receivers are the connections still open, plus that.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -42,19 +42,24 @@ impl Drain {
 
     /// Serves `connection` to its end, asking it to finish gracefully (`finish`) once shutdown
     /// starts or `watch` says it has idled out.
+    ///
+    /// Boxed, once per connection: as an opaque type, its `Send` would have to hold for every
+    /// lifetime of the borrows it holds across awaits, which rustc cannot prove of hyper's
+    /// connection (rust-lang/rust#110338).
     pub(super) fn serve<C, F>(
         &self,
         connection: C,
         watch: Arc<Watch>,
         finish: F,
-    ) -> impl Future<Output = C::Output> + use<C, F>
+    ) -> Pin<Box<dyn Future<Output = C::Output> + Send>>
     where
-        C: Future,
-        F: Fn(std::pin::Pin<&mut C>),
+        C: Future + Send + 'static,
+        F: Fn(Pin<&mut C>) + Send + 'static,
     {
         let mut started = self.started.subscribe();
-        async move {
+        Box::pin(async move {
             let mut connection = pin!(connection);
+            let mut idled = pin!(watch.idled_out());
             let mut finishing = false;
             loop {
                 tokio::select! {
@@ -66,12 +71,12 @@ impl Drain {
                         finishing = true;
                         finish(connection.as_mut());
                     }
-                    () = watch.idled_out(), if !finishing => {
+                    () = &mut idled, if !finishing => {
                         finishing = true;
                         finish(connection.as_mut());
                     }
                 }
             }
-        }
+        })
     }
 }

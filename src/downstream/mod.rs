@@ -1,25 +1,29 @@
-//! Downstream, the client side: listeners and connections. Accept (plain and TLS), serve HTTP/1.1
-//! and HTTP/2 with hyper-util's `auto::Builder`, change listeners on reload, and drain on
-//! shutdown.
+//! Downstream, the client side: listeners and connections. Accept (plain and TLS), serve HTTP/1
+//! with Fulcrum's own server (`h1/`) and HTTP/2 with hyper's, change listeners on reload, and
+//! drain on shutdown.
 //!
 //! - `mod.rs`: the listeners, their accept loops, admission, drain.
 //! - `admission.rs`: how many client connections may be open, in all and per IP.
 //! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
-//! - `connection.rs`: one connection: TLS handshake, watched socket, hyper's settings.
-//! - `h1/`: Fulcrum's own HTTP/1.1 connection for the common request on plain listeners.
-//! - `drain.rs`: hyper's connections finishing gracefully, on shutdown or (HTTP/2) idle.
+//! - `connection.rs`: one connection: TLS handshake, then HTTP/1 (`h1/`) or HTTP/2 (hyper's,
+//!   its socket watched).
+//! - `stream.rs`: a client connection's bytes, plain or TLS.
+//! - `h1/`: Fulcrum's HTTP/1 server, on the codec (`http1/`).
+//! - `drain.rs`: HTTP/2 connections finishing gracefully, on shutdown or idle.
+//! - `prefixed.rs`: a stream with bytes read already put back in front (HTTP/2 with prior
+//!   knowledge, noticed by `h1/`).
 //! - `stats.rs`: each listener's connection counts.
 //!
 //! The server binds its listeners itself (so port 0 works and the real address can be asked) and
-//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`],
-//! with the connection's watch (`proxy/guard.rs`) that the proxy counts it on.
+//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`].
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -33,12 +37,14 @@ mod drain;
 mod h1;
 mod prefixed;
 mod stats;
+mod stream;
 pub mod tls;
 
 use admission::Admission;
 
 use crate::proxy::state::SharedState;
 use connection::{Connection, handshake};
+pub(crate) use h1::serve_alone;
 pub use stats::ListenerStats;
 
 /// How long to wait after an accept error (such as running out of file descriptors) before
@@ -102,22 +108,22 @@ impl Server {
     /// Binds every address and starts accepting; fails, binding nothing, if any cannot be bound.
     /// TLS listeners need [`Server::set_tls`] before they can complete a handshake.
     pub async fn bind(listeners: &Listeners, state: SharedState) -> io::Result<Server> {
-        let (roster, sunk) = h1::Roster::new();
         let server = Server {
             shared: Arc::new(Shared {
                 proxy: Proxy::new(state),
                 admission: Arc::default(),
                 graceful: Mutex::new(Some(drain::Drain::new())),
-                roster,
+                roster: h1::Roster::new(),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 tls: ArcSwapOption::empty(),
             }),
         };
         // These hold a `Weak`: they end with the server.
         tokio::spawn(h1::sweep(Arc::downgrade(&server.shared)));
-        if let Some(sunk) = sunk {
-            tokio::spawn(h1::surface(Arc::downgrade(&server.shared), sunk));
-        }
+        server
+            .shared
+            .roster
+            .open_sink(Arc::downgrade(&server.shared));
         server.listen_on(listeners).await?;
         Ok(server)
     }
@@ -216,12 +222,7 @@ impl Server {
         for listening in self.shared.listeners.lock().await.drain(..) {
             listening.task.abort();
         }
-        let graceful = self
-            .shared
-            .graceful
-            .lock()
-            .expect("the graceful lock is never held across a panic")
-            .take();
+        let graceful = self.shared.graceful.lock().take();
         let Some(graceful) = graceful else {
             return;
         };
@@ -238,7 +239,7 @@ impl Server {
                 "grace period over: closing the remaining connections"
             );
         }
-        // Upgraded connections (WebSockets) are no longer hyper's: wait for them too.
+        // Upgraded connections (WebSockets) are no server connection's: wait for them too.
         let tunnels = self.shared.proxy.tunnels();
         if tunnels.open() > 0 {
             info!(open = tunnels.open(), "waiting for open tunnels to close");
@@ -290,7 +291,7 @@ async fn accept_loop(
         if tls {
             tokio::spawn(handshake(Arc::clone(&shared), connection));
         } else {
-            h1::serve(&shared, connection);
+            h1::serve(&shared, connection.on_plain());
         }
     }
 }

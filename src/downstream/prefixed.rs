@@ -1,5 +1,6 @@
-//! A client's stream with bytes already read from it put back in front, so that hyper can take
-//! over a connection Fulcrum's own HTTP/1.1 connection began reading.
+//! A client's stream with bytes already read from it put back in front, so that hyper's HTTP/2
+//! server can take over a connection Fulcrum's HTTP/1 server began reading (HTTP/2 with prior
+//! knowledge).
 
 use std::io;
 use std::pin::Pin;
@@ -7,8 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use crate::proxy::guard::WriteNow;
 
 #[derive(Debug)]
 pub(super) struct Prefixed<S> {
@@ -66,16 +65,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-impl<S: WriteNow> WriteNow for Prefixed<S> {
-    fn write_now(&self, bytes: &[u8]) {
-        self.stream.write_now(bytes);
-    }
-
-    fn can_write_now(&self) -> bool {
-        self.stream.can_write_now()
     }
 }
 

@@ -9,11 +9,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, request, response};
 
 use super::fields::{lists, tokens};
 use super::framing::{self, BodyLength, FramingError};
+use crate::{arena, names};
 
 /// Field slots kept on the stack; a head allowed more gets them on the heap.
 const STACK_FIELDS: usize = 128;
@@ -134,6 +135,9 @@ pub(crate) fn parse_request(
         let len = match head.parse_with_uninit_headers(input, slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return partial(input, limits),
+            Err(httparse::Error::Version) if !names_a_version(input) => {
+                return Err(HeadError::Malformed("invalid request line"));
+            }
             Err(error) => return Err(refused(error)),
         };
         check_size(len, head.headers.len(), limits)?;
@@ -266,6 +270,27 @@ pub(crate) fn first_line_longer_than(input: &[u8], max: usize) -> bool {
     }
 }
 
+/// Whether the request line ends in a well-formed version (`HTTP/d.d`): one httparse does not
+/// take is then a version not supported (505), not a malformed line (400).
+fn names_a_version(input: &[u8]) -> bool {
+    let start = input
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(input.len());
+    let line = &input[start..];
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+    match line.len().checked_sub(8).map(|at| &line[at..]) {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
+            major.is_ascii_digit()
+                && minor.is_ascii_digit()
+                && line.len() > 8
+                && line[line.len() - 9] == b' '
+        }
+        _ => false,
+    }
+}
+
 fn refused(error: httparse::Error) -> HeadError {
     match error {
         httparse::Error::TooManyHeaders => HeadError::TooManyFields,
@@ -334,10 +359,10 @@ fn fields(
     input: &[u8],
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, Connection), HeadError> {
-    let mut headers = HeaderMap::with_capacity(parsed.len() + ROOM_TO_ADD);
+    let mut headers = arena::header_map(parsed.len() + ROOM_TO_ADD);
     let mut connection = Connection::default();
     for field in parsed {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = names::header_name(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
         let value = HeaderValue::from_maybe_shared(slice(bytes, input, field.value))
             .map_err(|_| HeadError::Malformed("invalid header field value"))?;
@@ -470,6 +495,8 @@ mod tests {
             ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/1.2\r\n\r\n", 505),
+            ("this is not http\r\n\r\n", 400),
+            ("GET / HTTP/x.1\r\n\r\n", 400),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
             ("GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
             (

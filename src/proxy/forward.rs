@@ -7,18 +7,17 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Version, header};
-use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::error::ProxyError;
-use super::guard::Watch;
 use super::headers;
 use super::route::host_name;
 use super::state::State;
 use super::target::{prepare, request_host};
 use super::tunnel::{self, Tunnels};
 use super::{ProxyBody, Trail};
+use crate::body::upgrade::OnUpgrade;
 use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
 use crate::path::routing_path;
 use crate::telemetry::metrics::RetryReason;
@@ -33,18 +32,17 @@ pub(super) async fn forward<'a>(
     mut request: Request<ClientBody>,
     client: (SocketAddr, bool),
     received: Option<Arc<AtomicU64>>,
-    (tunnels, watch): (&Arc<Tunnels>, Option<&Arc<Watch>>),
+    tunnels: &Arc<Tunnels>,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (peer, _) = client;
     // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
-    // Only hyper's connection can hand over the client's side, and it marks every request
-    // with `Upgrade` (Fulcrum's own passes those to hyper): an unmarked one needs no lookups.
-    let marked = request.extensions().get::<OnUpgrade>().is_some();
-    let mut upgrade = marked
-        .then(|| tunnel::requested(request.version(), request.headers()))
-        .flatten()
-        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+    // The server promises the client's side to every request asking to upgrade: one without
+    // the promise needs no lookups.
+    let promised = request.extensions_mut().remove::<OnUpgrade>();
+    let mut upgrade = promised.and_then(|client| {
+        tunnel::requested(request.version(), request.headers()).map(|protocol| (protocol, client))
+    });
     let host = request_host(&request).map(host_name);
     let path = routing_path(request.uri().path()).ok_or(ProxyError::AmbiguousPath)?;
     let route = state.route(host, &path).ok_or(ProxyError::NoRoute)?;
@@ -129,16 +127,13 @@ pub(super) async fn forward<'a>(
                 };
                 pool.record_success(&backend);
                 let idle = state.timeouts().client_idle;
-                // The client connection is busy for the tunnel's life: its request-head and
-                // idle deadlines must not fire on tunnelled bytes.
-                let busy = watch.map(Watch::hold);
                 // The request's log line waits for the tunnel's close (`tunnel.rs`).
                 let log = state.access_log().map(|_| {
                     let (later, log) = oneshot::channel();
                     trail.log_later = Some(later);
                     log
                 });
-                tunnel::bridge(tunnels, (client, connection), (in_flight, busy), idle, log);
+                tunnel::bridge(tunnels, (client, connection), in_flight, idle, log);
                 return Ok(switching(response));
             }
             Ok(Answer::Response(response)) => {

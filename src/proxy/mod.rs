@@ -24,7 +24,6 @@
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `route.rs`: host and path-prefix matching, first match wins.
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
-//! - `attempt.rs`: one attempt on one backend, and the body left to replay when it fails.
 //! - `target.rs`: the head as the backend receives it.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
 //! - `request_id.rs`: `X-Request-Id`, kept or made, sent both ways.
@@ -34,11 +33,11 @@
 //! - `body.rs`: [`ProxyBody`], the response body: the backend's, relayed, or the proxy's own.
 //! - `logged.rs`: the response body sent to the client, which finishes the access log entry and
 //!   the request's activity on its connection when it ends.
-//! - `guard.rs`: a client connection's socket, watched: idle and header timeouts, the raw head;
-//!   `heads.rs`: the request heads in an HTTP/1 byte stream, followed through bodies' framing.
-//!   Both are here, not with the listeners, because each request is counted on its
-//!   connection's watch ([`guard::Watch`], [`guard::Active`]) and screening reads the raw head,
-//!   while the server calls the proxy.
+//! - `service.rs`: [`Proxy`] as a `tower::Service`, what every server calls.
+//! - `guard.rs`: an HTTP/2 client connection's socket, watched for the timers hyper's server
+//!   does not keep. It is here, not with the listeners, because each request on it is counted
+//!   on the connection's watch ([`guard::Watch`], [`guard::Active`]), while the server calls
+//!   the proxy.
 //!
 //! Not here: accepting connections and speaking HTTP to clients (`downstream/`), and backends,
 //! their selection and the client that reaches them (`upstream/`).
@@ -68,23 +67,24 @@ mod error;
 mod forward;
 pub mod guard;
 mod headers;
-mod heads;
 mod logged;
 mod request_id;
 mod route;
 mod screen;
+mod service;
 pub mod state;
 mod target;
 mod tunnel;
 
 pub use body::ProxyBody;
 pub use logged::Logged;
+pub(crate) use service::Watched;
+pub use service::{Peer, ResponseBody};
 
 use answer::{error_response, local_response, redirect_response};
 use error::ProxyError;
 use forward::forward;
 use guard::Watch;
-use heads::StartLine;
 use state::{SharedState, State};
 use tunnel::Tunnels;
 
@@ -138,7 +138,7 @@ impl Proxy {
 
     /// Serves one request from `peer`, on the connection `watch` follows (hyper's connections;
     /// Fulcrum's own keeps its own time); never fails, since every error becomes a response.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<ClientBody>,
         peer: SocketAddr,
@@ -178,23 +178,9 @@ impl Proxy {
             },
             answered: false,
         };
-        let raw_content_length = || {
-            let target = request
-                .uri()
-                .authority()
-                .is_none()
-                .then(|| request.uri().to_string());
-            let start = StartLine {
-                method: request.method().as_str().as_bytes(),
-                target: target.as_deref().map(str::as_bytes),
-            };
-            active
-                .as_ref()
-                .and_then(|active| active.head_had_content_length(start))
-        };
         let redirect =
             (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
-        let mut response = match screen::screen(&request, state.limits(), raw_content_length) {
+        let mut response = match screen::screen(&request, state.limits()) {
             Some(local) => local_response(&local),
             None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
             None => {
@@ -205,7 +191,7 @@ impl Proxy {
                     request,
                     (peer, tls),
                     received,
-                    (&self.tunnels, watch),
+                    &self.tunnels,
                     &mut pending.trail,
                 ));
                 // A disabled span (debug off, the usual case) is not worth wrapping.

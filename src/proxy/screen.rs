@@ -1,9 +1,6 @@
 //! Screening: what hyper's parser lets through but a proxy must not forward. Runs on every request
 //! before anything else, so a refused request never reaches a backend.
 //!
-//! - Framing (HTTP/1): `Transfer-Encoding` must be exactly one `chunked` (RFC 9112 section 6.1:
-//!   anything else would be read differently by different parties), never with
-//!   `Content-Length`, never on HTTP/1.0. Refused with 400 and the connection closed.
 //! - `Host` (HTTP/1.1, and HTTP/2 without `:authority`): exactly one, a valid `host[:port]` (RFC
 //!   9112 section 3.2): 400 and close.
 //! - Limits: a target longer than `max_uri_bytes` gets 414; a declared `Content-Length` over
@@ -52,24 +49,12 @@ impl Local {
     }
 }
 
-/// What to answer `request` with here, if it must not be forwarded. `raw_content_length` says
-/// whether the request's raw head had a `Content-Length` (hyper drops it when
-/// `Transfer-Encoding` is present), or `None` when that head is not known (`heads.rs`): such a
-/// request is refused, since its framing cannot be checked. It is asked only for requests with
-/// `Transfer-Encoding`.
-pub fn screen<B>(
-    request: &Request<B>,
-    limits: &Limits,
-    raw_content_length: impl FnOnce() -> Option<bool>,
-) -> Option<Local> {
+/// What to answer `request` with here, if it must not be forwarded. An HTTP/1 request's framing
+/// was judged as its head was read (`http1/framing.rs`).
+pub fn screen<B>(request: &Request<B>, limits: &Limits) -> Option<Local> {
     let headers = request.headers();
     let carried = Carried::in_(headers);
     if request.version() < Version::HTTP_2 {
-        if carried.transfer_encoding
-            && let Some(refusal) = framing(request.version(), headers, raw_content_length)
-        {
-            return Some(refusal);
-        }
         if let Some(refusal) = host(headers, request.version() == Version::HTTP_11) {
             return Some(refusal);
         }
@@ -133,7 +118,6 @@ pub fn screen<B>(
 /// most requests carry none of them, and a lookup for each would cost more.
 #[derive(Debug, Default)]
 struct Carried {
-    transfer_encoding: bool,
     content_length: bool,
     via: bool,
 }
@@ -142,9 +126,7 @@ impl Carried {
     fn in_(headers: &HeaderMap) -> Carried {
         let mut carried = Carried::default();
         for name in headers.keys() {
-            if name == header::TRANSFER_ENCODING {
-                carried.transfer_encoding = true;
-            } else if name == header::CONTENT_LENGTH {
+            if name == header::CONTENT_LENGTH {
                 carried.content_length = true;
             } else if name == header::VIA {
                 carried.via = true;
@@ -152,33 +134,6 @@ impl Carried {
         }
         carried
     }
-}
-
-fn framing(
-    version: Version,
-    headers: &HeaderMap,
-    raw_content_length: impl FnOnce() -> Option<bool>,
-) -> Option<Local> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let first = codings.next()?;
-    let bad = |reason| Some(Local::refuse(StatusCode::BAD_REQUEST, reason));
-    if version == Version::HTTP_10 {
-        return bad("Transfer-Encoding is not allowed in HTTP/1.0");
-    }
-    if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
-        return bad("Transfer-Encoding must be exactly \"chunked\"");
-    }
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return bad("Content-Length and Transfer-Encoding together");
-    }
-    match raw_content_length() {
-        Some(false) => {}
-        Some(true) => return bad("Content-Length and Transfer-Encoding together"),
-        None => {
-            return bad("chunked request whose head was not followed: framing cannot be checked");
-        }
-    }
-    None
 }
 
 /// `Host`: at most one, well formed; required when `required` (HTTP/1.1).
@@ -389,38 +344,7 @@ mod tests {
     }
 
     fn status(lines: &[(&str, &str)]) -> Option<u16> {
-        screen(&request(lines), &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
-    }
-
-    #[test]
-    fn only_a_single_chunked_coding_passes() {
-        assert_eq!(
-            status(&[("host", "a"), ("transfer-encoding", "chunked")]),
-            None
-        );
-        assert_eq!(
-            status(&[("host", "a"), ("transfer-encoding", "Chunked")]),
-            None
-        );
-        for bad in [
-            "gzip, chunked",
-            "chunked, chunked",
-            "xchunked",
-            "identity",
-            "chunked;q=1",
-        ] {
-            assert_eq!(
-                status(&[("host", "a"), ("transfer-encoding", bad)]),
-                Some(400),
-                "{bad:?}"
-            );
-        }
-        let both = [
-            ("host", "a"),
-            ("transfer-encoding", "chunked"),
-            ("content-length", "5"),
-        ];
-        assert_eq!(status(&both), Some(400));
+        screen(&request(lines), &Limits::default()).map(|l| l.status.as_u16())
     }
 
     #[test]
@@ -442,7 +366,7 @@ mod tests {
                 builder = builder.header(header::HOST, *host);
             }
             let request = builder.body(()).unwrap();
-            screen(&request, &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
+            screen(&request, &Limits::default()).map(|l| l.status.as_u16())
         };
         assert_eq!(h2("/x", &["a.test"]), None);
         assert_eq!(h2("/x", &[]), Some(400));
@@ -465,7 +389,7 @@ mod tests {
                 builder = builder.header("x-field", i.to_string());
             }
             let request = builder.body(()).unwrap();
-            screen(&request, &limits, || Some(false)).map(|l| l.status.as_u16())
+            screen(&request, &limits).map(|l| l.status.as_u16())
         };
         assert_eq!(h2(3), None);
         assert_eq!(h2(4), Some(431), "a repeated name counts once per value");
@@ -475,7 +399,7 @@ mod tests {
         }
         let request = cookies.header("x-field", "1").body(()).unwrap();
         assert_eq!(
-            screen(&request, &limits, || Some(false)),
+            screen(&request, &limits),
             None,
             "cookie fields count as the one they are joined into"
         );
@@ -489,7 +413,7 @@ mod tests {
                 .header(header::MAX_FORWARDS, zero)
                 .body(())
                 .unwrap();
-            let local = screen(&request, &Limits::default(), || Some(false));
+            let local = screen(&request, &Limits::default());
             assert_eq!(local.map(|l| l.status.as_u16()), Some(200), "{zero:?}");
         }
     }
@@ -503,7 +427,7 @@ mod tests {
                 .header(header::HOST, "a")
                 .body(())
                 .unwrap();
-            screen(&request, &Limits::default(), || Some(false)).map(|l| l.status.as_u16())
+            screen(&request, &Limits::default()).map(|l| l.status.as_u16())
         };
         assert_eq!(verdict("GET", "a.example:80"), Some(400));
         assert_eq!(verdict("GET", "*"), Some(400));
@@ -519,40 +443,5 @@ mod tests {
         assert_eq!(status(&[("host", "a"), ("via", via)]), None);
         let looped = format!("{via}, 1.1 fulcrum");
         assert_eq!(status(&[("host", "a"), ("via", &looped)]), Some(508));
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    //! Bounded fuzzing (proptest): screening never panics, and what it lets through is framed
-    //! one way only.
-
-    use http::{Request, Version};
-    use proptest::prelude::*;
-
-    use super::super::headers::arbitrary::{header_map, headers};
-    use super::screen;
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-        /// Screening never panics, and a request it lets through has at most one Transfer-Encoding,
-        /// exactly `chunked`, and never with Content-Length.
-        #[test]
-        fn screened_requests_have_one_unambiguous_framing(pairs in headers(), http10 in any::<bool>()) {
-            let mut request = Request::post("/x").body(()).unwrap();
-            *request.headers_mut() = header_map(&pairs);
-            *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
-            let verdict = screen(&request, &Default::default(), || Some(false));
-            if verdict.is_none() {
-                let codings: Vec<_> = request.headers().get_all("transfer-encoding").iter().collect();
-                prop_assert!(codings.len() <= 1);
-                if let Some(coding) = codings.first() {
-                    prop_assert!(coding.as_bytes().eq_ignore_ascii_case(b"chunked"));
-                    prop_assert!(!request.headers().contains_key("content-length"));
-                    prop_assert!(!http10);
-                }
-            }
-        }
     }
 }

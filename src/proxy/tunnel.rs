@@ -2,7 +2,7 @@
 //! the backend's 101 relayed, and then bytes are bridged both ways until either side closes, or
 //! neither sends anything for `client_idle`.
 //!
-//! A tunnel belongs to no request and no hyper connection once it is up, so open tunnels are
+//! A tunnel belongs to no request and no server connection once it is up, so open tunnels are
 //! counted here: a reload leaves them alone, and shutdown waits for them up to its grace period.
 //!
 //! The upgrade request's access log line is written when the tunnel closes, as nginx and HAProxy
@@ -13,12 +13,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Version, header};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, oneshot};
 use tracing::debug;
 
-use super::guard;
+use crate::body::upgrade::OnUpgrade;
 use crate::clock;
 use crate::telemetry::access::{AccessLog, Entry};
 use crate::upstream::InFlight;
@@ -96,12 +94,12 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Bridges the client's and the backend's upgraded connections once both are ready, in a task of
-/// its own; `held` counts the tunnel against its backend and keeps its client connection busy
-/// until it closes. `log` brings the upgrade request's access log entry, finished at the close.
+/// its own; `held` counts the tunnel against its backend until it closes (the client's connection
+/// counts as open as long as its stream lives). `log` brings the upgrade request's access log entry, finished at the close.
 pub fn bridge(
     tunnels: &Arc<Tunnels>,
     (client, backend): (OnUpgrade, Box<h1::Connection>),
-    held: (InFlight, Option<guard::Active>),
+    held: InFlight,
     idle: Duration,
     log: Option<LogLater>,
 ) {
@@ -110,10 +108,10 @@ pub fn bridge(
     tokio::spawn(async move {
         let _held = held;
         let mut crossed = (0, 0);
-        match client.await {
-            Ok(client) => {
+        match client.wait().await {
+            Some(client) => {
                 let activity = Arc::new(AtomicU64::new(clock::now_ms()));
-                let mut client = Touched::new(TokioIo::new(client), &activity);
+                let mut client = Touched::new(client, &activity);
                 let mut backend = Touched::new(backend, &activity);
                 tokio::select! {
                     copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
@@ -125,7 +123,7 @@ pub fn bridge(
                 }
                 crossed = (client.read, backend.read);
             }
-            Err(error) => debug!(%error, "upgrade failed"),
+            None => debug!("upgrade failed: the client's connection was not handed over"),
         }
         if let Some(log) = log
             && let Ok((mut entry, log)) = log.await

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use crate::body::ClientBody;
 use http::StatusCode;
 use http::uri::Authority;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -97,7 +97,7 @@ struct Registration {
 }
 
 /// `POST /pools/{pool}/backends`
-pub async fn register(control: &Control, pool: &str, body: Incoming) -> Reply {
+pub async fn register(control: &Control, pool: &str, body: ClientBody) -> Reply {
     let config = control.config();
     let Some(pool_config) = config.pool(pool) else {
         return unknown_pool(pool);

@@ -24,22 +24,20 @@ mod exposition;
 mod handlers;
 mod views;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::body::ClientBody;
 use crate::control::Control;
+use crate::downstream::serve_alone;
 
 /// An admin response.
 pub type Reply = Response<Full<Bytes>>;
@@ -60,9 +58,10 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the admin API on `listener` until the task is dropped.
 ///
-/// Each connection has the main listener's `request_header` to send a head (hyper's timer, which
-/// also closes a connection idle that long between requests), and `request_body_idle` for a
-/// body, so a silent or dribbling client cannot hold one.
+/// Each connection is Fulcrum's HTTP/1 server's (`downstream/h1/alone.rs`), with the main
+/// listener's `request_header` to send a head (which also closes a connection idle that long
+/// between requests), and `request_body_idle` for a body, so a silent or dribbling client cannot
+/// hold one.
 pub async fn serve(listener: TcpListener, control: Control, token: Option<String>) {
     if let Ok(address) = listener.local_addr() {
         info!(%address, "admin API listening");
@@ -81,27 +80,20 @@ pub async fn serve(listener: TcpListener, control: Control, token: Option<String
             warn!(%peer, "admin connection refused: {MAX_CONNECTIONS} already open");
             continue;
         };
-        let head_timeout = control.state().load().timeouts().request_header;
+        let (limits, head_timeout) = {
+            let state = control.state().load();
+            (*state.limits(), state.timeouts().request_header)
+        };
         let (control, token) = (control.clone(), token.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| {
-                let (control, token) = (control.clone(), token.clone());
-                async move { Ok::<_, Infallible>(handle(&control, token.as_deref(), request).await) }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, %error, "admin connection ended with an error");
-            }
+            let call = |request| handle(&control, token.as_deref(), request);
+            serve_alone(stream, limits, head_timeout, call).await;
         });
     }
 }
 
-async fn handle(control: &Control, token: Option<&str>, request: Request<Incoming>) -> Reply {
+async fn handle(control: &Control, token: Option<&str>, request: Request<ClientBody>) -> Reply {
     if let Some(token) = token
         && !authorized(&request, token)
     {
@@ -118,7 +110,7 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<Incomin
         .map(crate::upstream::affinity::percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    // HEAD is GET without the body (hyper leaves the body out).
+    // HEAD is GET without the body (the server leaves the body out).
     let method = match request.method() {
         &Method::HEAD => Method::GET,
         method => method.clone(),

@@ -12,8 +12,8 @@ thread_local! {
     static CACHED: RefCell<(u64, [u8; LEN])> = const { RefCell::new((u64::MAX, [0; LEN])) };
 }
 
-/// Appends the current date in IMF-fixdate form.
-pub(super) fn extend(out: &mut Vec<u8>) {
+/// The current date in IMF-fixdate form.
+pub(super) fn today() -> [u8; LEN] {
     let now = SystemTime::now();
     let second = now
         .duration_since(UNIX_EPOCH)
@@ -26,8 +26,8 @@ pub(super) fn extend(out: &mut Vec<u8>) {
                 *cached = second;
             }
         }
-        out.extend_from_slice(text);
-    });
+        *text
+    })
 }
 
 #[cfg(test)]
@@ -36,8 +36,7 @@ mod tests {
 
     #[test]
     fn the_date_is_an_imf_fixdate_of_now() {
-        let mut out = Vec::new();
-        extend(&mut out);
+        let out = today();
         let text = std::str::from_utf8(&out).unwrap();
         let parsed = httpdate::parse_http_date(text).expect("an HTTP date");
         let skew = SystemTime::now().duration_since(parsed).unwrap_or_default();

@@ -1,31 +1,33 @@
-//! A connection of Fulcrum's own HTTP/1.1 server, as it lives between requests: parked, with no
-//! task.
+//! A connection of Fulcrum's HTTP/1 server as it lives between its bytes: parked, with no task.
 //!
 //! A connection with nothing to read gives up its task. Its socket stays registered with tokio,
 //! whose readiness now wakes the connection's [`Home`] instead of a task, and that wake spawns a
 //! task to serve what arrived. An idle keep-alive connection so costs its `Home` and tokio's
-//! registration, a few hundred bytes, and no timer: the roster's sweep (`roster.rs`) closes it
-//! when its deadline passes, and, once it has been idle a while, moves its socket out of
-//! tokio's registry (`deep.rs`), leaving only the `Home`.
+//! registration, a few hundred bytes, and no timer: the roster's sweep (`roster.rs`) ends it
+//! when its deadline passes, and, once it has been idle a while, moves a plain socket out of
+//! tokio's registry (`sink.rs`), leaving only the `Home`.
 //!
-//! Before it parks, the task lingers: it waits for the next request itself until a sweep has
-//! seen it waiting twice (one to two sweep pauses), or a drain starts. Under load the next
-//! request comes long before that, and is served without spawning a task (an allocation, and
-//! the runtime's bookkeeping, per request); a connection that goes quiet parks soon after.
+//! Before it parks, the task lingers: it waits for the next bytes itself until a sweep has seen
+//! it waiting twice (one to two sweep pauses), or a drain starts. Under load the next request
+//! comes long before that, and is served without spawning a task (an allocation, and the
+//! runtime's bookkeeping, per request); a connection that goes quiet parks soon after.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use mio::Registry;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::super::Shared;
 use super::super::connection::Open;
-use super::deep;
+use super::super::stream::Stream;
+use super::input::Input;
+use super::sink;
 
-/// One connection, known to the roster from accept until it closes or becomes hyper's.
+/// One connection, known to the roster from accept until it closes or is handed over.
 pub(super) struct Home {
     pub(super) shared: Arc<Shared>,
     pub(super) peer: SocketAddr,
@@ -47,33 +49,41 @@ enum Place {
     Parked(Rest),
 }
 
-/// What a connection is made of, moved between its task and its home.
+/// A connection as its task holds it: its bytes, and what it keeps beside them.
 pub(super) struct Parked {
-    pub(super) stream: TcpStream,
+    pub(super) input: Input<Stream>,
+    pub(super) keep: Keep,
+}
+
+/// What a connection keeps beside its bytes, wherever it is.
+pub(super) struct Keep {
     /// Held until the connection ends: it counts as open.
     pub(super) open: Open,
-    /// When it closes if no request comes (`clock::now_ms`).
+    /// When it is given up on if nothing more comes (`clock::now_ms`): the end of its idle time,
+    /// or of the time its head has to arrive in (`request_header`).
     pub(super) deadline_ms: u64,
     /// Whether a request has been served on it: a connection that comes back for more is
     /// worth a task that lingers for its next request.
     pub(super) served: bool,
+    /// It came over TLS.
+    pub(super) tls: bool,
+    /// The head being read has been given its `request_header` deadline.
+    pub(super) head_timed: bool,
 }
 
 /// A parked connection.
 struct Rest {
     socket: Socket,
-    open: Open,
-    deadline_ms: u64,
-    served: bool,
+    keep: Keep,
     /// A sweep has found it parked: the next one sinks it.
     swept: bool,
 }
 
-/// A parked connection's socket.
+/// A parked connection's bytes.
 enum Socket {
     /// Registered with tokio, which wakes the home.
-    Registered(TcpStream),
-    /// In the server's own epoll set (`deep.rs`).
+    Registered(Input<Stream>),
+    /// In the server's own epoll set (`sink.rs`): a plain socket with nothing read.
     Sunk(std::net::TcpStream),
 }
 
@@ -89,7 +99,7 @@ impl Home {
 
     /// The task waits on, woken by `waker`, unless a sweep or a drain has ended its wait.
     pub(super) fn linger(&self, waker: &Waker) -> bool {
-        let mut place = self.lock();
+        let mut place = self.place.lock();
         match &mut *place {
             _ if self.shared.roster.draining() => {
                 *place = Place::Busy;
@@ -115,7 +125,7 @@ impl Home {
 
     /// The task's wait is over: its bytes came.
     pub(super) fn busy(&self) {
-        *self.lock() = Place::Busy;
+        *self.place.lock() = Place::Busy;
     }
 
     /// Ends a lingering task's wait; wakes it to park.
@@ -133,7 +143,7 @@ impl Home {
     /// them at once. A draining server closes it instead.
     pub(super) fn park(self: &Arc<Self>, connection: Parked) {
         // Checked under the lock, so a drain that starts now finds it parked.
-        let mut place = self.lock();
+        let mut place = self.place.lock();
         if self.shared.roster.draining() {
             *place = Place::Busy;
             drop(place);
@@ -141,16 +151,15 @@ impl Home {
             return self.leave();
         }
         let waker = Waker::from(Arc::clone(self));
-        match connection
+        let ready = connection
+            .input
             .stream
-            .poll_read_ready(&mut Context::from_waker(&waker))
-        {
+            .poll_read_ready(&mut Context::from_waker(&waker));
+        match ready {
             Poll::Pending => {
                 *place = Place::Parked(Rest {
-                    socket: Socket::Registered(connection.stream),
-                    open: connection.open,
-                    deadline_ms: connection.deadline_ms,
-                    served: connection.served,
+                    socket: Socket::Registered(connection.input),
+                    keep: connection.keep,
                     swept: false,
                 });
             }
@@ -168,7 +177,7 @@ impl Home {
     /// lingering since the last sweep. Marks one found parked or lingering for the first time. A
     /// busy lock means it is neither.
     pub(super) fn needs_sweep(&self, now_ms: u64, sinking: bool) -> bool {
-        let Ok(mut place) = self.place.try_lock() else {
+        let Some(mut place) = self.place.try_lock() else {
             return false;
         };
         let rest = match &mut *place {
@@ -176,33 +185,34 @@ impl Home {
             Place::Lingering { swept, .. } => return std::mem::replace(swept, true),
             Place::Busy | Place::LingerOver => return false,
         };
-        if rest.deadline_ms <= now_ms {
+        if rest.keep.deadline_ms <= now_ms {
             return true;
         }
         if !rest.swept {
             rest.swept = true;
             return false;
         }
-        sinking && matches!(rest.socket, Socket::Registered(_))
+        sinking && sinkable(&rest.socket)
     }
 
-    /// Closes the connection if it is parked past its deadline, or sinks it if it has been
-    /// parked since the last sweep; ends the wait of a task lingering since the last sweep.
-    pub(super) fn sweep(&self, now_ms: u64, sink: Option<&Registry>) {
-        let place = self.lock();
+    /// Ends the connection if it is parked past its deadline, or sinks it if it has been parked
+    /// since the last sweep; ends the wait of a task lingering since the last sweep.
+    pub(super) fn sweep(self: &Arc<Self>, now_ms: u64, sink: Option<&Registry>) {
+        let mut place = self.place.lock();
         let rest = match &*place {
             Place::Parked(rest) => rest,
             Place::Lingering { swept: true, .. } => return self.end_linger(place),
             _ => return,
         };
-        if rest.deadline_ms <= now_ms {
-            return self.close(place);
+        if rest.keep.deadline_ms <= now_ms {
+            return self.expire(place);
         }
         if !rest.swept {
             return;
         }
-        if let (Some(registry), Socket::Registered(_)) = (sink, &rest.socket) {
-            let mut place = place;
+        if let Some(registry) = sink
+            && sinkable(&rest.socket)
+        {
             match take_rest(&mut place).and_then(|rest| self.sunk(rest, registry)) {
                 Some(rest) => *place = Place::Parked(rest),
                 None => {
@@ -213,24 +223,36 @@ impl Home {
         }
     }
 
-    /// Closes the parked connection in `place`.
-    fn close(&self, mut place: MutexGuard<'_, Place>) {
-        let closed = std::mem::replace(&mut *place, Place::Busy);
+    /// The parked connection in `place` is past its deadline: one with a head begun has its task
+    /// answer 408; any other is closed.
+    fn expire(self: &Arc<Self>, mut place: MutexGuard<'_, Place>) {
+        let Some(rest) = take_rest(&mut place) else {
+            return;
+        };
         drop(place);
-        // Nothing unread: dropping the socket sends a FIN.
-        drop(closed);
-        self.leave();
+        match rest.socket {
+            Socket::Registered(input) if input.has_partial_head() => self.run(Parked {
+                input,
+                keep: rest.keep,
+            }),
+            // Nothing unread: dropping the socket sends a FIN.
+            _ => self.leave(),
+        }
     }
 
     /// `rest` with its socket moved to the server's epoll set; `None` (closed) if that fails, as
     /// an idle connection may always be.
     fn sunk(&self, rest: Rest, registry: &Registry) -> Option<Rest> {
-        let Socket::Registered(stream) = rest.socket else {
+        let Socket::Registered(Input {
+            stream: Stream::Plain(stream),
+            ..
+        }) = rest.socket
+        else {
             return Some(rest);
         };
         let moved = stream
             .into_std()
-            .and_then(|socket| deep::sink(registry, &socket, self.slot).map(|()| socket));
+            .and_then(|socket| sink::sink(registry, &socket, self.slot).map(|()| socket));
         match moved {
             Ok(socket) => Some(Rest {
                 socket: Socket::Sunk(socket),
@@ -248,26 +270,22 @@ impl Home {
         // Served or parked with tokio already: a stale event.
         let Some(Rest {
             socket: Socket::Sunk(socket),
-            open,
-            deadline_ms,
-            served,
+            keep,
             ..
         }) = self.take_parked(|socket| matches!(socket, Socket::Sunk(_)))
         else {
             return;
         };
         // Closing the socket would remove it too; failing here only leaves that to happen.
-        deep::unsink(registry, &socket).ok();
+        sink::unsink(registry, &socket).ok();
         match TcpStream::from_std(socket) {
             Ok(stream) => self.run(Parked {
-                stream,
-                open,
-                deadline_ms,
-                served,
+                input: Input::new(Stream::Plain(stream)),
+                keep,
             }),
             Err(error) => {
                 debug!(peer = %self.peer, %error, "closing an idle connection that could not be resumed");
-                drop(open);
+                drop(keep);
                 self.leave();
             }
         }
@@ -276,15 +294,20 @@ impl Home {
     /// Closes the connection if it is parked, or has its task park it (and so close it) if it
     /// is lingering: the server is draining.
     pub(super) fn close_parked(&self) {
-        let place = self.lock();
+        let mut place = self.place.lock();
         match &*place {
-            Place::Parked(_) => self.close(place),
+            Place::Parked(_) => {
+                let closed = take_rest(&mut place);
+                drop(place);
+                drop(closed);
+                self.leave();
+            }
             Place::Lingering { .. } => self.end_linger(place),
             Place::Busy | Place::LingerOver => {}
         }
     }
 
-    /// Takes it off the roster: it is closed, or hyper's.
+    /// Takes it off the roster: it is closed, or handed over.
     pub(super) fn leave(&self) {
         self.shared.roster.leave(self.slot);
     }
@@ -306,18 +329,17 @@ impl Home {
 
     /// Takes the parked connection if its socket is where `wanted` says.
     fn take_parked(&self, wanted: impl Fn(&Socket) -> bool) -> Option<Rest> {
-        let mut place = self.lock();
+        let mut place = self.place.lock();
         match &*place {
             Place::Parked(rest) if wanted(&rest.socket) => take_rest(&mut place),
             _ => None,
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Place> {
-        self.place
-            .lock()
-            .expect("a home's lock is never held across a panic")
-    }
+/// Whether a parked socket can sink: plain, with tokio still, and nothing read from it.
+fn sinkable(socket: &Socket) -> bool {
+    matches!(socket, Socket::Registered(input) if input.is_empty() && matches!(input.stream, Stream::Plain(_)))
 }
 
 /// The parked connection in `place`, which becomes busy; `None` (and `place` unchanged) if it
@@ -340,19 +362,12 @@ impl Wake for Home {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(Rest {
-            socket: Socket::Registered(stream),
-            open,
-            deadline_ms,
-            served,
+            socket: Socket::Registered(input),
+            keep,
             ..
         }) = self.take_parked(|socket| matches!(socket, Socket::Registered(_)))
         {
-            self.run(Parked {
-                stream,
-                open,
-                deadline_ms,
-                served,
-            });
+            self.run(Parked { input, keep });
         }
     }
 }

@@ -1,91 +1,114 @@
-//! Fulcrum's own HTTP/1.1 server connection, for plain-HTTP listeners. The common request
-//! (HTTP/1.1, origin-form target, no body, no upgrade: `request.rs` says exactly) is read,
-//! served and answered by a task of the connection's own; the first request that is anything
-//! else hands the connection, with the bytes read so far, to hyper for the rest of its life
-//! (`connection.rs`), which answers it as it always has.
+//! Fulcrum's HTTP/1 server: every HTTP/1 connection, on plain and TLS listeners, from its first
+//! byte to its close, on the codec (`http1/`). A connection's first bytes that are HTTP/2's
+//! preface (h2c with prior knowledge) hand it to hyper's HTTP/2 server (`connection.rs`).
 //!
-//! Why not hyper for all: under load hyper's server connection took about a fifth of the proxy's
-//! core, and it holds an 8 KiB read and an 8 KiB write buffer, a task and a timer on every idle
-//! keep-alive connection. Here an idle connection has none of these: it is parked (`home.rs`),
-//! and a task is spawned when bytes arrive and ends when it has had nothing more to read for a
-//! sweep or two. Bytes are read into the thread's arena chunk (`arena.rs`); a response is
-//! gathered in a buffer kept per thread.
+//! An idle connection holds no task, no buffer and no timer: it is parked (`home.rs`); a task is
+//! spawned when bytes arrive and ends when it has had nothing more to read for a sweep or two.
+//! Bytes are read into the thread's arena chunk (`arena.rs`), so a head's values are slices of
+//! the read that brought them.
 //!
-//! What it keeps of hyper's behaviour and `proxy/guard.rs`'s: a connection with no request yet
-//! gets `request_header` from accept, an idle one `client_idle` (both checked by the roster's
-//! sweep, so late by at most an eighth of the shorter timeout, and never more than 100 ms); a
-//! client that closes while its request is in progress has the request dropped (logged 499); pipelined requests are answered
-//! in order; `Connection: close` closes after the response; a drain closes idle connections at
-//! once and the busy ones after their response (with `Connection: close`). A head that arrives
-//! in pieces is hyper's too, so the slow-client rules (408) stay `proxy/guard.rs`'s.
+//! The timers of a connection between requests are one deadline, checked by the roster's sweep
+//! (late by at most an eighth of the shorter timeout, and never more than 100 ms) and by the
+//! task when bytes come: `request_header` from accept for a connection with no request yet, and
+//! from a head's first byte for a head (408 when it passes, as nginx's `client_header_timeout`);
+//! `client_idle` between requests (closed quietly). A request line longer than any target may be
+//! is 414 as soon as it is seen; a head larger than `max_header_bytes`, 431.
 //!
-//! - `mod.rs`: accept, and a woken connection's task: read, serve, answer, park, or hand over.
-//! - `home.rs`: a connection between requests, parked without a task.
+//! A client that closes while its request is in progress has the request dropped (logged 499);
+//! pipelined requests are answered in order; `Connection: close` and HTTP/1.0 without
+//! keep-alive close after the response; a drain closes idle connections at once and the busy
+//! ones after their response (with `Connection: close`). A connection that closes with bytes
+//! from the client unread lingers a moment reading them, so that the kernel does not answer them
+//! with a reset that could destroy the response in flight.
+//!
+//! - `mod.rs`: accept, and a woken connection's task: read a head, serve it, park or close.
+//! - `input.rs`: the bytes read and not yet used; heads taken from them.
+//! - `exchange.rs`: one request, from its head to its response's last byte.
+//! - `reader.rs`: a request body read as its request asks (`Expect: 100-continue` included).
+//! - `write.rs`: a response written, head and body framed.
+//! - `home.rs`: a connection between its bytes, parked without a task.
 //! - `roster.rs`: every connection, for the deadline sweep and the drain.
-//! - `deep.rs`: the epoll set connections idle a while sink to, out of tokio's registry.
-//! - `request.rs`: a head parsed into a request, or judged hyper's.
-//! - `response.rs`: the response head as hyper writes it, and its body, framed.
-//! - `stall.rs`: a response to a client that stops reading gives up after `client_idle`.
+//! - `sink.rs`: the epoll set idle plain connections sink to, out of tokio's registry.
 //! - `date.rs`: the `Date` header, formatted once a second.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
-use std::pin::{Pin, pin};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
-use http::Response;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use http::{Request, Response, StatusCode, header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_service::Service;
 use tracing::debug;
 
 use super::Shared;
-use super::connection::{Connection, serve_connection};
+use super::connection::{Connection, serve_h2};
 use super::prefixed::Prefixed;
-use crate::proxy::Logged;
-use crate::{arena, clock};
+use super::stream::Stream;
+use crate::body::ClientBody;
+use crate::body::upgrade::{Promise, Upgraded};
+use crate::clock;
+use crate::config::{Limits, Timeouts};
+use crate::http1::encode::{self, Asked, Known};
+use crate::http1::head;
+use crate::proxy::{Peer, Proxy, ResponseBody};
 
+mod alone;
 mod date;
-mod deep;
+mod exchange;
 mod home;
-mod request;
-mod response;
+mod input;
+mod reader;
 mod roster;
-mod stall;
+mod sink;
+#[cfg(test)]
+mod tests;
+mod write;
 
-pub(super) use deep::surface;
-use home::{Home, Parked};
-use request::{Asks, Served};
+pub(crate) use alone::serve_alone;
+use exchange::{Next, Serving};
+use home::{Home, Keep, Parked};
+use input::Input;
 pub(super) use roster::Roster;
-use stall::Stall;
 
-/// The most bytes one read takes: a head larger than this arrives in pieces, and is hyper's.
-const READ_SIZE: usize = 8192;
+/// Room in a request line beside its target: a method and ` HTTP/1.1\r\n`.
+const REQUEST_LINE_SLACK: usize = 64;
 
-/// Takes an accepted plain-HTTP connection: parked until its first bytes arrive, for at most
-/// `request_header`.
-pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<TcpStream>) {
+/// How HTTP/2 with prior knowledge starts (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a closing connection reads what its client still sends, and how much of it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Takes an accepted connection (a TLS one after its handshake): parked until its first bytes
+/// arrive, for at most `request_header`.
+pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<Stream>) {
     let Connection {
         stream,
         peer,
         timeouts,
         open,
+        tls,
         ..
     } = accepted;
     let home = shared
         .roster
         .join(|slot| Home::new(Arc::clone(shared), peer, slot));
     home.park(Parked {
-        stream,
-        open,
-        deadline_ms: clock::after_ms(timeouts.request_header),
-        served: false,
+        input: Input::new(stream),
+        keep: Keep {
+            open,
+            deadline_ms: clock::after_ms(timeouts.request_header),
+            served: false,
+            tls,
+            head_timed: false,
+        },
     });
 }
 
-/// Closes, every so often, the parked connections whose deadline has passed; ends with the
+/// Ends, every so often, the parked connections whose deadline has passed; ends with the
 /// server.
 pub(super) async fn sweep(shared: Weak<Shared>) {
     loop {
@@ -100,81 +123,246 @@ pub(super) async fn sweep(shared: Weak<Shared>) {
     }
 }
 
+/// What a woken connection's task does with a head not complete yet.
+enum Wait {
+    /// Reads on.
+    Read,
+    /// Answers 408: its time is up.
+    TimedOut,
+}
+
 /// Serves a woken connection, request after request, until it has had nothing to read for a
-/// while (`read_next`): then it is parked again and the task ends.
+/// while (then it is parked again and the task ends), closes, or is handed over.
 async fn run(home: Arc<Home>, mut connection: Parked) {
     // Ended any other way (a panic, the runtime shutting down), the task still takes the
     // connection off the roster, or a drain would wait for it in vain.
     let mut leaving = Leaving(Some(&home));
-    let mut unread = None;
-    // Only a connection back for another request lingers: one that made a single request and
-    // went quiet parks at once, holding no task.
-    let returning = connection.served;
-    // The request's state: allocated once per task and refilled by each request it serves. It
-    // is several KiB, which glibc serves on its slow path, and a task serves many requests. The
-    // price: a connection lingering between requests holds it (4.6 KiB) until it parks, at most
-    // two sweeps; a parked connection holds no task and none of this.
-    let mut handling = Box::pin(None);
+    let mut linger = false;
     loop {
-        let bytes = match unread.take() {
-            Some(bytes) => bytes,
-            None => match read_next(&home, &mut connection.stream, returning).await {
-                Poll::Ready(Ok(Some(bytes))) => bytes,
-                Poll::Pending => {
-                    leaving.0 = None;
-                    return home.park(connection);
-                }
-                Poll::Ready(Ok(None)) => break,
-                Poll::Ready(Err(error)) => {
-                    debug!(peer = %home.peer, %error, "client connection failed");
-                    break;
-                }
-            },
-        };
         // Read once per request: a reload applies from the next one.
         let (limits, timeouts) = home.shared.proxy.settings();
-        let Some(Served { request, len, asks }) = request::parse(&bytes, limits.max_headers) else {
-            leaving.0 = None;
-            return hand_over(&home, connection, bytes);
+        let taken = match speaks_h2(&connection) {
+            Some(true) => {
+                leaving.0 = None;
+                return hand_over(&home, connection);
+            }
+            Some(false) => connection.input.take_head(&head_limits(&limits)),
+            // Too little has come to tell.
+            None => Ok(None),
         };
-        if bytes.len() > len {
-            unread = Some(bytes.slice(len..));
+        let head = match taken {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                match wait(&mut connection, &timeouts) {
+                    Wait::Read => {}
+                    Wait::TimedOut => {
+                        let took = timeouts.request_header;
+                        refuse(&home, &mut connection, StatusCode::REQUEST_TIMEOUT, took).await;
+                        linger = true;
+                        break;
+                    }
+                }
+                // Only a connection back for more, or with a head begun, lingers: one that made
+                // a single request and went quiet parks at once, holding no task.
+                let lingers = connection.keep.served || connection.input.has_partial_head();
+                match read_next(&home, &mut connection.input, lingers).await {
+                    Poll::Ready(Ok(true)) => continue,
+                    Poll::Pending => {
+                        leaving.0 = None;
+                        return home.park(connection);
+                    }
+                    Poll::Ready(Ok(false)) => break,
+                    Poll::Ready(Err(error)) => {
+                        debug!(peer = %home.peer, %error, "client connection failed");
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                let status = error.status();
+                debug!(peer = %home.peer, %error, "request head refused");
+                refuse(&home, &mut connection, status, Duration::ZERO).await;
+                linger = true;
+                break;
+            }
+        };
+        let serving = Serving {
+            draining: &|| home.shared.roster.draining(),
+            date: &date::today(),
+            send_limit: timeouts.client_idle,
+        };
+        let peer = Peer {
+            addr: home.peer,
+            tls: connection.keep.tls,
+        };
+        let call = |request| call(&home.shared.proxy, request, peer);
+        match exchange::serve(&mut connection.input, head, call, serving).await {
+            Next::KeepAlive => {
+                connection.keep.deadline_ms = clock::after_ms(timeouts.client_idle);
+                connection.keep.served = true;
+                connection.keep.head_timed = false;
+            }
+            Next::Close => {
+                linger = !connection.input.is_empty();
+                break;
+            }
+            Next::Switch(promise) => {
+                leaving.0 = None;
+                home.leave();
+                return switch(connection, promise);
+            }
         }
-        drop(bytes);
-        handling.as_mut().set(Some(
-            home.shared.proxy.handle(request, home.peer, false, None),
-        ));
-        let answering = pin!(answer(
-            &home,
-            &mut connection.stream,
-            handling.as_mut(),
-            (asks, timeouts.client_idle),
-            &mut unread,
-        ));
-        if !answering.await {
-            break;
-        }
-        connection.deadline_ms = clock::after_ms(timeouts.client_idle);
-        connection.served = true;
     }
     // The guard takes it off the roster once it is closed.
-    close(&home, connection).await;
+    close(&home, connection, linger).await;
 }
 
-/// Reads the connection's next bytes; `Pending` when there are none to read now, or, if it
-/// `lingers`, none came before a sweep or a drain ended the wait (`home.rs`).
+/// Calls the proxy, through its `Service` interface, with `request` from `peer`.
+async fn call(
+    proxy: &Proxy,
+    mut request: Request<ClientBody>,
+    peer: Peer,
+) -> Response<ResponseBody> {
+    request.extensions_mut().insert(peer);
+    let Ok(response) = proxy.clone().call(request).await;
+    response
+}
+
+/// The codec's limits for request heads, from `[limits]`.
+fn head_limits(limits: &Limits) -> head::Limits {
+    head::Limits {
+        max_head: limits.max_header_bytes,
+        max_fields: limits.max_headers,
+        max_line: limits.max_uri_bytes + REQUEST_LINE_SLACK,
+    }
+}
+
+/// What to do while no whole head has come: time a head begun from its first byte (or, on a new
+/// connection, from accept).
+fn wait(connection: &mut Parked, timeouts: &Timeouts) -> Wait {
+    if !connection.input.has_partial_head() {
+        return Wait::Read;
+    }
+    if !connection.keep.head_timed {
+        connection.keep.head_timed = true;
+        // A new connection's first head keeps the time it had from accept.
+        if connection.keep.served {
+            connection.keep.deadline_ms = clock::after_ms(timeouts.request_header);
+        }
+    }
+    if clock::now_ms() >= connection.keep.deadline_ms {
+        return Wait::TimedOut;
+    }
+    Wait::Read
+}
+
+/// Whether the connection speaks HTTP/2 with prior knowledge: a plain one whose first bytes are
+/// HTTP/2's preface; `None` while too little has come to tell.
+fn speaks_h2(connection: &Parked) -> Option<bool> {
+    if connection.keep.served || connection.keep.tls {
+        return Some(false);
+    }
+    let read = connection.input.peek();
+    let n = read.len().min(H2_PREFACE.len());
+    if read[..n] != H2_PREFACE[..n] {
+        return Some(false);
+    }
+    (n == H2_PREFACE.len()).then_some(true)
+}
+
+/// Gives the connection to hyper's HTTP/2 server, what was read to be read first.
+fn hand_over(home: &Home, connection: Parked) {
+    home.leave();
+    let Parked { mut input, keep } = connection;
+    // Its own copy: hyper keeps the connection (and would keep a slice of the arena) for long.
+    let read = bytes::Bytes::copy_from_slice(&input.take_read());
+    let (limits, timeouts) = home.shared.proxy.settings();
+    let connection = Connection {
+        stream: Prefixed::new(read, input.stream),
+        peer: home.peer,
+        limits,
+        timeouts,
+        open: keep.open,
+        tls: false,
+    };
+    serve_h2(&home.shared, connection);
+}
+
+/// Hands the connection to the upgrade's tunnel, with what was read past the request's head.
+fn switch(connection: Parked, promise: Promise) {
+    let Parked { mut input, keep } = connection;
+    let read = Some(input.take_read()).filter(|read| !read.is_empty());
+    let upgraded = Upgraded {
+        io: Box::new(input.stream),
+        read,
+        _held: Box::new(keep.open),
+    };
+    // A tunnel that gave up waiting drops the connection, closing it.
+    promise.send(upgraded).ok();
+}
+
+/// Answers a head refused with `status` (its reason the status's own), closing, and counts and
+/// logs it; `took` is how long the head was waited for.
+async fn refuse(home: &Home, connection: &mut Parked, status: StatusCode, took: Duration) {
+    let answer = refusal(status);
+    let (_, timeouts) = home.shared.proxy.settings();
+    let writing = async {
+        connection.input.stream.write_all(&answer).await?;
+        connection.input.stream.flush().await
+    };
+    if let Err(error) = tokio::time::timeout(timeouts.client_idle, writing)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    {
+        debug!(peer = %home.peer, %error, "answering a refused head");
+    }
+    home.shared.proxy.refused(home.peer, status.as_u16(), took);
+}
+
+/// A refused head's answer: `status`, a line saying why, and `Connection: close`.
+fn refusal(status: StatusCode) -> Vec<u8> {
+    let reason = match status {
+        StatusCode::REQUEST_TIMEOUT => "request header not received within time",
+        StatusCode::URI_TOO_LONG => "request target too long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header too large",
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED => "HTTP version not supported",
+        _ => "malformed request",
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let (parts, ()) = response.into_parts();
+    let asked = Asked {
+        version: http::Version::HTTP_11,
+        head: false,
+        keep_alive: false,
+        trailers: false,
+    };
+    let mut out = Vec::with_capacity(256);
+    let known = Known::Exactly(reason.len() as u64);
+    encode::response(&parts, known, &asked, &date::today(), &mut out);
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+/// Reads the connection's next bytes: `Ready(Ok(true))` when some came; `Pending` when there
+/// are none to read now, or, if it `lingers`, none came before a sweep or a drain ended the wait
+/// (`home.rs`).
 async fn read_next(
     home: &Home,
-    stream: &mut TcpStream,
+    input: &mut Input<Stream>,
     lingers: bool,
-) -> Poll<io::Result<Option<Bytes>>> {
+) -> Poll<io::Result<bool>> {
     if !lingers {
-        return read_now(stream);
+        return input.poll_fill(&mut Context::from_waker(Waker::noop()));
     }
     let mut waited = false;
     poll_fn(|cx| {
         // With the task's waker: the read that finds nothing also asks to be woken.
-        let read = read_woken(stream, cx);
+        let read = input.poll_fill(cx);
         if read.is_ready() {
             if waited {
                 home.busy();
@@ -202,92 +390,25 @@ impl Drop for Leaving<'_> {
     }
 }
 
-/// Waits for the response `handling` makes and writes it, giving up if the client reads none
-/// of it for `send_limit`; whether the connection stays open. `handling` is emptied once it has
-/// answered, or the client has gone.
-async fn answer<F>(
-    home: &Home,
-    stream: &mut TcpStream,
-    mut handling: Pin<&mut Option<F>>,
-    (asks, send_limit): (Asks, Duration),
-    unread: &mut Option<Bytes>,
-) -> bool
-where
-    F: Future<Output = Response<Logged>>,
-{
-    // In a block: the response's storage ends before the write is awaited, so the future does
-    // not hold both.
-    let writing = {
-        // The client closing before its answer drops the request (logged 499), as hyper does;
-        // bytes of a pipelined request are kept for after this one.
-        let response = poll_fn(|cx| {
-            let Some(future) = handling.as_mut().as_pin_mut() else {
-                return Poll::Ready(None);
-            };
-            if let Poll::Ready(response) = future.poll(cx) {
-                return Poll::Ready(Some(response));
-            }
-            if unread.is_none() {
-                match read_woken(stream, cx) {
-                    Poll::Ready(Ok(Some(bytes))) => *unread = Some(bytes),
-                    Poll::Ready(Ok(None) | Err(_)) => return Poll::Ready(None),
-                    Poll::Pending => {}
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        handling.set(None);
-        let Some(response) = response else {
-            return false;
-        };
-        let keep_alive = !asks.close && !home.shared.roster.draining();
-        let stream = Stall::new(stream, send_limit);
-        response::write(stream, response, keep_alive, asks.trailers)
-    };
-    writing.await
-}
-
-/// Gives the connection to hyper, `bytes` to be read first.
-fn hand_over(home: &Home, connection: Parked, bytes: Bytes) {
-    home.leave();
-    let (limits, timeouts) = home.shared.proxy.settings();
-    let connection = Connection {
-        // Its own copy: hyper may keep the connection (and a slice of the arena) for long.
-        stream: Prefixed::new(Bytes::copy_from_slice(&bytes), connection.stream),
-        peer: home.peer,
-        limits,
-        timeouts,
-        open: connection.open,
-        tls: false,
-    };
-    serve_connection(&home.shared, connection);
-}
-
-/// Closes the sending side first, so the last response is not cut by a reset.
-async fn close(home: &Home, mut connection: Parked) {
-    if let Err(error) = connection.stream.shutdown().await {
+/// Closes the sending side first, so the last response is not cut by a reset; when the client
+/// may still be sending (`linger`), reads and drops what it sends for a moment first.
+async fn close(home: &Home, mut connection: Parked, linger: bool) {
+    if let Err(error) = connection.input.stream.shutdown().await {
         debug!(peer = %home.peer, %error, "closing the client connection");
+        return;
     }
-}
-
-/// Reads what the socket has now into this thread's arena chunk (`None`: the client closed).
-/// The buffer is the thread's, not the connection's, so an idle connection holds none.
-///
-/// Without a waker: the caller asks for readiness afterwards if it waits.
-fn read_now(stream: &mut TcpStream) -> Poll<io::Result<Option<Bytes>>> {
-    read_woken(stream, &mut Context::from_waker(Waker::noop()))
-}
-
-/// [`read_now`], `cx` woken when the socket becomes readable.
-fn read_woken(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-    let (bytes, read) = arena::fill(READ_SIZE, |chunk| {
-        tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut chunk.limit(READ_SIZE))
-    });
-    match read {
-        Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
-        Poll::Ready(Ok(_)) => Poll::Ready(Ok(Some(bytes))),
-        Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-        Poll::Pending => Poll::Pending,
+    if !linger {
+        return;
     }
+    let mut drained = 0;
+    let mut buffer = [0u8; 4096];
+    let reading = async {
+        while drained < LINGER_BYTES {
+            match connection.input.stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    tokio::time::timeout(LINGER, reading).await.ok();
 }

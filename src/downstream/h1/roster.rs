@@ -5,58 +5,61 @@
 //! One sweep checks every parked connection's deadline, so no connection holds a timer: a timer
 //! is a hundred bytes and a timer-wheel entry per connection, and the deadlines, seconds long,
 //! need no finer grain than a fraction of themselves. The same sweep sinks connections found
-//! parked twice running (`deep.rs`), and ends the wait of tasks found lingering twice running
+//! parked twice running (`sink.rs`), and ends the wait of tasks found lingering twice running
 //! (`home.rs`). Joining and leaving take a lock once per connection, not
 //! per request.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use mio::Registry;
+use parking_lot::{Mutex, MutexGuard};
 use slab::Slab;
-use std::sync::Arc;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::deep;
+use super::super::Shared;
 use super::home::Home;
+use super::sink;
 
 /// The shortest and longest pause between sweeps. At most a tenth of a second: a connection
-/// idle that long is sunk (`deep.rs`) before many more have piled up with tokio, and one look at
+/// idle that long is sunk (`sink.rs`) before many more have piled up with tokio, and one look at
 /// a parked connection is a lock tried and a field read, so even ten thousand of them cost a
 /// fraction of a millisecond per sweep.
 const SWEEP_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(100));
 
-/// Fulcrum's own connections: parked or being served, not yet closed or handed to hyper.
+/// Fulcrum's HTTP/1 connections: parked or being served, not yet closed or handed over.
 pub(in crate::downstream) struct Roster {
     homes: Mutex<Slab<Arc<Home>>>,
     draining: AtomicBool,
     /// Notified when the last connection leaves during a drain.
     emptied: Notify,
-    /// Adds idle connections to the server's epoll set (`deep.rs`); `None` if it could not be
+    /// Adds idle connections to the server's epoll set (`sink.rs`); unset if it could not be
     /// made, and idle connections then stay with tokio.
-    sink: Option<Registry>,
+    sink: OnceLock<Registry>,
 }
 
 impl Roster {
-    /// An empty roster, and the epoll set its idle connections sink to, for
-    /// [`deep::surface`] to watch.
-    pub(in crate::downstream) fn new() -> (Roster, Option<deep::Set>) {
-        let (sink, set) = match deep::open() {
-            Ok((registry, set)) => (Some(registry), Some(set)),
-            Err(error) => {
-                warn!(%error, "idle connections will stay registered with the runtime");
-                (None, None)
-            }
-        };
-        let roster = Roster {
+    /// An empty roster.
+    pub(in crate::downstream) fn new() -> Roster {
+        Roster {
             homes: Mutex::default(),
             draining: AtomicBool::new(false),
             emptied: Notify::new(),
-            sink,
-        };
-        (roster, set)
+            sink: OnceLock::new(),
+        }
+    }
+
+    /// Opens the epoll set idle connections sink to, watched for `shared`'s server until it is
+    /// gone. Must be called within the runtime.
+    pub(in crate::downstream) fn open_sink(&self, shared: Weak<Shared>) {
+        match sink::open(shared) {
+            Ok(registry) => {
+                self.sink.set(registry).ok();
+            }
+            Err(error) => warn!(%error, "idle connections will stay registered with the runtime"),
+        }
     }
 
     /// Adds the connection `make` builds from its slot.
@@ -68,7 +71,7 @@ impl Roster {
         home
     }
 
-    /// Removes the connection in `slot`: it is closed, or hyper's now.
+    /// Removes the connection in `slot`: it is closed, or handed over.
     pub(super) fn leave(&self, slot: usize) {
         let mut homes = self.lock();
         homes.try_remove(slot);
@@ -90,7 +93,7 @@ impl Roster {
     /// Closes the parked connections whose deadline is before `now_ms`, and sinks those parked
     /// since the last sweep.
     pub(super) fn sweep(&self, now_ms: u64) {
-        let sinking = self.sink.is_some();
+        let sinking = self.sink.get().is_some();
         let chosen: Vec<Arc<Home>> = self
             .lock()
             .iter()
@@ -98,14 +101,14 @@ impl Roster {
             .map(|(_, home)| Arc::clone(home))
             .collect();
         for home in chosen {
-            home.sweep(now_ms, self.sink.as_ref());
+            home.sweep(now_ms, self.sink.get());
         }
     }
 
     /// The sunk connection in `slot` became readable.
     pub(super) fn surface(&self, slot: usize) {
         let home = self.lock().get(slot).map(Arc::clone);
-        if let (Some(home), Some(registry)) = (home, &self.sink) {
+        if let (Some(home), Some(registry)) = (home, self.sink.get()) {
             home.surface(registry);
         }
     }
@@ -142,10 +145,8 @@ impl Roster {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Arc<Home>>> {
-        self.homes
-            .lock()
-            .expect("the roster lock is never held across a panic")
+    fn lock(&self) -> MutexGuard<'_, Slab<Arc<Home>>> {
+        self.homes.lock()
     }
 }
 

@@ -207,14 +207,14 @@ impl Connection {
         let outcome = poll_fn(|cx| {
             loop {
                 // The body, as it comes, while the backend has not answered.
-                if !sending.is_sent(self.output.len()) {
+                if !sending.is_over(self.output.len()) {
                     match self.poll_send(body, sending, cx) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                         Poll::Pending => {}
                     }
                 }
-                if sending.is_sent(self.output.len()) {
+                if sending.is_over(self.output.len()) {
                     let timer = arm(&mut timer, &mut armed, timeout);
                     // Outside tokio's budget, as `tokio::time::timeout` polls: a backend that
                     // floods interim responses uses the budget up on every poll.
@@ -257,16 +257,18 @@ impl Connection {
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let failed = |error: io::Error| {
-            ExchangeError::Response(format!("sending the request: {}", describe_io(&error)))
-        };
         if sending.written < self.output.len() {
             let wrote =
                 ready!(Pin::new(&mut self.stream).poll_write(cx, &self.output[sending.written..]));
             match wrote {
-                Ok(0) => return Poll::Ready(Err(failed(io::ErrorKind::WriteZero.into()))),
-                Ok(n) => sending.written += n,
-                Err(error) => return Poll::Ready(Err(failed(error))),
+                Ok(n) if n > 0 => sending.written += n,
+                // The backend closed or reset: what it answered, if anything, is still read
+                // (it may have answered early, as a backend that refuses a body does).
+                _ => {
+                    sending.stop();
+                    self.output.clear();
+                    return Poll::Ready(Ok(()));
+                }
             }
             if sending.written == self.output.len() {
                 self.output.clear();
@@ -289,7 +291,10 @@ impl Connection {
             return Poll::Pending;
         }
         // All written: TLS may still hold what it encrypted.
-        ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(failed)?;
+        if ready!(Pin::new(&mut self.stream).poll_flush(cx)).is_err() {
+            sending.stop();
+            self.output.clear();
+        }
         sending.flushed = true;
         Poll::Ready(Ok(()))
     }
@@ -394,6 +399,8 @@ struct Sending {
     flushed: bool,
     /// The body failed; the exchange fails once what was gathered before is written.
     failed: Option<ExchangeError>,
+    /// Writing failed: nothing more is sent, and the request was not sent whole.
+    stopped: bool,
 }
 
 impl Sending {
@@ -419,13 +426,28 @@ impl Sending {
             written: 0,
             flushed: true,
             failed: None,
+            stopped: false,
         }
     }
 
     /// Whether the whole request has left, `pending` bytes of output being left to write:
     /// framed, written and flushed.
     fn is_sent(&self, pending: usize) -> bool {
-        self.done && self.failed.is_none() && pending == 0 && self.flushed
+        self.done && !self.stopped && self.failed.is_none() && pending == 0 && self.flushed
+    }
+
+    /// Whether sending is over, the request sent whole or writing given up on: from then, only
+    /// the response is waited for.
+    fn is_over(&self, pending: usize) -> bool {
+        self.stopped || self.is_sent(pending)
+    }
+
+    /// Gives up sending: the connection would not take more.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.done = true;
+        self.written = 0;
+        self.flushed = true;
     }
 
     /// Appends to `out` the body frames that are ready now, framed, up to [`FLUSH_AT`] bytes;

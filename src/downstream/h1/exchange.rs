@@ -1,0 +1,190 @@
+//! One request on a client connection, from its parsed head to the last byte of its response:
+//! its body made (none; whole, when it came with its head; else read on demand, `reader.rs`),
+//! the proxy called, the client watched for leaving, the response written (`write.rs`) while the
+//! body is still read as the request asks, and what the connection does next.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version, header};
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::input::Input;
+use super::reader::{BodyReader, Standing};
+use super::write::Writer;
+use crate::arena;
+use crate::body::ClientBody;
+use crate::body::feed;
+use crate::body::upgrade::{OnUpgrade, Promise};
+use crate::http1::BodyLength;
+use crate::http1::encode::{self, Asked, Known};
+use crate::http1::fields::lists;
+use crate::http1::head::RequestHead;
+use crate::pause::WriteWait;
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Reads the next request.
+    KeepAlive,
+    Close,
+    /// Gives itself to the upgrade's tunnel, as promised.
+    Switch(Promise),
+}
+
+/// How a request is served on its connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Serving<'a> {
+    /// Whether the server is draining: the connection closes after this request. Asked when the
+    /// response is written, for a drain may start while it is awaited.
+    pub(crate) draining: &'a (dyn Fn() -> bool + Sync),
+    /// Today's `Date` value.
+    pub(crate) date: &'a [u8],
+    /// How long a response may wait on a client that reads none of it (`client_idle`).
+    pub(crate) send_limit: Duration,
+}
+
+/// Serves the request whose head was just taken from `input`: `call` makes its response.
+pub(crate) async fn serve<S, F, Fut, B>(
+    input: &mut Input<S>,
+    head: RequestHead,
+    call: F,
+    serving: Serving<'_>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(Request<ClientBody>) -> Fut,
+    Fut: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let RequestHead {
+        mut parts,
+        body: length,
+        keep_alive,
+        expect_continue,
+        trailers,
+        ..
+    } = head;
+    let mut asked = Asked {
+        version: parts.version,
+        head: parts.method == Method::HEAD,
+        keep_alive,
+        trailers,
+    };
+    let promise = wants_upgrade(&parts).then(|| {
+        let (promise, upgrade) = OnUpgrade::pair();
+        parts.extensions.insert(upgrade);
+        promise
+    });
+    let (body, mut reader) = request_body(input, length, expect_continue);
+    let mut answering = pin!(call(Request::from_parts(parts, body)));
+    let response = poll_fn(|cx| {
+        if let Poll::Ready(response) = answering.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        let reading = match &mut reader {
+            Some(reader) => reader.poll(input, cx) == Standing::Waiting,
+            None => false,
+        };
+        // With no body to read, the client's stream is watched: a client that leaves drops its
+        // request (logged 499, as nginx does); bytes of a pipelined request are kept for after
+        // this one.
+        if !reading && input.is_empty() {
+            match input.poll_fill(cx) {
+                Poll::Ready(Ok(true)) | Poll::Pending => {}
+                Poll::Ready(Ok(false) | Err(_)) => return Poll::Ready(None),
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let Some(response) = response else {
+        return Next::Close;
+    };
+    asked.keep_alive &= !(serving.draining)() && body_done(&mut reader, input);
+    let (parts, mut body) = response.into_parts();
+    let known = if body.is_end_stream() {
+        Known::Exactly(0)
+    } else {
+        body.size_hint()
+            .exact()
+            .map_or(Known::Unknown, Known::Exactly)
+    };
+    let mut head = arena::buffer(256 + 32 * parts.headers.len());
+    let (framing, keep_alive) = encode::response(&parts, known, &asked, serving.date, &mut head);
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    arena::recycle(parts.headers);
+    let mut writer = Writer::new(head, framing);
+    let mut writes = WriteWait::new(serving.send_limit);
+    let written = poll_fn(|cx| {
+        if let Some(reader) = &mut reader {
+            reader.poll(input, cx);
+        }
+        writer.poll(&mut input.stream, &mut body, &mut writes, cx)
+    })
+    .await;
+    // The body, and what it holds (the backend connection, the access log entry), ends here.
+    drop(body);
+    writer.recycle();
+    if let Err(error) = &written {
+        debug!(%error, "writing a response");
+    }
+    match (written, promise) {
+        (Ok(()), Some(promise)) if switching => Next::Switch(promise),
+        (Ok(()), _) if keep_alive && reader.as_ref().is_none_or(BodyReader::is_complete) => {
+            Next::KeepAlive
+        }
+        _ => Next::Close,
+    }
+}
+
+/// The request's body: none, whole when it all came with its head, else read on demand.
+fn request_body<S>(
+    input: &mut Input<S>,
+    length: BodyLength,
+    expect_continue: bool,
+) -> (ClientBody, Option<BodyReader>) {
+    let declared = match length {
+        BodyLength::Empty | BodyLength::UntilClose => return (ClientBody::Empty, None),
+        BodyLength::Length(n) => {
+            if let Some(unread) = &mut input.unread
+                && unread.len() as u64 >= n
+            {
+                let whole = unread.split_to(n as usize);
+                input.settle();
+                return (ClientBody::Full(Some(whole)), None);
+            }
+            Some(n)
+        }
+        BodyLength::Chunked => None,
+    };
+    let (feed, fed) = feed::channel(declared);
+    (
+        ClientBody::Fed(fed),
+        Some(BodyReader::new(feed, declared, expect_continue)),
+    )
+}
+
+/// Whether the request's body is done with, so that the connection can read the next request:
+/// read to its end, or let go of by the request and all read already (then skipped).
+fn body_done<S>(reader: &mut Option<BodyReader>, input: &mut Input<S>) -> bool {
+    match reader {
+        None => true,
+        Some(reader) if reader.is_complete() => true,
+        Some(reader) if reader.is_abandoned() => reader.skip_buffered(input),
+        Some(_) => false,
+    }
+}
+
+/// Whether the request asks to switch protocols (RFC 9110 section 7.8).
+fn wants_upgrade(parts: &http::request::Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && lists(parts.headers.get_all(header::CONNECTION), b"upgrade")
+}

@@ -1,0 +1,199 @@
+//! A request body as its connection reads it: bytes already read first, then the socket, decoded
+//! by length or in chunks (strictly: this is a request), a frame at a time as the request asks
+//! (`feed.rs`). `Expect: 100-continue` is answered when the body is first asked for, so a client
+//! that waits for it sends nothing the proxy will not read.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::input::Input;
+use crate::body::feed::{Feed, FeedError, Wants};
+use crate::http1::chunked::{Chunk, Decoder, Strictness};
+use crate::http1::encode::CONTINUE;
+
+/// Where the body is.
+#[derive(Debug)]
+enum Left {
+    Length(u64),
+    Chunked(Decoder),
+}
+
+/// The connection's side of a body being read.
+#[derive(Debug)]
+pub(crate) struct BodyReader {
+    feed: Feed,
+    left: Left,
+    /// Bytes of `100 Continue` still to write before reading, when the client waits for it.
+    to_continue: Option<usize>,
+    /// The body cannot be read to its end (malformed, or the client left): the connection
+    /// cannot carry another request.
+    broken: bool,
+}
+
+/// How a body reader stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Read to its end (or failed): nothing more to do.
+    Over,
+    /// Waiting: on the request to ask, or on the client.
+    Waiting,
+}
+
+impl BodyReader {
+    /// A reader feeding `feed` a body of `length` bytes (`None`: chunked); `expects` when the
+    /// client waits for `100 Continue`.
+    pub(crate) fn new(feed: Feed, length: Option<u64>, expects: bool) -> BodyReader {
+        BodyReader {
+            feed,
+            left: match length {
+                Some(n) => Left::Length(n),
+                None => Left::Chunked(Decoder::new(Strictness::Strict)),
+            },
+            to_continue: expects.then_some(0),
+            broken: false,
+        }
+    }
+
+    /// Whether the body was read to its end.
+    pub(crate) fn is_complete(&self) -> bool {
+        !self.broken && self.feed.is_ended()
+    }
+
+    /// Whether the request let go of the body before its end (it will never ask again).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.feed.is_abandoned()
+    }
+
+    /// Whether the client still waits for `100 Continue`, having been sent none.
+    pub(crate) fn awaits_continue(&self) -> bool {
+        self.to_continue == Some(0)
+    }
+
+    /// Reads as the request asks, until it asks for nothing more now or the client has sent
+    /// nothing more yet (`cx` is woken for either).
+    pub(crate) fn poll<S>(&mut self, input: &mut Input<S>, cx: &mut Context<'_>) -> Standing
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            match self.feed.wants(cx) {
+                Wants::Over => return Standing::Over,
+                Wants::Nothing => return Standing::Waiting,
+                Wants::Frame => {}
+            }
+            if let Some(written) = &mut self.to_continue {
+                match Pin::new(&mut input.stream).poll_write(cx, &CONTINUE[*written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        *written += n;
+                        if *written == CONTINUE.len() {
+                            self.to_continue = None;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Ok(_)) => return self.fail(FeedError::Closed("write zero".into())),
+                    Poll::Ready(Err(error)) => {
+                        return self.fail(FeedError::Closed(error.to_string()));
+                    }
+                    Poll::Pending => return Standing::Waiting,
+                }
+            }
+            if input.is_empty() {
+                match input.poll_fill(cx) {
+                    Poll::Ready(Ok(true)) => {}
+                    Poll::Ready(Ok(false)) => {
+                        return self.fail(FeedError::Closed("connection closed".into()));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        return self.fail(FeedError::Closed(error.to_string()));
+                    }
+                    Poll::Pending => return Standing::Waiting,
+                }
+            }
+            self.give(input);
+        }
+    }
+
+    /// Decodes from what was read, and gives the request a frame if there is one.
+    fn give<S>(&mut self, input: &mut Input<S>) {
+        let Some(bytes) = input.unread.as_mut() else {
+            return;
+        };
+        match &mut self.left {
+            Left::Length(left) => {
+                let n = (*left).min(bytes.len() as u64) as usize;
+                let data = bytes.split_to(n);
+                *left -= n as u64;
+                if bytes.is_empty() {
+                    input.unread = None;
+                }
+                self.feed.data(data, *left == 0);
+            }
+            Left::Chunked(decoder) => match decoder.decode(bytes) {
+                Ok(Chunk::Data { used, data }) => {
+                    bytes.advance(used);
+                    let data = bytes.split_to(data);
+                    input.settle();
+                    self.feed.data(data, false);
+                }
+                Ok(Chunk::More { used }) => {
+                    bytes.advance(used);
+                    input.settle();
+                }
+                Ok(Chunk::End { used, trailers }) => {
+                    bytes.advance(used);
+                    input.settle();
+                    match trailers {
+                        Some(trailers) => self.feed.trailers(trailers),
+                        None => self.feed.end(),
+                    }
+                }
+                Err(error) => {
+                    self.broken = true;
+                    self.feed.fail(FeedError::Malformed(format!(
+                        "invalid chunked body: {error}"
+                    )));
+                }
+            },
+        }
+    }
+
+    fn fail(&mut self, error: FeedError) -> Standing {
+        self.broken = true;
+        self.feed.fail(error);
+        Standing::Over
+    }
+
+    /// Skips the rest of a body the request let go of, if it is all in what was read already:
+    /// whether it was (and the connection can carry the next request).
+    pub(crate) fn skip_buffered<S>(&mut self, input: &mut Input<S>) -> bool {
+        if self.broken || self.awaits_continue() {
+            return false;
+        }
+        if self.feed.is_ended() {
+            return true;
+        }
+        let bytes = input.unread.get_or_insert_with(Bytes::new);
+        let skipped = match &mut self.left {
+            Left::Length(left) if (bytes.len() as u64) >= *left => {
+                bytes.advance(*left as usize);
+                true
+            }
+            Left::Length(_) => false,
+            Left::Chunked(decoder) => loop {
+                match decoder.decode(bytes) {
+                    Ok(Chunk::Data { used, data }) => bytes.advance(used + data),
+                    Ok(Chunk::End { used, .. }) => {
+                        bytes.advance(used);
+                        break true;
+                    }
+                    Ok(Chunk::More { .. }) | Err(_) => break false,
+                }
+            },
+        };
+        input.settle();
+        skipped
+    }
+}
