@@ -7,7 +7,10 @@ pub mod client;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod raw_client;
+pub mod recorder;
 pub mod tls;
+pub mod wire;
 
 pub use admin::{AdminReply, admin};
 pub use backend::{
