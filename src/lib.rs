@@ -72,6 +72,15 @@ pub use app::{App, Options, StartError};
 pub use config::{Config, ConfigError};
 pub use control::{ConfigStatus, Control, ReloadError};
 
+/// Runs arbitrary bytes through the HTTP/1 codec's readers, checking what must hold whatever
+/// they are (`http1/exercise.rs`): the fuzz target's body (`fuzz/`). Not API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_http1(data: &[u8]) {
+    let split = data.first().map_or(1, |&byte| usize::from(byte) % 64 + 1);
+    http1::exercise::exercise(data, split);
+}
+
 /// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`) measure, reachable from
 /// outside the crate. It exists for the benches only and is not API.
 #[doc(hidden)]

@@ -54,9 +54,11 @@ pub(crate) fn request(version: Version, headers: &HeaderMap) -> Result<BodyLengt
     declared(version, headers).map(|length| length.unwrap_or(BodyLength::Empty))
 }
 
-/// A response's body length, given the method of the request it answers. A response to `HEAD`,
-/// an interim (1xx), 204 or 304 response has none, whatever its fields say; without
-/// `Content-Length` or `Transfer-Encoding` a body runs until the connection closes.
+/// A response's body length, given the method of the request it answers. An interim (1xx), 204
+/// or 304 response has none, whatever its fields say; a response to `HEAD` has none either, but
+/// its fields are judged as a `GET`'s would be, which they describe, so that a response has one
+/// outcome whatever the method. Without `Content-Length` or `Transfer-Encoding` a body runs
+/// until the connection closes.
 ///
 /// A `101` ends the message: what follows is the upgraded protocol's, the caller's to handle.
 pub(crate) fn response(
@@ -65,10 +67,33 @@ pub(crate) fn response(
     version: Version,
     headers: &HeaderMap,
 ) -> Result<BodyLength, FramingError> {
-    if *method == Method::HEAD || !has_body(status) {
+    if !has_body(status) {
         return Ok(BodyLength::Empty);
     }
-    declared(version, headers).map(|length| length.unwrap_or(BodyLength::UntilClose))
+    let declared = declared(version, headers)?;
+    if *method == Method::HEAD {
+        return Ok(BodyLength::Empty);
+    }
+    Ok(declared.unwrap_or(BodyLength::UntilClose))
+}
+
+/// Makes the `Content-Length` fields one field with one number, when they declare a length
+/// (`5, 5` and two fields of `5` are one `5`): every party after Fulcrum then reads one value.
+/// Fields that declare none (absent, or not judged) are left as they are.
+pub(crate) fn normalize_length(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
+    let (Some(first), None) = (fields.next(), fields.next()) else {
+        if let Ok(Some(length)) = content_length(headers.get_all(CONTENT_LENGTH)) {
+            headers.insert(CONTENT_LENGTH, super::encode::number(length));
+        }
+        return;
+    };
+    let plain = first.as_bytes();
+    if (plain.is_empty() || !plain.iter().all(u8::is_ascii_digit))
+        && let Ok(Some(length)) = content_length(std::iter::once(first))
+    {
+        headers.insert(CONTENT_LENGTH, super::encode::number(length));
+    }
 }
 
 /// Whether a response with `status` can have a body at all (RFC 9110 sections 15.2, 15.3.5,
@@ -189,6 +214,12 @@ mod tests {
     fn responses_that_cannot_have_a_body_have_none() {
         let fields = [("content-length", "5")];
         assert_eq!(resp(Method::HEAD, 200, &fields), Ok(BodyLength::Empty));
+        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(
+            resp(Method::HEAD, 200, &both),
+            Err(FramingError::Both),
+            "a HEAD's fields are judged as a GET's"
+        );
         for status in [100, 101, 103, 204, 304] {
             assert_eq!(
                 resp(Method::GET, status, &fields),
@@ -198,6 +229,7 @@ mod tests {
         }
         let chunked = [("transfer-encoding", "chunked")];
         assert_eq!(resp(Method::HEAD, 200, &chunked), Ok(BodyLength::Empty));
+        assert_eq!(resp(Method::GET, 204, &both), Ok(BodyLength::Empty));
         // Fields a bodiless response cannot act on are not judged either.
         assert_eq!(
             resp(Method::GET, 304, &[("content-length", "x")]),
@@ -233,5 +265,33 @@ mod tests {
             &headers(&[("transfer-encoding", "chunked")]),
         );
         assert_eq!(old, Err(FramingError::Http10Coding));
+    }
+}
+
+#[cfg(test)]
+mod normalized {
+    use super::*;
+
+    fn normalized(values: &[&str]) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(CONTENT_LENGTH, HeaderValue::from_str(value).unwrap());
+        }
+        normalize_length(&mut headers);
+        headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn repeated_lengths_become_one_field_with_one_number() {
+        assert_eq!(normalized(&["5"]), ["5"]);
+        assert_eq!(normalized(&["5, 5"]), ["5"]);
+        assert_eq!(normalized(&["5", "5"]), ["5"]);
+        assert_eq!(normalized(&[" 07"]), ["7"]);
+        assert_eq!(normalized(&["5", "6"]), ["5", "6"], "not judged here: left");
+        assert!(normalized(&[]).is_empty());
     }
 }

@@ -149,8 +149,9 @@ pub(crate) fn parse_request(
         let target = head.path.unwrap_or_default();
         let uri = Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes()))
             .map_err(|_| HeadError::Malformed("invalid request target"))?;
-        let (headers, connection) = fields(&bytes, input, head.headers)?;
+        let (mut headers, connection) = fields(&bytes, input, head.headers)?;
         let body = framing::request(version, &headers).map_err(HeadError::Framing)?;
+        framing::normalize_length(&mut headers);
         let expect_continue = version == Version::HTTP_11
             && headers
                 .get_all(header::EXPECT)
@@ -194,9 +195,10 @@ pub(crate) fn parse_response(
         let status = StatusCode::from_u16(head.code.unwrap_or_default())
             .map_err(|_| HeadError::Malformed("invalid status code"))?;
         let bytes = take(len);
-        let (headers, connection) = fields(&bytes, input, head.headers)?;
+        let (mut headers, connection) = fields(&bytes, input, head.headers)?;
         let body =
             framing::response(method, status, version, &headers).map_err(HeadError::Framing)?;
+        framing::normalize_length(&mut headers);
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -572,6 +574,27 @@ mod tests {
         );
         assert!(!complete_response("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
         assert!(!complete_response("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn repeated_lengths_are_read_as_one() {
+        let head = complete_response("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n");
+        assert_eq!(head.body, BodyLength::Length(5));
+        let lengths: Vec<_> = head
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["5"], "relayed as one field with one number");
+        let request = complete("PUT / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        let lengths: Vec<_> = request
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["3"]);
     }
 
     #[test]

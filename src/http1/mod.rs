@@ -10,9 +10,6 @@
 //! - `encode.rs`: request and response heads written, framed for their body.
 //! - `fields.rs`: token lists and `Content-Length`.
 
-// The server side joins in the next commit.
-#![allow(dead_code)]
-
 pub(crate) mod chunked;
 pub(crate) mod encode;
 pub(crate) mod fields;

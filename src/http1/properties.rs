@@ -164,6 +164,46 @@ proptest! {
     }
 
     #[test]
+    fn a_request_framed_has_one_reading(
+        fields in vec((prop_oneof![Just("transfer-encoding"), Just("content-length")],
+                       prop_oneof![Just("chunked".to_owned()), Just("Chunked".to_owned()),
+                                   Just("gzip, chunked".to_owned()), "[0-9]{1,3}",
+                                   "[0-9]{1,2}, ?[0-9]{1,2}", "[ -~]{0,6}"]), 0..4),
+        http10 in any::<bool>(),
+    ) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &fields {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(*name, value);
+            }
+        }
+        let version = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
+        let codings: Vec<_> = headers.get_all("transfer-encoding").iter().collect();
+        let lengths: Vec<_> = headers
+            .get_all("content-length")
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+            .collect();
+        match super::framing::request(version, &headers) {
+            Ok(BodyLength::Chunked) => {
+                prop_assert!(!http10 && lengths.is_empty());
+                prop_assert!(codings.len() == 1 && codings[0].as_bytes().eq_ignore_ascii_case(b"chunked"));
+            }
+            Ok(BodyLength::Length(n)) => {
+                prop_assert!(codings.is_empty());
+                prop_assert!(lengths.iter().all(|l| l.parse() == Ok(n)));
+            }
+            Ok(BodyLength::Empty) => {
+                prop_assert!(codings.is_empty());
+                prop_assert!(lengths.iter().all(|l| l.parse() == Ok(0u64)));
+            }
+            Ok(BodyLength::UntilClose) => prop_assert!(false, "a request never runs until close"),
+            Err(_) => {}
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_break_no_reader(input in vec(any::<u8>(), 0..600), split in 1usize..40) {
         super::exercise::exercise(&input, split);
     }

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::body::ClientBody;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Method, Request, Response, Version, header};
 use hyper::body::Body;
 use tokio::sync::oneshot;
 use tracing::field::Empty;
@@ -150,6 +150,7 @@ impl Proxy {
         let state = self.state.load_full();
         let mut request = request;
         let http10 = request.version() == Version::HTTP_10;
+        let head = request.method() == Method::HEAD;
         let id = request_id::ensure(request.headers_mut());
         let entry = state
             .access_log()
@@ -213,6 +214,9 @@ impl Proxy {
         if http10 {
             close_if_unsized(&mut response);
         }
+        if head {
+            leave_out_body(&mut response);
+        }
         let mut log = entry.zip(state.access_log().cloned());
         if let Some(tunnel) = pending.trail.log_later.take() {
             // A 101: its tunnel writes the line when it closes.
@@ -224,10 +228,26 @@ impl Proxy {
     }
 }
 
-/// An HTTP/1.0 client can only be sent a body without a length up to the connection's close:
-/// hyper ends it so, but would still have said `Connection: keep-alive` to a client that asked
-/// for it, and a request the client sent behind it would be lost unanswered. Saying `close`, as
-/// nginx does, keeps the promise.
+/// A response to `HEAD` has no body, whichever server writes it (hyper's HTTP/2 server would
+/// send what it is given): one the proxy wrote itself keeps its length, as a `GET` would have
+/// been answered, and loses its bytes. A backend's has none already.
+fn leave_out_body(response: &mut Response<ProxyBody>) {
+    let ProxyBody::Local(_) = response.body() else {
+        return;
+    };
+    let length = response.body().size_hint().exact().unwrap_or_default();
+    if length > 0 && !response.headers().contains_key(header::CONTENT_LENGTH) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    *response.body_mut() = ProxyBody::text("");
+}
+
+/// An HTTP/1.0 client can only be sent a body without a length up to the connection's close; a
+/// server embedding the proxy may still say `Connection: keep-alive` to a client that asked for
+/// it, and a request the client sent behind it would be lost unanswered. Saying `close`, as nginx
+/// does, keeps the promise (Fulcrum's own server says it anyway).
 fn close_if_unsized(response: &mut Response<ProxyBody>) {
     let unsized_body = response.body().size_hint().exact().is_none()
         && !response.headers().contains_key(header::CONTENT_LENGTH);

@@ -312,6 +312,11 @@ impl Home {
         self.shared.roster.leave(self.slot);
     }
 
+    /// Serves the connection on a task of its own now, whatever its socket says.
+    pub(super) fn serve_now(self: &Arc<Self>, connection: Parked) {
+        self.run(connection);
+    }
+
     /// Serves the connection on a task of its own.
     fn run(self: &Arc<Self>, connection: Parked) {
         match tokio::runtime::Handle::try_current() {

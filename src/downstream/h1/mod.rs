@@ -33,8 +33,9 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
@@ -96,7 +97,7 @@ pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<Stream>) {
     let home = shared
         .roster
         .join(|slot| Home::new(Arc::clone(shared), peer, slot));
-    home.park(Parked {
+    let connection = Parked {
         input: Input::new(stream),
         keep: Keep {
             open,
@@ -105,7 +106,15 @@ pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<Stream>) {
             tls,
             head_timed: false,
         },
-    });
+    };
+    if tls {
+        // Its handshake may have read the first request's bytes already (a client sends it with
+        // its last handshake message): they wait in the TLS session, not the socket, so the
+        // socket's readiness would not tell of them. Its task looks first.
+        home.serve_now(connection);
+    } else {
+        home.park(connection);
+    }
 }
 
 /// Ends, every so often, the parked connections whose deadline has passed; ends with the
@@ -357,7 +366,7 @@ async fn read_next(
     lingers: bool,
 ) -> Poll<io::Result<bool>> {
     if !lingers {
-        return input.poll_fill(&mut Context::from_waker(Waker::noop()));
+        return read_now(input);
     }
     let mut waited = false;
     poll_fn(|cx| {
@@ -376,6 +385,37 @@ async fn read_next(
         }
     })
     .await
+}
+
+/// Reads what the connection has now, without waiting. A TLS stream may answer `Pending` while
+/// it holds bytes it has not decrypted yet, having woken its task to be polled again: such a
+/// wake is noticed and the read tried again, for the socket's readiness would not tell of them.
+fn read_now(input: &mut Input<Stream>) -> Poll<io::Result<bool>> {
+    /// Wakes set a flag, which the reading task looks at.
+    struct Noticed(AtomicBool);
+
+    impl Wake for Noticed {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    thread_local! {
+        static NOTICED: Arc<Noticed> = Arc::new(Noticed(AtomicBool::new(false)));
+    }
+    NOTICED.with(|noticed| {
+        let waker = Waker::from(Arc::clone(noticed));
+        let mut cx = Context::from_waker(&waker);
+        // A few tries: a stream that keeps waking itself is left to its readiness.
+        for _ in 0..4 {
+            noticed.0.store(false, Ordering::Relaxed);
+            let read = input.poll_fill(&mut cx);
+            if read.is_ready() || !noticed.0.load(Ordering::Relaxed) {
+                return read;
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// Takes a connection off the roster when its task ends before it is parked, handed over or
