@@ -43,7 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let options = fulcrum::Options { watch_config: true };
+    let options = fulcrum::Options {
+        watch_config: true,
+        ..fulcrum::Options::default()
+    };
     let app = fulcrum::App::start(config, options).await?;
     for address in app.local_addrs().await {
         println!("fulcrum listening on http://{address}/ (Ctrl-C to stop)");

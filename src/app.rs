@@ -11,12 +11,16 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::control::registry::Registry;
 use crate::downstream::{Listeners, Server};
+use crate::proxy::Proxy;
 
 /// How to start.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Reload when the config file changes.
     pub watch_config: bool,
+    /// Embedded in a server of its own ([`App::proxy`] answers its requests): no proxy
+    /// listener is bound, on start or reload; the admin API still runs when configured.
+    pub embedded: bool,
 }
 
 /// A running proxy.
@@ -35,7 +39,11 @@ impl App {
             None => Registry::in_memory(),
         };
         let admin = config.admin.clone();
-        let listeners = Listeners::of(&config);
+        let listeners = if options.embedded {
+            Listeners::default()
+        } else {
+            Listeners::of(&config)
+        };
         let tls = config
             .tls
             .as_ref()
@@ -43,7 +51,9 @@ impl App {
         let control = Control::start(config, registry)?;
         let server = Server::bind(&listeners, control.state()).await?;
         server.set_tls(tls);
-        control.attach(server.clone());
+        if !options.embedded {
+            control.attach(server.clone());
+        }
         let admin = match admin {
             None => None,
             Some(admin) => {
@@ -72,6 +82,12 @@ impl App {
 
     pub fn control(&self) -> &Control {
         &self.control
+    }
+
+    /// The proxy, to call from a server of one's own (a `tower::Service`): see
+    /// `examples/embed.rs`.
+    pub fn proxy(&self) -> Proxy {
+        self.server.proxy()
     }
 
     /// The proxy's bound plain-HTTP addresses.

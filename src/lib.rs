@@ -71,6 +71,7 @@ mod upstream;
 pub use app::{App, Options, StartError};
 pub use config::{Config, ConfigError};
 pub use control::{ConfigStatus, Control, ReloadError};
+pub use proxy::{Peer, Proxy, ResponseBody};
 
 /// Runs arbitrary bytes through the HTTP/1 codec's readers, checking what must hold whatever
 /// they are (`http1/exercise.rs`): the fuzz target's body (`fuzz/`). Not API.

@@ -1,5 +1,7 @@
 //! The `fulcrum` binary: parse the command line, set up logging, load the config, run.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,31 +51,15 @@ fn main() -> ExitCode {
 /// every client and upstream connection is a descriptor, and the usual soft limit (1024) is far
 /// below `max_connections`. Warns when even the hard limit is below it.
 fn raise_open_file_limit(max_connections: usize) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed, which lives on this
-    // stack frame for the duration of each call.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            if limit.rlim_cur < limit.rlim_max {
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-            } else {
-                true
-            }
-        }
-    };
     let needed = max_connections as u64;
-    if !raised {
-        warn!("cannot read or raise the open-file limit");
-    } else if limit.rlim_cur < needed {
-        warn!(
-            open_files = limit.rlim_cur,
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Err(error) => warn!(%error, "cannot read or raise the open-file limit"),
+        Ok(open_files) if open_files < needed => warn!(
+            open_files,
             max_connections,
             "the open-file limit is below limits.max_connections: raise it (ulimit -n)"
-        );
+        ),
+        Ok(_) => {}
     }
 }
 
@@ -117,9 +103,15 @@ fn run(config: Config) -> anyhow::Result<()> {
         let mut rotate =
             signal(SignalKind::user_defined1()).context("cannot install signal handlers")?;
         let path = config.path.clone();
-        let app = App::start(config, Options { watch_config: true })
-            .await
-            .with_context(|| format!("{}: cannot start", path.display()))?;
+        let app = App::start(
+            config,
+            Options {
+                watch_config: true,
+                ..Options::default()
+            },
+        )
+        .await
+        .with_context(|| format!("{}: cannot start", path.display()))?;
         info!(config = %path.display(), "fulcrum started");
         let control: Control = app.control().clone();
         tokio::spawn(async move {

@@ -49,7 +49,10 @@ async fn sighup_reloads_the_binary() {
 async fn a_rewrite_reloads(beside: Option<&str>) {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let options = Options { watch_config: true };
+    let options = Options {
+        watch_config: true,
+        ..Options::default()
+    };
     let proxy = TestProxy::start_with(&pool("web", "round_robin", &[&a]), options).await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
@@ -91,7 +94,15 @@ async fn swapping_the_link_reloads(link: &str) {
     std::os::unix::fs::symlink("v1", root.join(link)).unwrap();
     std::os::unix::fs::symlink(format!("{link}/proxy.toml"), root.join("proxy.toml")).unwrap();
     let path = root.join("proxy.toml");
-    let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
+    let proxy = TestProxy::start_file(
+        dir,
+        &path,
+        Options {
+            watch_config: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
     let swap = format!("{link}_tmp");
@@ -329,7 +340,15 @@ async fn editing_the_target_of_a_symlinked_config_in_another_directory_reloads()
     .unwrap();
     std::os::unix::fs::symlink(&target, etc.join("proxy.toml")).unwrap();
     let path = etc.join("proxy.toml");
-    let proxy = TestProxy::start_file(dir, &path, Options { watch_config: true }).await;
+    let proxy = TestProxy::start_file(
+        dir,
+        &path,
+        Options {
+            watch_config: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
     // An editor's save: a new file beside the target, renamed over it.

@@ -17,7 +17,9 @@
 //! listeners (`downstream/`): control builds and swaps, and tells the server what changed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
@@ -241,11 +243,7 @@ impl Control {
                     .map(crate::downstream::tls::server_config),
             );
         }
-        *self
-            .inner
-            .access_log
-            .lock()
-            .expect("the access log lock is never held across a panic") = access_log;
+        *self.inner.access_log.lock() = access_log;
         warn_on_restart_only_changes(&before, &config);
         let generation = self.status().generation + 1;
         let previous = self.inner.state.load_full();
@@ -310,12 +308,7 @@ impl Control {
 
     fn swap(&self, config: &Config, generation: u64) {
         let previous = self.inner.state.load_full();
-        let access_log = self
-            .inner
-            .access_log
-            .lock()
-            .expect("the access log lock is never held across a panic")
-            .clone();
+        let access_log = self.inner.access_log.lock().clone();
         let next = State::rebuild(
             config,
             &self.inner.registry.registered(),
@@ -329,11 +322,8 @@ impl Control {
         previous.retire();
     }
 
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, (Arc<Config>, ConfigStatus)> {
-        self.inner
-            .current
-            .lock()
-            .expect("the control lock is never held across a panic")
+    fn lock_current(&self) -> MutexGuard<'_, (Arc<Config>, ConfigStatus)> {
+        self.inner.current.lock()
     }
 }
 

@@ -7,8 +7,8 @@
 //! so a crashed service disappears by itself. This module keeps the list; `Control` (`mod.rs`)
 //! turns a change into a new snapshot. It is never touched by the request path.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::uri::Authority;
@@ -171,10 +171,8 @@ impl Registry {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
-        self.entries
-            .lock()
-            .expect("the registry lock is never held across a panic")
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock()
     }
 
     /// Writes the registrations to the state file: a temporary file, then a rename, so a crash

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::Limits;
 
@@ -66,10 +68,8 @@ impl Admission {
         Ok(admitted)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.per_ip
-            .lock()
-            .expect("the admission lock is never held across a panic")
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock()
     }
 }
 

@@ -128,6 +128,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The proxy its connections call.
+    pub fn proxy(&self) -> Proxy {
+        self.shared.proxy.clone()
+    }
+
     /// The TLS settings (certificates) for handshakes from now on; connections already up keep
     /// theirs.
     pub fn set_tls(&self, tls: Option<Arc<rustls::ServerConfig>>) {

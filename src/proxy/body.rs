@@ -13,7 +13,7 @@ use crate::upstream::Relayed;
 
 /// A response body sent to the client.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// Relayed from a backend.
     Upstream(Relayed),
     /// Written by the proxy.
@@ -22,7 +22,7 @@ pub enum ProxyBody {
 
 impl ProxyBody {
     /// A body the proxy writes itself.
-    pub fn text(text: impl Into<Bytes>) -> ProxyBody {
+    pub(crate) fn text(text: impl Into<Bytes>) -> ProxyBody {
         ProxyBody::Local(Full::new(text.into()))
     }
 }

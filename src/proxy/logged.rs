@@ -25,7 +25,7 @@ pub struct Logged {
 
 impl Logged {
     /// `body`, whose end finishes `entry` into its log, and ends `active`.
-    pub fn new(
+    pub(crate) fn new(
         body: ProxyBody,
         entry: Option<(Entry, AccessLog)>,
         active: Option<Active>,

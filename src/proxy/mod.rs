@@ -76,7 +76,7 @@ pub mod state;
 mod target;
 mod tunnel;
 
-pub use body::ProxyBody;
+pub(crate) use body::ProxyBody;
 pub use logged::Logged;
 pub(crate) use service::Watched;
 pub use service::{Peer, ResponseBody};

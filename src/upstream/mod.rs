@@ -49,4 +49,4 @@ pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
 pub use client::{Client, Failure, classify, describe_io, innermost};
 pub use pool::{Policy, Pool, Role};
-pub use relayed::{Relayed, UpstreamBody};
+pub(crate) use relayed::{Relayed, UpstreamBody};

@@ -25,7 +25,7 @@ use crate::pause::Pause;
 /// as nginx's `proxy_read_timeout` and HAProxy's `timeout server` do: the body ends in an error,
 /// so the client's connection (HTTP/2: stream) is cut rather than left waiting forever.
 #[derive(Debug)]
-pub struct Relayed {
+pub(crate) struct Relayed {
     body: UpstreamBody,
     in_flight: InFlight,
     /// The backend's pause between two frames, against the longest allowed.
@@ -34,13 +34,13 @@ pub struct Relayed {
 
 /// A backend's response body: from an HTTP/1.1 connection (which it holds), or an HTTP/2 one.
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     H1(ResponseBody),
     H2(Incoming),
 }
 
 impl Relayed {
-    pub fn new(body: UpstreamBody, in_flight: InFlight, idle: Duration) -> Relayed {
+    pub(crate) fn new(body: UpstreamBody, in_flight: InFlight, idle: Duration) -> Relayed {
         Relayed {
             body,
             in_flight,

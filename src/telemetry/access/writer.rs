@@ -10,9 +10,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::TryRecvError;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing::warn;
@@ -116,10 +118,8 @@ impl Sinks {
         self.dropped.get()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Sink>>> {
-        self.current
-            .lock()
-            .expect("the access log lock is never held across a panic")
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Sink>>> {
+        self.current.lock()
     }
 }
 
