@@ -1,5 +1,30 @@
 //! Fulcrum: a layer-7 load-balancing reverse proxy.
 //!
+//! # The life of one request
+//! Eight files, in the order a request meets them:
+//! 1. `downstream/h1/mod.rs`: the connection is accepted (a TLS one after its handshake) and
+//!    parked; when bytes arrive a task reads a head with the codec (`http1/head.rs`), however TCP
+//!    split it.
+//! 2. `downstream/h1/exchange.rs`: the request is made (its body whole when it came with the
+//!    head, else read on demand) and handed to the proxy through its `tower::Service`.
+//! 3. `proxy/mod.rs`: the current snapshot is loaded once (the request sees that config to the
+//!    end); the request is screened, and counted and logged whatever becomes of it.
+//! 4. `proxy/forward.rs`: the first route matching host and path names a pool; its balancer
+//!    picks a backend; the head is rewritten; attempts are made and retried by the pool's rules.
+//! 5. `upstream/exchange.rs`: one attempt, whatever the backend speaks; the backend's in-flight
+//!    count goes up (an RAII guard that ends with the response body).
+//! 6. `upstream/h1/connection.rs`: on a pooled (or new) connection the head and what of the body
+//!    is ready leave in one write; the response head is read with the codec.
+//! 7. `upstream/h1/body.rs`: the response body is read as the client takes it; the connection
+//!    goes back to its backend once read whole.
+//! 8. `downstream/h1/write.rs`: the response is written, head and ready body in one write, the
+//!    rest framed as it comes. Any failure on the way became a `ProxyError` (`proxy/error.rs`):
+//!    logged once with pool and backend, answered with its status and a one-line reason.
+//!
+//! An HTTP/2 connection (ALPN `h2`, or prior knowledge) is hyper's server's
+//! (`downstream/connection.rs`) in step 1; a pool with `protocol = "http2"` is spoken to by
+//! hyper's client (`upstream/h2.rs`) in steps 6 and 7. Everything else is the same.
+//!
 //! # Layout
 //! The top-level modules are layers: each uses only those listed before it, so no two use each
 //! other (`.ci/layers.sh` checks it).
@@ -10,46 +35,36 @@
 //!   - `pause.rs`: waits without progress against a limit: a client not reading, a backend not
 //!     sending.
 //!   - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
-//! 1. `config/`: the TOML file to a checked [`Config`]; errors name file, line and key.
+//! 1. `http1/`: HTTP/1.1 as bytes, the one codec both sides use, with no I/O.
+//! 2. `config/`: the TOML file to a checked [`Config`]; errors name file, line and key.
 //!    The value types a config holds (strategy, host pattern, affinity settings, certificates)
 //!    are config's too.
-//! 2. `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
+//! 3. `telemetry/`: `metrics/`, lock-free counts on the request path, and `access/`, the access
 //!    log, a line per request, written off the request path.
-//! 3. `body/`: the request body, streamed without buffering: as read from the client (counted,
-//!    limited, timed, trailers screened) and as sent to a backend (kept for replay).
-//! 4. `upstream/`: backends with their live counters and health, pools, `balance/` (the
+//! 4. `body/`: the request body, streamed without buffering: as a server hands it over, as the
+//!    proxy reads it (counted, limited, timed, trailers screened) and as sent to a backend (kept
+//!    for replay); the client's connection after a `101`.
+//! 5. `upstream/`: backends with their live counters and health, pools, `balance/` (the
 //!    selection strategies, pure and synchronous, one file each), `affinity.rs` (consistent-hash
-//!    keys, sticky-session cookies), and the pooled HTTP client (hyper's, and `plain.rs`, the
-//!    HTTP/1.1 exchange a bodyless request drives in its own task).
-//! 5. `proxy/`: the request path (below), retries included: the snapshot a request is served
-//!    from (`state.rs`), screening, routing, header rewriting, attempts, upgrades, the one map
-//!    from error to status (`error.rs`), and the watch on a client connection (`guard.rs`) that
-//!    each request is counted on.
-//! 6. `downstream/`: listeners (changed on reload), admission, TLS termination (`tls/`: the
-//!    rustls `ServerConfig`, certificates chosen by SNI), HTTP/1.1 + HTTP/2 connections,
-//!    graceful drain; `downstream/h1/` is Fulcrum's own HTTP/1.1 connection for the common
-//!    request on plain listeners (idle connections parked without a task), hyper's for
-//!    everything else.
-//! 7. `control/`: the one place that changes the running proxy ([`Control`]): reloads, runtime
+//!    keys, sticky-session cookies), and the clients behind one exchange interface: Fulcrum's for
+//!    HTTP/1.1 (`h1/`), hyper's for HTTP/2 (`h2.rs`).
+//! 6. `proxy/`: the request path, retries included: [`Proxy`], the `tower::Service` servers call
+//!    (`service.rs`), the snapshot a request is served from (`state.rs`), screening, routing,
+//!    header rewriting, upgrades, the one map from error to status (`error.rs`), and the watch on
+//!    an HTTP/2 connection (`guard.rs`) that each request on it is counted on.
+//! 7. `downstream/`: listeners (changed on reload), admission, TLS termination (`tls/`: the
+//!    rustls `ServerConfig`, certificates chosen by SNI), Fulcrum's HTTP/1 server (`h1/`) for
+//!    plain and TLS listeners, hyper's HTTP/2 server, graceful drain.
+//! 8. `control/`: the one place that changes the running proxy ([`Control`]): reloads, runtime
 //!    registrations (`registry.rs`: the admin API's overlay, leases, persistence), reloading when
 //!    the config file changes (`watch.rs`), and the admin API (`admin/`: JSON over HTTP, and
 //!    `GET /metrics`, the Prometheus exposition).
-//! 8. `app.rs`: a whole running proxy assembled from a config ([`App`], what the binary starts).
+//! 9. `app.rs`: a whole running proxy assembled from a config ([`App`], what the binary starts).
 //!
 //! The modules are private to the crate. What the binary, the integration tests and the examples
-//! use is re-exported here: [`App`] and its [`Options`], [`Config`], [`Control`], and the types
-//! their methods return. `bench` is for the criterion benches alone.
-//!
-//! # The life of one request
-//! 1. `downstream/` accepts the connection and hands each request to `Proxy::handle`.
-//! 2. The proxy loads the current snapshot once; the request sees that config to the end.
-//! 3. The first route matching host and path names a pool; the pool's balancer picks a backend.
-//! 4. The backend's in-flight count goes up (an RAII guard), headers are rewritten, and the
-//!    request is sent on a pooled keep-alive connection (a plain one, driven by the request's
-//!    own task, for a request without a body to a plain-HTTP/1.1 backend; hyper's otherwise).
-//! 5. The response head is relayed and its body streamed; the guard drops with the body.
-//! 6. Any failure becomes a `ProxyError`: logged once with pool and backend, answered with its
-//!    status and a one-line reason.
+//! use is re-exported here: [`App`] and its [`Options`], [`Config`], [`Control`], [`Proxy`] with
+//! [`Peer`] and [`ResponseBody`], and the types their methods return. `bench` is for the
+//! criterion benches alone, `fuzz_http1` for the fuzz target.
 
 #![forbid(unsafe_code)]
 

@@ -100,7 +100,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(state: SharedState) -> Proxy {
+    pub(crate) fn new(state: SharedState) -> Proxy {
         Proxy {
             state,
             https_port: Arc::new(AtomicU16::new(443)),
@@ -109,26 +109,26 @@ impl Proxy {
     }
 
     /// The open tunnels, for shutdown to wait on.
-    pub fn tunnels(&self) -> &Arc<Tunnels> {
+    pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
         &self.tunnels
     }
 
     /// Where `redirect_https` sends clients.
-    pub fn set_https_port(&self, port: u16) {
+    pub(crate) fn set_https_port(&self, port: u16) {
         self.https_port.store(port, Ordering::Relaxed);
     }
 
     /// The limits and timeouts in force, for a new connection.
-    pub fn settings(&self) -> (Limits, Timeouts) {
+    pub(crate) fn settings(&self) -> (Limits, Timeouts) {
         let state = self.state.load();
         (*state.limits(), *state.timeouts())
     }
 
-    /// Counts and logs a request refused before it reached [`Proxy::handle`]: hyper's own answer
-    /// to a head it could not parse (400, 414, 431), or the 408 to a head that did not arrive
-    /// within `request_header` (`took`), so probes and slow clients show in the access log and
-    /// in `fulcrum_requests_total{pool="",backend=""}` as nginx logs them.
-    pub fn refused(&self, peer: SocketAddr, status: u16, took: Duration) {
+    /// Counts and logs a request refused before it could be made: a head the server could not
+    /// read (400, 414, 431, 505), or the 408 to a head that did not arrive within
+    /// `request_header` (`took`), so probes and slow clients show in the access log and in
+    /// `fulcrum_requests_total{pool="",backend=""}` as nginx logs them.
+    pub(crate) fn refused(&self, peer: SocketAddr, status: u16, took: Duration) {
         let state = self.state.load();
         state.unrouted().record(status, took);
         if let Some(log) = state.access_log() {
