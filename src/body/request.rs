@@ -74,7 +74,16 @@ impl Replay {
 /// An empty one holds nothing: requests, which carry it by value through every layer of the
 /// proxy, stay small for the common request without a body.
 #[derive(Debug)]
-pub struct RequestBody(Option<Box<Streaming>>);
+pub struct RequestBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Empty,
+    /// The whole body, which came with its head: sent at once, sent again as it is. Whether it
+    /// has been taken.
+    Whole(Bytes, bool),
+    Streaming(Box<Streaming>),
+}
 
 /// A [`RequestBody`] with something to send.
 #[derive(Debug)]
@@ -99,14 +108,37 @@ impl RequestBody {
 
     /// A body with nothing in it.
     pub fn empty() -> RequestBody {
-        RequestBody(None)
+        RequestBody(Kind::Empty)
+    }
+
+    /// The whole body, known before anything is sent: it needs no report, and is sent again
+    /// from the bytes themselves.
+    pub fn whole(data: Bytes) -> RequestBody {
+        if data.is_empty() {
+            return RequestBody::empty();
+        }
+        RequestBody(Kind::Whole(data, false))
+    }
+
+    /// The same body again, when it can be had without sending this one: an empty or whole one.
+    pub fn try_clone(&self) -> Option<RequestBody> {
+        match &self.0 {
+            Kind::Empty => Some(RequestBody::empty()),
+            Kind::Whole(data, _) => Some(RequestBody::whole(data.clone())),
+            Kind::Streaming(_) => None,
+        }
     }
 
     /// Puts what was sent back in front of what is left, to send the same body again (on
     /// another connection); false when more than [`REPLAY_LIMIT`] was sent, which is gone.
     pub fn rewind(&mut self) -> bool {
-        let Some(streaming) = &mut self.0 else {
-            return true;
+        let streaming = match &mut self.0 {
+            Kind::Empty => return true,
+            Kind::Whole(_, taken) => {
+                *taken = false;
+                return true;
+            }
+            Kind::Streaming(streaming) => streaming,
         };
         let Some(mut chunks) = streaming.sent.take() else {
             return false;
@@ -130,7 +162,7 @@ impl RequestBody {
             sent_bytes: 0,
             report: Some(tx),
         };
-        (RequestBody(Some(Box::new(body))), Some(rx))
+        (RequestBody(Kind::Streaming(Box::new(body))), Some(rx))
     }
 }
 
@@ -177,22 +209,29 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.get_mut().0 {
-            Some(streaming) => Pin::new(&mut **streaming).poll_frame(cx),
-            None => Poll::Ready(None),
+            Kind::Empty | Kind::Whole(_, true) => Poll::Ready(None),
+            Kind::Whole(data, taken) => {
+                *taken = true;
+                Poll::Ready(Some(Ok(Frame::data(data.clone()))))
+            }
+            Kind::Streaming(streaming) => Pin::new(&mut **streaming).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|streaming| streaming.is_end_stream())
+        match &self.0 {
+            Kind::Empty => true,
+            Kind::Whole(_, taken) => *taken,
+            Kind::Streaming(streaming) => streaming.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.as_ref().map_or_else(
-            || SizeHint::with_exact(0),
-            |streaming| streaming.size_hint(),
-        )
+        match &self.0 {
+            Kind::Empty | Kind::Whole(_, true) => SizeHint::with_exact(0),
+            Kind::Whole(data, false) => SizeHint::with_exact(data.len() as u64),
+            Kind::Streaming(streaming) => streaming.size_hint(),
+        }
     }
 }
 

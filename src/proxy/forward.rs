@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Version, header};
@@ -70,9 +70,9 @@ pub(super) async fn forward<'a>(
         max_body: state.limits().max_body,
         idle: state.timeouts().request_body_idle,
     };
-    let (body, report) = RequestBody::new(Inbound::new(body, rules, received));
-    // A copy of the head is needed only to resend an idempotent request with a body after it
-    // was sent; a request that never left, or has no body, comes back whole (`attempt.rs`).
+    let (body, report) = request_body(body, rules, received);
+    // A copy of the head is needed only to resend an idempotent request with a streamed body
+    // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
     let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
     let mut next = (head.into_request(body), report);
     let mut tried: Vec<Arc<Backend>> = Vec::new();
@@ -159,6 +159,24 @@ pub(super) async fn forward<'a>(
         next = again;
         tried.push(backend);
         last_error = Some(error);
+    }
+}
+
+/// The request's body on its way to a backend: a whole one (it came with its head, within
+/// `max_body`) as it is; any other read through its limits, kept for replay as it goes.
+fn request_body(
+    body: ClientBody,
+    rules: BodyRules,
+    received: Option<Arc<AtomicU64>>,
+) -> (RequestBody, Report) {
+    match body {
+        ClientBody::Full(Some(data)) if data.len() as u64 <= rules.max_body => {
+            if let Some(received) = received {
+                received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            (RequestBody::whole(data), None)
+        }
+        body => RequestBody::new(Inbound::new(body, rules, received)),
     }
 }
 

@@ -70,7 +70,8 @@ impl Connections {
     /// Takes back a connection whose exchange is complete, unless it was made before a
     /// [`Connections::clear`]. Keeps at most [`MAX_IDLE`], dropping the oldest when full or
     /// expired, so a quiet backend's stack does not only grow.
-    pub(crate) fn put(&self, connection: Box<h1::Connection>) {
+    pub(crate) fn put(&self, mut connection: Box<h1::Connection>) {
+        connection.shrink();
         let now = clock::now();
         let mut idle = self.idle.lock();
         // Under the lock `clear` bumps the epoch with: no stale connection slips in between.

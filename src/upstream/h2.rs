@@ -101,8 +101,12 @@ pub(super) async fn exchange(
     mut report: Report,
     timeout: Duration,
 ) -> Result<Response<Incoming>, Failed> {
-    // hyper keeps the request it sends: one without a body is copied first, to go again whole.
-    let resend = report.is_none().then(|| Head::copy_of(&request));
+    // hyper keeps the request it sends: one whose body is empty or whole is copied first, to go
+    // again whole.
+    let resend = request
+        .body()
+        .try_clone()
+        .map(|body| (Head::copy_of(&request), body));
     let mut resent = false;
     loop {
         let (mut shared, reused) = match connection(client, backend, resent).await {
@@ -139,12 +143,13 @@ pub(super) async fn exchange(
         }
         if reused
             && !resent
-            && let Some(head) = &resend
+            && let Some((head, body)) = &resend
             && is_idempotent(&head.method)
             && lost_with_its_connection(error.error())
+            && let Some(body) = body.try_clone()
         {
             backend.connections().forget(&shared);
-            request = head.detached().into_request(RequestBody::empty());
+            request = head.detached().into_request(body);
             resent = true;
             continue;
         }
@@ -268,17 +273,17 @@ enum First {
     Reported(Option<Leftover>),
 }
 
-/// A failed attempt whose head was sent, with what to replay: a request without a body goes
-/// again whole (`resend`, its copy); otherwise the body's report says (waited for if it has
-/// not arrived yet).
+/// A failed attempt whose head was sent, with what to replay: a request with an empty or whole
+/// body goes again whole (`resend`, its copy); otherwise the body's report says (waited for if
+/// it has not arrived yet).
 async fn failed(
     cause: Cause,
-    resend: Option<Head>,
+    resend: Option<(Head, RequestBody)>,
     reported: Option<Leftover>,
     pending: Report,
 ) -> Failed {
-    if let Some(head) = resend {
-        let request = head.into_request(RequestBody::empty());
+    if let Some((head, body)) = resend {
+        let request = head.into_request(body);
         return Failed {
             cause,
             replay: Some(Replay::Request(request, None)),

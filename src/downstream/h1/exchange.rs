@@ -32,7 +32,8 @@ use crate::pause::WriteWait;
 pub(crate) enum Next {
     /// Reads the next request.
     KeepAlive,
-    Close,
+    /// Closes; `linger` when the client may still be sending (its body was not read whole).
+    Close { linger: bool },
     /// Gives itself to the upgrade's tunnel, as promised.
     Switch(Promise),
 }
@@ -105,7 +106,7 @@ where
     })
     .await;
     let Some(response) = response else {
-        return Next::Close;
+        return Next::Close { linger: false };
     };
     asked.keep_alive &= !(serving.draining)() && body_done(&mut reader, input);
     let (parts, mut body) = response.into_parts();
@@ -140,7 +141,9 @@ where
         (Ok(()), _) if keep_alive && reader.as_ref().is_none_or(BodyReader::is_complete) => {
             Next::KeepAlive
         }
-        _ => Next::Close,
+        _ => Next::Close {
+            linger: reader.as_ref().is_some_and(|reader| !reader.is_complete()),
+        },
     }
 }
 

@@ -211,8 +211,8 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 connection.keep.served = true;
                 connection.keep.head_timed = false;
             }
-            Next::Close => {
-                linger = !connection.input.is_empty();
+            Next::Close { linger: unread } => {
+                linger = unread || !connection.input.is_empty();
                 break;
             }
             Next::Switch(promise) => {
@@ -430,9 +430,15 @@ impl Drop for Leaving<'_> {
     }
 }
 
-/// Closes the sending side first, so the last response is not cut by a reset; when the client
-/// may still be sending (`linger`), reads and drops what it sends for a moment first.
+/// Closes the connection. When the client may still be sending (`linger`), the sending side is
+/// closed first and what the client sends is read and dropped for a moment, so that the kernel
+/// does not answer it with a reset that could destroy the response in flight; a TLS connection
+/// says `close_notify` first. Otherwise dropping the socket sends the FIN, with no system call
+/// more.
 async fn close(home: &Home, mut connection: Parked, linger: bool) {
+    if !linger && matches!(connection.input.stream, Stream::Plain(_)) {
+        return;
+    }
     if let Err(error) = connection.input.stream.shutdown().await {
         debug!(peer = %home.peer, %error, "closing the client connection");
         return;

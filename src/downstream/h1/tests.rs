@@ -69,7 +69,7 @@ async fn run(stream: DuplexStream) {
         };
         match serve(&mut input, head, echo, SERVING).await {
             Next::KeepAlive => continue,
-            Next::Close => break,
+            Next::Close { .. } => break,
             Next::Switch(_) => unreachable!("echo never switches"),
         }
     }

@@ -8,7 +8,7 @@
 //! A client that reads nothing of what is written to it for `client_idle` has its response
 //! given up on, as nginx's `send_timeout` does ([`WriteWait`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -100,14 +100,34 @@ impl Writer {
         }
         loop {
             if self.written < self.out.len() {
-                let wrote = Pin::new(&mut *stream).poll_write(cx, &self.out[self.written..]);
+                let gathered = &self.out[self.written..];
+                // A large frame waiting behind what is gathered goes in the same write.
+                let wrote = match &self.large {
+                    Some((data, 0)) if stream.is_write_vectored() => {
+                        let both = [IoSlice::new(gathered), IoSlice::new(data)];
+                        Pin::new(&mut *stream).poll_write_vectored(cx, &both)
+                    }
+                    _ => Pin::new(&mut *stream).poll_write(cx, gathered),
+                };
                 let n = ready!(writes.count(wrote, cx))
                     .and_then(nonzero)
                     .map_err(WriteError::Client)?;
-                self.written += n;
+                let of_gathered = n.min(gathered.len());
+                self.written += of_gathered;
+                if let Some((_, written)) = &mut self.large {
+                    *written += n - of_gathered;
+                }
                 if self.written == self.out.len() {
                     self.out.clear();
                     self.written = 0;
+                }
+                if self
+                    .large
+                    .as_ref()
+                    .is_some_and(|(data, written)| *written == data.len())
+                {
+                    self.large = None;
+                    self.end_data();
                 }
                 continue;
             }

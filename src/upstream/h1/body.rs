@@ -11,6 +11,9 @@ use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::connection::Connection;
+
+/// Data pieces at least this large are split off the read buffer, not copied.
+const SPLIT_FROM: usize = 4096;
 use crate::arena;
 use crate::http1::BodyLength;
 use crate::http1::chunked::{Chunk, Decoder, Strictness};
@@ -86,19 +89,23 @@ impl ResponseBody {
             .expect("a body being read has its connection")
     }
 
-    /// Reads more: `Ok(false)` at the end of the stream.
-    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        Poll::Ready(ready!(self.connection().poll_fill(cx)).map(|n| n > 0))
+    /// Reads more, about `wanted` bytes at most: `Ok(false)` at the end of the stream.
+    fn poll_more(&mut self, wanted: usize, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        Poll::Ready(ready!(self.connection().poll_fill(wanted, cx)).map(|n| n > 0))
     }
 
-    /// The first `n` bytes of the input, as data: copied out (into the thread's arena, when
-    /// small), since sharing them would make the read buffer shared, and the next read would
-    /// have to allocate a new one.
+    /// The first `n` bytes of the input, as data. Small pieces are copied out (into the
+    /// thread's arena), so that the read buffer stays the connection's alone and the next read
+    /// reuses it; large ones are split off, which costs the next read an allocation, less than
+    /// a copy of that many bytes.
     fn take(&mut self, n: usize) -> Bytes {
         let input = &mut self.connection().input;
-        let data = arena::copy(&input[..n]);
-        input.advance(n);
-        data
+        if n < SPLIT_FROM {
+            let data = arena::copy(&input[..n]);
+            input.advance(n);
+            return data;
+        }
+        input.split_to(n).freeze()
     }
 
     fn poll_chunked(
@@ -123,7 +130,7 @@ impl ResponseBody {
                 }
                 Err(error) => return self.fail(cx, format!("invalid chunked body: {error}")),
             }
-            match ready!(self.poll_more(cx)) {
+            match ready!(self.poll_more(0, cx)) {
                 Ok(true) => {}
                 Ok(false) => return self.fail(cx, "connection closed in a chunked body"),
                 Err(error) => return self.fail(cx, describe_io(&error)),
@@ -163,7 +170,7 @@ impl Body for ResponseBody {
                         };
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(this.poll_more(cx)) {
+                    match ready!(this.poll_more(left as usize, cx)) {
                         Ok(true) => {}
                         Ok(false) => {
                             return this.fail(cx, "connection closed before the body ended");
@@ -176,7 +183,7 @@ impl Body for ResponseBody {
                     if buffered > 0 {
                         return Poll::Ready(Some(Ok(Frame::data(this.take(buffered)))));
                     }
-                    match ready!(this.poll_more(cx)) {
+                    match ready!(this.poll_more(usize::MAX, cx)) {
                         Ok(true) => {}
                         Ok(false) => {
                             this.reading = Reading::Done;

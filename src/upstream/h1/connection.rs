@@ -29,8 +29,9 @@ use crate::http1::head::{self, Limits, Parsed, ResponseHead};
 use crate::upstream::describe_io;
 use crate::upstream::stream::Stream;
 
-/// Bytes asked for by each read.
+/// Bytes asked for by each read; a long body's reads ask for up to [`BODY_READ_SIZE`].
 const READ_SIZE: usize = 16 * 1024;
+const BODY_READ_SIZE: usize = 64 * 1024;
 /// Request bytes gathered before they are written.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -335,7 +336,7 @@ impl Connection {
                     ))));
                 }
             }
-            match ready!(self.poll_fill(cx)) {
+            match ready!(self.poll_fill(READ_SIZE, cx)) {
                 Ok(0) if !*received => return Poll::Ready(Err(ExchangeError::ClosedEarly)),
                 Ok(0) => {
                     return Poll::Ready(Err(ExchangeError::Response(
@@ -354,10 +355,23 @@ impl Connection {
         }
     }
 
-    /// Reads what the socket has into `input`: the count, 0 at the end of the stream.
-    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.input.reserve(READ_SIZE);
+    /// Reads what the socket has into `input`, up to about `wanted` bytes (more than
+    /// [`READ_SIZE`] only for a long body): the count, 0 at the end of the stream.
+    pub(super) fn poll_fill(
+        &mut self,
+        wanted: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        self.input.reserve(wanted.clamp(READ_SIZE, BODY_READ_SIZE));
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.input)
+    }
+
+    /// Lets go of a read buffer grown past the usual size (a long body's), as it goes idle: an
+    /// idle connection holds at most [`READ_SIZE`] of it.
+    pub(crate) fn shrink(&mut self) {
+        if self.input.capacity() > READ_SIZE {
+            self.input = BytesMut::new();
+        }
     }
 }
 
