@@ -42,6 +42,7 @@
 //! Not here: accepting connections and speaking HTTP to clients (`downstream/`), and backends,
 //! their selection and the client that reaches them (`upstream/`).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -138,14 +139,19 @@ impl Proxy {
 
     /// Serves one request from `peer`, on the connection `watch` follows (hyper's connections;
     /// Fulcrum's own keeps its own time); never fails, since every error becomes a response.
+    ///
+    /// Owns what it uses, so that its future is the one [`Service::call`] boxes: a wrapper
+    /// around it would copy the large future once more.
+    ///
+    /// [`Service::call`]: tower_service::Service::call
     pub(crate) async fn handle(
-        &self,
+        self,
         request: Request<ClientBody>,
         peer: SocketAddr,
         tls: bool,
-        watch: Option<&Arc<Watch>>,
-    ) -> Response<Logged> {
-        let active = watch.map(Watch::start);
+        watch: Option<Arc<Watch>>,
+    ) -> Result<Response<Logged>, Infallible> {
+        let active = watch.as_ref().map(Watch::start);
         let started = clock::now().into_std();
         let state = self.state.load_full();
         let mut request = request;
@@ -224,7 +230,7 @@ impl Proxy {
                 tunnel.send(entry).ok();
             }
         }
-        response.map(|body| Logged::new(body, log, active))
+        Ok(response.map(|body| Logged::new(body, log, active)))
     }
 }
 

@@ -57,12 +57,13 @@ where
         });
         let watch = request.extensions_mut().remove::<Watched>();
         let request = request.map(ClientBody::from_body);
-        let proxy = self.clone();
         // Boxed: the request's future is large, and servers move it about; a box moves as a
         // pointer.
-        Box::pin(async move {
-            let watch = watch.as_ref().map(|Watched(watch)| watch);
-            Ok(proxy.handle(request, peer.addr, peer.tls, watch).await)
-        })
+        Box::pin(self.clone().handle(
+            request,
+            peer.addr,
+            peer.tls,
+            watch.map(|Watched(watch)| watch),
+        ))
     }
 }
