@@ -16,16 +16,16 @@
 //! connection handed to hyper starts with, and every header value of an HTTP/2 message, whose
 //! header compression table keeps values for the connection's life.
 //!
-//! The header maps of the common exchange (the client's request, the backend's response) and
-//! the buffers responses are written from are reused the same way: emptied when their message
-//! is done with them, kept per thread, and taken by the next message, which saves their
-//! allocations.
+//! The header maps of the common exchange (the client's request, the backend's response), the
+//! buffers responses are written from and the extension maps requests carry their client in are
+//! reused the same way: emptied when their message is done with them, kept per thread, and
+//! taken by the next message, which saves their allocations.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue};
+use http::{Extensions, HeaderMap, HeaderValue};
 
 /// Bytes in a chunk. When a chunk has too little room left, a new one is started, or the same
 /// one is reused from its start if no slice of it is alive any more.
@@ -49,6 +49,7 @@ thread_local! {
     static CURRENT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static EXTENSIONS: RefCell<Vec<Extensions>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An empty header map with room for `fields`: one this thread kept, or a new one.
@@ -101,6 +102,18 @@ pub fn recycle_buffer(mut buffer: Vec<u8>) {
         buffer.clear();
         keep(&BUFFERS, buffer);
     }
+}
+
+/// An empty extension map: one this thread kept (its table already made), or a new one. The
+/// first value put into a new map allocates the map and its table, besides the value.
+pub fn extensions() -> Extensions {
+    take_kept(&EXTENSIONS).unwrap_or_default()
+}
+
+/// Keeps `extensions`, emptied, for a later [`extensions`].
+pub fn recycle_extensions(mut extensions: Extensions) {
+    extensions.clear();
+    keep(&EXTENSIONS, extensions);
 }
 
 fn take_kept<T: 'static>(kept: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
@@ -272,5 +285,16 @@ mod tests {
             3
         });
         assert_eq!((written, count), (Bytes::from_static(b"abc"), 3));
+    }
+
+    #[test]
+    fn a_kept_extension_map_comes_back_empty() {
+        let mut extensions = extensions();
+        extensions.insert(7_u32);
+        recycle_extensions(extensions);
+        let mut again = extensions();
+        assert!(again.is_empty(), "what the last request carried is gone");
+        again.insert(8_u32);
+        assert_eq!(again.get::<u32>(), Some(&8));
     }
 }

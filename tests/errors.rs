@@ -81,7 +81,7 @@ async fn endless_interim_responses_are_504_after_the_response_timeout() {
     let reply = tokio::time::timeout(Duration::from_secs(10), Http::to(proxy.addr).get("/"))
         .await
         .expect("an answer, the response timeout being 300 ms");
-    // A deadline starved of its checks was seen 1-10 s late (`plain.rs` tests the cause alone).
+    // A deadline starved of its checks was seen 1-10 s late (`upstream/h1/connection.rs` polls its timer outside the task budget).
     assert_timed_out(&reply, started.elapsed(), Duration::from_secs(3));
 }
 

@@ -1,6 +1,5 @@
 //! The fields a trailer must not carry, removed from every trailer section the proxy passes on:
-//! a client's to its backend (`inbound.rs`), a backend's to its client (`upstream/plain.rs`, the
-//! HTTP/1.1 server connection's response writer).
+//! a client's to its backend (`inbound.rs`), a backend's to its client (`upstream/relayed.rs`).
 
 use http::HeaderMap;
 

@@ -16,8 +16,11 @@ use super::fields::{lists, tokens};
 use super::framing::{self, BodyLength, FramingError};
 use crate::{arena, names};
 
-/// Field slots kept on the stack; a head allowed more gets them on the heap.
-const STACK_FIELDS: usize = 128;
+/// Field slots kept on the stack (8 KiB, uninitialised): enough for a backend's response head
+/// (256 fields, and the one that tells the limit was passed), whose slots on the heap had been
+/// an allocation from glibc's slow path for every response. A head allowed more gets them on
+/// the heap.
+const STACK_FIELDS: usize = 257;
 
 /// Fields a proxy may add to a message on its way (forwarding fields, `Via`, a request id, a
 /// cookie): room for them is made at once, since growing a map re-hashes it.

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::mem;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use hyper::body::Body;
 
 use super::guard::Watch;
 use super::{Logged, Proxy};
+use crate::arena;
 use crate::body::{BoxError, ClientBody};
 
 /// The client connection a request came on, as a request extension: who the client is (for
@@ -56,6 +58,9 @@ where
             tls: false,
         });
         let watch = request.extensions_mut().remove::<Watched>();
+        if request.extensions().is_empty() {
+            arena::recycle_extensions(mem::take(request.extensions_mut()));
+        }
         let request = request.map(ClientBody::from_body);
         // Boxed: the request's future is large, and servers move it about; a box moves as a
         // pointer.

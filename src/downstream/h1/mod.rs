@@ -47,6 +47,7 @@ use super::Shared;
 use super::connection::{Connection, serve_h2};
 use super::prefixed::Prefixed;
 use super::stream::Stream;
+use crate::arena;
 use crate::body::ClientBody;
 use crate::body::upgrade::{Promise, Upgraded};
 use crate::clock;
@@ -232,6 +233,9 @@ async fn call(
     mut request: Request<ClientBody>,
     peer: Peer,
 ) -> Response<ResponseBody> {
+    if request.extensions().is_empty() {
+        *request.extensions_mut() = arena::extensions();
+    }
     request.extensions_mut().insert(peer);
     let Ok(response) = proxy.clone().call(request).await;
     response
