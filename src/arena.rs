@@ -289,9 +289,9 @@ mod tests {
 
     #[test]
     fn a_kept_extension_map_comes_back_empty() {
-        let mut extensions = extensions();
-        extensions.insert(7_u32);
-        recycle_extensions(extensions);
+        let mut map = extensions();
+        map.insert(7_u32);
+        recycle_extensions(map);
         let mut again = extensions();
         assert!(again.is_empty(), "what the last request carried is gone");
         again.insert(8_u32);
