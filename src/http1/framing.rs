@@ -50,7 +50,13 @@ impl FramingError {
 }
 
 /// A request's body length. Without `Content-Length` or `Transfer-Encoding` it has none.
-pub(crate) fn request(version: Version, headers: &HeaderMap) -> Result<BodyLength, FramingError> {
+///
+/// `headers` is `None` for a message the parser found neither field in: what it would declare
+/// is then known without looking the fields up.
+pub(crate) fn request(
+    version: Version,
+    headers: Option<&HeaderMap>,
+) -> Result<BodyLength, FramingError> {
     declared(version, headers).map(|length| length.unwrap_or(BodyLength::Empty))
 }
 
@@ -65,7 +71,7 @@ pub(crate) fn response(
     method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    headers: Option<&HeaderMap>,
 ) -> Result<BodyLength, FramingError> {
     if !has_body(status) {
         return Ok(BodyLength::Empty);
@@ -105,7 +111,13 @@ pub(crate) fn has_body(status: StatusCode) -> bool {
 }
 
 /// What the framing fields declare, `None` when there are none.
-fn declared(version: Version, headers: &HeaderMap) -> Result<Option<BodyLength>, FramingError> {
+fn declared(
+    version: Version,
+    headers: Option<&HeaderMap>,
+) -> Result<Option<BodyLength>, FramingError> {
+    let Some(headers) = headers else {
+        return Ok(None);
+    };
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         if version == Version::HTTP_10 {
@@ -150,7 +162,7 @@ mod tests {
     }
 
     fn req(fields: &[(&str, &str)]) -> Result<BodyLength, FramingError> {
-        request(Version::HTTP_11, &headers(fields))
+        request(Version::HTTP_11, Some(&headers(fields)))
     }
 
     fn resp(
@@ -162,8 +174,25 @@ mod tests {
             &method,
             StatusCode::from_u16(status).unwrap(),
             Version::HTTP_11,
-            &headers(fields),
+            Some(&headers(fields)),
         )
+    }
+
+    #[test]
+    fn no_framing_fields_found_reads_as_an_empty_map() {
+        let empty = HeaderMap::new();
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            assert_eq!(request(version, None), request(version, Some(&empty)));
+            for method in [Method::GET, Method::HEAD, Method::POST] {
+                for status in [100, 101, 200, 204, 304, 404] {
+                    let status = StatusCode::from_u16(status).unwrap();
+                    assert_eq!(
+                        response(&method, status, version, None),
+                        response(&method, status, version, Some(&empty)),
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -201,7 +230,7 @@ mod tests {
         assert_eq!(req(&twice), Err(FramingError::Coding));
         let old = request(
             Version::HTTP_10,
-            &headers(&[("transfer-encoding", "chunked")]),
+            Some(&headers(&[("transfer-encoding", "chunked")])),
         );
         assert_eq!(old, Err(FramingError::Http10Coding));
         assert_eq!(
@@ -262,7 +291,7 @@ mod tests {
             &Method::GET,
             StatusCode::OK,
             Version::HTTP_10,
-            &headers(&[("transfer-encoding", "chunked")]),
+            Some(&headers(&[("transfer-encoding", "chunked")])),
         );
         assert_eq!(old, Err(FramingError::Http10Coding));
     }

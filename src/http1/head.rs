@@ -9,7 +9,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, request, response};
 
 use super::fields::{lists, tokens};
@@ -152,15 +152,19 @@ pub(crate) fn parse_request(
         let target = head.path.unwrap_or_default();
         let uri = Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes()))
             .map_err(|_| HeadError::Malformed("invalid request target"))?;
-        let (mut headers, connection) = fields(&bytes, input, head.headers)?;
-        let body = framing::request(version, &headers).map_err(HeadError::Framing)?;
-        framing::normalize_length(&mut headers);
+        let (mut headers, noted) = fields(&bytes, input, head.headers)?;
+        let body = framing::request(version, noted.framing.then_some(&headers))
+            .map_err(HeadError::Framing)?;
+        if noted.framing {
+            framing::normalize_length(&mut headers);
+        }
         let expect_continue = version == Version::HTTP_11
+            && noted.expect
             && headers
                 .get_all(header::EXPECT)
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let trailers = lists(headers.get_all(header::TE), b"trailers");
+        let trailers = noted.te && lists(headers.get_all(header::TE), b"trailers");
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;
         parts.uri = uri;
@@ -170,7 +174,7 @@ pub(crate) fn parse_request(
             parts,
             len,
             body,
-            keep_alive: connection.keeps_alive(version),
+            keep_alive: noted.keeps_alive(version),
             expect_continue,
             trailers,
         }))
@@ -198,10 +202,12 @@ pub(crate) fn parse_response(
         let status = StatusCode::from_u16(head.code.unwrap_or_default())
             .map_err(|_| HeadError::Malformed("invalid status code"))?;
         let bytes = take(len);
-        let (mut headers, connection) = fields(&bytes, input, head.headers)?;
-        let body =
-            framing::response(method, status, version, &headers).map_err(HeadError::Framing)?;
-        framing::normalize_length(&mut headers);
+        let (mut headers, noted) = fields(&bytes, input, head.headers)?;
+        let body = framing::response(method, status, version, noted.framing.then_some(&headers))
+            .map_err(HeadError::Framing)?;
+        if noted.framing {
+            framing::normalize_length(&mut headers);
+        }
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -218,7 +224,7 @@ pub(crate) fn parse_response(
             parts,
             len,
             body,
-            keep_alive: connection.keeps_alive(version) && body != BodyLength::UntilClose,
+            keep_alive: noted.keeps_alive(version) && body != BodyLength::UntilClose,
         }))
     })
 }
@@ -327,23 +333,42 @@ fn slice(bytes: &Bytes, input: &[u8], part: &[u8]) -> Bytes {
     }
 }
 
-/// What `Connection` fields ask of the connection.
+/// What the pass over a head's fields noted: what `Connection` fields ask of the connection,
+/// and which fields the head's meaning depends on are present at all, so that a message
+/// without them (most) spares their lookups.
 #[derive(Debug, Default, Clone, Copy)]
-struct Connection {
+struct Noted {
     close: bool,
     keep_alive: bool,
+    /// A `Content-Length` or `Transfer-Encoding` field.
+    framing: bool,
+    /// An `Expect` field.
+    expect: bool,
+    /// A `TE` field.
+    te: bool,
 }
 
-impl Connection {
+impl Noted {
     /// RFC 9112 section 9.3: HTTP/1.1 persists unless told `close`; HTTP/1.0 only when told
     /// `keep-alive`.
     fn keeps_alive(self, version: Version) -> bool {
         !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
 
+    /// Notes a field other than `Connection` by its name.
+    fn note_name(&mut self, name: &HeaderName) {
+        if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
+            self.framing = true;
+        } else if *name == header::EXPECT {
+            self.expect = true;
+        } else if *name == header::TE {
+            self.te = true;
+        }
+    }
+
     /// Notes the tokens of a `Connection` value; whether it names nothing else, so that it can
     /// be left out of the fields (it is hop-by-hop, and says no more than this notes).
-    fn note(&mut self, value: &[u8]) -> bool {
+    fn note_connection(&mut self, value: &[u8]) -> bool {
         let mut only_these = true;
         for token in tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
@@ -363,20 +388,24 @@ fn fields(
     bytes: &Bytes,
     input: &[u8],
     parsed: &[httparse::Header<'_>],
-) -> Result<(HeaderMap, Connection), HeadError> {
+) -> Result<(HeaderMap, Noted), HeadError> {
     let mut headers = arena::header_map(parsed.len() + ROOM_TO_ADD);
-    let mut connection = Connection::default();
+    let mut noted = Noted::default();
     for field in parsed {
         let name = names::header_name(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
         let value = HeaderValue::from_maybe_shared(slice(bytes, input, field.value))
             .map_err(|_| HeadError::Malformed("invalid header field value"))?;
-        if name == header::CONNECTION && connection.note(value.as_bytes()) {
-            continue;
+        if name == header::CONNECTION {
+            if noted.note_connection(value.as_bytes()) {
+                continue;
+            }
+        } else {
+            noted.note_name(&name);
         }
         headers.append(name, value);
     }
-    Ok((headers, connection))
+    Ok((headers, noted))
 }
 
 #[cfg(test)]
