@@ -35,6 +35,7 @@
 //!   - `pause.rs`: waits without progress against a limit: a client not reading, a backend not
 //!     sending.
 //!   - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
+//!   - `stream.rs`: a connection's bytes, plain TCP or TLS, for client and backend alike.
 //! 1. `http1/`: HTTP/1.1 as bytes, the one codec both sides use, with no I/O.
 //! 2. `config/`: the TOML file to a checked [`Config`]; errors name file, line and key.
 //!    The value types a config holds (strategy, host pattern, affinity settings, certificates)
@@ -80,6 +81,7 @@ mod names;
 mod path;
 mod pause;
 mod proxy;
+mod stream;
 mod telemetry;
 mod upstream;
 
