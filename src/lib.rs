@@ -35,7 +35,8 @@
 //!   - `pause.rs`: waits without progress against a limit: a client not reading, a backend not
 //!     sending.
 //!   - `path.rs`: the path routes match (normalized as nginx matches locations), `%XX` escapes.
-//!   - `stream.rs`: a connection's bytes, plain TCP or TLS, for client and backend alike.
+//!   - `stream.rs`: a connection's bytes, plain TCP or TLS, for client and backend alike; bytes
+//!     already read put back in front of a stream handed on.
 //! 1. `http1/`: HTTP/1.1 as bytes, the one codec both sides use, with no I/O.
 //! 2. `config/`: the TOML file to a checked [`Config`]; errors name file, line and key.
 //!    The value types a config holds (strategy, host pattern, affinity settings, certificates)

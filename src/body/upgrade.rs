@@ -8,10 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+
+use crate::stream::Prefixed;
 
 /// A connection's byte stream, whatever is below it (TCP, TLS over TCP).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -19,19 +21,26 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The client's connection, switched: its stream, what had been read from it past the request's
-/// head, and what it held that must live as long as it does (its place among open connections).
+/// head put back in front, and what it held that must live as long as it does (its place among
+/// open connections).
 pub struct Upgraded {
-    pub io: Box<dyn Io>,
-    pub read: Option<Bytes>,
+    io: Prefixed<Box<dyn Io>>,
     /// Kept, never read: it ends with the connection.
-    pub _held: Box<dyn Send>,
+    _held: Box<dyn Send>,
+}
+
+impl Upgraded {
+    pub fn new(read: Bytes, io: impl Io, held: impl Send + 'static) -> Upgraded {
+        Upgraded {
+            io: Prefixed::new(read, Box::new(io)),
+            _held: Box::new(held),
+        }
+    }
 }
 
 impl std::fmt::Debug for Upgraded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("read", &self.read)
-            .finish()
+        f.debug_struct("Upgraded").finish_non_exhaustive()
     }
 }
 
@@ -56,24 +65,13 @@ impl OnUpgrade {
     }
 }
 
-/// Reads what was read already first, then the stream.
 impl AsyncRead for Upgraded {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(read) = &mut this.read {
-            let n = read.len().min(buf.remaining());
-            buf.put_slice(&read[..n]);
-            read.advance(n);
-            if read.is_empty() {
-                this.read = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut *this.io).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -83,14 +81,14 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

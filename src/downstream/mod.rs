@@ -35,7 +35,6 @@ mod admission;
 mod connection;
 mod drain;
 mod h1;
-mod prefixed;
 mod stats;
 mod stream;
 pub mod tls;

@@ -45,7 +45,6 @@ use tracing::debug;
 
 use super::Shared;
 use super::connection::{Connection, serve_h2};
-use super::prefixed::Prefixed;
 use super::stream::Stream;
 use crate::arena;
 use crate::body::ClientBody;
@@ -55,6 +54,7 @@ use crate::config::{Limits, Timeouts};
 use crate::http1::encode::{self, Asked, Known};
 use crate::http1::head;
 use crate::proxy::{Peer, Proxy, ResponseBody};
+use crate::stream::Prefixed;
 
 mod alone;
 mod date;
@@ -304,12 +304,7 @@ fn hand_over(home: &Home, connection: Parked) {
 /// Hands the connection to the upgrade's tunnel, with what was read past the request's head.
 fn switch(connection: Parked, promise: Promise) {
     let Parked { mut input, keep } = connection;
-    let read = Some(input.take_read()).filter(|read| !read.is_empty());
-    let upgraded = Upgraded {
-        io: Box::new(input.stream),
-        read,
-        _held: Box::new(keep.open),
-    };
+    let upgraded = Upgraded::new(input.take_read(), input.stream, keep.open);
     // A tunnel that gave up waiting drops the connection, closing it.
     promise.send(upgraded).ok();
 }

@@ -240,11 +240,8 @@ async fn an_upgrade_hands_the_connection_over_after_the_101() {
         };
         match serve(&mut input, head, switch, SERVING).await {
             Next::Switch(promise) => {
-                let upgraded = crate::body::upgrade::Upgraded {
-                    read: Some(input.take_read()),
-                    io: Box::new(input.stream),
-                    _held: Box::new(()),
-                };
+                let upgraded =
+                    crate::body::upgrade::Upgraded::new(input.take_read(), input.stream, ());
                 promise.send(upgraded).ok();
             }
             other => panic!("{other:?}"),
