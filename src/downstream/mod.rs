@@ -7,15 +7,15 @@
 //! - `tls/`: TLS termination with rustls: the `ServerConfig`, certificates chosen by SNI.
 //! - `connection.rs`: one connection: TLS handshake, then HTTP/1 (`h1/`) or HTTP/2 (hyper's,
 //!   its socket watched).
-//! - `stream.rs`: a client connection's bytes, plain or TLS.
+//! - `stream.rs`: a client connection's bytes, plain or TLS (`crate::stream`'s, on rustls's
+//!   server side).
 //! - `h1/`: Fulcrum's HTTP/1 server, on the codec (`http1/`).
 //! - `drain.rs`: HTTP/2 connections finishing gracefully, on shutdown or idle.
-//! - `prefixed.rs`: a stream with bytes read already put back in front (HTTP/2 with prior
-//!   knowledge, noticed by `h1/`).
 //! - `stats.rs`: each listener's connection counts.
 //!
 //! The server binds its listeners itself (so port 0 works and the real address can be asked) and
-//! starts accepting at once. It knows nothing of routing: each request goes to [`Proxy::handle`].
+//! starts accepting at once. It knows nothing of routing: each request goes to the proxy through
+//! its `tower::Service` interface.
 
 use std::io;
 use std::net::SocketAddr;
