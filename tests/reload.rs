@@ -44,6 +44,15 @@ async fn sighup_reloads_the_binary() {
     assert!(proxy.logged("config reloaded"), "a reload is logged");
 }
 
+/// The proxy on the config file at `path` (in `dir`), watching it for changes.
+async fn watching(dir: support::TempDir, path: &std::path::Path) -> TestProxy {
+    let options = Options {
+        watch_config: true,
+        ..Options::default()
+    };
+    TestProxy::start_file(dir, path, options).await
+}
+
 /// The config file rewritten (renamed over, as editors save) while the file `beside`, when
 /// given, is written in the same directory every 20 ms: the proxy moves from `a` to `b`.
 async fn a_rewrite_reloads(beside: Option<&str>) {
@@ -94,15 +103,7 @@ async fn swapping_the_link_reloads(link: &str) {
     std::os::unix::fs::symlink("v1", root.join(link)).unwrap();
     std::os::unix::fs::symlink(format!("{link}/proxy.toml"), root.join("proxy.toml")).unwrap();
     let path = root.join("proxy.toml");
-    let proxy = TestProxy::start_file(
-        dir,
-        &path,
-        Options {
-            watch_config: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let proxy = watching(dir, &path).await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
     let swap = format!("{link}_tmp");
@@ -340,15 +341,7 @@ async fn editing_the_target_of_a_symlinked_config_in_another_directory_reloads()
     .unwrap();
     std::os::unix::fs::symlink(&target, etc.join("proxy.toml")).unwrap();
     let path = etc.join("proxy.toml");
-    let proxy = TestProxy::start_file(
-        dir,
-        &path,
-        Options {
-            watch_config: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let proxy = watching(dir, &path).await;
     let http = Http::to(proxy.addr);
     assert_eq!(http.get("/").await.backend(), "a");
     // An editor's save: a new file beside the target, renamed over it.
