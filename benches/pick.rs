@@ -28,6 +28,7 @@ fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {
         sticky: None,
         outlier: Outlier::default(),
         health: None,
+        overload: Default::default(),
     };
     Arc::new(Pool::new("bench", strategy, backends, Vec::new(), policy))
 }

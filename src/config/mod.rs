@@ -15,6 +15,7 @@ mod certs;
 mod error;
 mod host;
 mod limits;
+mod overload;
 mod pools;
 mod strategy;
 mod tls;
@@ -32,6 +33,7 @@ use http::uri::Authority;
 pub use affinity::{HashKey, SameSite, Sticky};
 pub use error::ConfigError;
 pub use host::HostPattern;
+pub use overload::{Overload, Priority, PriorityRules};
 pub use strategy::Strategy;
 pub use units::parse_duration;
 
@@ -169,6 +171,8 @@ pub struct Server {
     /// Forward request headers whose names have an underscore (nginx's
     /// `underscores_in_headers`); dropped by default.
     pub underscores_in_headers: bool,
+    /// Who may name a request's priority in a header (`priority_header`, `priority_trusted`).
+    pub priority: PriorityRules,
 }
 
 /// `[timeouts]`
@@ -261,6 +265,8 @@ pub struct PoolConfig {
     /// `protocol = "http2"`: backends are spoken to in HTTP/2 (h2 by ALPN over TLS, or h2c
     /// prior knowledge).
     pub http2: bool,
+    /// Per-backend limits and the pool's queue (`[pool.NAME.overload]`).
+    pub overload: Overload,
 }
 
 /// `[pool.NAME.health]`: active checks.
@@ -337,6 +343,7 @@ pub struct RouteConfig {
     pub host: Option<HostPattern>,
     pub path_prefix: Option<String>,
     pub pool: String,
+    pub priority: Priority,
 }
 
 impl Config {

@@ -92,6 +92,7 @@ impl Source<'_> {
                     }
                 },
             },
+            overload: self.overload(pool_name, pool.overload.as_ref())?,
         })
     }
 

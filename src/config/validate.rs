@@ -8,13 +8,13 @@ use std::time::Duration;
 use http::uri::Authority;
 use toml::Spanned;
 
-use super::HostPattern;
 use super::units::parse_duration;
 use super::wire;
 use super::{
     AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE,
     Log, PoolConfig, RouteConfig, Server, TlsConfig,
 };
+use super::{HostPattern, Priority};
 
 /// Parses and checks `text`, read from `path`.
 pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -127,6 +127,7 @@ impl Source<'_> {
                 .as_ref()
                 .is_some_and(|redirect| *redirect.get_ref()),
             underscores_in_headers: server.underscores_in_headers.unwrap_or(false),
+            priority: self.priority_rules(server)?,
         })
     }
 
@@ -344,6 +345,7 @@ impl Source<'_> {
                     host: None,
                     path_prefix: None,
                     pool: only.name.clone(),
+                    priority: Priority::default(),
                 }]),
                 [] => Err(ConfigError::whole_file(
                     self.path,
@@ -411,6 +413,7 @@ impl Source<'_> {
             host,
             path_prefix: route.path_prefix.as_ref().map(|p| p.get_ref().clone()),
             pool: pool.clone(),
+            priority: self.priority(route.priority.as_ref())?,
         })
     }
 }

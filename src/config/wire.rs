@@ -87,6 +87,9 @@ pub struct Server {
     pub shutdown_grace: Option<Spanned<String>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub underscores_in_headers: Option<bool>,
+    pub priority_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub priority_trusted: Vec<Spanned<String>>,
 }
 
 /// `[timeouts]`
@@ -121,6 +124,19 @@ pub struct Pool {
     pub sticky: Option<Spanned<Sticky>>,
     pub ca: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
+    pub overload: Option<Spanned<Overload>>,
+}
+
+/// `[pool.NAME.overload]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    pub max_in_flight: Option<Spanned<i64>>,
+    pub queue: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub retry_after: Option<Spanned<String>>,
+    pub adaptive: Option<Spanned<bool>>,
+    pub min_in_flight: Option<Spanned<i64>>,
 }
 
 /// `[pool.NAME.sticky]`
@@ -184,6 +200,7 @@ pub struct Route {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub pool: Spanned<String>,
+    pub priority: Option<Spanned<String>>,
 }
 
 /// A string or an array of strings, as `listen` accepts.

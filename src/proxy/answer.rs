@@ -63,7 +63,10 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
         | ProxyError::AmbiguousPath
         | ProxyError::RequestBody { .. }
         | ProxyError::BodyTooLarge { .. }
-        | ProxyError::BodyIdle { .. } => {
+        | ProxyError::BodyIdle { .. }
+        // Shedding is the proxy working as configured, possibly thousands of times a second:
+        // its counts are in the metrics.
+        | ProxyError::Shed { .. } => {
             debug!(pool, backend, request_id, %error, "request answered by the proxy");
         }
         ProxyError::TlsFailed { reason, .. } => {
@@ -77,6 +80,13 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(after) = error.retry_after() {
+        // Whole seconds (RFC 9110 section 10.2.3), rounded up.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if error.closes_connection() {
         response
             .headers_mut()

@@ -10,6 +10,9 @@ use std::time::Duration;
 use http::StatusCode;
 use http::uri::Authority;
 
+use crate::config::Priority;
+use crate::upstream::overload::ShedReason;
+
 /// Why a request was answered by the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -84,6 +87,19 @@ pub enum ProxyError {
         backend: Authority,
         idle: Duration,
     },
+    /// The pool's backends were at their limits and its queue shed the request
+    /// (`[pool.NAME.overload]`); no backend saw it.
+    #[error("overloaded: pool \"{pool}\" shed a {} priority request ({})", priority.name(), reason.describe())]
+    Shed {
+        pool: Arc<str>,
+        priority: Priority,
+        reason: ShedReason,
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
+    /// A reload removed the pool while the request waited in its queue.
+    #[error("pool \"{pool}\" was removed by a reload while the request waited")]
+    PoolRemoved { pool: Arc<str> },
     /// The whole request took longer than `timeouts.request`.
     #[error("request timeout: no response within {after:?}")]
     Deadline { after: Duration },
@@ -96,6 +112,8 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::AmbiguousPath => StatusCode::BAD_REQUEST,
             ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::PoolRemoved { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -120,15 +138,24 @@ impl ProxyError {
         )
     }
 
+    /// How long the client is asked to wait before trying again (`Retry-After`), if at all.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::Shed { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// The pool and backend the error concerns, for the log line.
     pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
         match self {
             ProxyError::NoRoute | ProxyError::AmbiguousPath | ProxyError::Deadline { .. } => {
                 (None, None)
             }
-            ProxyError::NoHealthyBackend { pool } | ProxyError::UpgradeUnsupported { pool } => {
-                (Some(pool), None)
-            }
+            ProxyError::NoHealthyBackend { pool }
+            | ProxyError::UpgradeUnsupported { pool }
+            | ProxyError::Shed { pool, .. }
+            | ProxyError::PoolRemoved { pool } => (Some(pool), None),
             ProxyError::ConnectTimeout { pool, backend, .. }
             | ProxyError::ConnectFailed { pool, backend, .. }
             | ProxyError::TlsFailed { pool, backend, .. }

@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::error::ProxyError;
 use super::headers;
+use super::priority::priority;
 use super::route::host_name;
 use super::state::State;
 use super::target::{prepare, request_host};
@@ -19,10 +20,12 @@ use super::tunnel::{self, Tunnels};
 use super::{ProxyBody, Trail};
 use crate::body::upgrade::OnUpgrade;
 use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
+use crate::config::Priority;
 use crate::path::routing_path;
 use crate::telemetry::metrics::RetryReason;
 use crate::upstream::exchange::{self, Answer, Cause, Failed, Replay, Report};
 use crate::upstream::head::{Head, is_idempotent};
+use crate::upstream::overload::{Refused, Want};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 
 /// Routes `request` to its pool and makes attempts on its backends until one answers or the
@@ -47,6 +50,12 @@ pub(super) async fn forward<'a>(
     let path = routing_path(request.uri().path()).ok_or(ProxyError::AmbiguousPath)?;
     let route = state.route(host, &path).ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
+    trail.priority = priority(
+        route.priority(),
+        request.headers(),
+        peer.ip(),
+        state.priority_rules(),
+    );
     trail.pool = Some(pool);
     trail.span.record("pool", &**pool.name());
     let policy = pool.policy();
@@ -80,14 +89,42 @@ pub(super) async fn forward<'a>(
     // Why the attempt before failed: a retry is counted once it has a backend to go to.
     let mut retrying = None;
     loop {
-        let chosen = pinned
-            .and_then(|token| pool.pinned(token, &tried))
-            .or_else(|| pool.pick(&tried, key));
-        let Some(backend) = chosen.cloned() else {
-            return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyBackend {
-                pool: pool.name().clone(),
-            }));
+        let in_flight = if pool.limited() {
+            let want = Want {
+                key,
+                pinned,
+                tried: tried.clone(),
+            };
+            let admitted = match pool.gate().admit_now(pool, &want) {
+                Some(now) => now,
+                None => {
+                    // Boxed: waiting is the exception, and every request's future would carry
+                    // its size.
+                    let waiting = Box::pin(pool.gate().wait(pool, trail.priority, want));
+                    let (admitted, waited) = waiting.await;
+                    *trail.queued.get_or_insert_default() += waited;
+                    admitted
+                }
+            };
+            match admitted {
+                Ok(in_flight) => in_flight,
+                Err(why) => return Err(refused(why, pool, trail.priority, last_error)),
+            }
+        } else {
+            let chosen = pinned
+                .and_then(|token| pool.pinned(token, &tried))
+                .or_else(|| pool.pick(&tried, key));
+            let Some(backend) = chosen else {
+                return Err(refused(
+                    Refused::NoBackend,
+                    pool,
+                    trail.priority,
+                    last_error,
+                ));
+            };
+            backend.start_request()
         };
+        let backend = Arc::clone(in_flight.backend());
         if upgrade.is_some() && backend.http2() {
             return Err(ProxyError::UpgradeUnsupported {
                 pool: pool.name().clone(),
@@ -99,14 +136,16 @@ pub(super) async fn forward<'a>(
         if tried.is_empty() {
             pool.budget().deposit();
         }
-        let in_flight = backend.start_request();
         let (request, report) = next;
         let timeout = state.timeouts().response;
         trail.attempts += 1;
         trail.backend = Some(Arc::clone(&backend));
         trail.span.record("backend", backend.address().as_str());
-        // Timed only for the access log: two clock reads per attempt are not free.
-        trail.waiting_since = state.access_log().map(|_| Instant::now());
+        // Timed only for the access log and an adaptive limit: clock reads are not free.
+        let adaptive = backend.limit().is_adaptive();
+        let sent = (adaptive || state.access_log().is_some()).then(Instant::now);
+        trail.waiting_since = sent.filter(|_| state.access_log().is_some());
+        let load = backend.in_flight();
         // Awaited through a pin: by value, the large future would be copied once more.
         let exchanged = pin!(exchange::exchange(
             state.client(),
@@ -137,6 +176,9 @@ pub(super) async fn forward<'a>(
                 return Ok(switching(response));
             }
             Ok(Answer::Response(response)) => {
+                if let Some(sent) = sent.filter(|_| adaptive) {
+                    backend.record_latency(sent.elapsed(), load);
+                }
                 let idle = state.timeouts().response_body_idle;
                 let mut response = relay(pool, response, in_flight, idle);
                 pin_to(pool, &backend, pinned, &mut response);
@@ -159,6 +201,27 @@ pub(super) async fn forward<'a>(
         next = again;
         tried.push(backend);
         last_error = Some(error);
+    }
+}
+
+/// The error for a request that got no slot on a backend: shed, or none available (the last
+/// attempt's failure, when there was one).
+fn refused(
+    why: Refused,
+    pool: &Pool,
+    priority: Priority,
+    last_error: Option<ProxyError>,
+) -> ProxyError {
+    let name = pool.name().clone();
+    match why {
+        Refused::Shed(reason) => ProxyError::Shed {
+            pool: name,
+            priority,
+            reason,
+            retry_after: pool.policy().overload.retry_after,
+        },
+        Refused::NoBackend => last_error.unwrap_or(ProxyError::NoHealthyBackend { pool: name }),
+        Refused::PoolRemoved => ProxyError::PoolRemoved { pool: name },
     }
 }
 

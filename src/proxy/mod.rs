@@ -23,6 +23,7 @@
 //!   request is served from, held in an `ArcSwap`.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `priority.rs`: a request's priority, from its route and its priority header.
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
 //! - `target.rs`: the head as the backend receives it.
 //! - `headers.rs`: hop-by-hop removal and forwarding headers.
@@ -57,7 +58,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span, debug_span};
 
 use crate::clock;
-use crate::config::{Limits, Timeouts};
+use crate::config::{Limits, Priority, Timeouts};
 use crate::telemetry::access::{AccessLog, Entry};
 use crate::telemetry::metrics::Outcomes;
 use crate::upstream::{Backend, Pool};
@@ -69,6 +70,7 @@ mod forward;
 pub mod guard;
 mod headers;
 mod logged;
+mod priority;
 mod request_id;
 mod route;
 mod screen;
@@ -178,6 +180,8 @@ impl Proxy {
                 pool: None,
                 backend: None,
                 attempts: 0,
+                priority: Priority::default(),
+                queued: None,
                 upstream_time: None,
                 waiting_since: None,
                 log_later: None,
@@ -298,6 +302,7 @@ impl Pending<'_> {
             trail.attempts,
             upstream_time,
         );
+        entry.prioritized(trail.priority, trail.queued);
         Some(entry)
     }
 }
@@ -320,6 +325,10 @@ struct Trail<'a> {
     pool: Option<&'a Pool>,
     backend: Option<Arc<Backend>>,
     attempts: u32,
+    /// How much it matters (its route's, or its priority header's).
+    priority: Priority,
+    /// Time spent in its pool's queue for a slot on a backend, over all attempts.
+    queued: Option<Duration>,
     /// Time spent waiting on backends for a response head, over all attempts.
     upstream_time: Option<Duration>,
     /// When the attempt under way was sent, while it waits for its response head (access log

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::config::HostPattern;
+use crate::config::{HostPattern, Priority};
 use crate::upstream::Pool;
 
 /// A route as the snapshot holds it, pointing at its pool.
@@ -17,19 +17,31 @@ pub struct Route {
     host: Option<HostPattern>,
     path_prefix: Option<String>,
     pool: Arc<Pool>,
+    priority: Priority,
 }
 
 impl Route {
-    pub fn new(host: Option<HostPattern>, path_prefix: Option<String>, pool: Arc<Pool>) -> Route {
+    pub fn new(
+        host: Option<HostPattern>,
+        path_prefix: Option<String>,
+        pool: Arc<Pool>,
+        priority: Priority,
+    ) -> Route {
         Route {
             host,
             path_prefix,
             pool,
+            priority,
         }
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The priority of its requests, unless their priority header changes it.
+    pub fn priority(&self) -> Priority {
+        self.priority
     }
 
     /// Whether a request for `host` (port stripped; `None` when the request named none) and
@@ -79,6 +91,7 @@ mod tests {
             sticky: None,
             outlier: crate::config::Outlier::default(),
             health: None,
+            overload: Default::default(),
         };
         let pool = Arc::new(Pool::new(
             "p",
@@ -91,6 +104,7 @@ mod tests {
             host.map(|h| HostPattern::parse(h).unwrap()),
             prefix.map(str::to_owned),
             pool,
+            Priority::Normal,
         )
     }
 

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use tracing::debug;
 
 use super::route::Route;
-use crate::config::{BackendConfig, Config, Limits, PoolConfig, Timeouts};
+use crate::config::{BackendConfig, Config, Limits, PoolConfig, PriorityRules, Timeouts};
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Outcomes;
 use crate::upstream::tls::UpstreamTls;
@@ -44,6 +44,8 @@ pub struct State {
     /// Plain-HTTP requests get a redirect to https.
     redirect_https: bool,
     underscores_in_headers: bool,
+    /// Who may name a request's priority.
+    priority: PriorityRules,
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
@@ -80,6 +82,18 @@ impl State {
                 Arc::new(build_pool(pool, &extra, before))
             })
             .collect();
+        // A pool's queue is served by its newest snapshot's pool; one the config dropped
+        // answers its queued requests now. The snapshot built here is swapped in next.
+        for pool in &pools {
+            pool.gate().attach(pool);
+        }
+        let removed = previous
+            .into_iter()
+            .flat_map(|p| p.pools())
+            .filter(|old| config.pool(old.name()).is_none());
+        for pool in removed {
+            pool.gate().close();
+        }
         let routes = config
             .routes
             .iter()
@@ -92,6 +106,7 @@ impl State {
                     route.host.clone(),
                     route.path_prefix.clone(),
                     Arc::clone(pool),
+                    route.priority,
                 )
             })
             .collect();
@@ -101,6 +116,7 @@ impl State {
             limits: config.limits,
             redirect_https: config.server.redirect_https,
             underscores_in_headers: config.server.underscores_in_headers,
+            priority: config.server.priority.clone(),
             pools,
             routes,
             client,
@@ -156,6 +172,11 @@ impl State {
     /// Whether request headers with an underscore in their name are forwarded.
     pub fn underscores_in_headers(&self) -> bool {
         self.underscores_in_headers
+    }
+
+    /// Who may name a request's priority in a header.
+    pub fn priority_rules(&self) -> &PriorityRules {
+        &self.priority
     }
 
     pub fn pools(&self) -> &[Arc<Pool>] {
@@ -259,10 +280,11 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         sticky: config.sticky.clone(),
         outlier: config.outlier,
         health: config.health.clone(),
+        overload: config.overload,
     };
     let pool = Pool::new(&config.name, config.strategy, primaries, backups, policy);
     match before {
-        Some(before) => pool.with_stats(Arc::clone(before.stats())),
+        Some(before) => pool.succeeding(before),
         None => pool,
     }
 }

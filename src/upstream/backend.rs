@@ -5,13 +5,15 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::uri::Authority;
 
 use super::connections::Connections;
 use super::health::Health;
+use super::overload::{Gate, Limit};
 use super::tls::UpstreamTls;
 use crate::telemetry::metrics::BackendStats;
 use arc_swap::ArcSwapOption;
@@ -32,6 +34,10 @@ pub struct Backend {
     tls: ArcSwapOption<UpstreamTls>,
     /// Spoken to in HTTP/2 (its pool's `protocol`).
     http2: AtomicBool,
+    /// How many requests it takes at once (`[pool.NAME.overload]`).
+    limit: Limit,
+    /// Its pool's gate, told when a slot frees (`overload/gate.rs`).
+    gate: OnceLock<Arc<Gate>>,
 }
 
 impl Backend {
@@ -58,6 +64,8 @@ impl Backend {
             health,
             tls: ArcSwapOption::empty(),
             http2: AtomicBool::new(false),
+            limit: Limit::default(),
+            gate: OnceLock::new(),
         })
     }
 
@@ -138,11 +146,61 @@ impl Backend {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Counts a request as in flight until the returned guard is dropped.
+    /// Counts a request as in flight until the returned guard is dropped, whatever its limit.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.served.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// [`Backend::start_request`] if it is below its limit.
+    pub fn try_start_request(self: &Arc<Self>) -> Option<InFlight> {
+        let limit = self.limit.get();
+        if limit == 0 {
+            return Some(self.start_request());
+        }
+        let mut now = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if now >= limit as usize {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                now,
+                now + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(actual) => now = actual,
+            }
+        }
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(Arc::clone(self)))
+    }
+
+    /// Whether it is below its limit now.
+    pub fn has_free_slot(&self) -> bool {
+        self.limit.admits(self.in_flight())
+    }
+
+    /// Its limit on requests at once.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// A response head came `latency` after the request was sent, with `in_flight` requests at
+    /// it: an adaptive limit learns from it, and a raised one lets queued requests go.
+    pub fn record_latency(&self, latency: Duration, in_flight: usize) {
+        if self.limit.record(latency, in_flight)
+            && let Some(gate) = self.gate.get()
+        {
+            gate.released();
+        }
+    }
+
+    /// Makes `gate` the one its released slots are reported to (its pool's, for its lifetime).
+    pub(super) fn join(&self, gate: &Arc<Gate>) {
+        self.gate.get_or_init(|| Arc::clone(gate));
     }
 }
 
@@ -166,7 +224,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Sequentially consistent, then the gate reads who waits: see `overload/gate.rs`.
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(gate) = self.0.gate.get() {
+            gate.released();
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `health.rs`: one backend's health state and the precedence of its inputs.
 //! - `pool.rs`: primaries and backups, their balancer, ejection and fail-open; answers "which
 //!   backend now".
+//! - `overload/`: per-backend limits, the pool's priority queue and shedding.
 //! - `checker.rs`: active health checks, one task per backend.
 //! - `tier.rs`: one role's backends and their balancer.
 //! - `transitions.rs`: each backend state change reported once, as an event and a count.
@@ -38,6 +39,7 @@ pub(crate) mod h1;
 mod h2;
 pub mod head;
 pub mod health;
+pub mod overload;
 mod pool;
 mod relayed;
 mod stream;

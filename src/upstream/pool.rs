@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
+use super::overload::{Acquire, Gate, Want};
 use super::tier::Tier;
 use super::{Backend, RetryBudget};
 use crate::config::{HashKey, Sticky, Strategy};
-use crate::config::{HealthCheck, Outlier};
+use crate::config::{HealthCheck, Outlier, Overload};
 use crate::telemetry::metrics::{BackendState, PoolStats};
 
 /// Whether a backend is a primary or a backup.
@@ -47,6 +48,8 @@ pub struct Policy {
     pub sticky: Option<Sticky>,
     pub outlier: Outlier,
     pub health: Option<HealthCheck>,
+    /// Per-backend limits and the queue (`[pool.NAME.overload]`).
+    pub overload: Overload,
 }
 
 /// A pool as the snapshot holds it; immutable once built but for atomics.
@@ -62,6 +65,8 @@ pub struct Pool {
     budget: RetryBudget,
     /// Shared with the pool of the same name in the snapshots before and after this one.
     stats: Arc<PoolStats>,
+    /// Where requests wait for a slot; shared like `stats`.
+    gate: Arc<Gate>,
     /// Set when a newer snapshot replaced the one holding this pool: its checkers stop.
     retired: AtomicBool,
     /// Sticky token → member and its role, for a pool with sticky sessions.
@@ -70,7 +75,8 @@ pub struct Pool {
 
 impl Pool {
     /// A pool over `primaries` and `backups`, chosen among by `strategy`, counting into fresh
-    /// stats (see [`Pool::with_stats`]).
+    /// stats with an empty queue (see [`Pool::succeeding`]). Each backend's limit is set from
+    /// the policy.
     pub fn new(
         name: &str,
         strategy: Strategy,
@@ -79,6 +85,9 @@ impl Pool {
         policy: Policy,
     ) -> Pool {
         let factor = policy.balance_factor;
+        for backend in primaries.iter().chain(&backups) {
+            backend.limit().configure(&policy.overload);
+        }
         let everyone = policy.fail_open.then(|| {
             let all: Vec<Arc<Backend>> = primaries.iter().chain(&backups).cloned().collect();
             Tier::new(strategy, all, factor)
@@ -92,6 +101,7 @@ impl Pool {
             policy,
             budget: RetryBudget::default(),
             stats: Arc::default(),
+            gate: Arc::default(),
             retired: AtomicBool::new(false),
             pinned: HashMap::new(),
         }
@@ -113,10 +123,21 @@ impl Pool {
         self
     }
 
-    /// The same pool counting into `stats`: those of the pool it replaces.
-    pub fn with_stats(mut self, stats: Arc<PoolStats>) -> Pool {
-        self.stats = stats;
+    /// The same pool taking over the counts and the queue of `before`, the pool it replaces.
+    pub fn succeeding(mut self, before: &Pool) -> Pool {
+        self.stats = Arc::clone(&before.stats);
+        self.gate = Arc::clone(&before.gate);
         self
+    }
+
+    /// Where its requests wait for a slot.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// Whether its backends have limits, so that requests go through its gate.
+    pub fn limited(&self) -> bool {
+        self.policy.overload.limited()
     }
 
     pub fn stats(&self) -> &Arc<PoolStats> {
@@ -212,6 +233,50 @@ impl Pool {
             self.set_failing_open(true);
         }
         picked
+    }
+
+    /// A slot for the next attempt of a request that can use what `want` says, by the rules of
+    /// [`Pool::pick`], on a backend below its limit. A request with a sticky token or a
+    /// consistent-hash key takes only its own backend (`Full` while that one is at its limit);
+    /// any other takes the strategy's choice among the serving tier's backends with a free
+    /// slot. Tiers are chosen by availability alone: a full primary does not send requests to
+    /// the backups.
+    pub fn acquire(&self, want: &Want) -> Acquire {
+        let own = match (
+            want.pinned.and_then(|t| self.pinned(t, &want.tried)),
+            want.key,
+        ) {
+            (Some(pinned), _) => Some(pinned),
+            (None, Some(key)) if self.strategy == Strategy::ConsistentHash => {
+                match self.pick(&want.tried, Some(key)) {
+                    Some(home) => Some(home),
+                    None => return Acquire::Nothing,
+                }
+            }
+            (None, _) => None,
+        };
+        if let Some(own) = own {
+            return own.try_start_request().map_or(Acquire::Full, Acquire::Got);
+        }
+        let untried = |b: &Backend| !want.tried.iter().any(|t| std::ptr::eq(Arc::as_ptr(t), b));
+        let available = |b: &Backend| b.health().is_available() && untried(b);
+        for tier in [&self.primaries, &self.backups] {
+            if tier.backends.iter().any(|b| available(b)) {
+                self.set_failing_open(false);
+                return take_slot(tier, |b| available(b), want.key);
+            }
+        }
+        match &self.everyone {
+            Some(everyone) => {
+                let enabled = |b: &Backend| b.health().is_enabled() && untried(b);
+                if !everyone.backends.iter().any(|b| enabled(b)) {
+                    return Acquire::Nothing;
+                }
+                self.set_failing_open(true);
+                take_slot(everyone, enabled, want.key)
+            }
+            None => Acquire::Nothing,
+        }
     }
 
     /// A backend passed its health checks again: fail-open ends now if any backend is
@@ -313,6 +378,20 @@ impl Pool {
     }
 }
 
+/// A slot on the strategy's choice among `tier`'s `eligible` backends with one free.
+fn take_slot(tier: &Tier, eligible: impl Fn(&Backend) -> bool, key: Option<u64>) -> Acquire {
+    // A slot seen free can be taken by another request before this one's count lands.
+    for _ in 0..4 {
+        let Some(backend) = tier.pick(|b| eligible(b) && b.has_free_slot(), key) else {
+            return Acquire::Full;
+        };
+        if let Some(in_flight) = backend.try_start_request() {
+            return Acquire::Got(in_flight);
+        }
+    }
+    Acquire::Full
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -344,6 +423,7 @@ mod tests {
                 ..Outlier::default()
             },
             health: None,
+            overload: Overload::default(),
         }
     }
 

@@ -10,9 +10,11 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::config::Priority;
 use crate::downstream::ListenerStats;
 use crate::proxy::state::State;
 use crate::telemetry::metrics::{BackendState, HistogramSnapshot, Outcomes, RetryReason};
+use crate::upstream::overload::ShedReason;
 use crate::upstream::{Backend, Pool};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -52,6 +54,7 @@ impl Collector for Scrape {
         self.durations(&mut encoder)?;
         self.backends(&mut encoder)?;
         self.pools(&mut encoder)?;
+        self.overload(&mut encoder)?;
         self.process(&mut encoder)
     }
 }
@@ -253,6 +256,68 @@ impl Scrape {
         for pool in self.state.pools() {
             let count = pool.stats().fail_open_started.get();
             counter(&mut family, &[("pool", &**pool.name())], count)?;
+        }
+        Ok(())
+    }
+
+    /// Shedding, queues and limits, per pool with `[pool.NAME.overload]` limits.
+    fn overload(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let limited = || self.state.pools().iter().filter(|pool| pool.limited());
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_requests_shed",
+            "Requests answered 503 without a backend because the pool was saturated, by priority \
+             and reason (queue_full, evicted, queue_timeout)",
+            None,
+            MetricType::Counter,
+        )?;
+        for pool in limited() {
+            for priority in Priority::ALL {
+                for reason in ShedReason::ALL {
+                    let labels = [
+                        ("pool", &**pool.name()),
+                        ("priority", priority.name()),
+                        ("reason", reason.name()),
+                    ];
+                    counter(&mut family, &labels, pool.gate().shed(priority, reason))?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_pool_queued",
+            "Requests waiting in a pool's queue for a free backend, by priority",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in limited() {
+            for priority in Priority::ALL {
+                let labels = [("pool", &**pool.name()), ("priority", priority.name())];
+                gauge(&mut family, &labels, pool.gate().queued(priority) as i64)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_queue_wait_seconds",
+            "Time requests waited in a pool's queue, whatever became of them",
+            None,
+            MetricType::Histogram,
+        )?;
+        for pool in limited() {
+            let labels = [("pool", &**pool.name())];
+            histogram(&mut family, &labels, pool.gate().waited())?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_backend_in_flight_limit",
+            "Requests a backend takes at once: max_in_flight, or the adaptive limit now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in limited() {
+            for (backend, _) in pool.members() {
+                let labels = [
+                    ("pool", &**pool.name()),
+                    ("backend", backend.address().as_str()),
+                ];
+                gauge(&mut family, &labels, i64::from(backend.limit().get()))?;
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{Reply, exposition};
 
 use crate::clock;
+use crate::config::Priority;
 use crate::control::{ConfigStatus, Control, RegistryChange};
 use crate::upstream::{Backend, Pool, Role};
 
@@ -37,12 +38,34 @@ pub fn status(control: &Control) -> Value {
     })
 }
 
-/// One pool: its strategy and every member.
+/// One pool: its strategy, its overload settings and queue, and every member.
 pub fn pool(control: &Control, pool: &Pool) -> Value {
     json!({
         "name": pool.name().as_ref(),
         "strategy": pool.strategy().name(),
+        "overload": overload(pool),
         "backends": backends(control, pool, false),
+    })
+}
+
+/// A pool's `[overload]` settings and queue depth per priority; `null` without limits.
+fn overload(pool: &Pool) -> Value {
+    if !pool.limited() {
+        return Value::Null;
+    }
+    let settings = pool.policy().overload;
+    let queued: serde_json::Map<String, Value> = Priority::ALL
+        .iter()
+        .rev()
+        .map(|p| (p.name().to_owned(), json!(pool.gate().queued(*p))))
+        .collect();
+    json!({
+        "max_in_flight": settings.max_in_flight,
+        "min_in_flight": settings.adaptive.then_some(settings.min_in_flight),
+        "adaptive": settings.adaptive,
+        "queue": settings.queue,
+        "queue_timeout_ms": settings.queue_timeout.as_millis() as u64,
+        "queued": queued,
     })
 }
 
@@ -70,6 +93,10 @@ pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) ->
             .map(|until| rfc3339(SystemTime::now() + clock::until(until))),
         "lease_expires_at": registration.and_then(|r| r.expires_at).map(rfc3339),
         "in_flight": backend.in_flight(),
+        "in_flight_limit": match backend.limit().get() {
+            0 => Value::Null,
+            limit => json!(limit),
+        },
         "requests": backend.served(),
     })
 }

@@ -6,7 +6,9 @@
 //! `backend` (the one that answered, or the last one tried; empty when none), `attempts`,
 //! `request_bytes` and `response_bytes` (bodies), `duration` (arrival to the last body byte,
 //! seconds), `upstream_time` (waiting on backends for response heads, seconds; `null` when no
-//! backend was tried) and `request_id`.
+//! backend was tried), `priority` (`low`, `normal`, `high` or `critical`), `queued` (time spent
+//! waiting in the pool's queue for a free backend, seconds; 0 when it did not wait) and
+//! `request_id`.
 //!
 //! Common: `client - - [time] "METHOD path PROTOCOL" status bytes`, as Apache and nginx write it.
 
@@ -20,7 +22,7 @@ use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Version, header};
 
 use crate::arena;
-use crate::config::AccessFormat;
+use crate::config::{AccessFormat, Priority};
 
 /// A request's entry, in progress.
 #[derive(Debug)]
@@ -40,6 +42,9 @@ pub struct Entry {
     backend: Option<Authority>,
     attempts: u32,
     upstream_time: Option<Duration>,
+    priority: Priority,
+    /// Time spent in the pool's queue.
+    queued: Option<Duration>,
     sent: u64,
 }
 
@@ -79,6 +84,8 @@ impl Entry {
             backend: None,
             attempts: 0,
             upstream_time: None,
+            priority: Priority::Normal,
+            queued: None,
             sent: 0,
         }
     }
@@ -103,6 +110,8 @@ impl Entry {
             backend: None,
             attempts: 0,
             upstream_time: None,
+            priority: Priority::Normal,
+            queued: None,
             sent: 0,
         }
     }
@@ -126,6 +135,12 @@ impl Entry {
         self.backend = backend;
         self.attempts = attempts;
         self.upstream_time = upstream_time;
+    }
+
+    /// How much the request mattered, and how long it waited in its pool's queue.
+    pub fn prioritized(&mut self, priority: Priority, queued: Option<Duration>) {
+        self.priority = priority;
+        self.queued = queued;
     }
 
     /// Counts response body bytes sent.
@@ -189,6 +204,12 @@ impl Entry {
             }
             None => line.push_str("null"),
         }
+        let _ = write!(
+            line,
+            ",\"priority\":\"{}\",\"queued\":{:.6}",
+            self.priority.name(),
+            self.queued.unwrap_or_default().as_secs_f64()
+        );
         line.push_str(",\"request_id\":");
         push_json(
             &mut line,

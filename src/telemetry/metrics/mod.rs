@@ -11,5 +11,5 @@
 mod series;
 mod stats;
 
-pub use series::{Counter, HistogramSnapshot};
+pub use series::{Counter, Histogram, HistogramSnapshot};
 pub use stats::{BackendState, BackendStats, Outcomes, PoolStats, RetryReason};
