@@ -477,3 +477,67 @@ async fn pools_without_limits_have_no_overload_series() {
     let status = admin(proxy.admin.unwrap(), "GET", "/status", None, None).await;
     assert!(status.json["pools"]["web"]["overload"].is_null());
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_queued_leaves_the_queue() {
+    let backend = Backend::start("b").await;
+    let proxy = TestProxy::start(&config(&[&backend], "max_in_flight = 1", "")).await;
+    let _held = send(&proxy, "/hold", "normal");
+    wait_for_served(&backend, 1).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for_queued(&proxy, 1.0).await;
+    drop(client);
+    wait_for_queued(&proxy, 0.0).await;
+    backend.release(1);
+    assert_eq!(Http::to(proxy.addr).get("/").await.status, 200);
+    assert_eq!(
+        backend.served(),
+        2,
+        "the request that left never reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn an_adaptive_limit_stays_within_its_bounds_while_serving() {
+    let backend = Backend::start("b").await;
+    let proxy = TestProxy::start(&config(
+        &[&backend],
+        "max_in_flight = 40\nmin_in_flight = 3\nadaptive = true",
+        "",
+    ))
+    .await;
+    let http = Http::to(proxy.addr);
+    let label = backend.addr.to_string();
+    let labels = [("pool", "api"), ("backend", label.as_str())];
+    let start = scrape(proxy.admin.unwrap()).await;
+    assert_eq!(
+        start.value("fulcrum_backend_in_flight_limit", &labels),
+        3.0,
+        "it starts at the floor, measuring the backend's baseline"
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let http = Http::to(proxy.addr);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                assert_eq!(http.get("/").await.status, 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(http.get("/").await.status, 200);
+    let limit = scrape(proxy.admin.unwrap())
+        .await
+        .value("fulcrum_backend_in_flight_limit", &labels);
+    assert!((3.0..=40.0).contains(&limit), "{limit}");
+    assert_eq!(
+        backend.served(),
+        401,
+        "nothing shed: the queue absorbs the bursts"
+    );
+}

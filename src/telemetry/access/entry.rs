@@ -332,6 +332,7 @@ mod tests {
             2,
             Some(Duration::from_millis(3)),
         );
+        entry.prioritized(Priority::High, Some(Duration::from_millis(250)));
         entry.received.store(12, Ordering::Relaxed);
         entry.add_sent(42);
         entry
@@ -344,6 +345,8 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["client"], "10.1.2.3:5555");
         assert_eq!(value["method"], "GET");
+        assert_eq!(value["priority"], "high");
+        assert_eq!(value["queued"], 0.25);
         assert_eq!(
             value["host"], "shop\"example\\com",
             "escaped, and read back"

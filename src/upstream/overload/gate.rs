@@ -381,3 +381,125 @@ impl Drop for Queued<'_> {
         // A grant already sent is released when `replied` drops, after the lock.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::uri::Authority;
+
+    use super::*;
+    use crate::config::{Outlier, Overload, Strategy};
+    use crate::upstream::Policy;
+
+    fn pool(limit: u32, queue: usize) -> Arc<Pool> {
+        let backends = (1..=2)
+            .map(|port| {
+                let address: Authority = format!("127.0.0.1:{port}").parse().unwrap();
+                Backend::new(address, 1, true)
+            })
+            .collect();
+        let policy = Policy {
+            retries: 0,
+            fail_open: false,
+            balance_factor: None,
+            hash_key: None,
+            sticky: None,
+            outlier: Outlier::default(),
+            health: None,
+            overload: Overload {
+                max_in_flight: limit,
+                queue,
+                queue_timeout: Duration::from_secs(30),
+                ..Overload::default()
+            },
+        };
+        let pool = Arc::new(Pool::new(
+            "p",
+            Strategy::LeastConnections,
+            backends,
+            Vec::new(),
+            policy,
+        ));
+        pool.gate().attach(&pool);
+        pool
+    }
+
+    async fn admit(pool: &Pool, priority: Priority) -> Result<InFlight, Refused> {
+        let gate = pool.gate();
+        match gate.admit_now(pool, &Want::default()) {
+            Some(now) => now,
+            None => gate.wait(pool, priority, Want::default()).await.0,
+        }
+    }
+
+    /// Many requests racing for few slots on two threads: each gets one in the end (no wake-up
+    /// is lost), and no backend ever holds more than its limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_requests_all_get_a_slot_within_the_limits() {
+        let pool = pool(2, 10_000);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..2000 {
+            let pool = Arc::clone(&pool);
+            tasks.spawn(async move {
+                let priority = Priority::ALL[i % 4];
+                let in_flight = admit(&pool, priority).await.expect("a slot, in the end");
+                assert!(in_flight.backend().in_flight() <= 2, "over the limit");
+                tokio::task::yield_now().await;
+                drop(in_flight);
+            });
+        }
+        let all = async {
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("no request waits forever");
+        assert_eq!(pool.gate().waiting.load(Ordering::SeqCst), 0);
+        for priority in Priority::ALL {
+            assert_eq!(pool.gate().queued(priority), 0);
+        }
+        for (backend, _) in pool.members() {
+            assert_eq!(backend.in_flight(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_leaves_the_queue() {
+        let pool = pool(1, 10);
+        let _a = admit(&pool, Priority::Normal).await.unwrap();
+        let _b = admit(&pool, Priority::Normal).await.unwrap();
+        let gate = Arc::clone(pool.gate());
+        let waiting = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { admit(&pool, Priority::High).await.is_ok() })
+        };
+        while gate.queued(Priority::High) == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        assert!(waiting.await.is_err(), "aborted");
+        assert_eq!(gate.queued(Priority::High), 0);
+        assert_eq!(gate.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_answers_its_waiters() {
+        let pool = pool(1, 10);
+        let _slots = [
+            admit(&pool, Priority::Normal).await.unwrap(),
+            admit(&pool, Priority::Normal).await.unwrap(),
+        ];
+        let waiting = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { admit(&pool, Priority::Low).await.err() })
+        };
+        while pool.gate().queued(Priority::Low) == 0 {
+            tokio::task::yield_now().await;
+        }
+        pool.gate().close();
+        assert_eq!(waiting.await.unwrap(), Some(Refused::PoolRemoved));
+    }
+}

@@ -50,7 +50,8 @@ pub struct Gradient {
 enum Phase {
     /// Held at the floor, collecting latencies for a baseline; `resume` is the limit to return to.
     Probing {
-        samples: [Duration; PROBE_SAMPLES],
+        /// In microseconds, to keep the controller small.
+        samples: [u32; PROBE_SAMPLES],
         taken: usize,
         resume: u32,
     },
@@ -114,11 +115,12 @@ impl Gradient {
                 taken,
                 resume,
             } => {
-                samples[*taken] = latency;
+                samples[*taken] = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
                 *taken += 1;
                 if *taken == PROBE_SAMPLES {
                     samples.sort_unstable();
-                    self.baseline = Some(samples[PROBE_SAMPLES / 2]);
+                    let median = samples[PROBE_SAMPLES / 2];
+                    self.baseline = Some(Duration::from_micros(u64::from(median)));
                     self.limit = (*resume).clamp(self.floor, self.ceiling);
                     self.phase = Phase::Sampling {
                         window: Window::starting(now),
@@ -169,7 +171,7 @@ impl Gradient {
 
 fn probing(resume: u32) -> Phase {
     Phase::Probing {
-        samples: [Duration::ZERO; PROBE_SAMPLES],
+        samples: [0; PROBE_SAMPLES],
         taken: 0,
         resume,
     }
