@@ -10,7 +10,8 @@
 //! 3. `proxy/mod.rs`: the current snapshot is loaded once (the request sees that config to the
 //!    end); the request is screened, and counted and logged whatever becomes of it.
 //! 4. `proxy/forward.rs`: the first route matching host and path names a pool; its balancer
-//!    picks a backend; the head is rewritten; attempts are made and retried by the pool's rules.
+//!    picks a backend (with `[pool.NAME.overload]` limits, one with a free slot, or the request
+//!    waits its turn in the pool's queue: `upstream/overload/gate.rs`); the head is rewritten; attempts are made and retried by the pool's rules.
 //! 5. `upstream/exchange.rs`: one attempt, whatever the backend speaks; the backend's in-flight
 //!    count goes up (an RAII guard that ends with the response body).
 //! 6. `upstream/h1/connection.rs`: on a pooled (or new) connection the head and what of the body
@@ -48,7 +49,8 @@
 //!    for replay); the client's connection after a `101`.
 //! 5. `upstream/`: backends with their live counters and health, pools, `balance/` (the
 //!    selection strategies, pure and synchronous, one file each), `affinity.rs` (consistent-hash
-//!    keys, sticky-session cookies), and the clients behind one exchange interface: Fulcrum's for
+//!    keys, sticky-session cookies), `overload/` (per-backend limits and each pool's priority
+//!    queue), and the clients behind one exchange interface: Fulcrum's for
 //!    HTTP/1.1 (`h1/`), hyper's for HTTP/2 (`h2.rs`).
 //! 6. `proxy/`: the request path, retries included: [`Proxy`], the `tower::Service` servers call
 //!    (`service.rs`), the snapshot a request is served from (`state.rs`), screening, routing,

@@ -6,6 +6,8 @@
 //! - `error.rs`: [`ConfigError`], which names file, line and key.
 //! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
+//! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
+//!   ([`Overload`], [`Priority`], [`PriorityRules`]).
 //! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
 //!
 //! A `Config` is plain data: building the live snapshot from it is `proxy/state.rs`.
