@@ -13,8 +13,9 @@
 //!
 //! The result, per priority: requests sent; 2xx answers (count, share, p50, p99); shed answers
 //! (503: count, p99, how many carried Retry-After); other statuses, timeouts and failures (no
-//! answer); and the goodput, 2xx answers per second of the schedule. A table goes to stderr and
-//! one JSON object, on one line, to stdout.
+//! answer); and the goodput, 2xx answers per second from the first request's send to the last
+//! answer, so that a backend busy with requests whose clients gave up counts that time as lost. A
+//! table goes to stderr and one JSON object, on one line, to stdout.
 //!
 //! Usage: `cargo run --release --example openloop -- --target 127.0.0.1:18301 --rate 2400
 //! --duration 10s [--path /]`
@@ -170,7 +171,7 @@ async fn run(args: &Args) -> Result<Report, http::Error> {
         report.add(done.expect("a request's task does not panic"));
     }
     report.connections_opened = connections.opened.load(Ordering::Relaxed);
-    report.finish();
+    report.finish(start.elapsed());
     Ok(report)
 }
 
@@ -258,9 +259,11 @@ struct Report {
     rate: f64,
     duration_s: f64,
     timeout_s: f64,
+    /// From the first request's send to the last answer (or timeout).
+    elapsed_s: f64,
     sent: u64,
     ok: u64,
-    /// 2xx answers per second of the schedule.
+    /// 2xx answers per second of `elapsed_s`.
     goodput: f64,
     /// How late the schedule sent its latest request, in ms: more than a few means this
     /// generator, not the target, was the bottleneck.
@@ -317,6 +320,7 @@ impl Report {
             rate: args.rate,
             duration_s: duration.as_secs_f64(),
             timeout_s: Duration::from(args.timeout).as_secs_f64(),
+            elapsed_s: 0.0,
             sent: 0,
             ok: 0,
             goodput: 0.0,
@@ -362,14 +366,15 @@ impl Report {
                 self.first_failure.get_or_insert(message);
             }
         }
-        self.goodput = self.ok as f64 / self.duration_s;
         tally.ok = tally.ok_latencies.len() as u64;
         tally.shed = tally.shed_latencies.len() as u64;
         tally.ok_share = tally.ok as f64 / tally.sent as f64;
     }
 
-    /// The latency percentiles, once every record is in.
-    fn finish(&mut self) {
+    /// The goodput and latency percentiles, once every record is in, `elapsed` after the start.
+    fn finish(&mut self, elapsed: Duration) {
+        self.elapsed_s = elapsed.as_secs_f64();
+        self.goodput = self.ok as f64 / self.elapsed_s;
         for tally in &mut self.priorities {
             tally.ok_latencies.sort_unstable();
             tally.shed_latencies.sort_unstable();
@@ -412,8 +417,8 @@ impl Report {
             );
         }
         eprintln!(
-            "goodput {:.1}/s of {} req/s offered; latest send {:.1} ms late; {} connections opened",
-            self.goodput, self.rate, self.max_send_lag_ms, self.connections_opened
+            "goodput {:.1}/s over {:.1} s, {} req/s offered; latest send {:.1} ms late; {} connections opened",
+            self.goodput, self.elapsed_s, self.rate, self.max_send_lag_ms, self.connections_opened
         );
         if let Some(failure) = &self.first_failure {
             eprintln!("first failure: {failure}");
