@@ -19,6 +19,7 @@
 #   benches/overload.sh
 #   DURATION=5s LOADS=1,3 benches/overload.sh
 #   CARGO_TARGET_DIR=/tmp/t benches/overload.sh     # builds and runs from that target directory
+#   OUT=/tmp/overload benches/overload.sh           # also keeps each run's JSON and table there
 #
 # Each run lasts at most DURATION + TIMEOUT (the generator's per-request timeout, 5 s), then the
 # backend works off what it still holds before the next. Each proxy runs on PROXY_CPU (one
@@ -123,3 +124,10 @@ done
 
 echo
 python3 benches/overload_summary.py "$work/runs"
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$work"/*.json "$work"/*.txt "$OUT/"
+  sed "s|$work/|$OUT/|" "$work/runs" > "$OUT/runs"
+  echo
+  echo "runs kept in $OUT (python3 benches/overload_summary.py $OUT/runs)"
+fi

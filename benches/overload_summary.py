@@ -2,7 +2,7 @@
 """Tabulates benches/overload.sh's runs as markdown: a row per load and target; per priority the
 share of its requests answered 2xx, their p50 and p99 latency (ms, from each request's intended
 send time, so queueing counts) and how many were shed (503); then the goodput (2xx per second),
-the p99 latency of shed answers, and the requests that got neither (other statuses, timeouts,
+the p50 and p99 latency of shed answers, and the requests that got neither (other statuses, timeouts,
 failures).
 
     python3 benches/overload_summary.py RUNS
@@ -27,10 +27,9 @@ def cell(tally):
     return f"{100 * tally['ok_share']:.0f}% {ms(tally['ok_p50_ms'])}/{ms(tally['ok_p99_ms'])} {tally['shed']}"
 
 
-def shed_p99(report):
-    """The p99 latency of shed answers over every priority: the worst priority's, a bound."""
-    values = [t["shed_p99_ms"] for t in report["priorities"] if t["shed_p99_ms"] is not None]
-    return ms(max(values)) if values else "-"
+def shed_latency(report):
+    """The p50/p99 of shed answers over every priority."""
+    return f"{ms(report['shed_p50_ms'])}/{ms(report['shed_p99_ms'])}" if report["shed"] else "-"
 
 
 def errors(report):
@@ -57,13 +56,13 @@ def main(runs_path):
     print("Each priority: share of its requests answered 2xx, their p50/p99 in ms (from the")
     print("intended send time), requests shed (503). Goodput: 2xx per second.")
     print()
-    header = ["load", "target", *priorities, "goodput", "shed p99 ms", "other, timeouts, failures"]
+    header = ["load", "target", *priorities, "goodput", "shed p50/p99 ms", "other, timeouts, failures"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for load, rate, name, report in rows:
         cells = [f"{load}x ({rate}/s)", name]
         cells += [cell(t) for t in report["priorities"]]
-        cells += [f"{report['goodput']:.0f}", shed_p99(report), errors(report)]
+        cells += [f"{report['goodput']:.0f}", shed_latency(report), errors(report)]
         print("| " + " | ".join(cells) + " |")
     lagging = [(load, name, r["max_send_lag_ms"]) for load, _, name, r in rows if r["max_send_lag_ms"] > 20]
     for load, name, lag in lagging:

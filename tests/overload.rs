@@ -283,6 +283,10 @@ async fn untrusted_clients_may_only_lower_their_priority() {
     assert_eq!(shed(&metrics, "high", "queue_full"), 2.0);
     assert_eq!(shed(&metrics, "critical", "queue_full"), 0.0);
     backend.release(1);
+    // The backend (or a proxy behind this one) is told the priority the request got.
+    assert_eq!(send(&proxy, "/", "critical").await.unwrap().status, 200);
+    let last = backend.requests().pop().unwrap();
+    assert_eq!(last.headers["x-priority"], "high");
 }
 
 #[tokio::test]
@@ -540,4 +544,26 @@ async fn an_adaptive_limit_stays_within_its_bounds_while_serving() {
         401,
         "nothing shed: the queue absorbs the bursts"
     );
+}
+
+#[tokio::test]
+async fn a_backend_that_comes_back_serves_the_queue() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let proxy = TestProxy::start(&config(&[&a, &b], "max_in_flight = 1", "")).await;
+    let api = proxy.admin.unwrap();
+    let drain = format!("/pools/api/backends/{}/drain", b.addr);
+    assert_eq!(admin(api, "POST", &drain, None, None).await.status, 200);
+    let _held = send(&proxy, "/hold", "normal");
+    wait_for_served(&a, 1).await;
+    let waiting = send(&proxy, "/?queued", "normal");
+    wait_for_queued(&proxy, 1.0).await;
+
+    // No slot is released: b's return alone lets the queued request go.
+    let enable = format!("/pools/api/backends/{}/enable", b.addr);
+    assert_eq!(admin(api, "POST", &enable, None, None).await.status, 200);
+    let reply = waiting.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), "b");
+    a.release(1);
 }

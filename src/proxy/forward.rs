@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -56,6 +56,13 @@ pub(super) async fn forward<'a>(
         peer.ip(),
         state.priority_rules(),
     );
+    // A priority a client named goes on as the one it got, so that a proxy further on that
+    // trusts this one does not take a client's word this one did not.
+    if let Some(name) = &state.priority_rules().header
+        && let Some(named) = request.headers_mut().get_mut(name)
+    {
+        *named = HeaderValue::from_static(trail.priority.name());
+    }
     trail.pool = Some(pool);
     trail.span.record("pool", &**pool.name());
     let policy = pool.policy();
@@ -122,6 +129,11 @@ pub(super) async fn forward<'a>(
                     last_error,
                 ));
             };
+            if upgrade.is_some() && backend.http2() {
+                return Err(ProxyError::UpgradeUnsupported {
+                    pool: pool.name().clone(),
+                });
+            }
             backend.start_request()
         };
         let backend = Arc::clone(in_flight.backend());
@@ -186,6 +198,10 @@ pub(super) async fn forward<'a>(
             }
             Err(failed) => failed,
         };
+        // A response that never came is as slow as it got: the adaptive limit learns from it.
+        if let (Cause::TimedOut, Some(sent)) = (&failed.cause, sent.filter(|_| adaptive)) {
+            backend.record_latency(sent.elapsed(), load);
+        }
         drop(in_flight);
         let error = upstream_error(&failed.cause, pool, &backend, state);
         if failed.cause.blames_backend() {

@@ -1,7 +1,8 @@
 //! A request's priority: its route's, changed by the priority header (`[server]
 //! priority_header`) as far as its client may change it: a trusted client (`priority_trusted`)
 //! sets it, any other may only lower it, so a client can mark its own background traffic `low`
-//! but cannot promote itself. A value that names no priority is ignored.
+//! but cannot promote itself. A value that names no priority is ignored. (`forward.rs` sends the
+//! header on with the priority the request got.)
 
 use std::net::IpAddr;
 

@@ -180,7 +180,8 @@ impl Backend {
 
     /// Whether it is below its limit now.
     pub fn has_free_slot(&self) -> bool {
-        self.limit.admits(self.in_flight())
+        // Sequentially consistent, as the gate's protocol needs: see `overload/gate.rs`.
+        self.limit.admits(self.in_flight.load(Ordering::SeqCst))
     }
 
     /// Its limit on requests at once.
@@ -194,7 +195,7 @@ impl Backend {
         if self.limit.record(latency, in_flight)
             && let Some(gate) = self.gate.get()
         {
-            gate.released();
+            gate.opened();
         }
     }
 
@@ -227,7 +228,7 @@ impl Drop for InFlight {
         // Sequentially consistent, then the gate reads who waits: see `overload/gate.rs`.
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(gate) = self.0.gate.get() {
-            gate.released();
+            gate.released(&self.0);
         }
     }
 }

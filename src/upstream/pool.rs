@@ -135,6 +135,12 @@ impl Pool {
         &self.gate
     }
 
+    /// Whether some of its requests are tied to one backend (sticky sessions, consistent
+    /// hashing).
+    pub fn targeted(&self) -> bool {
+        self.policy.sticky.is_some() || self.policy.hash_key.is_some()
+    }
+
     /// Whether its backends have limits, so that requests go through its gate.
     pub fn limited(&self) -> bool {
         self.policy.overload.limited()
@@ -256,7 +262,10 @@ impl Pool {
             (None, _) => None,
         };
         if let Some(own) = own {
-            return own.try_start_request().map_or(Acquire::Full, Acquire::Got);
+            return match own.try_start_request() {
+                Some(in_flight) => Acquire::Got(in_flight),
+                None => Acquire::Busy(Arc::clone(own)),
+            };
         }
         let untried = |b: &Backend| !want.tried.iter().any(|t| std::ptr::eq(Arc::as_ptr(t), b));
         let available = |b: &Backend| b.health().is_available() && untried(b);

@@ -53,6 +53,9 @@ pub fn watch(pool: Weak<Pool>) {
                 };
                 report(pool.name(), backend, why);
             }
+            // Capacity that came without a slot's release (a backend recovered, its ejection
+            // ran out, an operator enabled it) goes to waiting requests now.
+            pool.gate().opened();
         }
     });
 }

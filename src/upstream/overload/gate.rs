@@ -88,6 +88,8 @@ pub enum Acquire {
     Got(InFlight),
     /// Every backend it may use is at its limit.
     Full,
+    /// The one backend it may use (its sticky or consistent-hash backend) is at its limit.
+    Busy(Arc<Backend>),
     /// No backend may take it at all (none available).
     Nothing,
 }
@@ -112,6 +114,9 @@ enum Outcome {
 #[derive(Debug)]
 struct Waiter {
     want: Want,
+    /// The one backend it waits for, when it is tied to one: a release elsewhere passes it
+    /// over without a lookup.
+    target: Option<Arc<Backend>>,
     reply: Option<oneshot::Sender<Outcome>>,
 }
 
@@ -151,7 +156,7 @@ impl Gate {
             let mut inner = self.inner.lock();
             inner.pool = Arc::downgrade(pool);
             inner.closed = false;
-            self.serve(&mut inner, pool, &mut unsent);
+            self.serve(&mut inner, pool, None, &mut unsent);
         }
         drop(unsent);
     }
@@ -170,8 +175,18 @@ impl Gate {
         }
     }
 
-    /// A slot on one of its backends was released: serves the queue if anyone waits.
-    pub fn released(&self) {
+    /// A slot on `backend` was released: serves the queue if anyone waits.
+    pub fn released(&self, backend: &Backend) {
+        self.serve_waiting(Some(backend));
+    }
+
+    /// Capacity may have come without a release (a limit raised, a backend available again):
+    /// serves the queue if anyone waits.
+    pub fn opened(&self) {
+        self.serve_waiting(None);
+    }
+
+    fn serve_waiting(&self, released: Option<&Backend>) {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -179,7 +194,7 @@ impl Gate {
         {
             let mut inner = self.inner.lock();
             if let Some(pool) = inner.pool.upgrade() {
-                self.serve(&mut inner, &pool, &mut unsent);
+                self.serve(&mut inner, &pool, released, &mut unsent);
             }
         }
         drop(unsent);
@@ -196,7 +211,7 @@ impl Gate {
         match pool.acquire(want) {
             Acquire::Got(in_flight) => Some(Ok(in_flight)),
             Acquire::Nothing => Some(Err(Refused::NoBackend)),
-            Acquire::Full => None,
+            Acquire::Full | Acquire::Busy(_) => None,
         }
     }
 
@@ -215,16 +230,25 @@ impl Gate {
             let mut inner = self.inner.lock();
             // Announced before looking again: see "Never a lost wake-up".
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            if let Some(current) = inner.pool.upgrade() {
-                self.serve(&mut inner, &current, &mut unsent);
+            // A slot free while others wait is theirs first. Where requests are tied to their
+            // backends, serving them all would cost a lookup per waiter on every arrival; a
+            // slot freed in the instant before is then this request's, if it can use it.
+            if !pool.targeted()
+                && let Some(current) = inner.pool.upgrade()
+            {
+                self.serve(&mut inner, &current, None, &mut unsent);
             }
-            // Whatever those before could use is theirs now; what is left may be this one's.
+            let mut target = None;
             let early = match pool.acquire(&want) {
                 Acquire::Got(in_flight) => Some(Ok(in_flight)),
                 Acquire::Nothing => Some(Err(Refused::NoBackend)),
-                Acquire::Full if inner.closed => Some(Err(Refused::PoolRemoved)),
+                _ if inner.closed => Some(Err(Refused::PoolRemoved)),
+                Acquire::Busy(backend) if inner.queue.len() < settings.queue => {
+                    target = Some(backend);
+                    None
+                }
                 Acquire::Full if inner.queue.len() < settings.queue => None,
-                Acquire::Full => match inner.queue.evict_below(priority) {
+                Acquire::Full | Acquire::Busy(_) => match inner.queue.evict_below(priority) {
                     Some((lower, mut victim)) => {
                         self.left(lower);
                         self.count_shed(lower, ShedReason::Evicted);
@@ -252,6 +276,7 @@ impl Gate {
                 priority,
                 Waiter {
                     want,
+                    target,
                     reply: Some(reply),
                 },
             )
@@ -282,16 +307,33 @@ impl Gate {
         (admitted, waited)
     }
 
-    /// Gives free slots to waiters, in order, while there are both. Grants whose waiter went
-    /// away meanwhile go to `unsent`, to be released after the lock.
-    fn serve(&self, inner: &mut Inner, pool: &Pool, unsent: &mut Vec<InFlight>) {
-        let policy = pool.policy();
-        // With requests tied to one backend, a waiter that finds no slot says nothing about
-        // those behind it.
-        let targeted = policy.hash_key.is_some() || policy.sticky.is_some();
+    /// Gives free slots to waiters, in order, while there are both; `released` is the backend
+    /// whose slot just freed, if that is why. Grants whose waiter went away meanwhile go to
+    /// `unsent`, to be released after the lock.
+    fn serve(
+        &self,
+        inner: &mut Inner,
+        pool: &Pool,
+        released: Option<&Backend>,
+        unsent: &mut Vec<InFlight>,
+    ) {
         inner.queue.serve(|priority, waiter| {
+            // A waiter tied to a backend that is still available and has no free slot (or not
+            // the one released) stays, without a lookup.
+            if let Some(target) = &waiter.target {
+                let elsewhere = released.is_some_and(|b| !std::ptr::eq(b, &**target));
+                if (elsewhere || !target.has_free_slot()) && target.health().is_available() {
+                    return Step::Keep;
+                }
+            }
             let outcome = match pool.acquire(&waiter.want) {
-                Acquire::Full if targeted || !waiter.want.tried.is_empty() => return Step::Keep,
+                Acquire::Busy(backend) => {
+                    waiter.target = Some(backend);
+                    return Step::Keep;
+                }
+                // One excluded from some backends says nothing about those behind it.
+                Acquire::Full if !waiter.want.tried.is_empty() => return Step::Keep,
+                // No slot for one that may use any: none for those behind it either.
                 Acquire::Full => return Step::Stop,
                 Acquire::Got(in_flight) => Outcome::Granted(in_flight),
                 Acquire::Nothing => Outcome::Refused(Refused::NoBackend),

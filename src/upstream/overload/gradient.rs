@@ -5,9 +5,12 @@
 //! concurrency-limits):
 //! - **Baseline.** The latency the backend gives with little load: the median of
 //!   [`PROBE_SAMPLES`] responses while its limit is held at the floor (`min_in_flight`). Measured
-//!   first, then again every [`PROBE_INTERVAL`], so that a backend that became slower for good
-//!   gets a new baseline instead of a limit pinned at the floor; after a probe the limit goes
-//!   back to where it was.
+//!   first, then again about every [`PROBE_INTERVAL`] (give or take 15% per backend, so that
+//!   backends configured together do not probe together), so that a backend that became slower
+//!   for good gets a new baseline instead of a limit pinned at the floor; after a probe the limit
+//!   goes back to where it was. Only responses to requests sent while the backend had at most
+//!   the floor in flight count: those sent under the old limit are still coming back when a
+//!   probe starts, with a loaded latency.
 //! - **Windows.** Between probes, responses are averaged over windows of at least [`WINDOW`] and
 //!   [`WINDOW_SAMPLES`] responses. At the end of each, with `sample` the window's mean latency:
 //!   `gradient = clamp(baseline × (1 + BUFFER) / sample, 0.5, 2.0)` and
@@ -33,6 +36,8 @@ pub const WINDOW_SAMPLES: u32 = 10;
 pub const PROBE_SAMPLES: usize = 25;
 /// Time between baseline measurements.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Responses a probe passes over, at most, waiting for those sent at the floor.
+const MAX_SKIPPED: u32 = 1000;
 const MIN_GRADIENT: f64 = 0.5;
 const MAX_GRADIENT: f64 = 2.0;
 
@@ -44,6 +49,7 @@ pub struct Gradient {
     limit: u32,
     baseline: Option<Duration>,
     phase: Phase,
+    probe_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ enum Phase {
         /// In microseconds, to keep the controller small.
         samples: [u32; PROBE_SAMPLES],
         taken: usize,
+        /// Responses passed over as sent under the old limit.
+        skipped: u32,
         resume: u32,
     },
     /// Adjusting by windows until `next_probe`.
@@ -82,7 +90,14 @@ impl Gradient {
             limit: floor,
             baseline: None,
             phase: probing(floor),
+            probe_every: PROBE_INTERVAL,
         }
+    }
+
+    /// The same controller measuring its baseline every `every`.
+    pub fn probing_every(mut self, every: Duration) -> Gradient {
+        self.probe_every = every;
+        self
     }
 
     /// The limit now.
@@ -113,8 +128,15 @@ impl Gradient {
             Phase::Probing {
                 samples,
                 taken,
+                skipped,
                 resume,
             } => {
+                // Sent under the limit before the probe: a loaded latency, not a baseline. (Up
+                // to a point: long-lived requests, such as WebSockets, may never drain.)
+                if in_flight > self.floor && *skipped < MAX_SKIPPED {
+                    *skipped += 1;
+                    return self.limit();
+                }
                 samples[*taken] = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
                 *taken += 1;
                 if *taken == PROBE_SAMPLES {
@@ -124,7 +146,7 @@ impl Gradient {
                     self.limit = (*resume).clamp(self.floor, self.ceiling);
                     self.phase = Phase::Sampling {
                         window: Window::starting(now),
-                        next_probe: now + PROBE_INTERVAL,
+                        next_probe: now + self.probe_every,
                     };
                 }
             }
@@ -173,6 +195,7 @@ fn probing(resume: u32) -> Phase {
     Phase::Probing {
         samples: [0; PROBE_SAMPLES],
         taken: 0,
+        skipped: 0,
         resume,
     }
 }
@@ -235,11 +258,42 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_ignores_requests_sent_before_it() {
+        let mut gradient = Gradient::new(4, 100).probing_every(Duration::from_secs(1));
+        let mut now = Duration::ZERO;
+        for _ in 0..PROBE_SAMPLES {
+            now += Duration::from_millis(1);
+            gradient.record(now, Duration::from_millis(10), 4);
+        }
+        let (_, mut now) = saturate(&mut gradient, now, 15, |_| 1000);
+        // The next window's end starts a probe.
+        while gradient.limit() != 4 {
+            now += Duration::from_millis(10);
+            gradient.record(now, Duration::from_millis(10), 30);
+        }
+        // Requests sent under the old limit come back slow, then the floor's come back fast.
+        for _ in 0..60 {
+            now += Duration::from_millis(1);
+            gradient.record(now, Duration::from_millis(50), 30);
+        }
+        assert_eq!(gradient.limit(), 4, "still probing: none of those counted");
+        for _ in 0..PROBE_SAMPLES {
+            now += Duration::from_millis(1);
+            gradient.record(now, Duration::from_millis(12), 4);
+        }
+        assert_eq!(gradient.baseline(), Some(Duration::from_millis(12)));
+        assert!(gradient.limit() > 4, "the limit before the probe is back");
+    }
+
+    #[test]
     fn settles_near_the_knee_without_oscillating() {
         let knee = 32;
         let mut gradient = Gradient::new(4, 500);
-        let (limits, _) = saturate(&mut gradient, Duration::ZERO, 200, |_| knee);
-        let settled = &limits[50..];
+        // 90 s: past a second baseline measurement.
+        let (limits, _) = saturate(&mut gradient, Duration::ZERO, 900, |_| knee);
+        let probing = |limit: &&u32| **limit != 4;
+        let settled: Vec<u32> = limits[50..].iter().filter(probing).copied().collect();
+        let settled = &settled[..];
         let (low, high) = (
             *settled.iter().min().unwrap(),
             *settled.iter().max().unwrap(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::gradient::Gradient;
+use super::gradient::{Gradient, PROBE_INTERVAL};
 use crate::clock;
 use crate::config::Overload;
 
@@ -45,7 +45,11 @@ impl Limit {
             return;
         }
         let (floor, ceiling) = (overload.min_in_flight, overload.max_in_flight);
-        let controller = gradient.get_or_insert_with(|| Gradient::new(floor, ceiling));
+        let controller = gradient.get_or_insert_with(|| {
+            // Backends configured together should not measure their baselines together.
+            let every = PROBE_INTERVAL.mul_f64(0.85 + 0.3 * fastrand::f64());
+            Gradient::new(floor, ceiling).probing_every(every)
+        });
         controller.set_bounds(floor, ceiling);
         self.current.store(controller.limit(), Ordering::Relaxed);
         self.adaptive.store(true, Ordering::Relaxed);
