@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Tabulates benches/overload.sh's runs as markdown: a row per load and target; per priority the
 share of its requests answered 2xx, their p50 and p99 latency (ms, from each request's intended
-send time, so queueing counts) and how many were shed (503); then the goodput (2xx per second),
-the p50 and p99 latency of shed answers, and the requests that got neither (other statuses, timeouts,
-failures).
+send time, so queueing counts), how many were shed (503) and their p50; then the goodput (2xx per
+second), the p99 latency of shed answers over all priorities, how many were refused on arrival
+(Fulcrum's "queue full": the cost of a shed, without time spent queued before an eviction or a
+timeout) and their p99, and the requests that got neither (other statuses, timeouts, failures).
 
     python3 benches/overload_summary.py RUNS
 
@@ -21,15 +22,14 @@ def ms(value):
 
 
 def cell(tally):
-    """One priority: "2xx% p50/p99 shed", e.g. "98% 11/40 12"."""
+    """One priority: "2xx% p50/p99", then "N shed (p50 X)" when some were, e.g. "98% 11/40, 12
+    shed (p50 1001)": a shed p50 far below the queue timeout means most were refused at once."""
     if not tally["sent"]:
         return "-"
-    return f"{100 * tally['ok_share']:.0f}% {ms(tally['ok_p50_ms'])}/{ms(tally['ok_p99_ms'])} {tally['shed']}"
-
-
-def shed_latency(report):
-    """The p50/p99 of shed answers over every priority."""
-    return f"{ms(report['shed_p50_ms'])}/{ms(report['shed_p99_ms'])}" if report["shed"] else "-"
+    text = f"{100 * tally['ok_share']:.0f}% {ms(tally['ok_p50_ms'])}/{ms(tally['ok_p99_ms'])}"
+    if tally["shed"]:
+        text += f", {tally['shed']} shed (p50 {ms(tally['shed_p50_ms'])})"
+    return text
 
 
 def errors(report):
@@ -54,15 +54,18 @@ def main(runs_path):
         sys.exit("no runs to summarise")
     priorities = [t["priority"] for t in rows[0][3]["priorities"]]
     print("Each priority: share of its requests answered 2xx, their p50/p99 in ms (from the")
-    print("intended send time), requests shed (503). Goodput: 2xx per second.")
+    print("intended send time); requests shed (503) and their p50. Goodput: 2xx per second.")
     print()
-    header = ["load", "target", *priorities, "goodput", "shed p50/p99 ms", "other, timeouts, failures"]
+    header = ["load", "target", *priorities, "goodput", "shed p99 ms", "refused at once: p99 ms",
+              "other, timeouts, failures"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for load, rate, name, report in rows:
         cells = [f"{load}x ({rate}/s)", name]
         cells += [cell(t) for t in report["priorities"]]
-        cells += [f"{report['goodput']:.0f}", shed_latency(report), errors(report)]
+        at_once = report.get("shed_at_once", 0)
+        at_once = f"{at_once} ({ms(report.get('shed_at_once_p99_ms'))})" if at_once else "-"
+        cells += [f"{report['goodput']:.0f}", ms(report["shed_p99_ms"]), at_once, errors(report)]
         print("| " + " | ".join(cells) + " |")
     lagging = [(load, name, r["max_send_lag_ms"]) for load, _, name, r in rows if r["max_send_lag_ms"] > 20]
     for load, name, lag in lagging:

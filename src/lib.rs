@@ -102,12 +102,13 @@ pub fn fuzz_http1(data: &[u8]) {
     http1::exercise::exercise(data, split);
 }
 
-/// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`) measure, reachable from
-/// outside the crate. It exists for the benches only and is not API.
+/// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`, `benches/shed.rs`)
+/// measure, reachable from outside the crate. It exists for the benches only and is not API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::config::{Outlier, Strategy};
+    pub use crate::config::{Outlier, Priority, Strategy};
     pub use crate::proxy::state::State;
     pub use crate::upstream::balance::stable_hash;
+    pub use crate::upstream::overload::{Refused, ShedReason, Want};
     pub use crate::upstream::{Backend, Policy, Pool};
 }

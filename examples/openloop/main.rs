@@ -162,9 +162,10 @@ async fn send(
 ) -> Record {
     let outcome = match tokio::time::timeout_at(intended + timeout, connections.send(request)).await
     {
-        Ok(Ok((status, retry_after))) => Outcome::Answered {
+        Ok(Ok((status, retry_after, at_once))) => Outcome::Answered {
             status,
             retry_after,
+            at_once,
         },
         Ok(Err(error)) => Outcome::Failed(error.to_string()),
         Err(_) => Outcome::Timeout,
@@ -210,9 +211,10 @@ impl Connections {
         }
     }
 
-    /// Sends `request` on an idle connection or a new one: its status, and whether it carried
-    /// Retry-After, once its body has been read.
-    async fn send(&self, request: http::Request<Empty<Bytes>>) -> Result<(u16, bool), Error> {
+    /// Sends `request` on an idle connection or a new one: its status, whether it carried
+    /// Retry-After, and whether its body says it was refused on arrival ("(queue full)"), once
+    /// its body has been read.
+    async fn send(&self, request: http::Request<Empty<Bytes>>) -> Result<(u16, bool, bool), Error> {
         let _permit = self
             .permits
             .acquire()
@@ -227,11 +229,12 @@ impl Connections {
             .get_all(CONNECTION)
             .iter()
             .any(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
-        response.into_body().collect().await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        let at_once = memchr::memmem::find(&body, b"(queue full)").is_some();
         if !closing {
             self.idle.lock().push(connection);
         }
-        Ok((status, retry_after))
+        Ok((status, retry_after, at_once))
     }
 
     /// An idle connection still open, or else a new one.

@@ -11,7 +11,13 @@ use crate::Priority;
 
 /// How one request ended.
 pub enum Outcome {
-    Answered { status: u16, retry_after: bool },
+    /// `at_once`: a 503 whose body says it was refused on arrival (Fulcrum's "(queue full)"),
+    /// not after waiting in a queue.
+    Answered {
+        status: u16,
+        retry_after: bool,
+        at_once: bool,
+    },
     Timeout,
     Failed(String),
 }
@@ -40,6 +46,10 @@ pub struct Report {
     /// Over every priority: a p50 well below the queue timeout says most were refused at once.
     shed_p50_ms: Option<f64>,
     shed_p99_ms: Option<f64>,
+    /// The shed answers refused on arrival (the queue full, nothing less important in it): what
+    /// a shed costs, without the time an evicted or timed-out request spent queued first.
+    shed_at_once: u64,
+    shed_at_once_p99_ms: Option<f64>,
     /// How late the schedule sent its latest request, in ms: more than a few means this
     /// generator, not the target, was the bottleneck.
     max_send_lag_ms: f64,
@@ -71,6 +81,8 @@ struct Tally {
     ok_latencies: Vec<Duration>,
     #[serde(skip)]
     shed_latencies: Vec<Duration>,
+    #[serde(skip)]
+    at_once_latencies: Vec<Duration>,
 }
 
 impl Report {
@@ -109,8 +121,12 @@ impl Report {
             Outcome::Answered {
                 status: 503,
                 retry_after,
+                at_once,
             } => {
                 tally.shed_latencies.push(record.latency);
+                if at_once {
+                    tally.at_once_latencies.push(record.latency);
+                }
                 tally.shed_retry_after += u64::from(retry_after);
             }
             Outcome::Answered { status, .. } => {
@@ -134,7 +150,9 @@ impl Report {
         self.elapsed_s = elapsed.as_secs_f64();
         self.goodput = self.ok as f64 / self.elapsed_s;
         let mut shed = Vec::new();
+        let mut at_once = Vec::new();
         for tally in &mut self.priorities {
+            at_once.extend_from_slice(&tally.at_once_latencies);
             tally.ok_latencies.sort_unstable();
             tally.shed_latencies.sort_unstable();
             tally.ok_p50_ms = percentile(&tally.ok_latencies, 0.50);
@@ -147,6 +165,9 @@ impl Report {
         self.shed = shed.len() as u64;
         self.shed_p50_ms = percentile(&shed, 0.50);
         self.shed_p99_ms = percentile(&shed, 0.99);
+        at_once.sort_unstable();
+        self.shed_at_once = at_once.len() as u64;
+        self.shed_at_once_p99_ms = percentile(&at_once, 0.99);
     }
 
     pub fn print_table(&self) {

@@ -224,9 +224,8 @@ impl Gate {
         want: Want,
     ) -> (Result<InFlight, Refused>, Duration) {
         let settings = pool.policy().overload;
-        let (reply, replied) = oneshot::channel();
         let mut unsent = Vec::new();
-        let number = {
+        let (number, replied) = {
             let mut inner = self.inner.lock();
             // Announced before looking again: see "Never a lost wake-up".
             self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -272,14 +271,14 @@ impl Gate {
                 return (early, Duration::ZERO);
             }
             self.depth[priority.index()].fetch_add(1, Ordering::Relaxed);
-            inner.queue.push(
-                priority,
-                Waiter {
-                    want,
-                    target,
-                    reply: Some(reply),
-                },
-            )
+            // Made only for a request that waits: a shed one allocates nothing.
+            let (reply, replied) = oneshot::channel();
+            let waiter = Waiter {
+                want,
+                target,
+                reply: Some(reply),
+            };
+            (inner.queue.push(priority, waiter), replied)
         };
         drop(unsent);
         let since = Instant::now();
