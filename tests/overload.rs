@@ -567,3 +567,36 @@ async fn a_backend_that_comes_back_serves_the_queue() {
     assert_eq!(reply.backend(), "b");
     a.release(1);
 }
+
+#[tokio::test]
+async fn a_retry_waits_for_a_slot_like_any_request() {
+    let live = Backend::start("live").await;
+    let dead = support::refusing_address().await;
+    let config = format!(
+        "[pool.api]\nbackends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\nretries = 1\n\
+         [pool.api.outlier]\nconsecutive_failures = 0\n\
+         [pool.api.overload]\nmax_in_flight = 1\n[[route]]\npool = \"api\"\n{ADMIN}{TRUSTED}",
+        live.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    // Round robin: the first request goes to the dead backend and is retried on the live one.
+    let held = send(&proxy, "/hold", "normal");
+    wait_for_served(&live, 1).await;
+    // This one takes the dead backend's free slot, fails, and its retry finds the live one full.
+    let retried = send(&proxy, "/?retried", "high");
+    wait_for_queued(&proxy, 1.0).await;
+    let metrics = scrape(proxy.admin.unwrap()).await;
+    assert_eq!(
+        metrics.value(
+            "fulcrum_pool_queued",
+            &[("pool", "api"), ("priority", "high")]
+        ),
+        1.0,
+        "the retry waits at the request's priority"
+    );
+    live.release(1);
+    let reply = retried.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), "live");
+    assert_eq!(held.await.unwrap().status, 200);
+}
