@@ -6,6 +6,7 @@
 //! - `error.rs`: [`ConfigError`], which names file, line and key.
 //! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
+//! - `discovery.rs`: `[pool.NAME.dns]` ([`DnsDiscovery`]).
 //! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
 //!   ([`Overload`], [`Priority`], [`PriorityRules`]).
 //! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
@@ -14,6 +15,7 @@
 
 mod affinity;
 mod certs;
+mod discovery;
 mod error;
 mod host;
 mod limits;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use http::uri::Authority;
 
 pub use affinity::{HashKey, SameSite, Sticky};
+pub use discovery::{DnsDiscovery, DnsQuery};
 pub use error::ConfigError;
 pub use host::HostPattern;
 pub use overload::{Overload, Priority, PriorityRules};
@@ -269,6 +272,8 @@ pub struct PoolConfig {
     pub http2: bool,
     /// Per-backend limits and the pool's queue (`[pool.NAME.overload]`).
     pub overload: Overload,
+    /// Backends found in DNS (`[pool.NAME.dns]`), besides `backends` and registrations.
+    pub dns: Option<DnsDiscovery>,
 }
 
 /// `[pool.NAME.health]`: active checks.

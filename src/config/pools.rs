@@ -93,6 +93,10 @@ impl Source<'_> {
                 },
             },
             overload: self.overload(pool_name, pool.overload.as_ref())?,
+            dns: match &pool.dns {
+                None => None,
+                Some(dns) => Some(self.dns(pool_name, dns)?),
+            },
         })
     }
 

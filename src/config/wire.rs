@@ -125,6 +125,21 @@ pub struct Pool {
     pub ca: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
     pub overload: Option<Spanned<Overload>>,
+    pub dns: Option<Spanned<Dns>>,
+}
+
+/// `[pool.NAME.dns]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub name: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub srv: Option<Spanned<String>>,
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    pub refresh: Option<Spanned<String>>,
+    pub hold: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
 }
 
 /// `[pool.NAME.overload]`

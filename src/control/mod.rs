@@ -10,6 +10,7 @@
 //! # Layout
 //! - `mod.rs`: [`Control`], reloads and registration changes.
 //! - `registry.rs`: runtime registrations (the admin API's overlay), leases, persistence.
+//! - `discovery/`: backends found outside the file (`dns.rs`: DNS A, AAAA and SRV records).
 //! - `watch.rs`: reload when the config file changes.
 //! - `admin/`: the admin API (JSON over HTTP) and `GET /metrics`, the Prometheus exposition.
 //!
@@ -26,13 +27,16 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::downstream::{Listeners, Server};
-use crate::proxy::state::{SharedState, State};
+use crate::proxy::state::{self as state_types, SharedState, State};
 use crate::telemetry::access::{AccessLog, Sinks};
 use crate::telemetry::metrics::Counter;
 
 pub mod admin;
+pub mod discovery;
 pub mod registry;
 pub mod watch;
+
+use discovery::{Discovery, Source};
 
 use registry::{Entry, Registry, RegistryError};
 
@@ -65,6 +69,8 @@ pub struct Control {
 struct Inner {
     state: SharedState,
     registry: Registry,
+    /// Backends found in DNS, by pool.
+    discovery: Discovery,
     server: OnceLock<Server>,
     /// The config in force, and what `/status` reports.
     current: Mutex<(Arc<Config>, ConfigStatus)>,
@@ -127,6 +133,7 @@ impl Control {
             inner: Arc::new(Inner {
                 state,
                 registry,
+                discovery: Discovery::default(),
                 server: OnceLock::new(),
                 current: Mutex::new((Arc::new(config), status)),
                 changing: tokio::sync::Mutex::new(()),
@@ -138,6 +145,7 @@ impl Control {
             }),
         };
         tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
+        control.follow_discovery(&control.config());
         Ok(control)
     }
 
@@ -204,6 +212,40 @@ impl Control {
         &self.inner.registry
     }
 
+    /// The backends found outside the file, by source.
+    pub(crate) fn discovery(&self) -> &Discovery {
+        &self.inner.discovery
+    }
+
+    /// Starts, keeps or stops each pool's discovery to match `config`; returns whether backends
+    /// were forgotten (a pool's `[dns]` removed or changed).
+    fn follow_discovery(&self, config: &Config) -> bool {
+        let inner = Arc::downgrade(&self.inner);
+        self.inner.discovery.sync(config, |pool, settings| {
+            discovery::dns::spawn(Weak::clone(&inner), pool, settings)
+        })
+    }
+
+    /// What `source` finds for `pool` now: served at once if it changed, through the same
+    /// rebuild as a reload.
+    pub(crate) async fn discovered(
+        &self,
+        pool: &str,
+        source: Source,
+        backends: Vec<state_types::Registered>,
+    ) {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        if !self.config().pools.iter().any(|p| p.name == pool) {
+            return;
+        }
+        if !self.inner.discovery.set(pool, source, backends) {
+            return;
+        }
+        let previous = self.inner.state.load_full();
+        self.rebuild();
+        log_membership_changes(&previous, &self.inner.state.load(), source.name());
+    }
+
     /// Reloads the config file; returns the new generation.
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.inner.changing.lock().await;
@@ -246,9 +288,10 @@ impl Control {
         *self.inner.access_log.lock() = access_log;
         warn_on_restart_only_changes(&before, &config);
         let generation = self.status().generation + 1;
+        self.follow_discovery(&config);
         let previous = self.inner.state.load_full();
         self.swap(&config, generation);
-        log_membership_changes(&previous, &self.inner.state.load());
+        log_membership_changes(&previous, &self.inner.state.load(), "the config");
         let changes = PoolChanges::between(&before, &config);
         info!(
             file = %path.display(),
@@ -309,13 +352,10 @@ impl Control {
     fn swap(&self, config: &Config, generation: u64) {
         let previous = self.inner.state.load_full();
         let access_log = self.inner.access_log.lock().clone();
-        let next = State::rebuild(
-            config,
-            &self.inner.registry.registered(),
-            generation,
-            Some(&previous),
-        )
-        .with_access_log(access_log);
+        let mut registered = self.inner.registry.registered();
+        registered.extend(self.inner.discovery.registered());
+        let next = State::rebuild(config, &registered, generation, Some(&previous))
+            .with_access_log(access_log);
         next.start_background();
         warn_empty_pools(&next);
         self.inner.state.store(Arc::new(next));
@@ -327,9 +367,9 @@ impl Control {
     }
 }
 
-/// Logs each backend a reload added to or removed from a pool (admin API registrations log their
-/// own changes).
-fn log_membership_changes(before: &State, after: &State) {
+/// Logs each backend a reload (or discovery) added to or removed from a pool, naming `by` (admin
+/// API registrations log their own changes).
+fn log_membership_changes(before: &State, after: &State, by: &str) {
     let members = |state: &State| -> Vec<(String, String)> {
         state
             .pools()
@@ -343,10 +383,10 @@ fn log_membership_changes(before: &State, after: &State) {
     };
     let (old, new) = (members(before), members(after));
     for (pool, backend) in new.iter().filter(|m| !old.contains(m)) {
-        info!(%pool, %backend, "backend added by the config");
+        info!(%pool, %backend, by, "backend added");
     }
     for (pool, backend) in old.iter().filter(|m| !new.contains(m)) {
-        info!(%pool, %backend, "backend removed by the config");
+        info!(%pool, %backend, by, "backend removed");
     }
 }
 

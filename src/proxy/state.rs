@@ -254,15 +254,17 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
     };
     let mut primaries: Vec<Arc<Backend>> = config.backends.iter().map(backend).collect();
     let mut backups: Vec<Arc<Backend>> = config.backups.iter().map(backend).collect();
+    let mut seen: std::collections::HashSet<&Authority> = config
+        .backends
+        .iter()
+        .chain(&config.backups)
+        .map(|b| &b.address)
+        .collect();
     for registration in registered {
         let address = &registration.backend.address;
-        let in_file = config
-            .backends
-            .iter()
-            .chain(&config.backups)
-            .any(|b| b.address == *address);
-        if in_file {
-            debug!(pool = %config.name, backend = %address, "registration shadowed by the config file");
+        // The file's own, or one an earlier source gave (the admin API's before DNS's).
+        if !seen.insert(address) {
+            debug!(pool = %config.name, backend = %address, "backend given twice: the first stays");
             continue;
         }
         let tier = if registration.backup {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backend;
 pub mod client;
+pub mod dns;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
@@ -22,6 +23,7 @@ pub use client::{
     Http, RawReply, Reply, TestBody, answered_by, empty, h2c, raw, raw_exchange, until_served_by,
     wait_until,
 };
+pub use dns::Dnsmasq;
 pub use load::Load;
 pub use metrics::{Metrics, scrape};
 pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};

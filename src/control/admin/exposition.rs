@@ -28,6 +28,10 @@ pub struct Process {
     /// `(change, count)` for each kind of registry change.
     pub registry_changes: Vec<(&'static str, u64)>,
     pub access_log_dropped: u64,
+    /// `(pool, source, backends)`: how many backends each source gives each pool.
+    pub discovered: Vec<(String, &'static str, u64)>,
+    /// `(pool, source, failures)`: failed lookups of a discovery source.
+    pub discovery_errors: Vec<(String, &'static str, u64)>,
 }
 
 /// The exposition of `state` and `process`.
@@ -375,6 +379,26 @@ impl Scrape {
         )?;
         for (change, count) in &self.process.registry_changes {
             counter(&mut family, &[("change", change)], *count)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_discovery_backends",
+            "Backends each source gives a pool: file, api (admin registrations), dns",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, source, count) in &self.process.discovered {
+            let labels = [("pool", pool.as_str()), ("source", *source)];
+            gauge(&mut family, &labels, *count as i64)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_discovery_errors",
+            "Failed lookups of a discovery source (the last answer stays in force)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, source, count) in &self.process.discovery_errors {
+            let labels = [("pool", pool.as_str()), ("source", *source)];
+            counter(&mut family, &labels, *count)?;
         }
         let mut family = encoder.encode_descriptor(
             "fulcrum_access_log_dropped",

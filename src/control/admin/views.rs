@@ -12,6 +12,7 @@ use super::{Reply, exposition};
 
 use crate::clock;
 use crate::config::Priority;
+use crate::control::discovery::Source;
 use crate::control::{ConfigStatus, Control, RegistryChange};
 use crate::upstream::{Backend, Pool, Role};
 
@@ -44,7 +45,23 @@ pub fn pool(control: &Control, pool: &Pool) -> Value {
         "name": pool.name().as_ref(),
         "strategy": pool.strategy().name(),
         "overload": overload(pool),
+        "dns": dns(control, pool),
         "backends": backends(control, pool, false),
+    })
+}
+
+/// How the pool's DNS discovery is doing; `null` without `[pool.NAME.dns]`.
+fn dns(control: &Control, pool: &Pool) -> Value {
+    let config = control.config();
+    let Some(settings) = config.pool(pool.name()).and_then(|p| p.dns.as_ref()) else {
+        return Value::Null;
+    };
+    let standing = control.discovery().standing(pool.name(), Source::Dns);
+    json!({
+        "name": settings.query.name(),
+        "state": standing.as_ref().map_or("starting", |s| s.state),
+        "since": standing.as_ref().map(|s| rfc3339(s.since)),
+        "last_error": standing.and_then(|s| s.error),
     })
 }
 
@@ -85,7 +102,7 @@ pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) ->
         "address": backend.address().as_str(),
         "weight": backend.weight(),
         "role": role.name(),
-        "source": if registration.is_some() { "api" } else { "file" },
+        "source": source(control, pool, backend),
         "health": health.state().name(),
         "available": pool.would_pick(backend, role),
         "ejected_until": health
@@ -99,6 +116,45 @@ pub fn backend(control: &Control, pool: &Pool, backend: &Backend, role: Role) ->
         },
         "requests": backend.served(),
     })
+}
+
+/// Per pool: how many of its backends come from the file, the admin API and DNS.
+fn discovered(control: &Control) -> Vec<(String, &'static str, u64)> {
+    let state = control.state().load_full();
+    let mut counts = Vec::new();
+    for pool in state.pools() {
+        let mut by_source = [("file", 0), ("api", 0), ("dns", 0)];
+        for (backend, _) in pool.members() {
+            let source = source(control, pool, backend);
+            if let Some(count) = by_source.iter_mut().find(|(name, _)| *name == source) {
+                count.1 += 1;
+            }
+        }
+        counts.extend(
+            by_source
+                .into_iter()
+                .map(|(source, count)| (pool.name().to_string(), source, count)),
+        );
+    }
+    counts
+}
+
+/// Where a member came from: `api` (a registration), `dns`, or `file`.
+fn source(control: &Control, pool: &Pool, backend: &Backend) -> &'static str {
+    if control
+        .registry()
+        .get(pool.name(), backend.address())
+        .is_some()
+    {
+        return "api";
+    }
+    match control
+        .discovery()
+        .source_of(pool.name(), backend.address())
+    {
+        Some(source) => source.name(),
+        None => "file",
+    }
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -122,6 +178,13 @@ pub async fn metrics(control: &Control) -> Reply {
         reloads_failed,
         registry_changes,
         access_log_dropped: control.access_log_dropped(),
+        discovered: discovered(control),
+        discovery_errors: control
+            .discovery()
+            .errors_by_pool()
+            .into_iter()
+            .map(|(pool, source, count)| (pool, source.name(), count))
+            .collect(),
     };
     let text = exposition::render(control.state().load_full(), process);
     let mut reply = Response::new(Full::new(Bytes::from(text)));
