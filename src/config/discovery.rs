@@ -1,5 +1,6 @@
-//! `[pool.NAME.dns]`: backends found in DNS ([`DnsDiscovery`]), and its validation. Resolving
-//! is `control/discovery/`'s business; `--check` reads only the syntax, never the network.
+//! `[pool.NAME.dns]`: backends found in DNS ([`DnsDiscovery`]), and `[registry]`: runtime
+//! registrations shared through etcd ([`SharedRegistry`]), with their validation. Resolving and
+//! watching are `control/`'s business; `--check` reads only the syntax, never the network.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,17 @@ pub struct DnsDiscovery {
     pub hold: Duration,
     /// The weight of A/AAAA backends (SRV records carry their own).
     pub weight: u32,
+}
+
+/// Default `[registry] prefix`.
+pub const DEFAULT_PREFIX: &str = "/fulcrum";
+
+/// `[registry]`: runtime registrations kept in etcd, shared by every instance with the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRegistry {
+    pub etcd: Vec<SocketAddr>,
+    /// Keys are `{prefix}/pools/{pool}/backends/{address}`.
+    pub prefix: String,
 }
 
 impl DnsQuery {
@@ -106,6 +118,54 @@ impl Source<'_> {
         })
     }
 
+    /// `[registry]`; `None` without etcd endpoints.
+    pub(super) fn registry(
+        &self,
+        registry: &Spanned<wire::Registry>,
+    ) -> Result<Option<SharedRegistry>, ConfigError> {
+        let table = registry.get_ref();
+        let etcd = table
+            .etcd
+            .iter()
+            .map(|endpoint| {
+                let text = endpoint.get_ref();
+                let bare = text
+                    .strip_prefix("http://")
+                    .unwrap_or(text)
+                    .trim_end_matches('/');
+                bare.parse::<SocketAddr>().map_err(|_| {
+                    self.error_at(
+                        endpoint,
+                        format!(
+                            "registry.etcd: {text:?} is not an address such as \"127.0.0.1:2379\" \
+                             (plain http; TLS to etcd is not supported)"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let prefix = match &table.prefix {
+            None => DEFAULT_PREFIX.to_owned(),
+            Some(prefix) => {
+                let text = prefix.get_ref().trim_end_matches('/');
+                if !text.starts_with('/') {
+                    return Err(self.error_at(
+                        prefix,
+                        format!("registry.prefix = {text:?} must start with '/'"),
+                    ));
+                }
+                text.to_owned()
+            }
+        };
+        if etcd.is_empty() {
+            if let Some(prefix) = &table.prefix {
+                return Err(self.error_at(prefix, "registry.prefix needs registry.etcd"));
+            }
+            return Ok(None);
+        }
+        Ok(Some(SharedRegistry { etcd, prefix }))
+    }
+
     fn dns_name(&self, key: &str, name: &Spanned<String>) -> Result<String, ConfigError> {
         let text = name.get_ref().trim();
         let valid = !text.is_empty()
@@ -168,6 +228,48 @@ mod tests {
             (dns.refresh, dns.hold),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn registry_in_etcd() {
+        let config = check(
+            "[registry]\netcd = [\"127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\nprefix = \"/lb/\"\n\
+             [pool.api]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.registry,
+            Some(SharedRegistry {
+                etcd: vec![
+                    "127.0.0.1:2379".parse().unwrap(),
+                    "127.0.0.1:22379".parse().unwrap()
+                ],
+                prefix: "/lb".into(),
+            })
+        );
+        let defaults = check("[registry]\netcd = [\"127.0.0.1:2379\"]\n[pool.api]\n").unwrap();
+        assert_eq!(defaults.registry.unwrap().prefix, DEFAULT_PREFIX);
+        for (text, expected) in [
+            (
+                "[registry]\netcd = [\"etcd:2379\"]\n",
+                "d.toml:2: registry.etcd: \"etcd:2379\" is not an address",
+            ),
+            (
+                "[registry]\netcd = [\"127.0.0.1:2379\"]\nprefix = \"lb\"\n",
+                "d.toml:3: registry.prefix = \"lb\" must start with '/'",
+            ),
+            (
+                "[registry]\nprefix = \"/lb\"\n",
+                "d.toml:2: registry.prefix needs registry.etcd",
+            ),
+            (
+                "[registry]\netcd = [\"127.0.0.1:2379\"]\n[admin]\nlisten = \"127.0.0.1:9901\"\nstate_file = \"/tmp/s.json\"\n",
+                "d.toml:5: admin.state_file and registry.etcd",
+            ),
+        ] {
+            let error = check(&format!("{text}[pool.api]\n")).unwrap_err();
+            assert!(error.starts_with(expected), "{text:?}: got {error}");
+        }
     }
 
     #[test]

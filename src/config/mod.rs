@@ -35,7 +35,7 @@ use std::time::Duration;
 use http::uri::Authority;
 
 pub use affinity::{HashKey, SameSite, Sticky};
-pub use discovery::{DnsDiscovery, DnsQuery};
+pub use discovery::{DnsDiscovery, DnsQuery, SharedRegistry};
 pub use error::ConfigError;
 pub use host::HostPattern;
 pub use overload::{Overload, Priority, PriorityRules};
@@ -74,6 +74,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS termination; `None` when off.
     pub tls: Option<TlsConfig>,
+    /// Registrations shared through etcd; `None`: kept by this instance (`[admin] state_file`).
+    pub registry: Option<SharedRegistry>,
 }
 
 /// `[tls]`

@@ -36,6 +36,20 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(tls) => Some(src.tls(tls)?),
     };
     src.listeners_apart(&file, &server, admin.as_ref(), tls.as_ref())?;
+    let registry = match &file.registry {
+        None => None,
+        Some(registry) => src.registry(registry)?,
+    };
+    if let (Some(_), Some(admin), Some(wire_admin)) = (&registry, &admin, &file.admin)
+        && admin.state_file.is_some()
+        && let Some(state_file) = &wire_admin.get_ref().state_file
+    {
+        return Err(src.error_at(
+            state_file,
+            "admin.state_file and registry.etcd: registrations live in one place; keep etcd \
+             (shared by every instance) or the state file (this instance alone)",
+        ));
+    }
     if let Some(redirect) = &file.server.redirect_https
         && *redirect.get_ref()
         && tls.is_none()
@@ -55,6 +69,7 @@ pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         log: src.log(&file.log)?,
         limits: src.limits(&file.limits)?,
         tls,
+        registry,
     })
 }
 

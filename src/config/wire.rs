@@ -27,6 +27,16 @@ pub struct File {
     #[serde(default)]
     pub limits: Limits,
     pub tls: Option<Spanned<Tls>>,
+    pub registry: Option<Spanned<Registry>>,
+}
+
+/// `[registry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default)]
+    pub etcd: Vec<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
 }
 
 /// `[tls]`

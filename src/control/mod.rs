@@ -33,6 +33,7 @@ use crate::telemetry::metrics::Counter;
 
 pub mod admin;
 pub mod discovery;
+pub mod etcd;
 pub mod registry;
 pub mod watch;
 
@@ -69,8 +70,10 @@ pub struct Control {
 struct Inner {
     state: SharedState,
     registry: Registry,
-    /// Backends found in DNS, by pool.
+    /// Backends found in DNS, and registrations shared through etcd, by pool.
     discovery: Discovery,
+    /// The etcd registry, with `[registry] etcd`: the admin API's registrations live there.
+    shared: Option<Arc<etcd::Shared>>,
     server: OnceLock<Server>,
     /// The config in force, and what `/status` reports.
     current: Mutex<(Arc<Config>, ConfigStatus)>,
@@ -134,6 +137,7 @@ impl Control {
                 state,
                 registry,
                 discovery: Discovery::default(),
+                shared: config.registry.as_ref().map(etcd::Shared::new),
                 server: OnceLock::new(),
                 current: Mutex::new((Arc::new(config), status)),
                 changing: tokio::sync::Mutex::new(()),
@@ -146,6 +150,12 @@ impl Control {
         };
         tokio::spawn(expire_leases(Arc::downgrade(&control.inner)));
         control.follow_discovery(&control.config());
+        if let Some(shared) = &control.inner.shared {
+            tokio::spawn(etcd::shared::follow(
+                Arc::downgrade(&control.inner),
+                Arc::clone(shared),
+            ));
+        }
         Ok(control)
     }
 
@@ -210,6 +220,28 @@ impl Control {
 
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The etcd registry, when registrations are shared through etcd.
+    pub(crate) fn shared(&self) -> Option<&Arc<etcd::Shared>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// What `source` gives every pool now (`by_pool`; a pool left out gets nothing): served at
+    /// once if it changed, through the same rebuild as a reload.
+    pub(crate) async fn discovered_all(
+        &self,
+        source: Source,
+        by_pool: std::collections::BTreeMap<String, Vec<state_types::Registered>>,
+    ) {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        let pools: Vec<String> = self.config().pools.iter().map(|p| p.name.clone()).collect();
+        if !self.inner.discovery.set_all(&pools, source, by_pool) {
+            return;
+        }
+        let previous = self.inner.state.load_full();
+        self.rebuild();
+        log_membership_changes(&previous, &self.inner.state.load(), source.name());
     }
 
     /// The backends found outside the file, by source.

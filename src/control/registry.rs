@@ -167,6 +167,7 @@ impl Registry {
                     tls_name: None,
                 },
                 backup: e.backup,
+                admin: None,
             })
             .collect()
     }

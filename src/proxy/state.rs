@@ -21,6 +21,7 @@ use super::route::Route;
 use crate::config::{BackendConfig, Config, Limits, PoolConfig, PriorityRules, Timeouts};
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Outcomes;
+use crate::upstream::health::AdminState;
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{self, Backend, Client, Policy, Pool, checker, transitions};
 
@@ -33,6 +34,9 @@ pub struct Registered {
     pub pool: String,
     pub backend: BackendConfig,
     pub backup: bool,
+    /// An operator's drain or disable that travels with the registration (kept in etcd, so that
+    /// every instance applies it); `None`: the backend's own state is left as it is.
+    pub admin: Option<AdminState>,
 }
 
 /// Routes, pools and the settings that apply to a request.
@@ -272,7 +276,13 @@ fn build_pool(config: &PoolConfig, registered: &[&Registered], before: Option<&A
         } else {
             &mut primaries
         };
-        tier.push(backend(&registration.backend));
+        let member = backend(&registration.backend);
+        if let Some(admin) = registration.admin
+            && member.health().admin() != admin
+        {
+            member.health().set_admin(admin);
+        }
+        tier.push(member);
     }
     let policy = Policy {
         retries: config.retries,
@@ -349,6 +359,7 @@ mod tests {
                     tls_name: None,
                 },
                 backup: true,
+                admin: None,
             },
             Registered {
                 pool: "web".into(),
@@ -358,6 +369,7 @@ mod tests {
                     tls_name: None,
                 },
                 backup: false,
+                admin: None,
             },
         ];
         let state = State::rebuild(&config(TWO), &registered, 1, None);

@@ -90,6 +90,15 @@ impl Health {
         self.admin.load(Ordering::Relaxed) == AdminState::Enabled as u8
     }
 
+    /// An operator's setting: enabled, draining or disabled.
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Draining,
+            2 => AdminState::Disabled,
+            _ => AdminState::Enabled,
+        }
+    }
+
     pub fn set_admin(&self, state: AdminState) {
         self.admin.store(state as u8, Ordering::Relaxed);
     }

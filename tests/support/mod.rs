@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod dns;
+pub mod etcd;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
@@ -24,6 +25,7 @@ pub use client::{
     wait_until,
 };
 pub use dns::Dnsmasq;
+pub use etcd::{EtcdServer, Relay};
 pub use load::Load;
 pub use metrics::{Metrics, scrape};
 pub use proxy::{BinaryProxy, TempDir, TestProxy, with_listen};

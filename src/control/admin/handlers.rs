@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{Reply, error, json_reply, views};
 use crate::config::{MAX_WEIGHT, parse_backend_address, parse_duration};
+use crate::control::discovery::Source;
 use crate::control::registry::Entry;
 use crate::control::{Control, ReloadError};
 use crate::upstream::Pool;
@@ -48,7 +49,13 @@ pub fn show(control: &Control, pool: &str, address: &str) -> Reply {
 }
 
 /// `POST /pools/{pool}/backends/{address}/drain`, `.../disable` and `.../enable`
-pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState) -> Reply {
+pub async fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState) -> Reply {
+    // A registration shared through etcd carries its state there, for every instance.
+    if let (Some(shared), Ok(parsed)) = (control.shared(), parse_address(address))
+        && control.discovery().source_of(pool, &parsed) == Some(Source::Etcd)
+    {
+        return super::shared::set_admin(control, shared, pool, &parsed, admin).await;
+    }
     with_backend(control, pool, address, |backend| {
         backend.health().set_admin(admin);
         let why = match admin {
@@ -61,11 +68,14 @@ pub fn set_admin(control: &Control, pool: &str, address: &str, admin: AdminState
 }
 
 /// `PUT /pools/{pool}/backends/{address}/heartbeat`
-pub fn heartbeat(control: &Control, pool: &str, address: &str) -> Reply {
+pub async fn heartbeat(control: &Control, pool: &str, address: &str) -> Reply {
     let address = match parse_address(address) {
         Ok(address) => address,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(shared) = control.shared() {
+        return super::shared::heartbeat(control, shared, pool, &address).await;
+    }
     match control.registry().heartbeat(pool, &address) {
         Ok(entry) => {
             let reply = with_backend(control, pool, address.as_str(), |_| {});
@@ -140,6 +150,9 @@ pub async fn register(control: &Control, pool: &str, body: ClientBody) -> Reply 
             ),
         );
     }
+    if let Some(shared) = control.shared() {
+        return super::shared::register(control, shared, entry).await;
+    }
     let address = entry.address.clone();
     let created = control.register(entry).await;
     let mut reply = with_backend(control, pool, address.as_str(), |_| {});
@@ -189,7 +202,18 @@ pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
             .chain(&p.backups)
             .any(|b| b.address == address)
     });
-    match control.deregister(pool, &address).await {
+    let deregistered = match control.shared() {
+        Some(shared) => match super::shared::deregister(control, shared, pool, &address).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(crate::control::registry::RegistryError::NotRegistered {
+                pool: pool.to_owned(),
+                address: address.to_string(),
+            }),
+            Err(reply) => return reply,
+        },
+        None => control.deregister(pool, &address).await,
+    };
+    match deregistered {
         Ok(()) => {
             let mut reply = json_reply(StatusCode::NO_CONTENT, json!(null));
             *reply.body_mut() = Default::default();

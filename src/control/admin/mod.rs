@@ -22,6 +22,7 @@
 
 mod exposition;
 mod handlers;
+mod shared;
 mod views;
 
 use std::net::SocketAddr;
@@ -140,26 +141,35 @@ async fn handle(control: &Control, token: Option<&str>, request: Request<ClientB
         (["pools", pool, "backends", address], Method::DELETE) => {
             handlers::deregister(control, pool, address).await
         }
-        (["pools", pool, "backends", address, "drain"], Method::POST) => handlers::set_admin(
-            control,
-            pool,
-            address,
-            crate::upstream::health::AdminState::Draining,
-        ),
-        (["pools", pool, "backends", address, "enable"], Method::POST) => handlers::set_admin(
-            control,
-            pool,
-            address,
-            crate::upstream::health::AdminState::Enabled,
-        ),
-        (["pools", pool, "backends", address, "disable"], Method::POST) => handlers::set_admin(
-            control,
-            pool,
-            address,
-            crate::upstream::health::AdminState::Disabled,
-        ),
+        (["pools", pool, "backends", address, "drain"], Method::POST) => {
+            handlers::set_admin(
+                control,
+                pool,
+                address,
+                crate::upstream::health::AdminState::Draining,
+            )
+            .await
+        }
+        (["pools", pool, "backends", address, "enable"], Method::POST) => {
+            handlers::set_admin(
+                control,
+                pool,
+                address,
+                crate::upstream::health::AdminState::Enabled,
+            )
+            .await
+        }
+        (["pools", pool, "backends", address, "disable"], Method::POST) => {
+            handlers::set_admin(
+                control,
+                pool,
+                address,
+                crate::upstream::health::AdminState::Disabled,
+            )
+            .await
+        }
         (["pools", pool, "backends", address, "heartbeat"], Method::PUT) => {
-            handlers::heartbeat(control, pool, address)
+            handlers::heartbeat(control, pool, address).await
         }
         (segments, _) => match allowed(segments) {
             Some(allow) => {

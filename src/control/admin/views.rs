@@ -35,8 +35,33 @@ pub fn status(control: &Control) -> Value {
         "generation": generation,
         "loaded_at": rfc3339(loaded_at),
         "last_reload_error": last_error,
+        "registry": registry(control),
         "pools": pools,
     })
+}
+
+/// Where runtime registrations live: etcd (and how it stands), or this instance.
+fn registry(control: &Control) -> Value {
+    match control.shared() {
+        Some(shared) => {
+            let settings = shared.settings();
+            let standing = shared.standing();
+            json!({
+                "kind": "etcd",
+                "endpoints": settings.etcd.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "prefix": settings.prefix,
+                "state": standing.state,
+                "since": rfc3339(standing.since),
+                "last_error": standing.last_error,
+            })
+        }
+        None => json!({
+            "kind": "local",
+            "state_file": control.config().admin.as_ref()
+                .and_then(|a| a.state_file.as_ref())
+                .map(|p| p.display().to_string()),
+        }),
+    }
 }
 
 /// One pool: its strategy, its overload settings and queue, and every member.
@@ -123,7 +148,7 @@ fn discovered(control: &Control) -> Vec<(String, &'static str, u64)> {
     let state = control.state().load_full();
     let mut counts = Vec::new();
     for pool in state.pools() {
-        let mut by_source = [("file", 0), ("api", 0), ("dns", 0)];
+        let mut by_source = [("file", 0), ("api", 0), ("dns", 0), ("etcd", 0)];
         for (backend, _) in pool.members() {
             let source = source(control, pool, backend);
             if let Some(count) = by_source.iter_mut().find(|(name, _)| *name == source) {

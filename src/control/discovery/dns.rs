@@ -290,6 +290,7 @@ fn registrations(
                 tls_name: None,
             },
             backup,
+            admin: None,
         }
     };
     primaries

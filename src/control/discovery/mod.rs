@@ -22,12 +22,15 @@ use crate::telemetry::metrics::Counter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     Dns,
+    /// Registrations shared through etcd (`control/etcd/`).
+    Etcd,
 }
 
 impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::Dns => "dns",
+            Source::Etcd => "etcd",
         }
     }
 }
@@ -112,7 +115,22 @@ impl Discovery {
             .cloned()
     }
 
-    /// The counter of `source`'s failures for `pool`.
+    /// Replaces what `source` gives every pool with `by_pool` (a pool left out gets nothing);
+    /// returns whether anything changed.
+    pub fn set_all(
+        &self,
+        pools: &[String],
+        source: Source,
+        mut by_pool: BTreeMap<String, Vec<Registered>>,
+    ) -> bool {
+        let mut changed = false;
+        for pool in pools {
+            changed |= self.set(pool, source, by_pool.remove(pool).unwrap_or_default());
+        }
+        changed
+    }
+
+    /// The counter of `source`'s failures for `pool` (`""` for a source of every pool).
     pub fn errors(&self, pool: &str, source: Source) -> Arc<Counter> {
         let mut found = self.found.lock();
         Arc::clone(&found.entry((pool.to_owned(), source)).or_default().errors)
