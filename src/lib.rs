@@ -61,7 +61,7 @@
 //!    plain and TLS listeners, hyper's HTTP/2 server, graceful drain.
 //! 8. `control/`: the one place that changes the running proxy ([`Control`]): reloads, runtime
 //!    registrations (`registry.rs`: the admin API's overlay, leases, persistence), backends found
-//!    in DNS (`discovery/`), reloading when
+//!    in DNS (`discovery/`), registrations shared through etcd (`etcd/`), reloading when
 //!    the config file changes (`watch.rs`), and the admin API (`admin/`: JSON over HTTP, and
 //!    `GET /metrics`, the Prometheus exposition).
 //! 9. `app.rs`: a whole running proxy assembled from a config ([`App`], what the binary starts).
