@@ -288,3 +288,33 @@ async fn a_change_made_while_an_instance_was_cut_off_applies_when_it_reconnects(
     .await;
     assert_eq!(Http::to(b.addr).get("/").await.backend(), "second");
 }
+
+#[tokio::test]
+async fn a_key_of_a_pool_the_config_lacks_applies_once_a_reload_adds_the_pool() {
+    let etcd = EtcdServer::start();
+    let backend = Backend::start("web").await;
+    let a = instance(etcd.addr).await;
+    etcd.put(
+        &format!("/fulcrum/pools/web/backends/{}", backend.addr),
+        "{}",
+    );
+    wait_for("a connected", async || {
+        registry_state(&a).await == "connected"
+    })
+    .await;
+    let with_web = format!(
+        "[pool.api]\n[pool.web]\n[[route]]\npath_prefix = \"/web\"\npool = \"web\"\n\
+         [[route]]\npool = \"api\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [registry]\netcd = [\"{}\"]\nprefix = \"/fulcrum\"\n",
+        etcd.addr
+    );
+    a.rewrite(&with_web);
+    a.control.reload().await.expect("the reload succeeds");
+    wait_for("the web pool served from etcd", async || {
+        Http::to(a.addr)
+            .try_get("/web")
+            .await
+            .is_ok_and(|r| r.backend() == "web")
+    })
+    .await;
+}

@@ -227,15 +227,21 @@ impl Control {
         self.inner.shared.as_ref()
     }
 
-    /// What `source` gives every pool now (`by_pool`; a pool left out gets nothing): served at
-    /// once if it changed, through the same rebuild as a reload.
+    /// What `source` gives every pool now, as `find` says from the config's pool names (a pool
+    /// left out gets nothing): served at once if it changed, through the same rebuild as a
+    /// reload. `find` runs after any reload under way, so it sees the pools in force.
     pub(crate) async fn discovered_all(
         &self,
         source: Source,
-        by_pool: std::collections::BTreeMap<String, Vec<state_types::Registered>>,
+        find: impl FnOnce(
+            &std::collections::BTreeSet<String>,
+        ) -> std::collections::BTreeMap<String, Vec<state_types::Registered>>,
     ) {
         let _one_at_a_time = self.inner.changing.lock().await;
-        let pools: Vec<String> = self.config().pools.iter().map(|p| p.name.clone()).collect();
+        let pools: std::collections::BTreeSet<String> =
+            self.config().pools.iter().map(|p| p.name.clone()).collect();
+        let by_pool = find(&pools);
+        let pools: Vec<String> = pools.into_iter().collect();
         if !self.inner.discovery.set_all(&pools, source, by_pool) {
             return;
         }
@@ -323,6 +329,9 @@ impl Control {
         self.follow_discovery(&config);
         let previous = self.inner.state.load_full();
         self.swap(&config, generation);
+        if let Some(shared) = &self.inner.shared {
+            shared.config_changed();
+        }
         log_membership_changes(&previous, &self.inner.state.load(), "the config");
         let changes = PoolChanges::between(&before, &config);
         info!(

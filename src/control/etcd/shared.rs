@@ -61,6 +61,9 @@ pub struct Shared {
     etcd: Etcd,
     settings: SharedRegistry,
     standing: Mutex<Standing>,
+    /// A reload changed the pools: the registrations known are applied again (a key of a pool
+    /// that now exists serves, one of a pool gone is skipped).
+    reapply: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -73,7 +76,13 @@ impl Shared {
                 since: SystemTime::now(),
                 last_error: None,
             }),
+            reapply: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Says that the config's pools may have changed.
+    pub fn config_changed(&self) {
+        self.reapply.notify_one();
     }
 
     pub fn settings(&self) -> &SharedRegistry {
@@ -301,7 +310,16 @@ async fn watch(
         Err(error) => return error,
     };
     loop {
-        let response = match watch.next().await {
+        let next = tokio::select! {
+            next = watch.next() => next,
+            () = shared.reapply.notified() => {
+                if !apply(control, shared, keys, warned).await {
+                    return EtcdError::Refused("the proxy stopped".to_owned());
+                }
+                continue;
+            }
+        };
+        let response = match next {
             Ok(response) => response,
             Err(error) => return error,
         };
@@ -343,14 +361,11 @@ async fn apply(
         return false;
     };
     let control = Control { inner };
-    let pools: BTreeSet<String> = control
-        .config()
-        .pools
-        .iter()
-        .map(|p| p.name.clone())
-        .collect();
-    let by_pool = shared.registrations(keys, &pools, warned);
-    control.discovered_all(Source::Etcd, by_pool).await;
+    control
+        .discovered_all(Source::Etcd, |pools| {
+            shared.registrations(keys, pools, warned)
+        })
+        .await;
     true
 }
 
