@@ -7,6 +7,7 @@
 //! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
 //! - `discovery.rs`: `[pool.NAME.dns]` ([`DnsDiscovery`]).
+//! - `matching.rs`: a route's conditions besides host and prefix ([`Conditions`]).
 //! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
 //!   ([`Overload`], [`Priority`], [`PriorityRules`]).
 //! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
@@ -19,6 +20,7 @@ mod discovery;
 mod error;
 mod host;
 mod limits;
+mod matching;
 mod overload;
 mod pools;
 mod strategy;
@@ -38,6 +40,7 @@ pub use affinity::{HashKey, SameSite, Sticky};
 pub use discovery::{DnsDiscovery, DnsQuery, SharedRegistry};
 pub use error::ConfigError;
 pub use host::HostPattern;
+pub use matching::Conditions;
 pub use overload::{Overload, Priority, PriorityRules};
 pub use strategy::Strategy;
 pub use units::parse_duration;
@@ -351,6 +354,8 @@ pub struct BackendConfig {
 pub struct RouteConfig {
     pub host: Option<HostPattern>,
     pub path_prefix: Option<String>,
+    /// Exact path, path regex, methods, headers, query: all must hold.
+    pub conditions: Conditions,
     pub pool: String,
     pub priority: Priority,
 }

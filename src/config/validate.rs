@@ -359,6 +359,7 @@ impl Source<'_> {
                 [only] => Ok(vec![RouteConfig {
                     host: None,
                     path_prefix: None,
+                    conditions: Default::default(),
                     pool: only.name.clone(),
                     priority: Priority::default(),
                 }]),
@@ -386,33 +387,11 @@ impl Source<'_> {
                     .map_err(|reason| self.error_at(text, format!("route host {reason}")))?,
             ),
         };
-        if let Some(prefix) = &route.path_prefix
-            && !prefix.get_ref().starts_with('/')
-        {
-            return Err(self.error_at(
-                prefix,
-                format!(
-                    "route path_prefix {:?} must start with '/'",
-                    prefix.get_ref()
-                ),
-            ));
-        }
-        if let Some(prefix) = &route.path_prefix {
-            // Requests are matched by their normalized path: a prefix that normalizes to
-            // something else could never match.
-            let written = prefix.get_ref();
-            let normal = crate::path::routing_path(written);
-            if normal.as_deref() != Some(written.as_str()) {
-                return Err(self.error_at(
-                    prefix,
-                    format!(
-                        "route path_prefix {written:?} must be a normalized path (no '.' or '..' \
-                         segments, no repeated '/', no %XX escapes of letters, digits or -._~): \
-                         requests are matched by theirs"
-                    ),
-                ));
-            }
-        }
+        let conditions = self.conditions(route)?;
+        let path_prefix = match &route.path_prefix {
+            None => None,
+            Some(prefix) => Some(self.normalized("path_prefix", prefix)?),
+        };
         let pool = route.pool.get_ref();
         if !pools.iter().any(|p| &p.name == pool) {
             let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
@@ -426,7 +405,8 @@ impl Source<'_> {
         }
         Ok(RouteConfig {
             host,
-            path_prefix: route.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path_prefix,
+            conditions,
             pool: pool.clone(),
             priority: self.priority(route.priority.as_ref())?,
         })

@@ -224,6 +224,11 @@ pub struct Backend {
 pub struct Route {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub path_regex: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<String>>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub query: Option<Spanned<BTreeMap<String, String>>>,
     pub pool: Spanned<String>,
     pub priority: Option<Spanned<String>>,
 }

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::error::ProxyError;
 use super::headers;
 use super::priority::priority;
-use super::route::host_name;
+use super::route::{Asked, host_name};
 use super::state::State;
 use super::target::{prepare, request_host};
 use super::tunnel::{self, Tunnels};
@@ -48,7 +48,14 @@ pub(super) async fn forward<'a>(
     });
     let host = request_host(&request).map(host_name);
     let path = routing_path(request.uri().path()).ok_or(ProxyError::AmbiguousPath)?;
-    let route = state.route(host, &path).ok_or(ProxyError::NoRoute)?;
+    let asked = Asked {
+        method: request.method(),
+        headers: request.headers(),
+        query: request.uri().query(),
+    };
+    let route = state
+        .route(host, &path, &asked)
+        .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
     trail.priority = priority(
         route.priority(),

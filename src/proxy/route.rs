@@ -1,6 +1,7 @@
-//! Routing: which pool serves a request, by host and path prefix, first match wins. Prefixes
-//! are matched against the path normalized as nginx matches locations
-//! ([`crate::path::routing_path`]).
+//! Routing: which pool serves a request, by host and path prefix, first match wins, and by the
+//! route's other conditions (an exact path, a path regex, methods, headers, query parameters:
+//! [`Conditions`], all of which must hold). Paths are matched as normalized the way nginx matches
+//! locations ([`crate::path::routing_path`]).
 //!
 //! Host patterns ([`HostPattern`], config's) are lower-cased once when the config is read;
 //! requests are compared case-insensitively without allocating. The port of the request's host is
@@ -8,8 +9,20 @@
 
 use std::sync::Arc;
 
-use crate::config::{HostPattern, Priority};
+use http::{HeaderMap, Method};
+
+use crate::config::{Conditions, HostPattern, Priority};
 use crate::upstream::Pool;
+use crate::upstream::affinity::percent_decode;
+
+/// What a route's conditions read of a request besides its host and path.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    /// The query, without its `?`.
+    pub query: Option<&'a str>,
+}
 
 /// A route as the snapshot holds it, pointing at its pool.
 #[derive(Debug)]
@@ -18,6 +31,8 @@ pub struct Route {
     path_prefix: Option<String>,
     pool: Arc<Pool>,
     priority: Priority,
+    /// `None` when it has none: most routes, which then cost nothing more.
+    conditions: Option<Box<Conditions>>,
 }
 
 impl Route {
@@ -32,7 +47,14 @@ impl Route {
             path_prefix,
             pool,
             priority,
+            conditions: None,
         }
+    }
+
+    /// The same route with `conditions` to hold too.
+    pub fn with_conditions(mut self, conditions: &Conditions) -> Route {
+        self.conditions = (!conditions.is_empty()).then(|| Box::new(conditions.clone()));
+        self
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -45,8 +67,8 @@ impl Route {
     }
 
     /// Whether a request for `host` (port stripped; `None` when the request named none) and
-    /// `path` takes this route.
-    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+    /// `path` (normalized), with what else `asked` says of it, takes this route.
+    pub fn matches(&self, host: Option<&str>, path: &str, asked: &Asked<'_>) -> bool {
         let host_ok = match (&self.host, host) {
             (None, _) => true,
             (Some(pattern), Some(host)) => pattern.matches(host),
@@ -57,7 +79,38 @@ impl Route {
                 .path_prefix
                 .as_deref()
                 .is_none_or(|prefix| path.starts_with(prefix))
+            && self
+                .conditions
+                .as_deref()
+                .is_none_or(|conditions| holds(conditions, path, asked))
     }
+}
+
+/// Whether every condition holds of the request.
+fn holds(conditions: &Conditions, path: &str, asked: &Asked<'_>) -> bool {
+    conditions.path.as_deref().is_none_or(|exact| path == exact)
+        && conditions
+            .path_regex
+            .as_ref()
+            .is_none_or(|regex| regex.is_match(path))
+        && (conditions.methods.is_empty() || conditions.methods.contains(asked.method))
+        && conditions.headers.iter().all(|(name, rule)| {
+            asked
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|value| rule.admits(value.as_bytes()))
+        })
+        && conditions.query.iter().all(|(name, rule)| {
+            asked
+                .query
+                .into_iter()
+                .flat_map(|query| query.split('&'))
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .any(|(key, value)| {
+                    percent_decode(key) == *name && rule.admits(percent_decode(value).as_bytes())
+                })
+        })
 }
 
 /// The host part of a `Host` header or authority: port removed, IPv6 brackets kept, trailing
@@ -81,6 +134,15 @@ pub fn host_name(authority: &str) -> &str {
 mod tests {
     use super::*;
     use crate::config::Strategy;
+
+    /// A plain GET, with no headers or query.
+    fn asked() -> Asked<'static> {
+        Asked {
+            method: &Method::GET,
+            headers: Box::leak(Box::new(HeaderMap::new())),
+            query: None,
+        }
+    }
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
         let policy = crate::upstream::Policy {
@@ -111,27 +173,27 @@ mod tests {
     #[test]
     fn exact_host_is_case_insensitive() {
         let r = route(Some("API.example.com"), None);
-        assert!(r.matches(Some("api.EXAMPLE.com"), "/"));
-        assert!(!r.matches(Some("www.example.com"), "/"));
-        assert!(!r.matches(None, "/"), "a host route needs a host");
+        assert!(r.matches(Some("api.EXAMPLE.com"), "/", &asked()));
+        assert!(!r.matches(Some("www.example.com"), "/", &asked()));
+        assert!(!r.matches(None, "/", &asked()), "a host route needs a host");
     }
 
     #[test]
     fn wildcard_matches_subdomains_only() {
         let r = route(Some("*.example.com"), None);
-        assert!(r.matches(Some("a.example.com"), "/"));
-        assert!(r.matches(Some("a.b.Example.com"), "/"));
-        assert!(!r.matches(Some("example.com"), "/"));
-        assert!(!r.matches(Some("badexample.com"), "/"));
+        assert!(r.matches(Some("a.example.com"), "/", &asked()));
+        assert!(r.matches(Some("a.b.Example.com"), "/", &asked()));
+        assert!(!r.matches(Some("example.com"), "/", &asked()));
+        assert!(!r.matches(Some("badexample.com"), "/", &asked()));
     }
 
     #[test]
     fn prefix_and_host_must_both_match() {
         let r = route(Some("api.example.com"), Some("/v1/"));
-        assert!(r.matches(Some("api.example.com"), "/v1/users"));
-        assert!(!r.matches(Some("api.example.com"), "/v2/users"));
-        assert!(!r.matches(Some("other.example.com"), "/v1/users"));
-        assert!(route(None, None).matches(None, "/anything"));
+        assert!(r.matches(Some("api.example.com"), "/v1/users", &asked()));
+        assert!(!r.matches(Some("api.example.com"), "/v2/users", &asked()));
+        assert!(!r.matches(Some("other.example.com"), "/v1/users", &asked()));
+        assert!(route(None, None).matches(None, "/anything", &asked()));
     }
 
     #[test]

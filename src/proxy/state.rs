@@ -17,7 +17,7 @@ use http::uri::Authority;
 use arc_swap::ArcSwap;
 use tracing::debug;
 
-use super::route::Route;
+use super::route::{Asked, Route};
 use crate::config::{BackendConfig, Config, Limits, PoolConfig, PriorityRules, Timeouts};
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Outcomes;
@@ -112,6 +112,7 @@ impl State {
                     Arc::clone(pool),
                     route.priority,
                 )
+                .with_conditions(&route.conditions)
             })
             .collect();
         State {
@@ -212,9 +213,12 @@ impl State {
         &self.unrouted
     }
 
-    /// The first route that takes a request for `host` (port stripped) and `path`.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| route.matches(host, path))
+    /// The first route that takes a request for `host` (port stripped) and `path`, with what
+    /// else `asked` says of it.
+    pub fn route(&self, host: Option<&str>, path: &str, asked: &Asked<'_>) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|route| route.matches(host, path, asked))
     }
 }
 
@@ -428,7 +432,9 @@ mod properties {
                 let path_ok = prefix.is_none_or(|p| path.starts_with(p));
                 host_ok && path_ok
             });
-            let got = state.route(Some(host), path).map(|r| r.pool().name().to_string());
+            let headers = http::HeaderMap::new();
+            let asked = super::Asked { method: &http::Method::GET, headers: &headers, query: None };
+            let got = state.route(Some(host), path, &asked).map(|r| r.pool().name().to_string());
             prop_assert_eq!(got, expected.map(|i| format!("p{}", i + 1)));
         }
     }
