@@ -122,3 +122,32 @@ async fn a_path_condition_sees_the_normalized_path() {
         "exact"
     );
 }
+
+#[tokio::test]
+async fn strip_prefix_and_rewrite_change_the_path_the_backend_receives() {
+    let stripped = Backend::start("stripped").await;
+    let rewritten = Backend::start("rewritten").await;
+    let config = pool("stripped", "round_robin", &[&stripped])
+        + &pool("rewritten", "round_robin", &[&rewritten])
+        + r#"
+[[route]]
+path_prefix = "/v1/"
+strip_prefix = "/v1"
+pool = "stripped"
+
+[[route]]
+path_regex = "^/old/"
+rewrite = { regex = "^/old/(.*)$", to = "/new/$1" }
+pool = "rewritten"
+"#;
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    for path in ["/v1/users?page=2", "/v1/", "/old/a/b?x=1", "/old//c/./d"] {
+        assert_eq!(http.get(path).await.status, 200, "{path}");
+    }
+    let targets = |backend: &Backend| -> Vec<String> {
+        backend.requests().into_iter().map(|r| r.target).collect()
+    };
+    assert_eq!(targets(&stripped), ["/users?page=2", "/"]);
+    assert_eq!(targets(&rewritten), ["/new/a/b?x=1", "/new/c/d"]);
+}

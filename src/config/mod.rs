@@ -7,6 +7,7 @@
 //! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
 //! - `discovery.rs`: `[pool.NAME.dns]` ([`DnsDiscovery`]).
+//! - `actions.rs`: what a route does to a request's path ([`PathRewrite`]).
 //! - `matching.rs`: a route's conditions besides host and prefix ([`Conditions`]).
 //! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
 //!   ([`Overload`], [`Priority`], [`PriorityRules`]).
@@ -14,6 +15,7 @@
 //!
 //! A `Config` is plain data: building the live snapshot from it is `proxy/state.rs`.
 
+mod actions;
 mod affinity;
 mod certs;
 mod discovery;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+pub use actions::PathRewrite;
 pub use affinity::{HashKey, SameSite, Sticky};
 pub use discovery::{DnsDiscovery, DnsQuery, SharedRegistry};
 pub use error::ConfigError;
@@ -356,6 +359,8 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Exact path, path regex, methods, headers, query: all must hold.
     pub conditions: Conditions,
+    /// `strip_prefix` or `rewrite`: the path the backend receives.
+    pub rewrite: Option<PathRewrite>,
     pub pool: String,
     pub priority: Priority,
 }

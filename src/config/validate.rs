@@ -360,6 +360,7 @@ impl Source<'_> {
                     host: None,
                     path_prefix: None,
                     conditions: Default::default(),
+                    rewrite: None,
                     pool: only.name.clone(),
                     priority: Priority::default(),
                 }]),
@@ -407,6 +408,7 @@ impl Source<'_> {
             host,
             path_prefix,
             conditions,
+            rewrite: self.path_rewrite(route)?,
             pool: pool.clone(),
             priority: self.priority(route.priority.as_ref())?,
         })

@@ -229,8 +229,18 @@ pub struct Route {
     pub methods: Option<Spanned<Vec<String>>>,
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
     pub query: Option<Spanned<BTreeMap<String, String>>>,
+    pub strip_prefix: Option<Spanned<String>>,
+    pub rewrite: Option<Spanned<Rewrite>>,
     pub pool: Spanned<String>,
     pub priority: Option<Spanned<String>>,
+}
+
+/// A route's `rewrite = { regex, to }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    pub regex: Spanned<String>,
+    pub to: Spanned<String>,
 }
 
 /// A string or an array of strings, as `listen` accepts.

@@ -13,6 +13,7 @@ use tracing::debug;
 use super::error::ProxyError;
 use super::headers;
 use super::priority::priority;
+use super::rewrite;
 use super::route::{Asked, host_name};
 use super::state::State;
 use super::target::{prepare, request_host};
@@ -57,6 +58,11 @@ pub(super) async fn forward<'a>(
         .route(host, &path, &asked)
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
+    // Made from the normalized path, which borrows the request until it is taken apart.
+    let rewritten = route
+        .rewrite()
+        .and_then(|rule| rewrite::rewritten(rule, &path, request.uri()));
+    drop(path);
     trail.priority = priority(
         route.priority(),
         request.headers(),
@@ -81,12 +87,15 @@ pub(super) async fn forward<'a>(
         .sticky
         .as_ref()
         .and_then(|s| s.requested(request.headers()));
-    let (head, body) = prepare(
+    let (mut head, body) = prepare(
         request,
         client,
         upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
         (pool.name(), state.underscores_in_headers()),
     );
+    if let Some(uri) = rewritten {
+        head.uri = uri;
+    }
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
     let rules = BodyRules {

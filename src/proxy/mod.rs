@@ -23,6 +23,7 @@
 //!   request is served from, held in an `ArcSwap`.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `rewrite.rs`: a route's `strip_prefix` or `rewrite` of the path.
 //! - `priority.rs`: a request's priority, from its route and its priority header.
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
 //! - `target.rs`: the head as the backend receives it.
@@ -72,6 +73,7 @@ mod headers;
 mod logged;
 mod priority;
 mod request_id;
+mod rewrite;
 mod route;
 mod screen;
 mod service;

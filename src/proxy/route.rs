@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use crate::config::{Conditions, HostPattern, Priority};
+use crate::config::{Conditions, HostPattern, PathRewrite, Priority};
 use crate::upstream::Pool;
 use crate::upstream::affinity::percent_decode;
 
@@ -33,6 +33,8 @@ pub struct Route {
     priority: Priority,
     /// `None` when it has none: most routes, which then cost nothing more.
     conditions: Option<Box<Conditions>>,
+    /// `strip_prefix` or `rewrite`.
+    rewrite: Option<Box<PathRewrite>>,
 }
 
 impl Route {
@@ -48,7 +50,19 @@ impl Route {
             pool,
             priority,
             conditions: None,
+            rewrite: None,
         }
+    }
+
+    /// The same route changing the path as `rewrite` says.
+    pub fn with_rewrite(mut self, rewrite: Option<&PathRewrite>) -> Route {
+        self.rewrite = rewrite.cloned().map(Box::new);
+        self
+    }
+
+    /// How it changes the path the backend receives, if it does.
+    pub fn rewrite(&self) -> Option<&PathRewrite> {
+        self.rewrite.as_deref()
     }
 
     /// The same route with `conditions` to hold too.

@@ -113,6 +113,7 @@ impl State {
                     route.priority,
                 )
                 .with_conditions(&route.conditions)
+                .with_rewrite(route.rewrite.as_ref())
             })
             .collect();
         State {
