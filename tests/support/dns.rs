@@ -19,18 +19,20 @@ impl Dnsmasq {
     /// `conf` (dnsmasq config lines such as `srv-host=...` or `host-record=...`), with a TTL of
     /// one second. Any other name under `.test` is NXDOMAIN.
     pub fn start(hosts: &str, conf: &str) -> Dnsmasq {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|socket| socket.local_addr())
-            .expect("a free UDP port")
-            .port();
         let mut dns = Dnsmasq {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir: TempDir::new(),
             child: None,
         };
         dns.write("hosts", hosts);
-        dns.run(conf);
-        dns
+        // Another test may take the port between its choice and dnsmasq's bind: choose again.
+        for _ in 0..5 {
+            dns.addr.set_port(free_port());
+            if dns.try_run(conf) {
+                return dns;
+            }
+        }
+        panic!("dnsmasq did not start (is dnsmasq-base installed?)");
     }
 
     /// Replaces the A records; dnsmasq rereads them on SIGHUP.
@@ -42,7 +44,13 @@ impl Dnsmasq {
     /// Restarts dnsmasq on the same port with other config records (it reads them only at start).
     pub fn restart(&mut self, conf: &str) {
         self.stop();
-        self.run(conf);
+        for _ in 0..5 {
+            if self.try_run(conf) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not start again on {}", self.addr);
     }
 
     /// Stops answering.
@@ -53,7 +61,8 @@ impl Dnsmasq {
         }
     }
 
-    fn run(&mut self, conf: &str) {
+    /// Starts dnsmasq; false if it exited (its port was taken).
+    fn try_run(&mut self, conf: &str) -> bool {
         self.write("dnsmasq.conf", conf);
         let path = |name: &str| self.dir.path().join(name).display().to_string();
         let child = Command::new("dnsmasq")
@@ -76,7 +85,11 @@ impl Dnsmasq {
             .spawn()
             .expect("dnsmasq runs (apt-get install -y dnsmasq-base)");
         self.child = Some(child);
-        self.wait_until_answering();
+        if self.wait_until_answering() {
+            return true;
+        }
+        self.stop();
+        false
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -92,8 +105,8 @@ impl Dnsmasq {
         assert!(status.success());
     }
 
-    /// Asks for `ready.test` until an answer (NXDOMAIN) comes back.
-    fn wait_until_answering(&self) {
+    /// Asks for `ready.test` until an answer (NXDOMAIN) comes back; false if dnsmasq exits.
+    fn wait_until_answering(&mut self) -> bool {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
@@ -107,10 +120,28 @@ impl Dnsmasq {
         while Instant::now() < deadline {
             socket.send_to(&query, self.addr).ok();
             if socket.recv_from(&mut answer).is_ok() {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
             }
         }
         panic!("dnsmasq did not answer on {} within 10 s", self.addr);
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 

@@ -31,14 +31,19 @@ fn free_port() -> u16 {
 
 impl EtcdServer {
     pub fn start() -> EtcdServer {
-        let mut etcd = EtcdServer {
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            peer: free_port(),
-            dir: TempDir::new(),
-            child: None,
-        };
-        etcd.run();
-        etcd
+        // Another test may take a port between its choice and etcd's bind: choose again.
+        for _ in 0..5 {
+            let mut etcd = EtcdServer {
+                addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                peer: free_port(),
+                dir: TempDir::new(),
+                child: None,
+            };
+            if etcd.try_run() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start (is etcd-server installed?)");
     }
 
     /// Stops etcd (its data stays, for `resume`).
@@ -51,10 +56,11 @@ impl EtcdServer {
 
     /// Starts etcd again on the same ports and data.
     pub fn resume(&mut self) {
-        self.run();
+        assert!(self.try_run(), "etcd did not start again on {}", self.addr);
     }
 
-    fn run(&mut self) {
+    /// Starts etcd; false if it exited (a port was taken).
+    fn try_run(&mut self) -> bool {
         let (client, peer) = (self.addr.port(), self.peer);
         let child = Command::new("etcd")
             .args([
@@ -73,6 +79,14 @@ impl EtcdServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.ctl(&["get", "/ready"]).status.success() {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.child = None;
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "etcd did not start on {}",
@@ -80,6 +94,7 @@ impl EtcdServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     /// Runs `etcdctl` against this etcd; its output.
