@@ -151,3 +151,45 @@ pool = "rewritten"
     assert_eq!(targets(&stripped), ["/users?page=2", "/"]);
     assert_eq!(targets(&rewritten), ["/new/a/b?x=1", "/new/c/d"]);
 }
+
+#[tokio::test]
+async fn header_rules_change_what_the_backend_and_the_client_see() {
+    let backend = Backend::start("b").await;
+    let config = pool("api", "round_robin", &[&backend])
+        + r#"
+[[route]]
+pool = "api"
+request_headers = { set = { "x-env" = "prod", "x-origin" = "{scheme}://{host}{path} {client_ip}" }, add = { "x-tag" = "a" }, remove = ["x-debug"] }
+response_headers = { set = { "strict-transport-security" = "max-age=63072000", "x-id" = "{request_id}" }, remove = ["x-backend"] }
+"#;
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    let request = Request::get("/cart?x=1")
+        .header("host", "shop.example:8080")
+        .header("x-debug", "1")
+        .header("x-env", "forged")
+        .header("x-tag", "client")
+        .header("x-request-id", "req-7")
+        .body(empty())
+        .unwrap();
+    let reply = http.send(request).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.headers["strict-transport-security"],
+        "max-age=63072000"
+    );
+    assert_eq!(reply.headers["x-id"], "req-7");
+    assert!(
+        !reply.headers.contains_key("x-backend"),
+        "removed from the response"
+    );
+    let received = backend.requests().pop().unwrap().headers;
+    assert!(!received.contains_key("x-debug"));
+    assert_eq!(received["x-env"], "prod");
+    assert_eq!(
+        received["x-origin"],
+        "http://shop.example:8080/cart 127.0.0.1"
+    );
+    let tags: Vec<_> = received.get_all("x-tag").iter().collect();
+    assert_eq!(tags, ["client", "a"]);
+}

@@ -7,6 +7,7 @@
 //! - `strategy.rs`, `host.rs`, `affinity.rs`: the value types a config holds that the rest of
 //!   the proxy acts on ([`Strategy`], [`HostPattern`], [`HashKey`] and [`Sticky`]), parsed here.
 //! - `discovery.rs`: `[pool.NAME.dns]` ([`DnsDiscovery`]).
+//! - `header_rules.rs`: a route's header changes and their value templates ([`HeaderRules`]).
 //! - `actions.rs`: what a route does to a request's path ([`PathRewrite`]).
 //! - `matching.rs`: a route's conditions besides host and prefix ([`Conditions`]).
 //! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
@@ -20,6 +21,7 @@ mod affinity;
 mod certs;
 mod discovery;
 mod error;
+mod header_rules;
 mod host;
 mod limits;
 mod matching;
@@ -42,6 +44,7 @@ pub use actions::PathRewrite;
 pub use affinity::{HashKey, SameSite, Sticky};
 pub use discovery::{DnsDiscovery, DnsQuery, SharedRegistry};
 pub use error::ConfigError;
+pub use header_rules::{HeaderRules, Part, Template};
 pub use host::HostPattern;
 pub use matching::Conditions;
 pub use overload::{Overload, Priority, PriorityRules};
@@ -361,6 +364,10 @@ pub struct RouteConfig {
     pub conditions: Conditions,
     /// `strip_prefix` or `rewrite`: the path the backend receives.
     pub rewrite: Option<PathRewrite>,
+    /// `request_headers`: changes to the request the backend receives.
+    pub request_headers: HeaderRules,
+    /// `response_headers`: changes to the backend's response the client receives.
+    pub response_headers: HeaderRules,
     pub pool: String,
     pub priority: Priority,
 }

@@ -361,6 +361,8 @@ impl Source<'_> {
                     path_prefix: None,
                     conditions: Default::default(),
                     rewrite: None,
+                    request_headers: Default::default(),
+                    response_headers: Default::default(),
                     pool: only.name.clone(),
                     priority: Priority::default(),
                 }]),
@@ -409,6 +411,10 @@ impl Source<'_> {
             path_prefix,
             conditions,
             rewrite: self.path_rewrite(route)?,
+            request_headers: self
+                .header_rules("request_headers", route.request_headers.as_ref())?,
+            response_headers: self
+                .header_rules("response_headers", route.response_headers.as_ref())?,
             pool: pool.clone(),
             priority: self.priority(route.priority.as_ref())?,
         })

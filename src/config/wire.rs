@@ -231,8 +231,22 @@ pub struct Route {
     pub query: Option<Spanned<BTreeMap<String, String>>>,
     pub strip_prefix: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<Rewrite>>,
+    pub request_headers: Option<Spanned<HeaderRules>>,
+    pub response_headers: Option<Spanned<HeaderRules>>,
     pub pool: Spanned<String>,
     pub priority: Option<Spanned<String>>,
+}
+
+/// A route's `request_headers` or `response_headers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// A route's `rewrite = { regex, to }`.

@@ -11,8 +11,10 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::error::ProxyError;
+use super::header_rules::{self, Facts};
 use super::headers;
 use super::priority::priority;
+use super::request_id;
 use super::rewrite;
 use super::route::{Asked, host_name};
 use super::state::State;
@@ -58,6 +60,14 @@ pub(super) async fn forward<'a>(
         .route(host, &path, &asked)
         .ok_or(ProxyError::NoRoute)?;
     let pool = route.pool();
+    // What header templates may name, for a route with header rules.
+    let facts = route.header_rules().map(|_| Facts {
+        client_ip: peer.ip(),
+        request_id: request.headers().get(request_id::X_REQUEST_ID).cloned(),
+        host: request_host(&request).map(str::to_owned),
+        scheme: if client.1 { "https" } else { "http" },
+        path: request.uri().path().to_owned(),
+    });
     // Made from the normalized path, which borrows the request until it is taken apart.
     let rewritten = route
         .rewrite()
@@ -95,6 +105,9 @@ pub(super) async fn forward<'a>(
     );
     if let Some(uri) = rewritten {
         head.uri = uri;
+    }
+    if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
+        header_rules::apply(rules, &mut head.headers, facts);
     }
     let idempotent = is_idempotent(&head.method);
     let retries = pool.policy().retries;
@@ -210,6 +223,9 @@ pub(super) async fn forward<'a>(
                 let idle = state.timeouts().response_body_idle;
                 let mut response = relay(pool, response, in_flight, idle);
                 pin_to(pool, &backend, pinned, &mut response);
+                if let (Some((_, rules)), Some(facts)) = (route.header_rules(), &facts) {
+                    header_rules::apply(rules, response.headers_mut(), facts);
+                }
                 return Ok(response);
             }
             Err(failed) => failed,

@@ -23,6 +23,7 @@
 //!   request is served from, held in an `ArcSwap`.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
 //! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `header_rules.rs`: a route's `request_headers` and `response_headers`, templates filled in.
 //! - `rewrite.rs`: a route's `strip_prefix` or `rewrite` of the path.
 //! - `priority.rs`: a request's priority, from its route and its priority header.
 //! - `forward.rs`: routing, picking, attempts and retries, relaying (upgrades included).
@@ -69,6 +70,7 @@ mod body;
 mod error;
 mod forward;
 pub mod guard;
+mod header_rules;
 mod headers;
 mod logged;
 mod priority;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use crate::config::{Conditions, HostPattern, PathRewrite, Priority};
+use crate::config::{Conditions, HeaderRules, HostPattern, PathRewrite, Priority};
 use crate::upstream::Pool;
 use crate::upstream::affinity::percent_decode;
 
@@ -35,6 +35,8 @@ pub struct Route {
     conditions: Option<Box<Conditions>>,
     /// `strip_prefix` or `rewrite`.
     rewrite: Option<Box<PathRewrite>>,
+    /// `request_headers` and `response_headers`, when it has either.
+    header_rules: Option<Box<(HeaderRules, HeaderRules)>>,
 }
 
 impl Route {
@@ -51,7 +53,20 @@ impl Route {
             priority,
             conditions: None,
             rewrite: None,
+            header_rules: None,
         }
+    }
+
+    /// The same route changing requests' and responses' headers as these say.
+    pub fn with_header_rules(mut self, request: &HeaderRules, response: &HeaderRules) -> Route {
+        self.header_rules = (!request.is_empty() || !response.is_empty())
+            .then(|| Box::new((request.clone(), response.clone())));
+        self
+    }
+
+    /// Its `request_headers` and `response_headers`, if it has either.
+    pub fn header_rules(&self) -> Option<&(HeaderRules, HeaderRules)> {
+        self.header_rules.as_deref()
     }
 
     /// The same route changing the path as `rewrite` says.

@@ -114,6 +114,7 @@ impl State {
                 )
                 .with_conditions(&route.conditions)
                 .with_rewrite(route.rewrite.as_ref())
+                .with_header_rules(&route.request_headers, &route.response_headers)
             })
             .collect();
         State {
