@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fulcrum::bench::{Backend, Outlier, Policy, Pool, Strategy};
+use fulcrum::bench::{Backend, Policy, Pool, Strategy};
 
 fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {
     let backends = (0..size)
@@ -22,13 +22,7 @@ fn pool(strategy: Strategy, size: usize) -> Arc<Pool> {
         .collect();
     let policy = Policy {
         retries: 2,
-        fail_open: false,
-        balance_factor: None,
-        hash_key: None,
-        sticky: None,
-        outlier: Outlier::default(),
-        health: None,
-        overload: Default::default(),
+        ..Policy::default()
     };
     Arc::new(Pool::new("bench", strategy, backends, Vec::new(), policy))
 }

@@ -107,7 +107,7 @@ pub fn fuzz_http1(data: &[u8]) {
 /// measure, reachable from outside the crate. It exists for the benches only and is not API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::config::{Outlier, Priority, Strategy};
+    pub use crate::config::{Priority, Strategy};
     pub use crate::proxy::state::State;
     pub use crate::upstream::balance::stable_hash;
     pub use crate::upstream::overload::{Refused, ShedReason, Want};

@@ -50,17 +50,7 @@ impl Source<'_> {
             }
             (None, Some(rewrite)) => {
                 let table = rewrite.get_ref();
-                let regex = Regex::new(table.regex.get_ref()).map_err(|err| {
-                    let reason = err.to_string();
-                    let reason = reason.lines().last().unwrap_or("").trim().to_owned();
-                    self.error_at(
-                        &table.regex,
-                        format!(
-                            "route rewrite regex {:?} does not compile: {reason}",
-                            table.regex.get_ref()
-                        ),
-                    )
-                })?;
+                let regex = self.regex("rewrite regex", &table.regex)?;
                 if !table.to.get_ref().starts_with('/') {
                     return Err(self.error_at(
                         &table.to,

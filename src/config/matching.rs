@@ -91,17 +91,7 @@ impl Source<'_> {
         };
         let path_regex = match &route.path_regex {
             None => None,
-            Some(text) => Some(Regex::new(text.get_ref()).map_err(|err| {
-                let reason = err.to_string();
-                let reason = reason.lines().last().unwrap_or("").trim();
-                self.error_at(
-                    text,
-                    format!(
-                        "route path_regex {:?} does not compile: {reason}",
-                        text.get_ref()
-                    ),
-                )
-            })?),
+            Some(text) => Some(self.regex("path_regex", text)?),
         };
         let methods = match &route.methods {
             None => Vec::new(),
@@ -149,6 +139,22 @@ impl Source<'_> {
             methods,
             headers,
             query,
+        })
+    }
+
+    /// A route's regex (`key` names it in errors).
+    pub(super) fn regex(&self, key: &str, text: &Spanned<String>) -> Result<Regex, ConfigError> {
+        Regex::new(text.get_ref()).map_err(|err| {
+            // The regex crate's message ends with the reason, after a drawing of the pattern.
+            let reason = err.to_string();
+            let reason = reason.lines().last().unwrap_or("").trim();
+            self.error_at(
+                text,
+                format!(
+                    "route {key} {:?} does not compile: {reason}",
+                    text.get_ref()
+                ),
+            )
         })
     }
 

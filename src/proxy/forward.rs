@@ -186,7 +186,8 @@ pub(super) async fn forward<'a>(
         let adaptive = backend.limit().is_adaptive();
         let sent = (adaptive || state.access_log().is_some()).then(Instant::now);
         trail.waiting_since = sent.filter(|_| state.access_log().is_some());
-        let load = backend.in_flight();
+        // The backend's load when the request went: what an adaptive limit learns against.
+        let load = if adaptive { backend.in_flight() } else { 0 };
         // Awaited through a pin: by value, the large future would be copied once more.
         let exchanged = pin!(exchange::exchange(
             state.client(),

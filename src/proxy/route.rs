@@ -174,16 +174,7 @@ mod tests {
     }
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
-        let policy = crate::upstream::Policy {
-            retries: 0,
-            fail_open: false,
-            balance_factor: None,
-            hash_key: None,
-            sticky: None,
-            outlier: crate::config::Outlier::default(),
-            health: None,
-            overload: Default::default(),
-        };
+        let policy = crate::upstream::Policy::default();
         let pool = Arc::new(Pool::new(
             "p",
             Strategy::RoundRobin,

@@ -35,8 +35,8 @@ impl Role {
     }
 }
 
-/// A pool's policy, from its config.
-#[derive(Debug, Clone, PartialEq)]
+/// A pool's policy, from its config; the default is no retries, no health checks, no limits.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     pub retries: u32,
     pub fail_open: bool,

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Reply, error, json_reply, views};
+use super::{Reply, error, json_reply, no_content, views};
 use crate::config::{MAX_WEIGHT, parse_backend_address, parse_duration};
 use crate::control::discovery::Source;
 use crate::control::registry::Entry;
@@ -214,12 +214,7 @@ pub async fn deregister(control: &Control, pool: &str, address: &str) -> Reply {
         None => control.deregister(pool, &address).await,
     };
     match deregistered {
-        Ok(()) => {
-            let mut reply = json_reply(StatusCode::NO_CONTENT, json!(null));
-            *reply.body_mut() = Default::default();
-            reply.headers_mut().remove(http::header::CONTENT_TYPE);
-            reply
-        }
+        Ok(()) => no_content(),
         Err(_) if in_file == Some(true) => error(
             StatusCode::CONFLICT,
             format!(

@@ -221,6 +221,13 @@ pub fn json_reply(status: StatusCode, body: Value) -> Reply {
     reply
 }
 
+/// `204 No Content`: no body, no content type.
+pub fn no_content() -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::NO_CONTENT;
+    reply
+}
+
 /// `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
     json_reply(status, json!({ "error": message.to_string() }))

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use http::uri::Authority;
-use serde_json::json;
 
-use super::{Reply, error, json_reply, views};
+use super::{Reply, error, json_reply, no_content, views};
 use crate::control::Control;
 use crate::control::etcd::{EtcdError, Shared};
 use crate::control::registry::Entry;
@@ -106,12 +105,7 @@ async fn applied(
                 Some((pool, backend, role)) => {
                     json_reply(StatusCode::OK, views::backend(control, pool, backend, role))
                 }
-                None => {
-                    let mut reply = json_reply(StatusCode::NO_CONTENT, json!(null));
-                    *reply.body_mut() = Default::default();
-                    reply.headers_mut().remove(http::header::CONTENT_TYPE);
-                    reply
-                }
+                None => no_content(),
             };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

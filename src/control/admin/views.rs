@@ -52,7 +52,7 @@ fn registry(control: &Control) -> Value {
                 "prefix": settings.prefix,
                 "state": standing.state,
                 "since": rfc3339(standing.since),
-                "last_error": standing.last_error,
+                "last_error": standing.error,
             })
         }
         None => json!({

@@ -42,15 +42,34 @@ struct Found {
     errors: Arc<Counter>,
 }
 
-/// How a pool's source is doing, for `/status`.
+/// How a source is doing, for `/status`: DNS per pool (`answering`, `empty`: an authoritative
+/// empty answer waiting out the hold, `failing`), etcd for all (`connecting`, `connected`,
+/// `unreachable`).
 #[derive(Debug, Clone)]
 pub struct Standing {
-    /// `answering`, `empty` (an authoritative empty answer, waiting out the hold) or `failing`.
     pub state: &'static str,
-    /// Since when.
+    /// Since when it is in that state.
     pub since: std::time::SystemTime,
     /// The last failure's reason, while failing.
     pub error: Option<String>,
+}
+
+impl Standing {
+    pub fn new(state: &'static str) -> Standing {
+        Standing {
+            state,
+            since: std::time::SystemTime::now(),
+            error: None,
+        }
+    }
+
+    /// Now in `state`, with `error`: `since` moves only when the state does.
+    pub fn update(&mut self, state: &'static str, error: Option<String>) {
+        if self.state != state {
+            *self = Standing::new(state);
+        }
+        self.error = error;
+    }
 }
 
 /// Every pool's discovered backends, and the tasks that discover them.
@@ -86,25 +105,10 @@ impl Discovery {
     /// Records how `source` is doing for `pool`.
     pub fn stand(&self, pool: &str, source: Source, state: &'static str, error: Option<String>) {
         let mut standing = self.standing.lock();
-        let key = (pool.to_owned(), source);
-        if standing
-            .get(&key)
-            .is_some_and(|s| s.state == state && s.error == error)
-        {
-            return;
-        }
-        let since = match standing.get(&key) {
-            Some(s) if s.state == state => s.since,
-            _ => std::time::SystemTime::now(),
-        };
-        standing.insert(
-            key,
-            Standing {
-                state,
-                since,
-                error,
-            },
-        );
+        standing
+            .entry((pool.to_owned(), source))
+            .or_insert_with(|| Standing::new(state))
+            .update(state, error);
     }
 
     /// How `source` is doing for `pool`, once it has tried.

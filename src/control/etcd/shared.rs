@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::uri::Authority;
 use parking_lot::Mutex;
@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::client::{Etcd, EtcdError};
 use crate::config::{BackendConfig, MAX_WEIGHT, SharedRegistry, parse_backend_address};
-use crate::control::discovery::Source;
+use crate::control::discovery::{Source, Standing};
 use crate::control::registry::Entry;
 use crate::control::{Control, Inner};
 use crate::proxy::state::Registered;
@@ -46,15 +46,6 @@ struct Value {
     admin: Option<String>,
 }
 
-/// How the registry's connection to etcd stands, for `/status`.
-#[derive(Debug, Clone)]
-pub struct Standing {
-    /// `connecting`, `connected` or `unreachable`.
-    pub state: &'static str,
-    pub since: SystemTime,
-    pub last_error: Option<String>,
-}
-
 /// The registrations in etcd, as this instance follows and writes them.
 #[derive(Debug)]
 pub struct Shared {
@@ -71,11 +62,7 @@ impl Shared {
         Arc::new(Shared {
             etcd: Etcd::new(settings.etcd.clone()),
             settings: settings.clone(),
-            standing: Mutex::new(Standing {
-                state: "connecting",
-                since: SystemTime::now(),
-                last_error: None,
-            }),
+            standing: Mutex::new(Standing::new("connecting")),
             reapply: tokio::sync::Notify::new(),
         })
     }
@@ -93,13 +80,8 @@ impl Shared {
         self.standing.lock().clone()
     }
 
-    fn stand(&self, state: &'static str, last_error: Option<String>) {
-        let mut standing = self.standing.lock();
-        if standing.state != state {
-            standing.since = SystemTime::now();
-        }
-        standing.state = state;
-        standing.last_error = last_error;
+    fn stand(&self, state: &'static str, error: Option<String>) {
+        self.standing.lock().update(state, error);
     }
 
     fn pools_prefix(&self) -> String {

@@ -383,8 +383,8 @@ struct Queued<'g> {
 }
 
 impl Queued<'_> {
-    /// Its wait ran out: shed now, unless an answer came at the same moment.
-    fn timed_out(&mut self) -> Outcome {
+    /// Takes it out of the queue; false if it was out already (answered meanwhile).
+    fn leave(&self) -> bool {
         let removed = self
             .gate
             .inner
@@ -394,6 +394,13 @@ impl Queued<'_> {
             .is_some();
         if removed {
             self.gate.left(self.priority);
+        }
+        removed
+    }
+
+    /// Its wait ran out: shed now, unless an answer came at the same moment.
+    fn timed_out(&mut self) -> Outcome {
+        if self.leave() {
             self.gate
                 .count_shed(self.priority, ShedReason::QueueTimeout);
             return Outcome::Refused(Refused::Shed(ShedReason::QueueTimeout));
@@ -406,18 +413,8 @@ impl Queued<'_> {
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let removed = self
-            .gate
-            .inner
-            .lock()
-            .queue
-            .remove(self.priority, self.number)
-            .is_some();
-        if removed {
-            self.gate.left(self.priority);
+        if !self.settled {
+            self.leave();
         }
         // A grant already sent is released when `replied` drops, after the lock.
     }
@@ -430,7 +427,7 @@ mod tests {
     use http::uri::Authority;
 
     use super::*;
-    use crate::config::{Outlier, Overload, Strategy};
+    use crate::config::{Overload, Strategy};
     use crate::upstream::Policy;
 
     fn pool(limit: u32, queue: usize) -> Arc<Pool> {
@@ -441,19 +438,13 @@ mod tests {
             })
             .collect();
         let policy = Policy {
-            retries: 0,
-            fail_open: false,
-            balance_factor: None,
-            hash_key: None,
-            sticky: None,
-            outlier: Outlier::default(),
-            health: None,
             overload: Overload {
                 max_in_flight: limit,
                 queue,
                 queue_timeout: Duration::from_secs(30),
                 ..Overload::default()
             },
+            ..Policy::default()
         };
         let pool = Arc::new(Pool::new(
             "p",
