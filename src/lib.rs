@@ -8,10 +8,13 @@
 //! 2. `downstream/h1/exchange.rs`: the request is made (its body whole when it came with the
 //!    head, else read on demand) and handed to the proxy through its `tower::Service`.
 //! 3. `proxy/mod.rs`: the current snapshot is loaded once (the request sees that config to the
-//!    end); the request is screened, and counted and logged whatever becomes of it.
-//! 4. `proxy/forward.rs`: the first route matching host and path names a pool; its balancer
-//!    picks a backend (with `[pool.NAME.overload]` limits, one with a free slot, or the request
-//!    waits its turn in the pool's queue: `upstream/overload/gate.rs`); the head is rewritten; attempts are made and retried by the pool's rules.
+//!    end); the request is screened, and counted and logged whatever becomes of it. The first
+//!    route matching it (`proxy/dispatch.rs`) checks its rate limit, then answers a redirect or
+//!    respond itself, or names a pool (one of a split's).
+//! 4. `proxy/forward.rs`: the pool's balancer picks a backend (with `[pool.NAME.overload]`
+//!    limits, one with a free slot, or the request waits its turn in the pool's queue:
+//!    `upstream/overload/gate.rs`); the head is rewritten; attempts are made and retried by the
+//!    pool's (or route's) rules; a mirror copy leaves on its own task.
 //! 5. `upstream/exchange.rs`: one attempt, whatever the backend speaks; the backend's in-flight
 //!    count goes up (an RAII guard that ends with the response body).
 //! 6. `upstream/h1/connection.rs`: on a pooled (or new) connection the head and what of the body

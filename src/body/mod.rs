@@ -17,7 +17,7 @@ pub mod upgrade;
 
 pub use client::ClientBody;
 pub use inbound::{BodyError, BodyRules, Inbound};
-pub use request::{Leftover, RequestBody};
+pub use request::{Leftover, REPLAY_LIMIT, RequestBody};
 pub use trailers::strip_trailer_fields;
 
 /// A response body's error, whichever connection it was read from.

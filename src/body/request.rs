@@ -94,6 +94,8 @@ struct Streaming {
     sent: Option<Vec<Chunk>>,
     sent_bytes: usize,
     report: Option<oneshot::Sender<Leftover>>,
+    /// Told the whole body once it has been sent to its end within [`REPLAY_LIMIT`].
+    tap: Option<oneshot::Sender<RequestBody>>,
 }
 
 impl RequestBody {
@@ -129,6 +131,18 @@ impl RequestBody {
         }
     }
 
+    /// A copy of the whole body, for a body still to be read from the client: it comes once the
+    /// body has been sent to its end, if it was no larger than [`REPLAY_LIMIT`]; otherwise the
+    /// sender is dropped. `None` for a body already in hand (see [`RequestBody::try_clone`]).
+    pub fn tap(&mut self) -> Option<oneshot::Receiver<RequestBody>> {
+        let Kind::Streaming(streaming) = &mut self.0 else {
+            return None;
+        };
+        let (tx, rx) = oneshot::channel();
+        streaming.tap = Some(tx);
+        Some(rx)
+    }
+
     /// Puts what was sent back in front of what is left, to send the same body again (on
     /// another connection); false when more than [`REPLAY_LIMIT`] was sent, which is gone.
     pub fn rewind(&mut self) -> bool {
@@ -161,6 +175,7 @@ impl RequestBody {
             sent: Some(Vec::new()),
             sent_bytes: 0,
             report: Some(tx),
+            tap: None,
         };
         (RequestBody(Kind::Streaming(Box::new(body))), Some(rx))
     }
@@ -177,6 +192,13 @@ impl Streaming {
     }
 
     fn finish(&mut self) {
+        if let Some(tap) = self.tap.take()
+            && self.is_end_stream()
+            && let Some(sent) = &self.sent
+        {
+            let (copy, _) = RequestBody::build(sent.clone(), None);
+            tap.send(copy).ok();
+        }
         let Some(report) = self.report.take() else {
             return;
         };

@@ -91,6 +91,21 @@ impl Source<'_> {
         })
     }
 
+    /// A route's `max_body`, when it has one.
+    pub(super) fn route_max_body(
+        &self,
+        value: &Option<Spanned<String>>,
+    ) -> Result<Option<u64>, ConfigError> {
+        match value {
+            None => Ok(None),
+            // 0 means no limit, as in `[limits]`.
+            Some(_) => match self.size_in("route max_body", value, 0..=u64::MAX, 0)? {
+                0 => Ok(Some(u64::MAX)),
+                size => Ok(Some(size)),
+            },
+        }
+    }
+
     /// A size in `range`, or `default` when the key is absent.
     fn size_in(
         &self,

@@ -10,6 +10,9 @@
 //! - `header_rules.rs`: a route's header changes and their value templates ([`HeaderRules`]).
 //! - `actions.rs`: what a route does to a request's path ([`PathRewrite`]).
 //! - `matching.rs`: a route's conditions besides host and prefix ([`Conditions`]).
+//! - `targets.rs`: where a route sends requests: a pool, a split, a redirect or a response of
+//!   its own ([`Target`]), and its `mirror` ([`Mirror`]).
+//! - `rate_limit.rs`: a route's `rate_limit` ([`RateLimit`]) and `[server] trusted_proxies`.
 //! - `overload.rs`: `[pool.NAME.overload]`, a route's `priority` and who may name one
 //!   ([`Overload`], [`Priority`], [`PriorityRules`]).
 //! - `certs.rs`: a certificate chain and its key read from PEM files and checked to match.
@@ -27,7 +30,9 @@ mod limits;
 mod matching;
 mod overload;
 mod pools;
+mod rate_limit;
 mod strategy;
+mod targets;
 mod tls;
 mod units;
 mod validate;
@@ -48,7 +53,9 @@ pub use header_rules::{HeaderRules, Part, Template};
 pub use host::HostPattern;
 pub use matching::Conditions;
 pub use overload::{Overload, Priority, PriorityRules};
+pub use rate_limit::{LimitKey, RateLimit};
 pub use strategy::Strategy;
+pub use targets::{Mirror, Redirect, Respond, Target};
 pub use units::parse_duration;
 
 /// Default `[server] listen`.
@@ -189,6 +196,8 @@ pub struct Server {
     pub underscores_in_headers: bool,
     /// Who may name a request's priority in a header (`priority_header`, `priority_trusted`).
     pub priority: PriorityRules,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`); empty: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[timeouts]`
@@ -368,8 +377,22 @@ pub struct RouteConfig {
     pub request_headers: HeaderRules,
     /// `response_headers`: changes to the backend's response the client receives.
     pub response_headers: HeaderRules,
-    pub pool: String,
+    /// `pool`, `split`, `redirect` or `respond`.
+    pub target: Target,
+    /// `mirror`: a share of requests copied to another pool.
+    pub mirror: Option<Mirror>,
+    /// `rate_limit`: requests per client.
+    pub rate_limit: Option<RateLimit>,
+    /// `timeout`: this route's `[timeouts] request`.
+    pub timeout: Option<Duration>,
+    /// `retries`: this route's, instead of its pool's.
+    pub retries: Option<u32>,
+    /// `max_body`: this route's `[limits] max_body`.
+    pub max_body: Option<u64>,
     pub priority: Priority,
+    /// `name`, or `route-N` (N counting from 1 in file order): metrics and rate limit headers
+    /// name the route by it.
+    pub name: String,
 }
 
 impl Config {

@@ -220,25 +220,7 @@ impl Source<'_> {
                 )
             })?),
         };
-        let trusted = server
-            .priority_trusted
-            .iter()
-            .map(|range| {
-                let text = range.get_ref().trim();
-                text.parse::<IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        self.error_at(
-                            range,
-                            format!(
-                                "server.priority_trusted: {text:?} is not an address or a range \
-                                 such as \"10.0.0.0/8\""
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<IpNet>, ConfigError>>()?;
+        let trusted = self.ranges("server.priority_trusted", &server.priority_trusted)?;
         if header.is_none()
             && let Some(first) = server.priority_trusted.first()
         {

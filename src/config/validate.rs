@@ -14,7 +14,7 @@ use super::{
     AccessFormat, AccessPath, Admin, Config, ConfigError, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE,
     Log, PoolConfig, RouteConfig, Server, TlsConfig,
 };
-use super::{HostPattern, Priority};
+use super::{HostPattern, Priority, Target};
 
 /// Parses and checks `text`, read from `path`.
 pub fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -143,6 +143,7 @@ impl Source<'_> {
                 .is_some_and(|redirect| *redirect.get_ref()),
             underscores_in_headers: server.underscores_in_headers.unwrap_or(false),
             priority: self.priority_rules(server)?,
+            trusted_proxies: self.ranges("server.trusted_proxies", &server.trusted_proxies)?,
         })
     }
 
@@ -363,8 +364,14 @@ impl Source<'_> {
                     rewrite: None,
                     request_headers: Default::default(),
                     response_headers: Default::default(),
-                    pool: only.name.clone(),
+                    target: Target::Pool(only.name.clone()),
+                    mirror: None,
+                    rate_limit: None,
+                    timeout: None,
+                    retries: None,
+                    max_body: None,
                     priority: Priority::default(),
+                    name: "route-1".to_owned(),
                 }]),
                 [] => Err(ConfigError::whole_file(
                     self.path,
@@ -376,13 +383,22 @@ impl Source<'_> {
                 )),
             };
         }
-        routes
+        let built = routes
             .iter()
-            .map(|route| self.route(route.get_ref(), pools))
-            .collect()
+            .enumerate()
+            .map(|(index, route)| self.route(index, route, pools))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.names_apart(routes, &built)?;
+        Ok(built)
     }
 
-    fn route(&self, route: &wire::Route, pools: &[PoolConfig]) -> Result<RouteConfig, ConfigError> {
+    fn route(
+        &self,
+        index: usize,
+        spanned: &Spanned<wire::Route>,
+        pools: &[PoolConfig],
+    ) -> Result<RouteConfig, ConfigError> {
+        let route = spanned.get_ref();
         let host = match &route.host {
             None => None,
             Some(text) => Some(
@@ -395,17 +411,20 @@ impl Source<'_> {
             None => None,
             Some(prefix) => Some(self.normalized("path_prefix", prefix)?),
         };
-        let pool = route.pool.get_ref();
-        if !pools.iter().any(|p| &p.name == pool) {
-            let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-            return Err(self.error_at(
-                &route.pool,
-                format!(
-                    "route to undefined pool {pool:?}, defined pools: {}",
-                    defined.join(", ")
-                ),
-            ));
-        }
+        let target = self.target(spanned, pools)?;
+        let timeout = match &route.timeout {
+            None => None,
+            Some(_) => Some(self.duration("route timeout", &route.timeout, Duration::ZERO)?),
+        };
+        let retries = match &route.retries {
+            None => None,
+            Some(_) => Some(self.int_in(
+                "route retries",
+                &route.retries,
+                0..=i64::from(super::MAX_RETRIES),
+                0,
+            )? as u32),
+        };
         Ok(RouteConfig {
             host,
             path_prefix,
@@ -415,9 +434,66 @@ impl Source<'_> {
                 .header_rules("request_headers", route.request_headers.as_ref())?,
             response_headers: self
                 .header_rules("response_headers", route.response_headers.as_ref())?,
-            pool: pool.clone(),
+            mirror: self.mirror(route, &target, pools)?,
+            target,
+            rate_limit: self.rate_limit(route.rate_limit.as_ref())?,
+            timeout,
+            retries,
+            max_body: self.route_max_body(&route.max_body)?,
             priority: self.priority(route.priority.as_ref())?,
+            name: match &route.name {
+                Some(name) => name.get_ref().clone(),
+                None => format!("route-{}", index + 1),
+            },
         })
+    }
+
+    /// Route names, which must differ: metrics and rate limit headers tell routes apart by them.
+    fn names_apart(
+        &self,
+        routes: &[Spanned<wire::Route>],
+        built: &[RouteConfig],
+    ) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (wire, route) in routes.iter().zip(built) {
+            if !seen.insert(route.name.as_str()) {
+                return Err(match &wire.get_ref().name {
+                    Some(name) => self.error_at(
+                        name,
+                        format!(
+                            "route name {:?} is already taken by an earlier route",
+                            route.name
+                        ),
+                    ),
+                    None => self.error_at(
+                        wire,
+                        format!(
+                            "this route's default name {:?} is already taken by an earlier \
+                             route's name: rename that one",
+                            route.name
+                        ),
+                    ),
+                });
+            }
+            if route.name.is_empty() || route.name.chars().any(|c| c.is_control() || c == '"') {
+                let at = wire
+                    .get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| n.span())
+                    .unwrap_or(wire.span());
+                return Err(ConfigError::at(
+                    self.path,
+                    self.text,
+                    at.start,
+                    format!(
+                        "route name {:?} must be non-empty, without quotes or control characters",
+                        route.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -100,6 +100,8 @@ pub struct Server {
     pub priority_header: Option<Spanned<String>>,
     #[serde(default)]
     pub priority_trusted: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// `[timeouts]`
@@ -233,8 +235,77 @@ pub struct Route {
     pub rewrite: Option<Spanned<Rewrite>>,
     pub request_headers: Option<Spanned<HeaderRules>>,
     pub response_headers: Option<Spanned<HeaderRules>>,
-    pub pool: Spanned<String>,
+    pub pool: Option<Spanned<String>>,
+    pub split: Option<Spanned<Vec<Spanned<SplitShare>>>>,
+    pub redirect: Option<Spanned<Redirect>>,
+    pub respond: Option<Spanned<Respond>>,
+    pub mirror: Option<Spanned<Mirror>>,
+    pub rate_limit: Option<Spanned<RateLimit>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<String>>,
     pub priority: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+}
+
+/// One entry of a route's `split`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitShare {
+    pub pool: Spanned<String>,
+    pub weight: Spanned<i64>,
+}
+
+/// A route's `redirect = { to, status }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub to: Spanned<String>,
+    pub status: Option<Spanned<i64>>,
+}
+
+/// A route's `respond = { status, body, content_type }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    pub status: Option<Spanned<i64>>,
+    pub body: Option<Spanned<String>>,
+    pub content_type: Option<Spanned<String>>,
+}
+
+/// A route's `mirror = { pool, percent }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub pool: Spanned<String>,
+    pub percent: Option<Spanned<Number>>,
+}
+
+/// A route's `rate_limit = { key, rate, burst, max_keys }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub key: Option<Spanned<String>>,
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<i64>>,
+    pub max_keys: Option<Spanned<i64>>,
+}
+
+/// An integer or a float, where either reads naturally (`percent = 10` or `0.5`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged, expecting = "a number")]
+pub enum Number {
+    Integer(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn value(self) -> f64 {
+        match self {
+            Number::Integer(n) => n as f64,
+            Number::Float(f) => f,
+        }
+    }
 }
 
 /// A route's `request_headers` or `response_headers`.

@@ -1,7 +1,9 @@
 //! Answers the proxy writes itself: refusals, redirects and errors, each logged once.
 
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tracing::{debug, warn};
 
 use super::ProxyBody;
@@ -52,6 +54,30 @@ pub(super) fn local_response(local: &screen::Local) -> Response<ProxyBody> {
     response
 }
 
+/// `duration` in whole seconds, rounded up, as `Retry-After` gives it (RFC 9110 section 10.2.3).
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The fields of the IETF draft "RateLimit header fields for HTTP"
+/// (draft-ietf-httpapi-ratelimit-headers): the route's policy, `quota` requests per `window`,
+/// and what is left of it now: nothing, for `reset` seconds.
+fn rate_limit_fields(
+    headers: &mut http::HeaderMap,
+    route: &str,
+    quota: u32,
+    window: Duration,
+    reset: Duration,
+) {
+    let window = whole_seconds(window).max(1);
+    let policy = format!("\"{route}\";q={quota};w={window}");
+    let now = format!("\"{route}\";r=0;t={}", whole_seconds(reset));
+    if let (Ok(policy), Ok(now)) = (HeaderValue::try_from(policy), HeaderValue::try_from(now)) {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
+        headers.insert(HeaderName::from_static("ratelimit"), now);
+    }
+}
+
 /// Logs `error` once, with its pool, backend and request id, and builds the answer.
 pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<ProxyBody> {
     let request_id = id.to_str().unwrap_or("");
@@ -64,9 +90,10 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
         | ProxyError::RequestBody { .. }
         | ProxyError::BodyTooLarge { .. }
         | ProxyError::BodyIdle { .. }
-        // Shedding is the proxy working as configured, possibly thousands of times a second:
-        // its counts are in the metrics.
-        | ProxyError::Shed { .. } => {
+        // Shedding and rate limiting are the proxy working as configured, possibly thousands
+        // of times a second: their counts are in the metrics.
+        | ProxyError::Shed { .. }
+        | ProxyError::RateLimited { .. } => {
             debug!(pool, backend, request_id, %error, "request answered by the proxy");
         }
         ProxyError::TlsFailed { reason, .. } => {
@@ -81,11 +108,18 @@ pub(super) fn error_response(error: &ProxyError, id: &HeaderValue) -> Response<P
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if let Some(after) = error.retry_after() {
-        // Whole seconds (RFC 9110 section 10.2.3), rounded up.
-        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            .insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(after)));
+    }
+    if let ProxyError::RateLimited {
+        route,
+        retry_after,
+        quota,
+        window,
+    } = error
+    {
+        rate_limit_fields(response.headers_mut(), route, *quota, *window, *retry_after);
     }
     if error.closes_connection() {
         response

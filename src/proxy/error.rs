@@ -97,6 +97,16 @@ pub enum ProxyError {
         /// Sent as `Retry-After`.
         retry_after: Duration,
     },
+    /// The client went past its route's `rate_limit`; no backend saw the request.
+    #[error("too many requests: route \"{route}\" allows {quota} per {window:?}")]
+    RateLimited {
+        route: Arc<str>,
+        /// Until the client's next request would pass; sent as `Retry-After`.
+        retry_after: Duration,
+        /// The limit: `quota` requests per `window`.
+        quota: u32,
+        window: Duration,
+    },
     /// A reload removed the pool while the request waited in its queue.
     #[error("pool \"{pool}\" was removed by a reload while the request waited")]
     PoolRemoved { pool: Arc<str> },
@@ -114,6 +124,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PoolRemoved { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -141,7 +152,9 @@ impl ProxyError {
     /// How long the client is asked to wait before trying again (`Retry-After`), if at all.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProxyError::Shed { retry_after, .. } => Some(*retry_after),
+            ProxyError::Shed { retry_after, .. } | ProxyError::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -149,9 +162,10 @@ impl ProxyError {
     /// The pool and backend the error concerns, for the log line.
     pub fn location(&self) -> (Option<&str>, Option<&Authority>) {
         match self {
-            ProxyError::NoRoute | ProxyError::AmbiguousPath | ProxyError::Deadline { .. } => {
-                (None, None)
-            }
+            ProxyError::NoRoute
+            | ProxyError::AmbiguousPath
+            | ProxyError::Deadline { .. }
+            | ProxyError::RateLimited { .. } => (None, None),
             ProxyError::NoHealthyBackend { pool }
             | ProxyError::UpgradeUnsupported { pool }
             | ProxyError::Shed { pool, .. }

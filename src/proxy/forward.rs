@@ -1,47 +1,51 @@
 //! Forwarding a request to its pool: pick, attempt, retry by the rules in `mod.rs`, relay.
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use super::client_ip::ClientAddr;
 use super::error::ProxyError;
 use super::header_rules::{self, Facts};
 use super::headers;
+use super::mirror::Copy;
 use super::priority::priority;
-use super::request_id;
-use super::rewrite;
-use super::route::{Asked, host_name};
+use super::route::Route;
 use super::state::State;
-use super::target::{prepare, request_host};
+use super::target::prepare;
 use super::tunnel::{self, Tunnels};
 use super::{ProxyBody, Trail};
 use crate::body::upgrade::OnUpgrade;
 use crate::body::{BodyRules, ClientBody, Inbound, RequestBody};
 use crate::config::Priority;
-use crate::path::routing_path;
 use crate::telemetry::metrics::RetryReason;
 use crate::upstream::exchange::{self, Answer, Cause, Failed, Replay, Report};
 use crate::upstream::head::{Head, is_idempotent};
 use crate::upstream::overload::{Refused, Want};
 use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 
-/// Routes `request` to its pool and makes attempts on its backends until one answers or the
+/// Makes attempts on the backends of the pool `forwarding` names until one answers or the
 /// retry rules say stop; `trail` records where it went.
 pub(super) async fn forward<'a>(
     state: &'a State,
+    forwarding: Forwarding<'a>,
     mut request: Request<ClientBody>,
-    client: (SocketAddr, bool),
+    client: &ClientAddr,
     received: Option<Arc<AtomicU64>>,
     tunnels: &Arc<Tunnels>,
     trail: &mut Trail<'a>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (peer, _) = client;
+    let Forwarding {
+        route,
+        pool,
+        rewritten,
+    } = forwarding;
+    let settings = route.settings();
     // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
     // The server promises the client's side to every request asking to upgrade: one without
     // the promise needs no lookups.
@@ -49,34 +53,12 @@ pub(super) async fn forward<'a>(
     let mut upgrade = promised.and_then(|client| {
         tunnel::requested(request.version(), request.headers()).map(|protocol| (protocol, client))
     });
-    let host = request_host(&request).map(host_name);
-    let path = routing_path(request.uri().path()).ok_or(ProxyError::AmbiguousPath)?;
-    let asked = Asked {
-        method: request.method(),
-        headers: request.headers(),
-        query: request.uri().query(),
-    };
-    let route = state
-        .route(host, &path, &asked)
-        .ok_or(ProxyError::NoRoute)?;
-    let pool = route.pool();
     // What header templates may name, for a route with header rules.
-    let facts = route.header_rules().map(|_| Facts {
-        client_ip: peer.ip(),
-        request_id: request.headers().get(request_id::X_REQUEST_ID).cloned(),
-        host: request_host(&request).map(str::to_owned),
-        scheme: if client.1 { "https" } else { "http" },
-        path: request.uri().path().to_owned(),
-    });
-    // Made from the normalized path, which borrows the request until it is taken apart.
-    let rewritten = route
-        .rewrite()
-        .and_then(|rule| rewrite::rewritten(rule, &path, request.uri()));
-    drop(path);
+    let facts = route.header_rules().map(|_| Facts::of(&request, client));
     trail.priority = priority(
         route.priority(),
         request.headers(),
-        peer.ip(),
+        client.ip,
         state.priority_rules(),
     );
     // A priority a client named goes on as the one it got, so that a proxy further on that
@@ -92,7 +74,7 @@ pub(super) async fn forward<'a>(
     let key = policy
         .hash_key
         .as_ref()
-        .and_then(|k| k.hash(&request, peer.ip()));
+        .and_then(|k| k.hash(&request, client.ip));
     let pinned = policy
         .sticky
         .as_ref()
@@ -110,12 +92,24 @@ pub(super) async fn forward<'a>(
         header_rules::apply(rules, &mut head.headers, facts);
     }
     let idempotent = is_idempotent(&head.method);
-    let retries = pool.policy().retries;
+    let retries = settings.retries.unwrap_or(policy.retries);
     let rules = BodyRules {
-        max_body: state.limits().max_body,
+        max_body: settings.max_body.unwrap_or(state.limits().max_body),
         idle: state.timeouts().request_body_idle,
     };
-    let (body, report) = request_body(body, rules, received);
+    let (mut body, report) = request_body(body, rules, received);
+    if let Some(mirror) = &settings.mirror
+        && upgrade.is_none()
+        && mirror.sampled()
+        && let Some(copy) = Copy::of(&mut body)
+    {
+        mirror.send(
+            state.client(),
+            head.detached(),
+            copy,
+            state.timeouts().response,
+        );
+    }
     // A copy of the head is needed only to resend an idempotent request with a streamed body
     // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
     let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
@@ -250,6 +244,29 @@ pub(super) async fn forward<'a>(
         next = again;
         tried.push(backend);
         last_error = Some(error);
+    }
+}
+
+/// A request's route and the pool it goes to, with its target rewritten when the route says so.
+#[derive(Debug)]
+pub(super) struct Forwarding<'a> {
+    pub route: &'a Route,
+    pub pool: &'a Arc<Pool>,
+    pub rewritten: Option<Uri>,
+}
+
+impl Forwarding<'_> {
+    /// The largest body the request may have: its route's, else the server's.
+    pub fn max_body(&self, state: &State) -> u64 {
+        self.route
+            .settings()
+            .max_body
+            .unwrap_or(state.limits().max_body)
+    }
+
+    /// The deadline of the whole request: its route's, else the server's.
+    pub fn deadline(&self, state: &State) -> Option<Duration> {
+        self.route.settings().timeout.or(state.timeouts().request)
     }
 }
 

@@ -3,7 +3,11 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Request};
+
+use super::client_ip::ClientAddr;
+use super::request_id;
+use super::target::request_host;
 
 use crate::config::{HeaderRules, Part, Template};
 
@@ -15,6 +19,19 @@ pub(super) struct Facts {
     pub host: Option<String>,
     pub scheme: &'static str,
     pub path: String,
+}
+
+impl Facts {
+    /// What `request`, from `client`, says.
+    pub fn of<B>(request: &Request<B>, client: &ClientAddr) -> Facts {
+        Facts {
+            client_ip: client.ip,
+            request_id: request.headers().get(request_id::X_REQUEST_ID).cloned(),
+            host: request_host(request).map(str::to_owned),
+            scheme: if client.tls { "https" } else { "http" },
+            path: request.uri().path().to_owned(),
+        }
+    }
 }
 
 /// Applies `rules` to `headers`: removals, then sets, then additions. A value that would not be
@@ -35,7 +52,8 @@ pub(super) fn apply(rules: &HeaderRules, headers: &mut HeaderMap, facts: &Facts)
     }
 }
 
-fn render(template: &Template, facts: &Facts) -> Option<HeaderValue> {
+/// `template` filled in; `None` when the result is not a valid header value.
+pub(super) fn render(template: &Template, facts: &Facts) -> Option<HeaderValue> {
     let mut value = String::new();
     for part in &template.0 {
         match part {

@@ -49,6 +49,9 @@ pub struct ClientSide {
     pub version: Version,
     /// Header names with an underscore are forwarded, not dropped.
     pub underscores: bool,
+    /// An incoming `X-Forwarded-For` is extended; otherwise it is replaced (an untrusted peer's,
+    /// with `trusted_proxies` set).
+    pub keep_chain: bool,
 }
 
 /// Rewrites a request's headers for the backend: hop-by-hop removed, forwarding headers set.
@@ -69,7 +72,11 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) -> bool {
     if keep_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    append_forwarded_for(headers, client.ip, present.forwarded_for);
+    append_forwarded_for(
+        headers,
+        client.ip,
+        present.forwarded_for && client.keep_chain,
+    );
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(client.proto),
@@ -309,6 +316,7 @@ mod tests {
             proto: "http",
             version: Version::HTTP_11,
             underscores: false,
+            keep_chain: true,
         }
     }
 
@@ -498,6 +506,7 @@ mod tests {
             proto: "https",
             version: Version::HTTP_2,
             underscores: false,
+            keep_chain: true,
         };
         rewrite_request(&mut headers, &client);
         let cookies: Vec<_> = headers.get_all("cookie").iter().collect();
@@ -595,7 +604,7 @@ mod properties {
                 .filter(|t| !t.is_empty())
                 .collect();
             let ip = IpAddr::from(ip);
-            let client = ClientSide { ip, proto: "http", version: Version::HTTP_11, underscores: true };
+            let client = ClientSide { ip, proto: "http", version: Version::HTTP_11, underscores: true, keep_chain: true };
             rewrite_request(&mut map, &client);
             for name in HOP_BY_HOP {
                 prop_assert!(!map.contains_key(name), "{name} survived");

@@ -1,8 +1,8 @@
 //! The request path: route, pick, rewrite, forward with retries, relay, and turn failures into
 //! answers.
 //!
-//! Life of a request: load the snapshot once → find the route by host and path → rewrite the
-//! head once → the pool picks an available backend → count it in flight → one attempt
+//! Life of a request: load the snapshot once → find the route (`dispatch.rs`), check its rate
+//! limit, and answer a redirect or respond there, or choose its pool → rewrite the head once → the pool picks an available backend → count it in flight → one attempt
 //! (`upstream/exchange.rs`) → relay the response head and stream its body, the in-flight count ending with
 //! the body. A failed attempt is retried on a backend not yet tried when the retry rules below
 //! allow it; otherwise it is a [`ProxyError`], logged once here with pool and backend.
@@ -22,7 +22,14 @@
 //! - `state.rs`: [`state::State`], the immutable snapshot (routes → pools → backends) that a
 //!   request is served from, held in an `ArcSwap`.
 //! - `screen.rs`: what is refused before anything is forwarded (framing, Host, methods, loops).
-//! - `route.rs`: host and path-prefix matching, first match wins.
+//! - `client_ip.rs`: who the client is (the peer, or behind `trusted_proxies` the address its
+//!   `X-Forwarded-For` names).
+//! - `dispatch.rs`: from a request to its route, the route's rate limit, and its target: a
+//!   pool, a split's pool, or a redirect or respond answered there.
+//! - `route.rs`: a route as the snapshot holds it, and its matching (first match wins).
+//! - `split.rs`: a route's weighted choice among pools, sticky when the pools are.
+//! - `rate_limit.rs`: a route's requests per client (GCRA over a bounded store).
+//! - `mirror.rs`: copies of a route's requests sent to a shadow pool, bounded, answers dropped.
 //! - `header_rules.rs`: a route's `request_headers` and `response_headers`, templates filled in.
 //! - `rewrite.rs`: a route's `strip_prefix` or `rewrite` of the path.
 //! - `priority.rs`: a request's priority, from its route and its priority header.
@@ -67,18 +74,23 @@ use crate::upstream::{Backend, Pool};
 
 mod answer;
 mod body;
+mod client_ip;
+mod dispatch;
 mod error;
 mod forward;
 pub mod guard;
 mod header_rules;
 mod headers;
 mod logged;
+mod mirror;
 mod priority;
+mod rate_limit;
 mod request_id;
 mod rewrite;
-mod route;
+pub mod route;
 mod screen;
 mod service;
+mod split;
 pub mod state;
 mod target;
 mod tunnel;
@@ -89,6 +101,8 @@ pub(crate) use service::Watched;
 pub use service::{Peer, ResponseBody};
 
 use answer::{error_response, local_response, redirect_response};
+use client_ip::ClientAddr;
+use dispatch::{Routed, dispatch};
 use error::ProxyError;
 use forward::forward;
 use guard::Watch;
@@ -164,9 +178,10 @@ impl Proxy {
         let http10 = request.version() == Version::HTTP_10;
         let head = request.method() == Method::HEAD;
         let id = request_id::ensure(request.headers_mut());
+        let client = ClientAddr::resolve(state.trusted_proxies(), peer, tls, request.headers());
         let entry = state
             .access_log()
-            .map(|_| Entry::begin(&request, peer, &id, started));
+            .map(|_| Entry::begin(&request, client.socket(), &id, started));
         let received = entry.as_ref().map(|entry| Arc::clone(entry.received()));
         // At debug level: every event of the request carries its id, pool and backend.
         let span = debug_span!(
@@ -195,22 +210,37 @@ impl Proxy {
         };
         let redirect =
             (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
-        let mut response = match screen::screen(&request, state.limits()) {
-            Some(local) => local_response(&local),
-            None if redirect.is_some() => redirect_response(&request, redirect.unwrap_or(443)),
-            None => {
+        let routed = match screen::screen(&request, state.screen_limits()) {
+            Some(local) => Err(local_response(&local)),
+            None if redirect.is_some() => Err(redirect_response(&request, redirect.unwrap_or(443))),
+            None => match dispatch(&state, &request, &client) {
+                Err(error) => Err(error_response(&error, &id)),
+                Ok(Routed::Answered(response)) => Err(response),
+                Ok(Routed::Forward(forwarding)) => {
+                    match screen::body_too_large(request.headers(), forwarding.max_body(&state)) {
+                        Some(local) => Err(local_response(&local)),
+                        None => Ok(forwarding),
+                    }
+                }
+            },
+        };
+        let mut response = match routed {
+            Err(answered) => answered,
+            Ok(forwarding) => {
+                let deadline = forwarding.deadline(&state);
                 // Pinned where it is made and awaited through the pin: awaiting it by value
                 // would copy the large future once more.
                 let mut forwarding = pin!(forward(
                     &state,
+                    forwarding,
                     request,
-                    (peer, tls),
+                    &client,
                     received,
                     &self.tunnels,
                     &mut pending.trail,
                 ));
                 // A disabled span (debug off, the usual case) is not worth wrapping.
-                let forwarded = match (state.timeouts().request, span.is_disabled()) {
+                let forwarded = match (deadline, span.is_disabled()) {
                     (None, true) => forwarding.as_mut().await,
                     (None, false) => forwarding.instrument(span).await,
                     (Some(after), _) => tokio::time::timeout(after, forwarding.instrument(span))

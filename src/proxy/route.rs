@@ -1,5 +1,6 @@
-//! Routing: which pool serves a request, by host and path prefix, first match wins, and by the
-//! route's other conditions (an exact path, a path regex, methods, headers, query parameters:
+//! A route as the snapshot holds it ([`Route`]): what it matches, what serves its requests
+//! ([`Target`]: a pool, a split, a redirect or a respond) and its own settings ([`Settings`]).
+//! Matching is by host and path prefix, first match wins, and by the route's other conditions (an exact path, a path regex, methods, headers, query parameters:
 //! [`Conditions`], all of which must hold). Paths are matched as normalized the way nginx matches
 //! locations ([`crate::path::routing_path`]).
 //!
@@ -8,10 +9,16 @@
 //! ignored, and so is a trailing dot (`example.com.` is `example.com`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
-use crate::config::{Conditions, HeaderRules, HostPattern, PathRewrite, Priority};
+use super::mirror::Mirror;
+use super::rate_limit::Limiter;
+use super::split::Split;
+use crate::config::{
+    Conditions, HeaderRules, HostPattern, PathRewrite, Priority, Redirect, Respond,
+};
 use crate::upstream::Pool;
 use crate::upstream::affinity::percent_decode;
 
@@ -24,12 +31,12 @@ pub struct Asked<'a> {
     pub query: Option<&'a str>,
 }
 
-/// A route as the snapshot holds it, pointing at its pool.
+/// A route as the snapshot holds it, pointing at what serves its requests.
 #[derive(Debug)]
 pub struct Route {
     host: Option<HostPattern>,
     path_prefix: Option<String>,
-    pool: Arc<Pool>,
+    target: Target,
     priority: Priority,
     /// `None` when it has none: most routes, which then cost nothing more.
     conditions: Option<Box<Conditions>>,
@@ -37,24 +44,66 @@ pub struct Route {
     rewrite: Option<Box<PathRewrite>>,
     /// `request_headers` and `response_headers`, when it has either.
     header_rules: Option<Box<(HeaderRules, HeaderRules)>>,
+    settings: Box<Settings>,
+}
+
+/// What serves a route's requests.
+#[derive(Debug)]
+pub enum Target {
+    Pool(Arc<Pool>),
+    Split(Box<Split>),
+    Redirect(Box<Redirect>),
+    Respond(Box<Respond>),
+}
+
+/// A route's own settings: its name, the limits that override the server's, its rate limit
+/// and its mirror.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// Metrics and rate limit headers name the route by it.
+    pub name: Arc<str>,
+    /// This route's `[timeouts] request`.
+    pub timeout: Option<Duration>,
+    /// This route's retries, instead of its pool's.
+    pub retries: Option<u32>,
+    /// This route's `[limits] max_body`.
+    pub max_body: Option<u64>,
+    /// Shared with the snapshots before and after that keep the route's name and limit.
+    pub limiter: Option<Arc<Limiter>>,
+    pub mirror: Option<Mirror>,
 }
 
 impl Route {
     pub fn new(
         host: Option<HostPattern>,
         path_prefix: Option<String>,
-        pool: Arc<Pool>,
+        target: Target,
         priority: Priority,
     ) -> Route {
         Route {
             host,
             path_prefix,
-            pool,
+            target,
             priority,
             conditions: None,
             rewrite: None,
             header_rules: None,
+            settings: Box::default(),
         }
+    }
+
+    /// The same route with these settings.
+    pub fn with_settings(mut self, settings: Settings) -> Route {
+        self.settings = Box::new(settings);
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// The same route changing requests' and responses' headers as these say.
@@ -84,10 +133,6 @@ impl Route {
     pub fn with_conditions(mut self, conditions: &Conditions) -> Route {
         self.conditions = (!conditions.is_empty()).then(|| Box::new(conditions.clone()));
         self
-    }
-
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
     }
 
     /// The priority of its requests, unless their priority header changes it.
@@ -185,7 +230,7 @@ mod tests {
         Route::new(
             host.map(|h| HostPattern::parse(h).unwrap()),
             prefix.map(str::to_owned),
-            pool,
+            Target::Pool(pool),
             Priority::Normal,
         )
     }

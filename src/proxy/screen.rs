@@ -49,6 +49,14 @@ impl Local {
     }
 }
 
+/// The 413 for a request whose declared `Content-Length` is over `max_body` (the server's, or
+/// its route's).
+pub fn body_too_large(headers: &HeaderMap, max_body: u64) -> Option<Local> {
+    declared_length(headers)
+        .is_some_and(|len| len > max_body)
+        .then(|| Local::refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+}
+
 /// What to answer `request` with here, if it must not be forwarded. An HTTP/1 request's framing
 /// was judged as its head was read (`http1/framing.rs`).
 pub fn screen<B>(request: &Request<B>, limits: &Limits) -> Option<Local> {
@@ -91,11 +99,10 @@ pub fn screen<B>(request: &Request<B>, limits: &Limits) -> Option<Local> {
             "request target too long",
         ));
     }
-    if carried.content_length && declared_length(headers).is_some_and(|len| len > limits.max_body) {
-        return Some(Local::refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
+    if carried.content_length
+        && let Some(refusal) = body_too_large(headers, limits.max_body)
+    {
+        return Some(refusal);
     }
     if let Some(local) = method(request.method(), headers) {
         return Some(local);

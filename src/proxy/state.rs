@@ -17,8 +17,15 @@ use http::uri::Authority;
 use arc_swap::ArcSwap;
 use tracing::debug;
 
-use super::route::{Asked, Route};
-use crate::config::{BackendConfig, Config, Limits, PoolConfig, PriorityRules, Timeouts};
+use ipnet::IpNet;
+
+use super::mirror::Mirror;
+use super::rate_limit::Limiter;
+use super::route::{Asked, Route, Settings, Target};
+use super::split::Split;
+use crate::config::{
+    self, BackendConfig, Config, Limits, PoolConfig, PriorityRules, RouteConfig, Timeouts,
+};
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Outcomes;
 use crate::upstream::health::AdminState;
@@ -50,6 +57,11 @@ pub struct State {
     underscores_in_headers: bool,
     /// Who may name a request's priority.
     priority: PriorityRules,
+    /// Peers whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpNet>,
+    /// `limits` as screening applies them before a request's route is known: the largest
+    /// `max_body` of any route (each route's own is applied once it is found).
+    screen_limits: Limits,
     pools: Vec<Arc<Pool>>,
     routes: Vec<Route>,
     client: Client,
@@ -102,19 +114,9 @@ impl State {
             .routes
             .iter()
             .map(|route| {
-                let pool = pools
-                    .iter()
-                    .find(|pool| **pool.name() == *route.pool)
-                    .expect("validation guarantees every route names a defined pool");
-                Route::new(
-                    route.host.clone(),
-                    route.path_prefix.clone(),
-                    Arc::clone(pool),
-                    route.priority,
-                )
-                .with_conditions(&route.conditions)
-                .with_rewrite(route.rewrite.as_ref())
-                .with_header_rules(&route.request_headers, &route.response_headers)
+                let before = previous
+                    .and_then(|p| p.routes.iter().find(|r| *r.settings().name == *route.name));
+                build_route(route, &pools, before)
             })
             .collect();
         State {
@@ -124,6 +126,15 @@ impl State {
             redirect_https: config.server.redirect_https,
             underscores_in_headers: config.server.underscores_in_headers,
             priority: config.server.priority.clone(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            screen_limits: Limits {
+                max_body: config
+                    .routes
+                    .iter()
+                    .filter_map(|route| route.max_body)
+                    .fold(config.limits.max_body, u64::max),
+                ..config.limits
+            },
             pools,
             routes,
             client,
@@ -169,6 +180,21 @@ impl State {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The limits screening applies, before a request's route is known.
+    pub fn screen_limits(&self) -> &Limits {
+        &self.screen_limits
+    }
+
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
+    }
+
+    /// Routes in config order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// Whether plain-HTTP requests are redirected to https.
@@ -222,6 +248,59 @@ impl State {
             .iter()
             .find(|route| route.matches(host, path, asked))
     }
+}
+
+/// A route from its config, pointing at `pools`, keeping the rate limiter and split counts of the
+/// route of the same name `before`, when its limit is unchanged.
+fn build_route(config: &RouteConfig, pools: &[Arc<Pool>], before: Option<&Route>) -> Route {
+    let pool = |name: &str| {
+        pools
+            .iter()
+            .find(|pool| **pool.name() == *name)
+            .map(Arc::clone)
+            .expect("validation guarantees every route names a defined pool")
+    };
+    let target = match &config.target {
+        config::Target::Pool(name) => Target::Pool(pool(name)),
+        config::Target::Split(shares) => {
+            let shares = shares.iter().map(|s| (pool(&s.pool), s.weight)).collect();
+            let split_before = before.and_then(|b| match b.target() {
+                Target::Split(split) => Some(&**split),
+                _ => None,
+            });
+            Target::Split(Box::new(Split::new(shares, split_before)))
+        }
+        config::Target::Redirect(redirect) => Target::Redirect(Box::new(redirect.clone())),
+        config::Target::Respond(respond) => Target::Respond(Box::new(respond.clone())),
+    };
+    let limiter = config.rate_limit.as_ref().map(|limit| {
+        before
+            .and_then(|b| b.settings().limiter.as_ref())
+            .filter(|kept| kept.config() == limit)
+            .map(Arc::clone)
+            .unwrap_or_else(|| Arc::new(Limiter::new(limit)))
+    });
+    let settings = Settings {
+        name: config.name.as_str().into(),
+        timeout: config.timeout,
+        retries: config.retries,
+        max_body: config.max_body,
+        limiter,
+        mirror: config
+            .mirror
+            .as_ref()
+            .map(|m| Mirror::new(pool(&m.pool), m.per_million)),
+    };
+    Route::new(
+        config.host.clone(),
+        config.path_prefix.clone(),
+        target,
+        config.priority,
+    )
+    .with_conditions(&config.conditions)
+    .with_rewrite(config.rewrite.as_ref())
+    .with_header_rules(&config.request_headers, &config.response_headers)
+    .with_settings(settings)
 }
 
 /// A pool from its config and registrations, keeping the backends `before` already had.
@@ -436,7 +515,10 @@ mod properties {
             });
             let headers = http::HeaderMap::new();
             let asked = super::Asked { method: &http::Method::GET, headers: &headers, query: None };
-            let got = state.route(Some(host), path, &asked).map(|r| r.pool().name().to_string());
+            let got = state.route(Some(host), path, &asked).map(|r| match r.target() {
+                super::Target::Pool(pool) => pool.name().to_string(),
+                _ => unreachable!("every route names a pool"),
+            });
             prop_assert_eq!(got, expected.map(|i| format!("p{}", i + 1)));
         }
     }

@@ -1,11 +1,10 @@
 //! The request head as a backend receives it: `Host` from the target, hop-by-hop headers out,
 //! forwarding headers in, the target in origin form.
 
-use std::net::SocketAddr;
-
 use crate::body::ClientBody;
 use http::{HeaderValue, Method, Request, Uri, header};
 
+use super::client_ip::ClientAddr;
 use super::headers::{self, ClientSide};
 use super::tunnel;
 use crate::upstream::head::Head;
@@ -16,15 +15,16 @@ use crate::upstream::head::Head;
 /// (`$proxy_host`, the upstream's name) Fulcrum names the pool.
 pub(super) fn prepare(
     mut request: Request<ClientBody>,
-    (peer, tls): (SocketAddr, bool),
+    client: &ClientAddr,
     upgrade: Option<HeaderValue>,
     (pool, underscores): (&str, bool),
 ) -> (Head, ClientBody) {
     let client = ClientSide {
-        ip: peer.ip(),
-        proto: if tls { "https" } else { "http" },
+        ip: client.peer.ip(),
+        proto: if client.tls { "https" } else { "http" },
         version: request.version(),
         underscores,
+        keep_chain: client.keep_chain,
     };
     set_host_from_target(&mut request);
     let has_host = headers::rewrite_request(request.headers_mut(), &client);

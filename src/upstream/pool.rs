@@ -164,6 +164,11 @@ impl Pool {
         (untried && tier_ok && backend.health().is_available()).then_some(backend)
     }
 
+    /// Whether `token` is a sticky token of one of this pool's backends.
+    pub fn issued(&self, token: u64) -> bool {
+        self.pinned.contains_key(&token)
+    }
+
     /// Whether `backend` is among those a request would be sent to now: the available
     /// primaries; else the available backups; else, failing open, every enabled member.
     pub fn would_pick(&self, backend: &Backend, role: Role) -> bool {

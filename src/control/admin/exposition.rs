@@ -59,6 +59,7 @@ impl Collector for Scrape {
         self.backends(&mut encoder)?;
         self.pools(&mut encoder)?;
         self.overload(&mut encoder)?;
+        self.routes(&mut encoder)?;
         self.process(&mut encoder)
     }
 }
@@ -322,6 +323,47 @@ impl Scrape {
                 ];
                 gauge(&mut family, &labels, i64::from(backend.limit().get()))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Rate limits per route and mirrors per shadow pool.
+    fn routes(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_rate_limited",
+            "Requests answered 429 because their client went past the route's rate_limit",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in self.state.routes() {
+            let settings = route.settings();
+            if let Some(limiter) = &settings.limiter {
+                counter(
+                    &mut family,
+                    &[("route", &*settings.name)],
+                    limiter.refused(),
+                )?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fulcrum_mirror_dropped",
+            "Mirrored requests not sent: too many under way to the pool, or none of its backends \
+             available",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut shadows: Vec<&Pool> = self
+            .state
+            .routes()
+            .iter()
+            .filter_map(|route| route.settings().mirror.as_ref())
+            .map(|mirror| &**mirror.pool())
+            .collect();
+        shadows.sort_by_key(|pool| pool.name());
+        shadows.dedup_by_key(|pool| pool.name());
+        for pool in shadows {
+            let dropped = pool.stats().mirrors_dropped.get();
+            counter(&mut family, &[("pool", &**pool.name())], dropped)?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use crate::clock;
 use crate::config::Priority;
 use crate::control::discovery::Source;
 use crate::control::{ConfigStatus, Control, RegistryChange};
+use crate::proxy::route::{Route, Target};
 use crate::upstream::{Backend, Pool, Role};
 
 /// `GET /status`
@@ -37,7 +38,44 @@ pub fn status(control: &Control) -> Value {
         "last_reload_error": last_error,
         "registry": registry(control),
         "pools": pools,
+        "routes": state.routes().iter().map(route).collect::<Vec<_>>(),
     })
+}
+
+/// A route: its name, what serves it and with what counts, its rate limit and mirror.
+fn route(route: &Route) -> Value {
+    let settings = route.settings();
+    let mut view = match route.target() {
+        Target::Pool(pool) => json!({ "pool": &**pool.name() }),
+        Target::Split(split) => json!({
+            "split": split
+                .counts()
+                .map(|(pool, weight, requests)| {
+                    json!({ "pool": pool, "weight": weight, "requests": requests })
+                })
+                .collect::<Vec<_>>(),
+        }),
+        Target::Redirect(redirect) => json!({ "redirect": redirect.status.as_u16() }),
+        Target::Respond(respond) => json!({ "respond": respond.status.as_u16() }),
+    };
+    view["name"] = json!(&*settings.name);
+    if let Some(limiter) = &settings.limiter {
+        let limit = limiter.config();
+        view["rate_limit"] = json!({
+            "rate": format!("{}/{}s", limit.count, limit.per.as_secs_f64()),
+            "burst": limit.burst,
+            "max_keys": limit.max_keys,
+            "clients": limiter.clients(),
+            "refused": limiter.refused(),
+        });
+    }
+    if let Some(mirror) = &settings.mirror {
+        view["mirror"] = json!({
+            "pool": &**mirror.pool().name(),
+            "percent": f64::from(mirror.per_million()) / 10_000.0,
+        });
+    }
+    view
 }
 
 /// Where runtime registrations live: etcd (and how it stands), or this instance.

@@ -4,7 +4,7 @@
 //! and requests that matched no route (`Outcomes` held by the snapshot, carried the same way).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::series::{Counter, Histogram, StatusCounts};
@@ -180,6 +180,10 @@ pub struct PoolStats {
     pub fail_open_started: Counter,
     /// Whether the pool is failing open now; here so that it outlives a reload's new `Pool`.
     pub failing_open: AtomicBool,
+    /// Mirrored requests under way to the pool, which bounds them.
+    pub mirrors_in_flight: AtomicUsize,
+    /// Mirrored requests not sent: too many under way, or no backend to take them.
+    pub mirrors_dropped: Counter,
 }
 
 impl PoolStats {
