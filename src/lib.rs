@@ -106,11 +106,13 @@ pub fn fuzz_http1(data: &[u8]) {
     http1::exercise::exercise(data, split);
 }
 
-/// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`, `benches/shed.rs`)
+/// What the criterion benches (`benches/pick.rs`, `benches/snapshot.rs`, `benches/shed.rs`,
+/// `benches/routing.rs`)
 /// measure, reachable from outside the crate. It exists for the benches only and is not API.
 #[doc(hidden)]
 pub mod bench {
     pub use crate::config::{Priority, Strategy};
+    pub use crate::proxy::route::Asked;
     pub use crate::proxy::state::State;
     pub use crate::upstream::balance::stable_hash;
     pub use crate::upstream::overload::{Refused, ShedReason, Want};

@@ -27,6 +27,8 @@
 //! - `dispatch.rs`: from a request to its route, the route's rate limit, and its target: a
 //!   pool, a split's pool, or a redirect or respond answered there.
 //! - `route.rs`: a route as the snapshot holds it, and its matching (first match wins).
+//! - `route_table.rs`: the routes indexed by host, so a request reads only those that could
+//!   take it.
 //! - `split.rs`: a route's weighted choice among pools, sticky when the pools are.
 //! - `rate_limit.rs`: a route's requests per client (GCRA over a bounded store).
 //! - `mirror.rs`: copies of a route's requests sent to a shadow pool, bounded, answers dropped.
@@ -88,6 +90,7 @@ mod rate_limit;
 mod request_id;
 mod rewrite;
 pub mod route;
+mod route_table;
 mod screen;
 mod service;
 mod split;

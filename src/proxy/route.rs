@@ -106,6 +106,11 @@ impl Route {
         &self.target
     }
 
+    /// The host it takes, if it names one.
+    pub fn host(&self) -> Option<&HostPattern> {
+        self.host.as_ref()
+    }
+
     /// The same route changing requests' and responses' headers as these say.
     pub fn with_header_rules(mut self, request: &HeaderRules, response: &HeaderRules) -> Route {
         self.header_rules = (!request.is_empty() || !response.is_empty())

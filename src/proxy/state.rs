@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use super::mirror::Mirror;
 use super::rate_limit::Limiter;
 use super::route::{Asked, Route, Settings, Target};
+use super::route_table::RouteTable;
 use super::split::Split;
 use crate::config::{
     self, BackendConfig, Config, Limits, PoolConfig, PriorityRules, RouteConfig, Timeouts,
@@ -63,7 +64,7 @@ pub struct State {
     /// `max_body` of any route (each route's own is applied once it is found).
     screen_limits: Limits,
     pools: Vec<Arc<Pool>>,
-    routes: Vec<Route>,
+    routes: RouteTable,
     client: Client,
     /// Responses to requests that matched no route; shared with the snapshots before and after.
     unrouted: Arc<Outcomes>,
@@ -114,11 +115,15 @@ impl State {
             .routes
             .iter()
             .map(|route| {
-                let before = previous
-                    .and_then(|p| p.routes.iter().find(|r| *r.settings().name == *route.name));
+                let before = previous.and_then(|p| {
+                    p.routes()
+                        .iter()
+                        .find(|r| *r.settings().name == *route.name)
+                });
                 build_route(route, &pools, before)
             })
             .collect();
+        let routes = RouteTable::new(routes);
         State {
             generation,
             timeouts: config.timeouts,
@@ -194,7 +199,7 @@ impl State {
 
     /// Routes in config order.
     pub fn routes(&self) -> &[Route] {
-        &self.routes
+        self.routes.all()
     }
 
     /// Whether plain-HTTP requests are redirected to https.
@@ -244,9 +249,7 @@ impl State {
     /// The first route that takes a request for `host` (port stripped) and `path`, with what
     /// else `asked` says of it.
     pub fn route(&self, host: Option<&str>, path: &str, asked: &Asked<'_>) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|route| route.matches(host, path, asked))
+        self.routes.find(host, path, asked)
     }
 }
 
