@@ -17,7 +17,8 @@
 #   https  keep-alive GET of / over TLS to the proxy (plain HTTP to the backend)       wrk
 #   h2     HTTP/2 over TLS (ALPN h2), GET of /        h2load -t1 -cH2_CLIENTS(32) -mH2_STREAMS(8)
 # `direct` (straight at the backend) is measured in the plain workloads; `nginx-headers` (nginx
-# doing the header work Fulcrum does, peers/nginx-headers.conf) in `get`.
+# doing the header work Fulcrum does, peers/nginx-headers.conf) and `fulcrum-rules` (Fulcrum with
+# 20 header rules on its route, peers/fulcrum-rules.toml: their cost) in `get`.
 #
 # Then the RSS an idle client connection costs: IDLE (10000) plain keep-alive connections and
 # TLS_IDLE (2000) TLS ones, each after one request (0 skips; each measured when a workload of its
@@ -40,6 +41,7 @@ LOAD_CPU=${LOAD_CPU:-1}            # the load generator and the backend share th
 BACKEND_PORT=${BACKEND_PORT:-18000}
 # Plain listeners on 180x, TLS ones on 181x (a Fulcrum TLS config's unused plain listener: 182x).
 FULCRUM_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003 BASELINE_PORT=18004 NGINX_HEADERS_PORT=18005
+RULES_PORT=18006
 TLS_OFFSET=10
 
 declare -A label=(
@@ -77,7 +79,7 @@ proxy() { # name kind (plain or tls) port template: renders a peer's config from
   render "$template" "$port" "$config"
   sed -i "s|@PLAIN@|$((port + TLS_OFFSET))|" "$config"
   case $name in
-    fulcrum) RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$config" & ;;
+    fulcrum*) RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/fulcrum --config "$config" & ;;
     baseline) RUST_LOG=warn taskset -c "$PROXY_CPU" "$(baseline_bin)" --config "$config" & ;;
     nginx*) taskset -c "$PROXY_CPU" nginx -p "$work" -c "$config" & ;;
     haproxy) taskset -c "$PROXY_CPU" haproxy -f "$config" -db & ;;
@@ -89,6 +91,7 @@ proxy() { # name kind (plain or tls) port template: renders a peer's config from
 if [ -n "$want_plain" ]; then
   plain+=("direct:$BACKEND_PORT")
   proxy fulcrum plain "$FULCRUM_PORT" fulcrum.toml
+  proxy fulcrum-rules plain "$RULES_PORT" fulcrum-rules.toml
   [ -n "${BASELINE:-}" ] && proxy baseline plain "$BASELINE_PORT" fulcrum.toml
   if command -v nginx >/dev/null; then
     proxy nginx plain "$NGINX_PORT" nginx.conf
@@ -118,9 +121,11 @@ for workload in "${workloads[@]}"; do
     https) load=(wrk_load) scheme=https targets=("${tls[@]}") ;;
     h2) load=(h2_load -c"$H2_CLIENTS" -m"$H2_STREAMS") scheme=https targets=("${tls[@]}") ;;
   esac
-  if [ "$workload" != get ]; then # nginx-headers answers the header-work question: once is enough
-    kept=()
-    for target in "${targets[@]}"; do [[ $target == nginx-headers:* ]] || kept+=("$target"); done
+  if [ "$workload" != get ]; then # nginx-headers and fulcrum-rules answer header-work questions:
+    kept=()                       # once is enough
+    for target in "${targets[@]}"; do
+      [[ $target == nginx-headers:* || $target == fulcrum-rules:* ]] || kept+=("$target")
+    done
     targets=("${kept[@]}")
   fi
   case ${load[0]} in
@@ -160,7 +165,7 @@ hold_idle() { # kind count target...: one line per proxy into $work/idle
   for target in "$@"; do
     local name=${target%%:*} port=${target#*:}
     # nginx-headers is nginx's binary and memory; only its per-request work differs.
-    [ "$name" = direct ] || [ "$name" = nginx-headers ] && continue
+    [ "$name" = direct ] || [ "$name" = nginx-headers ] || [ "$name" = fulcrum-rules ] && continue
     local pid before after ready=""
     pid=$(serving_pid "$name-$kind")
     before=$(rss_kib "$pid")

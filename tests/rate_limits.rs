@@ -30,6 +30,7 @@ name = "login"
 path_prefix = "/login"
 pool = "web"
 rate_limit = { key = "client_ip", rate = "1/m", burst = 3 }
+response_headers = { set = { "access-control-allow-origin" = "*" } }
 
 [[route]]
 pool = "web"

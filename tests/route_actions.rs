@@ -23,6 +23,22 @@ fn body(bytes: impl Into<Bytes>) -> TestBody {
         .boxed()
 }
 
+/// A body of these chunks, its length unknown beforehand: sent chunked.
+struct Chunks(Vec<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = (!self.0.is_empty()).then(|| self.0.remove(0));
+        std::task::Poll::Ready(next.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
 #[tokio::test]
 async fn redirect_fills_in_the_location_and_keeps_the_query() {
     let backend = Backend::start("web").await;
@@ -181,6 +197,48 @@ async fn split_keeps_a_client_on_its_pool_when_the_pools_stick() {
 }
 
 #[tokio::test]
+async fn a_split_with_one_sticky_pool_keeps_its_shares() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let config = pool("stable", "round_robin", &[&stable])
+        + &pool("canary", "round_robin", &[&canary])
+        + "[pool.canary.sticky]\n"
+        + "[[route]]\nsplit = [{ pool = \"stable\", weight = 9 }, { pool = \"canary\", weight = 1 }]\n";
+    let proxy = TestProxy::start(&config).await;
+    let http = Http::to(proxy.addr);
+    let mut on_canary = 0;
+    for _ in 0..100 {
+        let first = http.get("/").await;
+        let cookies: Vec<String> = first
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect();
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.starts_with("fulcrum_affinity_pool=")),
+            "the split pins every client, whichever pool it got: {cookies:?}"
+        );
+        for _ in 0..5 {
+            let request = Request::get("/")
+                .header("cookie", cookies.join("; "))
+                .body(empty())
+                .unwrap();
+            assert_eq!(http.send(request).await.backend(), first.backend());
+        }
+        on_canary += usize::from(first.backend() == "canary");
+    }
+    assert!(
+        on_canary <= 30,
+        "about 10 of 100 clients stay on the canary, not all who ever drew it: {on_canary}"
+    );
+}
+
+#[tokio::test]
 async fn a_routes_timeout_retries_and_max_body_override_the_servers() {
     let (stalled, _) = stalled_backend().await;
     let good = Backend::start("good").await;
@@ -282,6 +340,22 @@ mirror = { pool = "shadow" }
     let copy = &shadow.received()[0];
     assert_eq!(copy.target(), "/submit?x=1");
     assert_eq!(copy.body, b"hello", "the copy carries the body");
+    // A body streamed in chunks, without a length, is copied as the backend received it.
+    let streamed = Chunks(vec![Bytes::from("chunk"), Bytes::from("ed")]).boxed();
+    let reply = http
+        .send(Request::post("/streamed").body(streamed).unwrap())
+        .await;
+    assert_eq!(reply.status, 200);
+    wait_until("the streamed copy arrives", Duration::from_secs(5), || {
+        shadow.received().iter().any(|r| r.target() == "/streamed")
+    })
+    .await;
+    let copy = shadow
+        .received()
+        .into_iter()
+        .find(|r| r.target() == "/streamed")
+        .unwrap();
+    assert_eq!(copy.show_body(), "body \"chunked\"", "{copy:?}");
     let large = Request::post("/large")
         .body(body(vec![b'y'; 100 << 10]))
         .unwrap();
@@ -299,7 +373,7 @@ mirror = { pool = "shadow" }
         .collect();
     assert_eq!(
         targets,
-        ["/submit?x=1", "/after"],
+        ["/submit?x=1", "/streamed", "/after"],
         "a body over 64 KiB is not mirrored, nor a route's 0%"
     );
 }

@@ -69,8 +69,10 @@ fn rate_limit_fields(
     window: Duration,
     reset: Duration,
 ) {
-    let window = whole_seconds(window).max(1);
-    let policy = format!("\"{route}\";q={quota};w={window}");
+    // The draft's window is whole seconds: a shorter period is told as the quota of one second.
+    let seconds = whole_seconds(window).max(1);
+    let quota = (f64::from(quota) * seconds as f64 / window.as_secs_f64()).ceil() as u64;
+    let policy = format!("\"{route}\";q={quota};w={seconds}");
     let now = format!("\"{route}\";r=0;t={}", whole_seconds(reset));
     if let (Ok(policy), Ok(now)) = (HeaderValue::try_from(policy), HeaderValue::try_from(now)) {
         headers.insert(HeaderName::from_static("ratelimit-policy"), policy);

@@ -66,14 +66,21 @@ fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
 
 /// The client the `X-Forwarded-For` chain names, walking from its right end.
 fn named(trusted: &[IpNet], headers: &HeaderMap) -> Option<IpAddr> {
-    let fields: Vec<&str> = headers
+    let fields: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|field| field.to_str().ok())
+        .map(|field| field.as_bytes())
         .collect();
     let mut last_good = None;
-    for entry in fields.iter().rev().flat_map(|field| field.rsplit(',')) {
-        let Some(ip) = address(entry.trim()) else {
+    for entry in fields
+        .iter()
+        .rev()
+        .flat_map(|field| field.rsplit(|&b| b == b','))
+    {
+        let Some(ip) = std::str::from_utf8(entry)
+            .ok()
+            .and_then(|e| address(e.trim()))
+        else {
             break;
         };
         if !is_trusted(trusted, ip) {

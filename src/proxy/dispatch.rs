@@ -7,10 +7,12 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response, header};
 
 use super::ProxyBody;
+use super::answer::error_response;
 use super::client_ip::ClientAddr;
 use super::error::ProxyError;
 use super::forward::Forwarding;
 use super::header_rules::{self, Facts};
+use super::request_id;
 use super::rewrite;
 use super::route::{Asked, Route, Target, host_name};
 use super::state::State;
@@ -47,16 +49,26 @@ pub(super) fn dispatch<'a, B>(
     if let Some(limiter) = &settings.limiter
         && let Err(refusal) = limiter.check(request.headers(), client.ip)
     {
-        return Err(ProxyError::RateLimited {
+        let error = ProxyError::RateLimited {
             route: Arc::clone(&settings.name),
             retry_after: refusal.retry_after,
             quota: limiter.config().count,
             window: limiter.config().per,
-        });
+        };
+        // The route's own answer: its response headers apply (CORS, say), as to a respond.
+        let id = request.headers().get(request_id::X_REQUEST_ID);
+        let refused = error_response(&error, id.unwrap_or(&HeaderValue::from_static("")));
+        return Ok(Routed::Answered(match route.header_rules() {
+            Some(_) => with_response_rules(refused, route, &Facts::of(request, client)),
+            None => refused,
+        }));
     }
-    let pool = match route.target() {
-        Target::Pool(pool) => pool,
-        Target::Split(split) => split.choose(request, client.ip),
+    let (pool, pin) = match route.target() {
+        Target::Pool(pool) => (pool, None),
+        Target::Split(split) => {
+            let choice = split.choose(request, client.ip);
+            (choice.pool, choice.pin)
+        }
         Target::Redirect(redirect) => {
             return Ok(Routed::Answered(redirected(
                 redirect, route, request, client,
@@ -73,6 +85,7 @@ pub(super) fn dispatch<'a, B>(
         route,
         pool,
         rewritten,
+        pin,
     }))
 }
 
@@ -86,19 +99,33 @@ fn redirected<B>(
     let facts = Facts::of(request, client);
     let mut response = Response::new(ProxyBody::text(""));
     *response.status_mut() = redirect.status;
-    let location = header_rules::render(&redirect.to, &facts).and_then(|to| {
-        let Some(query) = request.uri().query() else {
-            return Some(to);
-        };
-        let mut target = to.as_bytes().to_vec();
-        target.push(if target.contains(&b'?') { b'&' } else { b'?' });
-        target.extend_from_slice(query.as_bytes());
-        HeaderValue::from_bytes(&target).ok()
-    });
+    let location =
+        header_rules::render(&redirect.to, &facts).and_then(|to| match request.uri().query() {
+            Some(query) => HeaderValue::from_bytes(&with_query(to.as_bytes(), query)).ok(),
+            None => Some(to),
+        });
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
     with_response_rules(response, route, &facts)
+}
+
+/// `location` with `query` appended: after its own query if it has one, before its fragment.
+fn with_query(location: &[u8], query: &str) -> Vec<u8> {
+    let split = location
+        .iter()
+        .position(|&b| b == b'#')
+        .unwrap_or(location.len());
+    let (base, fragment) = location.split_at(split);
+    let mut out = base.to_vec();
+    match base.iter().position(|&b| b == b'?') {
+        None => out.push(b'?'),
+        Some(_) if base.ends_with(b"?") || base.ends_with(b"&") => {}
+        Some(_) => out.push(b'&'),
+    }
+    out.extend_from_slice(query.as_bytes());
+    out.extend_from_slice(fragment);
+    out
 }
 
 /// A route's `respond`.
@@ -130,4 +157,24 @@ fn with_response_rules(
         header_rules::apply(rules, response.headers_mut(), facts);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query;
+
+    #[test]
+    fn the_query_goes_after_the_locations_own_and_before_its_fragment() {
+        for (location, expected) in [
+            ("/new", "/new?a=1"),
+            ("/new?from=old", "/new?from=old&a=1"),
+            ("/new?", "/new?a=1"),
+            ("/new?x=1&", "/new?x=1&a=1"),
+            ("/new#top", "/new?a=1#top"),
+            ("https://b.test/p?x=1#f?g", "https://b.test/p?x=1&a=1#f?g"),
+        ] {
+            let got = with_query(location.as_bytes(), "a=1");
+            assert_eq!(String::from_utf8(got).unwrap(), expected, "{location}");
+        }
+    }
 }

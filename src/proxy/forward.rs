@@ -44,6 +44,7 @@ pub(super) async fn forward<'a>(
         route,
         pool,
         rewritten,
+        pin: split_pin,
     } = forwarding;
     let settings = route.settings();
     // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
@@ -218,6 +219,9 @@ pub(super) async fn forward<'a>(
                 let idle = state.timeouts().response_body_idle;
                 let mut response = relay(pool, response, in_flight, idle);
                 pin_to(pool, &backend, pinned, &mut response);
+                if let Some(cookie) = split_pin {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 if let (Some((_, rules)), Some(facts)) = (route.header_rules(), &facts) {
                     header_rules::apply(rules, response.headers_mut(), facts);
                 }
@@ -253,6 +257,8 @@ pub(super) struct Forwarding<'a> {
     pub route: &'a Route,
     pub pool: &'a Arc<Pool>,
     pub rewritten: Option<Uri>,
+    /// A split's cookie that keeps the client on `pool`, for the response.
+    pub pin: Option<HeaderValue>,
 }
 
 impl Forwarding<'_> {

@@ -4,9 +4,10 @@
 //! A mirror never delays or fails the request it copies. It is sent from a task of its own,
 //! after the real request's body has been sent whole; a body larger than [`REPLAY_LIMIT`]
 //! (64 KiB, the same bound as a retry's copy) is not mirrored, nor is a request whose body the
-//! real attempt did not send to its end. At most [`MAX_IN_FLIGHT`] mirrors are under way to one
-//! pool: beyond, a mirror is dropped and counted (`fulcrum_mirror_dropped_total{pool}`), so a
-//! slow shadow pool costs a bounded number of tasks and connections. Mirrors are not retried and
+//! real attempt did not send to its end. At most [`MAX_IN_FLIGHT`] copies are under way to one
+//! pool: beyond, a copy is dropped and counted (`fulcrum_mirror_dropped_total{pool}`), so a slow
+//! shadow pool costs a bounded number of connections. A copy waiting for the real body holds no
+//! place: there is one such wait per real request at most. Mirrors are not retried and
 //! count for nothing in the shadow backends' health.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::body::{REPLAY_LIMIT, RequestBody};
+use crate::telemetry::metrics::PoolStats;
 use crate::upstream::exchange::{self, Answer};
 use crate::upstream::head::Head;
 use crate::upstream::overload::Want;
@@ -75,18 +77,25 @@ impl Mirror {
     }
 
     /// Sends a copy of the request (`head` as the real backend receives it, and its `body`),
-    /// waiting at most `timeout` for the answer; or drops it when the pool has too many under
-    /// way.
+    /// waiting at most `timeout` for the answer once sent; or drops it when the pool has too
+    /// many under way.
     pub(crate) fn send(&self, client: &Client, head: Head, body: Copy, timeout: Duration) {
-        let stats = Arc::clone(self.pool.stats());
-        if stats.mirrors_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            stats.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
-            stats.mirrors_dropped.inc();
-            return;
-        }
         let pool = Arc::clone(&self.pool);
         let client = client.clone();
         tokio::spawn(async move {
+            let body = match body {
+                Copy::Ready(body) => body,
+                // Not sent whole within the limit by the real attempt: nothing to copy.
+                Copy::Tapped(tapped) => match tapped.await {
+                    Ok(body) => body,
+                    Err(_) => return,
+                },
+            };
+            // Counted once the copy is ready to go: a client's slow upload holds no slot.
+            let Some(_slot) = Slot::take(&pool) else {
+                pool.stats().mirrors_dropped.inc();
+                return;
+            };
             let sent = tokio::time::timeout(timeout, copy(&pool, &client, head, body, timeout));
             let why = match sent.await {
                 Ok(Ok(())) => None,
@@ -96,10 +105,28 @@ impl Mirror {
             if let Some(why) = why {
                 debug!(pool = %pool.name(), why, "mirrored request not answered");
             }
-            pool.stats()
-                .mirrors_in_flight
-                .fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// One of a pool's [`MAX_IN_FLIGHT`] places for a copy under way, given back when dropped,
+/// however the copy ends.
+struct Slot(Arc<PoolStats>);
+
+impl Slot {
+    fn take(pool: &Pool) -> Option<Slot> {
+        let stats = pool.stats();
+        if stats.mirrors_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            stats.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot(Arc::clone(stats)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.mirrors_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -108,14 +135,9 @@ async fn copy(
     pool: &Pool,
     client: &Client,
     head: Head,
-    body: Copy,
+    body: RequestBody,
     timeout: Duration,
 ) -> Result<(), &'static str> {
-    let body = match body {
-        Copy::Ready(body) => body,
-        // The real request did not send its body whole within the limit: nothing to copy.
-        Copy::Tapped(tapped) => tapped.await.map_err(|_| "body not copied")?,
-    };
     let Some(in_flight) = slot(pool) else {
         pool.stats().mirrors_dropped.inc();
         return Err("no backend available");

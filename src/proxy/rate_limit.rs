@@ -9,14 +9,14 @@
 //! The store holds at most `max_keys` clients, in shards each with its own least-recently-seen
 //! order: when a shard is full, the client seen longest ago is forgotten. A forgotten client
 //! starts again with a full burst, as a client whose allowance had come back would. A flood of
-//! distinct keys therefore costs a bounded amount of memory, allocated once.
+//! distinct keys therefore costs a bounded amount of memory, grown as clients come.
 //!
 //! The lock of a shard is held for one lookup and one store; `parking_lot`'s, which cannot be
 //! poisoned.
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::IpAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -123,16 +123,19 @@ impl Limiter {
 #[derive(Debug, Clone)]
 pub struct Store {
     shards: Arc<[Mutex<LruCache<u64, Nanos>>]>,
+    /// Clients one shard keeps at most.
+    each: usize,
 }
 
 impl Store {
     fn new(max_keys: usize) -> Store {
         let shards = if max_keys >= SHARDED_FROM { SHARDS } else { 1 };
-        let each = NonZeroUsize::new(max_keys / shards).expect("max_keys is at least 1 (config)");
+        // Grown as clients come, not allocated whole: a large `max_keys` costs only what is used.
         Store {
             shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::new(each)))
+                .map(|_| Mutex::new(LruCache::unbounded()))
                 .collect(),
+            each: (max_keys / shards).max(1),
         }
     }
 
@@ -154,7 +157,11 @@ impl StateStore for Store {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let mut shard = self.shard(*key).lock();
-        let (outcome, next) = f(shard.get(key).copied())?;
+        let known = shard.get(key).copied();
+        let (outcome, next) = f(known)?;
+        if known.is_none() && shard.len() >= self.each {
+            shard.pop_lru();
+        }
         shard.put(*key, next);
         Ok(outcome)
     }

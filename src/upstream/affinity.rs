@@ -110,7 +110,13 @@ impl Sticky {
 
     /// The `Set-Cookie` header that pins a client to the backend with `token`.
     pub fn set_cookie(&self, token: u64) -> HeaderValue {
-        let mut cookie = format!("{}={token:016x}; Path=/", self.cookie);
+        self.set_named(&self.cookie, &format!("{token:016x}"))
+    }
+
+    /// A `Set-Cookie` header for cookie `name` with `value` (both cookie tokens), with this
+    /// cookie's attributes.
+    pub fn set_named(&self, name: &str, value: &str) -> HeaderValue {
+        let mut cookie = format!("{name}={value}; Path=/");
         if let Some(max_age) = self.max_age {
             cookie.push_str(&format!("; Max-Age={}", max_age.as_secs()));
         }
@@ -125,7 +131,7 @@ impl Sticky {
             cookie.push_str(same_site.as_str());
         }
         HeaderValue::from_str(&cookie)
-            .expect("a validated cookie name and hex token form a valid header")
+            .expect("validated cookie names and values form a valid header")
     }
 }
 
