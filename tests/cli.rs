@@ -161,3 +161,40 @@ fn check_catches_what_would_fail_at_startup() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A route's faults, as `--check` reports them: file, line and key.
+#[test]
+fn check_names_route_faults() {
+    let dir = TempDir::new();
+    let pools = "[pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n[pool.canary]\n";
+    let cases = [
+        (
+            "[[route]]\npath_regex = \"^/users/(\"\npool = \"web\"\n",
+            ":5: route path_regex \"^/users/(\" does not compile",
+        ),
+        (
+            "[[route]]\nsplit = [{ pool = \"web\", weight = 0 }, { pool = \"canary\", weight = 0 }]\n",
+            ":5: route split weights sum to 0",
+        ),
+        (
+            "[[route]]\npool = \"web\"\nredirect = { to = \"/new\" }\n",
+            ":6: a route takes exactly one of pool, split, redirect and respond; this one has pool \
+             and redirect",
+        ),
+        (
+            "[[route]]\npool = \"web\"\nrequest_headers = { set = { \"x-a\" = \"{hostname}\" } }\n",
+            ":6: route request_headers.x-a: \"{hostname}\": unknown template variable {hostname}",
+        ),
+        (
+            "[[route]]\npool = \"web\"\nrate_limit = { key = \"ip\", rate = \"10/s\" }\n",
+            ":6: route rate_limit key = \"ip\"",
+        ),
+    ];
+    for (route, expect) in cases {
+        let path = write_config(&dir, &format!("{pools}{route}"));
+        let output = fulcrum(&["--config", &path, "--check"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{route}\n{stderr}");
+        assert!(stderr.contains(&format!("{path}{expect}")), "{stderr}");
+    }
+}

@@ -261,10 +261,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, present: bool) {
 }
 
 /// The longest text of an IP address (IPv6 with an embedded IPv4 address).
-const LONGEST_IP: usize = 45;
+pub(super) const LONGEST_IP: usize = 45;
 
 /// Writes `ip` as text; IPv4, the common case, without the formatting machinery.
-fn write_ip(ip: IpAddr, out: &mut dyn BufMut) {
+pub(super) fn write_ip(ip: IpAddr, out: &mut dyn BufMut) {
     let IpAddr::V4(v4) = ip else {
         out.put_slice(ip.to_string().as_bytes());
         return;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
+use super::header_rules::Rules;
 use super::mirror::Mirror;
 use super::rate_limit::Limiter;
 use super::split::Split;
@@ -43,7 +44,7 @@ pub struct Route {
     /// `strip_prefix` or `rewrite`.
     rewrite: Option<Box<PathRewrite>>,
     /// `request_headers` and `response_headers`, when it has either.
-    header_rules: Option<Box<(HeaderRules, HeaderRules)>>,
+    header_rules: Option<Box<(Rules, Rules)>>,
     settings: Box<Settings>,
 }
 
@@ -114,12 +115,12 @@ impl Route {
     /// The same route changing requests' and responses' headers as these say.
     pub fn with_header_rules(mut self, request: &HeaderRules, response: &HeaderRules) -> Route {
         self.header_rules = (!request.is_empty() || !response.is_empty())
-            .then(|| Box::new((request.clone(), response.clone())));
+            .then(|| Box::new((Rules::new(request), Rules::new(response))));
         self
     }
 
     /// Its `request_headers` and `response_headers`, if it has either.
-    pub fn header_rules(&self) -> Option<&(HeaderRules, HeaderRules)> {
+    pub fn header_rules(&self) -> Option<&(Rules, Rules)> {
         self.header_rules.as_deref()
     }
 
