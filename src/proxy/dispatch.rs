@@ -67,7 +67,7 @@ pub(super) fn dispatch<'a, B>(
         Target::Pool(pool) => (pool, None),
         Target::Split(split) => {
             let choice = split.choose(request, client.ip);
-            (choice.pool, choice.pin)
+            (choice.pool, choice.pin.map(Box::new))
         }
         Target::Redirect(redirect) => {
             return Ok(Routed::Answered(redirected(
@@ -80,7 +80,8 @@ pub(super) fn dispatch<'a, B>(
     };
     let rewritten = route
         .rewrite()
-        .and_then(|rule| rewrite::rewritten(rule, &path, request.uri()));
+        .and_then(|rule| rewrite::rewritten(rule, &path, request.uri()))
+        .map(Box::new);
     Ok(Routed::Forward(Forwarding {
         route,
         pool,

@@ -87,7 +87,7 @@ pub(super) async fn forward<'a>(
         (pool.name(), state.underscores_in_headers()),
     );
     if let Some(uri) = rewritten {
-        head.uri = uri;
+        head.uri = *uri;
     }
     if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
         header_rules::apply(rules, &mut head.headers, facts);
@@ -220,7 +220,7 @@ pub(super) async fn forward<'a>(
                 let mut response = relay(pool, response, in_flight, idle);
                 pin_to(pool, &backend, pinned, &mut response);
                 if let Some(cookie) = split_pin {
-                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                    response.headers_mut().append(header::SET_COOKIE, *cookie);
                 }
                 if let (Some((_, rules)), Some(facts)) = (route.header_rules(), &facts) {
                     header_rules::apply(rules, response.headers_mut(), facts);
@@ -256,9 +256,11 @@ pub(super) async fn forward<'a>(
 pub(super) struct Forwarding<'a> {
     pub route: &'a Route,
     pub pool: &'a Arc<Pool>,
-    pub rewritten: Option<Uri>,
+    /// Boxed, as `pin`: most requests have neither, and every request's future carries room
+    /// for what this holds.
+    pub rewritten: Option<Box<Uri>>,
     /// A split's cookie that keeps the client on `pool`, for the response.
-    pub pin: Option<HeaderValue>,
+    pub pin: Option<Box<HeaderValue>>,
 }
 
 impl Forwarding<'_> {

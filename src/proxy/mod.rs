@@ -220,9 +220,13 @@ impl Proxy {
                 Err(error) => Err(error_response(&error, &id)),
                 Ok(Routed::Answered(response)) => Err(response),
                 Ok(Routed::Forward(forwarding)) => {
-                    match screen::body_too_large(request.headers(), forwarding.max_body(&state)) {
-                        Some(local) => Err(local_response(&local)),
-                        None => Ok(forwarding),
+                    // Screening read the declared length against the largest limit: only a
+                    // route's smaller one needs another look.
+                    let max_body = forwarding.max_body(&state);
+                    let smaller = max_body < state.screen_limits().max_body;
+                    match smaller.then(|| screen::body_too_large(request.headers(), max_body)) {
+                        Some(Some(local)) => Err(local_response(&local)),
+                        _ => Ok(forwarding),
                     }
                 }
             },
