@@ -1,5 +1,6 @@
 //! Forwarding a request to its pool: pick, attempt, retry by the rules in `mod.rs`, relay.
 
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,9 @@ use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 
 /// Makes attempts on the backends of the pool `forwarding` names until one answers or the
 /// retry rules say stop; `trail` records where it went.
-pub(super) async fn forward<'a>(
+// An `async fn` would store its arguments twice: see `Proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn forward<'a>(
     state: &'a State,
     forwarding: Forwarding<'a>,
     mut request: Request<ClientBody>,
@@ -39,215 +42,218 @@ pub(super) async fn forward<'a>(
     received: Option<Arc<AtomicU64>>,
     tunnels: &Arc<Tunnels>,
     trail: &mut Trail<'a>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let Forwarding {
-        route,
-        pool,
-        rewritten,
-        pin: split_pin,
-    } = forwarding;
-    let settings = route.settings();
-    // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
-    // The server promises the client's side to every request asking to upgrade: one without
-    // the promise needs no lookups.
-    let promised = request.extensions_mut().remove::<OnUpgrade>();
-    let mut upgrade = promised.and_then(|client| {
-        tunnel::requested(request.version(), request.headers()).map(|protocol| (protocol, client))
-    });
-    // What header templates may name, for a route with header rules.
-    let facts = route.header_rules().map(|_| Facts::of(&request, client));
-    trail.priority = priority(
-        route.priority(),
-        request.headers(),
-        client.ip,
-        state.priority_rules(),
-    );
-    // A priority a client named goes on as the one it got, so that a proxy further on that
-    // trusts this one does not take a client's word this one did not.
-    if let Some(name) = &state.priority_rules().header
-        && let Some(named) = request.headers_mut().get_mut(name)
-    {
-        *named = HeaderValue::from_static(trail.priority.name());
-    }
-    trail.pool = Some(pool);
-    trail.span.record("pool", &**pool.name());
-    let policy = pool.policy();
-    let key = policy
-        .hash_key
-        .as_ref()
-        .and_then(|k| k.hash(&request, client.ip));
-    let pinned = policy
-        .sticky
-        .as_ref()
-        .and_then(|s| s.requested(request.headers()));
-    let (mut head, body) = prepare(
-        request,
-        client,
-        upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
-        (pool.name(), state.underscores_in_headers()),
-    );
-    if let Some(uri) = rewritten {
-        head.uri = *uri;
-    }
-    if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
-        header_rules::apply(rules, &mut head.headers, facts);
-    }
-    let idempotent = is_idempotent(&head.method);
-    let retries = settings.retries.unwrap_or(policy.retries);
-    let rules = BodyRules {
-        max_body: settings.max_body.unwrap_or(state.limits().max_body),
-        idle: state.timeouts().request_body_idle,
-    };
-    let (mut body, report) = request_body(body, rules, received);
-    if let Some(mirror) = &settings.mirror
-        && upgrade.is_none()
-        && mirror.sampled()
-        && let Some(copy) = Copy::of(&mut body)
-    {
-        mirror.send(
-            state.client(),
-            head.detached(),
-            copy,
-            state.timeouts().response,
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> {
+    async move {
+        let Forwarding {
+            route,
+            pool,
+            rewritten,
+            pin: split_pin,
+        } = forwarding;
+        let settings = route.settings();
+        // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
+        // The server promises the client's side to every request asking to upgrade: one without
+        // the promise needs no lookups.
+        let promised = request.extensions_mut().remove::<OnUpgrade>();
+        let mut upgrade = promised.and_then(|client| {
+            tunnel::requested(request.version(), request.headers())
+                .map(|protocol| (protocol, client))
+        });
+        // What header templates may name, for a route with header rules.
+        let facts = route.header_rules().map(|_| Facts::of(&request, client));
+        trail.priority = priority(
+            route.priority(),
+            request.headers(),
+            client.ip,
+            state.priority_rules(),
         );
-    }
-    // A copy of the head is needed only to resend an idempotent request with a streamed body
-    // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
-    let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
-    let mut next = (head.into_request(body), report);
-    let mut tried: Vec<Arc<Backend>> = Vec::new();
-    let mut last_error = None;
-    // Why the attempt before failed: a retry is counted once it has a backend to go to.
-    let mut retrying = None;
-    loop {
-        let in_flight = if pool.limited() {
-            let want = Want {
-                key,
-                pinned,
-                tried: tried.clone(),
-            };
-            let admitted = match pool.gate().admit_now(pool, &want) {
-                Some(now) => now,
-                None => {
-                    // Boxed: waiting is the exception, and every request's future would carry
-                    // its size.
-                    let waiting = Box::pin(pool.gate().wait(pool, trail.priority, want));
-                    let (admitted, waited) = waiting.await;
-                    *trail.queued.get_or_insert_default() += waited;
-                    admitted
+        // A priority a client named goes on as the one it got, so that a proxy further on that
+        // trusts this one does not take a client's word this one did not.
+        if let Some(name) = &state.priority_rules().header
+            && let Some(named) = request.headers_mut().get_mut(name)
+        {
+            *named = HeaderValue::from_static(trail.priority.name());
+        }
+        trail.pool = Some(pool);
+        trail.span.record("pool", &**pool.name());
+        let policy = pool.policy();
+        let key = policy
+            .hash_key
+            .as_ref()
+            .and_then(|k| k.hash(&request, client.ip));
+        let pinned = policy
+            .sticky
+            .as_ref()
+            .and_then(|s| s.requested(request.headers()));
+        let (mut head, body) = prepare(
+            request,
+            client,
+            upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
+            (pool.name(), state.underscores_in_headers()),
+        );
+        if let Some(uri) = rewritten {
+            head.uri = *uri;
+        }
+        if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
+            header_rules::apply(rules, &mut head.headers, facts);
+        }
+        let idempotent = is_idempotent(&head.method);
+        let retries = settings.retries.unwrap_or(policy.retries);
+        let rules = BodyRules {
+            max_body: settings.max_body.unwrap_or(state.limits().max_body),
+            idle: state.timeouts().request_body_idle,
+        };
+        let (mut body, report) = request_body(body, rules, received);
+        if let Some(mirror) = &settings.mirror
+            && upgrade.is_none()
+            && mirror.sampled()
+            && let Some(copy) = Copy::of(&mut body)
+        {
+            mirror.send(
+                state.client(),
+                head.detached(),
+                copy,
+                state.timeouts().response,
+            );
+        }
+        // A copy of the head is needed only to resend an idempotent request with a streamed body
+        // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
+        let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
+        let mut next = (head.into_request(body), report);
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut last_error = None;
+        // Why the attempt before failed: a retry is counted once it has a backend to go to.
+        let mut retrying = None;
+        loop {
+            let in_flight = if pool.limited() {
+                let want = Want {
+                    key,
+                    pinned,
+                    tried: tried.clone(),
+                };
+                let admitted = match pool.gate().admit_now(pool, &want) {
+                    Some(now) => now,
+                    None => {
+                        // Boxed: waiting is the exception, and every request's future would carry
+                        // its size.
+                        let waiting = Box::pin(pool.gate().wait(pool, trail.priority, want));
+                        let (admitted, waited) = waiting.await;
+                        *trail.queued.get_or_insert_default() += waited;
+                        admitted
+                    }
+                };
+                match admitted {
+                    Ok(in_flight) => in_flight,
+                    Err(why) => return Err(refused(why, pool, trail.priority, last_error)),
                 }
+            } else {
+                let chosen = pinned
+                    .and_then(|token| pool.pinned(token, &tried))
+                    .or_else(|| pool.pick(&tried, key));
+                let Some(backend) = chosen else {
+                    return Err(refused(
+                        Refused::NoBackend,
+                        pool,
+                        trail.priority,
+                        last_error,
+                    ));
+                };
+                if upgrade.is_some() && backend.http2() {
+                    return Err(ProxyError::UpgradeUnsupported {
+                        pool: pool.name().clone(),
+                    });
+                }
+                backend.start_request()
             };
-            match admitted {
-                Ok(in_flight) => in_flight,
-                Err(why) => return Err(refused(why, pool, trail.priority, last_error)),
-            }
-        } else {
-            let chosen = pinned
-                .and_then(|token| pool.pinned(token, &tried))
-                .or_else(|| pool.pick(&tried, key));
-            let Some(backend) = chosen else {
-                return Err(refused(
-                    Refused::NoBackend,
-                    pool,
-                    trail.priority,
-                    last_error,
-                ));
-            };
+            let backend = Arc::clone(in_flight.backend());
             if upgrade.is_some() && backend.http2() {
                 return Err(ProxyError::UpgradeUnsupported {
                     pool: pool.name().clone(),
                 });
             }
-            backend.start_request()
-        };
-        let backend = Arc::clone(in_flight.backend());
-        if upgrade.is_some() && backend.http2() {
-            return Err(ProxyError::UpgradeUnsupported {
-                pool: pool.name().clone(),
-            });
-        }
-        if let Some(reason) = retrying.take() {
-            pool.stats().retried(reason);
-        }
-        if tried.is_empty() {
-            pool.budget().deposit();
-        }
-        let (request, report) = next;
-        let timeout = state.timeouts().response;
-        trail.attempts += 1;
-        trail.backend = Some(Arc::clone(&backend));
-        trail.span.record("backend", backend.address().as_str());
-        // Timed only for the access log and an adaptive limit: clock reads are not free.
-        let adaptive = backend.limit().is_adaptive();
-        let sent = (adaptive || state.access_log().is_some()).then(Instant::now);
-        trail.waiting_since = sent.filter(|_| state.access_log().is_some());
-        // The backend's load when the request went: what an adaptive limit learns against.
-        let load = if adaptive { backend.in_flight() } else { 0 };
-        // Awaited through a pin: by value, the large future would be copied once more.
-        let exchanged = pin!(exchange::exchange(
-            state.client(),
-            &backend,
-            request,
-            report,
-            upgrade.is_some(),
-            timeout
-        ))
-        .await;
-        if let Some(sent) = trail.waiting_since.take() {
-            *trail.upstream_time.get_or_insert_default() += sent.elapsed();
-        }
-        let failed = match exchanged {
-            Ok(Answer::Switched(response, connection)) => {
-                let Some((_, client)) = upgrade.take() else {
-                    unreachable!("a switch is taken only when an upgrade asked for it")
-                };
-                pool.record_success(&backend);
-                let idle = state.timeouts().client_idle;
-                // The request's log line waits for the tunnel's close (`tunnel.rs`).
-                let log = state.access_log().map(|_| {
-                    let (later, log) = oneshot::channel();
-                    trail.log_later = Some(later);
-                    log
-                });
-                tunnel::bridge(tunnels, (client, connection), in_flight, idle, log);
-                return Ok(switching(response));
+            if let Some(reason) = retrying.take() {
+                pool.stats().retried(reason);
             }
-            Ok(Answer::Response(response)) => {
-                if let Some(sent) = sent.filter(|_| adaptive) {
-                    backend.record_latency(sent.elapsed(), load);
-                }
-                let idle = state.timeouts().response_body_idle;
-                let mut response = relay(pool, response, in_flight, idle);
-                pin_to(pool, &backend, pinned, &mut response);
-                if let Some(cookie) = split_pin {
-                    response.headers_mut().append(header::SET_COOKIE, *cookie);
-                }
-                if let (Some((_, rules)), Some(facts)) = (route.header_rules(), &facts) {
-                    header_rules::apply(rules, response.headers_mut(), facts);
-                }
-                return Ok(response);
+            if tried.is_empty() {
+                pool.budget().deposit();
             }
-            Err(failed) => failed,
-        };
-        // A response that never came is as slow as it got: the adaptive limit learns from it.
-        if let (Cause::TimedOut, Some(sent)) = (&failed.cause, sent.filter(|_| adaptive)) {
-            backend.record_latency(sent.elapsed(), load);
+            let (request, report) = next;
+            let timeout = state.timeouts().response;
+            trail.attempts += 1;
+            trail.backend = Some(Arc::clone(&backend));
+            trail.span.record("backend", backend.address().as_str());
+            // Timed only for the access log and an adaptive limit: clock reads are not free.
+            let adaptive = backend.limit().is_adaptive();
+            let sent = (adaptive || state.access_log().is_some()).then(Instant::now);
+            trail.waiting_since = sent.filter(|_| state.access_log().is_some());
+            // The backend's load when the request went: what an adaptive limit learns against.
+            let load = if adaptive { backend.in_flight() } else { 0 };
+            // Awaited through a pin: by value, the large future would be copied once more.
+            let exchanged = pin!(exchange::exchange(
+                state.client(),
+                &backend,
+                request,
+                report,
+                upgrade.is_some(),
+                timeout
+            ))
+            .await;
+            if let Some(sent) = trail.waiting_since.take() {
+                *trail.upstream_time.get_or_insert_default() += sent.elapsed();
+            }
+            let failed = match exchanged {
+                Ok(Answer::Switched(response, connection)) => {
+                    let Some((_, client)) = upgrade.take() else {
+                        unreachable!("a switch is taken only when an upgrade asked for it")
+                    };
+                    pool.record_success(&backend);
+                    let idle = state.timeouts().client_idle;
+                    // The request's log line waits for the tunnel's close (`tunnel.rs`).
+                    let log = state.access_log().map(|_| {
+                        let (later, log) = oneshot::channel();
+                        trail.log_later = Some(later);
+                        log
+                    });
+                    tunnel::bridge(tunnels, (client, connection), in_flight, idle, log);
+                    return Ok(switching(response));
+                }
+                Ok(Answer::Response(response)) => {
+                    if let Some(sent) = sent.filter(|_| adaptive) {
+                        backend.record_latency(sent.elapsed(), load);
+                    }
+                    let idle = state.timeouts().response_body_idle;
+                    let mut response = relay(pool, response, in_flight, idle);
+                    pin_to(pool, &backend, pinned, &mut response);
+                    if let Some(cookie) = split_pin {
+                        response.headers_mut().append(header::SET_COOKIE, *cookie);
+                    }
+                    if let (Some((_, rules)), Some(facts)) = (route.header_rules(), &facts) {
+                        header_rules::apply(rules, response.headers_mut(), facts);
+                    }
+                    return Ok(response);
+                }
+                Err(failed) => failed,
+            };
+            // A response that never came is as slow as it got: the adaptive limit learns from it.
+            if let (Cause::TimedOut, Some(sent)) = (&failed.cause, sent.filter(|_| adaptive)) {
+                backend.record_latency(sent.elapsed(), load);
+            }
+            drop(in_flight);
+            let error = upstream_error(&failed.cause, pool, &backend, state);
+            if failed.cause.blames_backend() {
+                pool.record_failure(&backend, &error.to_string());
+            }
+            let last = tried.len() as u32 >= retries;
+            let reason = retry_reason(&failed.cause);
+            let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
+                return Err(error);
+            };
+            retrying = Some(reason);
+            debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
+            next = again;
+            tried.push(backend);
+            last_error = Some(error);
         }
-        drop(in_flight);
-        let error = upstream_error(&failed.cause, pool, &backend, state);
-        if failed.cause.blames_backend() {
-            pool.record_failure(&backend, &error.to_string());
-        }
-        let last = tried.len() as u32 >= retries;
-        let reason = retry_reason(&failed.cause);
-        let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
-            return Err(error);
-        };
-        retrying = Some(reason);
-        debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
-        next = again;
-        tried.push(backend);
-        last_error = Some(error);
     }
 }
 

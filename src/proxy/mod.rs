@@ -55,6 +55,7 @@
 //! their selection and the client that reaches them (`upstream/`).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -107,7 +108,7 @@ use answer::{error_response, local_response, redirect_response};
 use client_ip::ClientAddr;
 use dispatch::{Routed, dispatch};
 use error::ProxyError;
-use forward::forward;
+use forward::{Forwarding, forward};
 use guard::Watch;
 use state::{SharedState, State};
 use tunnel::Tunnels;
@@ -164,118 +165,137 @@ impl Proxy {
     /// Fulcrum's own keeps its own time); never fails, since every error becomes a response.
     ///
     /// Owns what it uses, so that its future is the one [`Service::call`] boxes: a wrapper
-    /// around it would copy the large future once more.
+    /// around it would copy the large future once more. Not an `async fn`: one stores each
+    /// argument twice in its future (once as passed, once as the body's own variable), and the
+    /// request alone is 264 bytes; an `async move` block uses what it captures in place.
     ///
     /// [`Service::call`]: tower_service::Service::call
-    pub(crate) async fn handle(
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn handle(
         self,
-        request: Request<ClientBody>,
+        mut request: Request<ClientBody>,
         peer: SocketAddr,
         tls: bool,
         watch: Option<Arc<Watch>>,
-    ) -> Result<Response<Logged>, Infallible> {
-        let active = watch.as_ref().map(Watch::start);
-        let started = clock::now().into_std();
-        let state = self.state.load_full();
-        let mut request = request;
-        let http10 = request.version() == Version::HTTP_10;
-        let head = request.method() == Method::HEAD;
-        let id = request_id::ensure(request.headers_mut());
-        let client = ClientAddr::resolve(state.trusted_proxies(), peer, tls, request.headers());
-        let entry = state
-            .access_log()
-            .map(|_| Entry::begin(&request, client.socket(), &id, started));
-        let received = entry.as_ref().map(|entry| Arc::clone(entry.received()));
-        // At debug level: every event of the request carries its id, pool and backend.
-        let span = debug_span!(
-            "request",
-            id = id.to_str().unwrap_or(""),
-            pool = Empty,
-            backend = Empty
-        );
-        // Counted and logged even if the client goes away before the answer (as 499).
-        let mut pending = Pending {
-            state: &state,
-            started,
-            entry,
-            trail: Trail {
-                pool: None,
-                backend: None,
-                attempts: 0,
-                priority: Priority::default(),
-                queued: None,
-                upstream_time: None,
-                waiting_since: None,
-                log_later: None,
-                span: span.clone(),
-            },
-            answered: false,
-        };
-        let redirect =
-            (!tls && state.redirect_https()).then(|| self.https_port.load(Ordering::Relaxed));
-        let routed = match screen::screen(&request, state.screen_limits()) {
-            Some(local) => Err(local_response(&local)),
-            None if redirect.is_some() => Err(redirect_response(&request, redirect.unwrap_or(443))),
-            None => match dispatch(&state, &request, &client) {
-                Err(error) => Err(error_response(&error, &id)),
-                Ok(Routed::Answered(response)) => Err(response),
-                Ok(Routed::Forward(forwarding)) => {
-                    // Screening read the declared length against the largest limit: only a
-                    // route's smaller one needs another look.
-                    let max_body = forwarding.max_body(&state);
-                    let smaller = max_body < state.screen_limits().max_body;
-                    match smaller.then(|| screen::body_too_large(request.headers(), max_body)) {
-                        Some(Some(local)) => Err(local_response(&local)),
-                        _ => Ok(forwarding),
+    ) -> impl Future<Output = Result<Response<Logged>, Infallible>> + Send {
+        async move {
+            let active = watch.as_ref().map(Watch::start);
+            let started = clock::now().into_std();
+            let state = self.state.load_full();
+            let http10 = request.version() == Version::HTTP_10;
+            let head = request.method() == Method::HEAD;
+            let id = request_id::ensure(request.headers_mut());
+            let client = ClientAddr::resolve(state.trusted_proxies(), peer, tls, request.headers());
+            // At debug level: every event of the request carries its id, pool and backend.
+            let span = debug_span!(
+                "request",
+                id = id.to_str().unwrap_or(""),
+                pool = Empty,
+                backend = Empty
+            );
+            // Counted and logged even if the client goes away before the answer (as 499).
+            let mut pending = Pending {
+                state: &state,
+                started,
+                entry: state
+                    .access_log()
+                    .map(|_| Entry::begin(&request, client.socket(), &id, started)),
+                trail: Trail {
+                    pool: None,
+                    backend: None,
+                    attempts: 0,
+                    priority: Priority::default(),
+                    queued: None,
+                    upstream_time: None,
+                    waiting_since: None,
+                    log_later: None,
+                    span: span.clone(),
+                },
+                answered: false,
+            };
+            let received = pending.entry.as_ref().map(|e| Arc::clone(e.received()));
+            let routed = self.route(&state, &request, &client, &id);
+            let mut response = match routed {
+                Err(answered) => *answered,
+                Ok(forwarding) => {
+                    let deadline = forwarding.deadline(&state);
+                    // Pinned where it is made and awaited through the pin: awaiting it by value
+                    // would copy the large future once more.
+                    let mut forwarding = pin!(forward(
+                        &state,
+                        forwarding,
+                        request,
+                        &client,
+                        received,
+                        &self.tunnels,
+                        &mut pending.trail,
+                    ));
+                    // A disabled span (debug off, the usual case) is not worth wrapping.
+                    let forwarded = match (deadline, span.is_disabled()) {
+                        (None, true) => forwarding.as_mut().await,
+                        (None, false) => forwarding.instrument(span).await,
+                        (Some(after), _) => {
+                            tokio::time::timeout(after, forwarding.instrument(span))
+                                .await
+                                .unwrap_or(Err(ProxyError::Deadline { after }))
+                        }
+                    };
+                    match forwarded {
+                        Ok(response) => response,
+                        Err(error) => error_response(&error, &id),
                     }
                 }
-            },
-        };
-        let mut response = match routed {
-            Err(answered) => answered,
-            Ok(forwarding) => {
-                let deadline = forwarding.deadline(&state);
-                // Pinned where it is made and awaited through the pin: awaiting it by value
-                // would copy the large future once more.
-                let mut forwarding = pin!(forward(
-                    &state,
-                    forwarding,
-                    request,
-                    &client,
-                    received,
-                    &self.tunnels,
-                    &mut pending.trail,
-                ));
-                // A disabled span (debug off, the usual case) is not worth wrapping.
-                let forwarded = match (deadline, span.is_disabled()) {
-                    (None, true) => forwarding.as_mut().await,
-                    (None, false) => forwarding.instrument(span).await,
-                    (Some(after), _) => tokio::time::timeout(after, forwarding.instrument(span))
-                        .await
-                        .unwrap_or(Err(ProxyError::Deadline { after })),
-                };
-                match forwarded {
-                    Ok(response) => response,
-                    Err(error) => error_response(&error, &id),
+            };
+            let entry = pending.answer(response.status().as_u16());
+            response.headers_mut().insert(request_id::X_REQUEST_ID, id);
+            if http10 {
+                close_if_unsized(&mut response);
+            }
+            if head {
+                leave_out_body(&mut response);
+            }
+            let mut log = entry.zip(state.access_log().cloned());
+            if let Some(tunnel) = pending.trail.log_later.take() {
+                // A 101: its tunnel writes the line when it closes.
+                if let Some(entry) = log.take() {
+                    tunnel.send(entry).ok();
                 }
             }
+            Ok(response.map(|body| Logged::new(body, log, active)))
+        }
+    }
+
+    /// Where `request` goes: the proxy's own answer (a refusal, a redirect, a route's answer or
+    /// error), boxed as the exception it is so that the request's future does not carry its
+    /// room; or the pool that forwards it.
+    fn route<'s>(
+        &self,
+        state: &'s State,
+        request: &Request<ClientBody>,
+        client: &ClientAddr,
+        id: &HeaderValue,
+    ) -> Result<Forwarding<'s>, Box<Response<ProxyBody>>> {
+        if let Some(local) = screen::screen(request, state.screen_limits()) {
+            return Err(Box::new(local_response(&local)));
+        }
+        if !client.tls && state.redirect_https() {
+            let port = self.https_port.load(Ordering::Relaxed);
+            return Err(Box::new(redirect_response(request, port)));
+        }
+        let forwarding = match dispatch(state, request, client) {
+            Err(error) => return Err(Box::new(error_response(&error, id))),
+            Ok(Routed::Answered(response)) => return Err(Box::new(response)),
+            Ok(Routed::Forward(forwarding)) => forwarding,
         };
-        let entry = pending.answer(response.status().as_u16());
-        response.headers_mut().insert(request_id::X_REQUEST_ID, id);
-        if http10 {
-            close_if_unsized(&mut response);
+        // Screening read the declared length against the largest limit: only a route's smaller
+        // one needs another look.
+        let max_body = forwarding.max_body(state);
+        if max_body < state.screen_limits().max_body
+            && let Some(local) = screen::body_too_large(request.headers(), max_body)
+        {
+            return Err(Box::new(local_response(&local)));
         }
-        if head {
-            leave_out_body(&mut response);
-        }
-        let mut log = entry.zip(state.access_log().cloned());
-        if let Some(tunnel) = pending.trail.log_later.take() {
-            // A 101: its tunnel writes the line when it closes.
-            if let Some(entry) = log.take() {
-                tunnel.send(entry).ok();
-            }
-        }
-        Ok(response.map(|body| Logged::new(body, log, active)))
+        Ok(forwarding)
     }
 }
 

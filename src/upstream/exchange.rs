@@ -6,6 +6,7 @@
 //! from the moment the request body has been sent whole (a large upload is not a slow backend).
 //! What a failed exchange leaves to send again is returned with the failure ([`Replay`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
@@ -78,20 +79,25 @@ pub(crate) struct Failed {
 /// Sends `request` to `backend` and waits for its response head. An `upgrade` request (its
 /// `Upgrade` field put back) may be answered with a switch; one to an HTTP/2 backend is the
 /// caller's to refuse before.
-pub(crate) async fn exchange(
+// An `async fn` would store its arguments twice: see `Proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn exchange(
     client: &Client,
     backend: &Backend,
     request: Request<RequestBody>,
     report: Report,
     upgrade: bool,
     timeout: Duration,
-) -> Result<Answer, Failed> {
-    if backend.http2() {
-        // Boxed: hyper's futures are large, and HTTP/1.1's future should not carry their size.
-        let response = Box::pin(h2::exchange(client, backend, request, report, timeout)).await?;
-        return Ok(Answer::Response(response.map(UpstreamBody::H2)));
+) -> impl Future<Output = Result<Answer, Failed>> {
+    async move {
+        if backend.http2() {
+            // Boxed: hyper's futures are large, and HTTP/1.1's future should not carry their size.
+            let response =
+                Box::pin(h2::exchange(client, backend, request, report, timeout)).await?;
+            return Ok(Answer::Response(response.map(UpstreamBody::H2)));
+        }
+        h1::exchange(client, backend, request, report, upgrade, timeout).await
     }
-    h1::exchange(client, backend, request, report, upgrade, timeout).await
 }
 
 /// A health probe: `GET path` on a new connection, closed after it, its body read to the end;

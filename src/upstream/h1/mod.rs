@@ -17,6 +17,7 @@
 //! Either needs the body to be sent again from its start, which a body that sent more than
 //! `body::REPLAY_LIMIT` cannot.
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -38,60 +39,64 @@ pub(crate) use connection::{Connection, ExchangeError, Exchanged};
 
 /// Sends `request` to `backend` on a pooled connection, or a new one, and waits for the
 /// response head.
-pub(super) async fn exchange(
+// An `async fn` would store its arguments twice: see `Proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn exchange(
     client: &Client,
     backend: &Backend,
     mut request: Request<RequestBody>,
     report: Report,
     upgrade: bool,
     timeout: Duration,
-) -> Result<Answer, Failed> {
-    // Whether the request went again on a new connection after its pooled one was lost.
-    let mut resent = false;
-    loop {
-        let pooled = if resent {
-            None
-        } else {
-            backend.connections().take()
-        };
-        let reused = pooled.is_some();
-        let connection = match pooled {
-            Some(connection) => connection,
-            None => match connect(client, backend).await {
-                Ok(connection) => connection,
-                Err(failure) => return Err(failed(Cause::Failed(failure), request, report)),
-            },
-        };
-        let error = match connection.exchange(&mut request, upgrade, timeout).await {
-            Ok(Exchanged::Response(parts, body)) => {
-                // Sent whole: its head is done with, and its map serves the next message.
-                arena::recycle(request.into_parts().0.headers);
-                return Ok(Answer::Response(Response::from_parts(
-                    parts,
-                    UpstreamBody::H1(body),
-                )));
+) -> impl Future<Output = Result<Answer, Failed>> {
+    async move {
+        // Whether the request went again on a new connection after its pooled one was lost.
+        let mut resent = false;
+        loop {
+            let pooled = if resent {
+                None
+            } else {
+                backend.connections().take()
+            };
+            let reused = pooled.is_some();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => match connect(client, backend).await {
+                    Ok(connection) => connection,
+                    Err(failure) => return Err(failed(Cause::Failed(failure), request, report)),
+                },
+            };
+            let error = match connection.exchange(&mut request, upgrade, timeout).await {
+                Ok(Exchanged::Response(parts, body)) => {
+                    // Sent whole: its head is done with, and its map serves the next message.
+                    arena::recycle(request.into_parts().0.headers);
+                    return Ok(Answer::Response(Response::from_parts(
+                        parts,
+                        UpstreamBody::H1(body),
+                    )));
+                }
+                Ok(Exchanged::Switched(parts, connection)) => {
+                    return Ok(Answer::Switched(
+                        Response::from_parts(parts, ()),
+                        connection,
+                    ));
+                }
+                Err(error) => error,
+            };
+            let again = match &error {
+                ExchangeError::NotSent(_) => reused,
+                ExchangeError::ClosedEarly => {
+                    let again = reused && !resent && is_idempotent(request.method());
+                    resent |= again;
+                    again
+                }
+                _ => false,
+            };
+            if again && request.body_mut().rewind() {
+                continue;
             }
-            Ok(Exchanged::Switched(parts, connection)) => {
-                return Ok(Answer::Switched(
-                    Response::from_parts(parts, ()),
-                    connection,
-                ));
-            }
-            Err(error) => error,
-        };
-        let again = match &error {
-            ExchangeError::NotSent(_) => reused,
-            ExchangeError::ClosedEarly => {
-                let again = reused && !resent && is_idempotent(request.method());
-                resent |= again;
-                again
-            }
-            _ => false,
-        };
-        if again && request.body_mut().rewind() {
-            continue;
+            return Err(failed(cause(error), request, report));
         }
-        return Err(failed(cause(error), request, report));
     }
 }
 
