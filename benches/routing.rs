@@ -31,8 +31,9 @@ fn config_text(count: usize) -> String {
     text + "[[route]]\npool = \"app\"\n"
 }
 
-fn routing(c: &mut Criterion) {
-    let config = Config::parse(&config_text(1000), Path::new("bench.toml")).unwrap();
+/// Benches finding the route of each `(name, host, path)` among `count` routes.
+fn lookups(c: &mut Criterion, count: usize, cases: &[(&str, &str, &str)]) {
+    let config = Config::parse(&config_text(count), Path::new("bench.toml")).unwrap();
     let state = State::build(&config, 1);
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", HeaderValue::from_static("t993"));
@@ -42,21 +43,8 @@ fn routing(c: &mut Criterion) {
         headers: &headers,
         query: None,
     };
-    let mut group = c.benchmark_group("route_1000");
-    for (name, host, path) in [
-        ("first", "svc1.example.com", "/api/v1/users"),
-        ("middle", "svc501.example.com", "/api/v4/users"),
-        (
-            "header_condition_near_end",
-            "svc993.example.com",
-            "/api/v6/x",
-        ),
-        (
-            "fallthrough_to_last",
-            "unknown.example.com",
-            "/api/v1/users",
-        ),
-    ] {
+    let mut group = c.benchmark_group(format!("route_{count}"));
+    for &(name, host, path) in cases {
         assert!(state.route(Some(host), path, &asked).is_some(), "{name}");
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -67,27 +55,40 @@ fn routing(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    lookups(
+        c,
+        1000,
+        &[
+            ("first", "svc1.example.com", "/api/v1/users"),
+            ("middle", "svc501.example.com", "/api/v4/users"),
+            (
+                "header_condition_near_end",
+                "svc993.example.com",
+                "/api/v6/x",
+            ),
+            (
+                "fallthrough_to_last",
+                "unknown.example.com",
+                "/api/v1/users",
+            ),
+        ],
+    );
     // The common case: a handful of routes, read in order.
-    let config = Config::parse(&config_text(8), Path::new("bench.toml")).unwrap();
-    let state = State::build(&config, 1);
-    let mut group = c.benchmark_group("route_8");
-    for (name, host, path) in [
-        ("first", "svc1.example.com", "/api/v1/users"),
-        (
-            "fallthrough_to_last",
-            "unknown.example.com",
-            "/api/v1/users",
-        ),
-    ] {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                state
-                    .route(black_box(Some(host)), black_box(path), &asked)
-                    .is_some()
-            })
-        });
-    }
-    group.finish();
+    lookups(
+        c,
+        8,
+        &[
+            ("first", "svc1.example.com", "/api/v1/users"),
+            (
+                "fallthrough_to_last",
+                "unknown.example.com",
+                "/api/v1/users",
+            ),
+        ],
+    );
 }
 
 criterion_group!(benches, routing);

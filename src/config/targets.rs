@@ -3,6 +3,7 @@
 //! `mirror` ([`Mirror`]), which copies a share of its requests to another pool. Choosing among a
 //! split's pools and sending mirrors is `proxy/`'s.
 
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use toml::Spanned;
 
@@ -48,7 +49,8 @@ pub struct Redirect {
 pub struct Respond {
     /// 200 when not given.
     pub status: StatusCode,
-    pub body: String,
+    /// Shared: each answer clones a count, not the text.
+    pub body: Bytes,
     /// `text/plain; charset=utf-8` when not given.
     pub content_type: HeaderValue,
 }
@@ -241,7 +243,7 @@ impl Source<'_> {
             body: respond
                 .body
                 .as_ref()
-                .map(|b| b.get_ref().clone())
+                .map(|b| Bytes::from(b.get_ref().clone()))
                 .unwrap_or_default(),
             content_type,
         })

@@ -14,7 +14,7 @@ use super::client_ip::ClientAddr;
 use super::error::ProxyError;
 use super::header_rules::{self, Facts};
 use super::headers;
-use super::mirror::Copy;
+use super::mirror::Duplicate;
 use super::priority::priority;
 use super::route::Route;
 use super::state::State;
@@ -107,7 +107,7 @@ pub(super) fn forward<'a>(
         if let Some(mirror) = &settings.mirror
             && upgrade.is_none()
             && mirror.sampled()
-            && let Some(copy) = Copy::of(&mut body)
+            && let Some(copy) = Duplicate::of(&mut body)
         {
             mirror.send(
                 state.client(),

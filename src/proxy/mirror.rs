@@ -37,21 +37,21 @@ pub struct Mirror {
 
 /// The body of a copy: at hand, or coming once the real request has sent it.
 #[derive(Debug)]
-pub enum Copy {
+pub enum Duplicate {
     Ready(RequestBody),
     Tapped(oneshot::Receiver<RequestBody>),
 }
 
-impl Copy {
+impl Duplicate {
     /// The copy of `body`, unless it is known to be too large to mirror.
-    pub fn of(body: &mut RequestBody) -> Option<Copy> {
+    pub fn of(body: &mut RequestBody) -> Option<Duplicate> {
         use hyper::body::Body;
         if body.size_hint().lower() > REPLAY_LIMIT as u64 {
             return None;
         }
         match body.try_clone() {
-            Some(copy) => Some(Copy::Ready(copy)),
-            None => body.tap().map(Copy::Tapped),
+            Some(copy) => Some(Duplicate::Ready(copy)),
+            None => body.tap().map(Duplicate::Tapped),
         }
     }
 }
@@ -79,14 +79,14 @@ impl Mirror {
     /// Sends a copy of the request (`head` as the real backend receives it, and its `body`),
     /// waiting at most `timeout` for the answer once sent; or drops it when the pool has too
     /// many under way.
-    pub(crate) fn send(&self, client: &Client, head: Head, body: Copy, timeout: Duration) {
+    pub(crate) fn send(&self, client: &Client, head: Head, body: Duplicate, timeout: Duration) {
         let pool = Arc::clone(&self.pool);
         let client = client.clone();
         tokio::spawn(async move {
             let body = match body {
-                Copy::Ready(body) => body,
+                Duplicate::Ready(body) => body,
                 // Not sent whole within the limit by the real attempt: nothing to copy.
-                Copy::Tapped(tapped) => match tapped.await {
+                Duplicate::Tapped(tapped) => match tapped.await {
                     Ok(body) => body,
                     Err(_) => return,
                 },
