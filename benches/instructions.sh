@@ -6,7 +6,9 @@
 #   benches/instructions.sh                                   # this tree's release build
 #   BASELINE=67eaf5a benches/instructions.sh                  # and a build of that revision
 #   BASELINE=67eaf5a BASELINE_BIN=/tmp/fulcrum-67eaf5a benches/instructions.sh
-#   REQUEST=benches/post.lua benches/instructions.sh          # a small POST (hyper's client path)
+#   REQUEST=benches/post.lua benches/instructions.sh          # a small POST
+#   FULCRUM_BIN=/tmp/prof/release/fulcrum benches/instructions.sh  # another build (say, with
+#     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, for callgrind_annotate by line)
 #
 # Prints, per build, the requests wrk made and instructions per request, and leaves the
 # callgrind profile in the work directory's copy under /tmp (kept: see the last line) for
@@ -53,7 +55,7 @@ measure() { # name binary port: instructions per request of one build
   echo "$name: $requests requests, $((instructions / requests)) instructions per request"
 }
 
-measure fulcrum target/release/fulcrum 18001
+measure fulcrum "${FULCRUM_BIN:-target/release/fulcrum}" 18001
 if [ -n "${BASELINE:-}" ]; then
   build_baseline "$BASELINE"
   measure baseline "$(baseline_bin)" 18004

@@ -32,96 +32,101 @@ use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 
 /// Makes attempts on the backends of the pool `forwarding` names until one answers or the
 /// retry rules say stop; `trail` records where it went.
-// An `async fn` would store its arguments twice: see `Proxy::handle`.
-#[allow(clippy::manual_async_fn)]
-pub(super) fn forward<'a>(
+///
+/// The request is made ready for its backends before the future is: an async block keeps room
+/// for everything it captures or holds across an await until it ends, so the client's request
+/// and the head made from it, spent before the first attempt, would be carried (and copied with
+/// the future) to the last.
+pub(super) fn forward<'a, 't>(
     state: &'a State,
     forwarding: Forwarding<'a>,
     mut request: Request<ClientBody>,
     client: &ClientAddr,
     received: Option<Arc<AtomicU64>>,
-    tunnels: &Arc<Tunnels>,
-    trail: &mut Trail<'a>,
+    tunnels: &'t Arc<Tunnels>,
+    trail: &'t mut Trail<'a>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> {
+    let Forwarding {
+        route,
+        pool,
+        rewritten,
+        pin: split_pin,
+    } = forwarding;
+    let settings = route.settings();
+    // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
+    // The server promises the client's side to every request asking to upgrade: one without
+    // the promise needs no lookups.
+    let promised = request.extensions_mut().remove::<OnUpgrade>();
+    let mut upgrade = promised.and_then(|client| {
+        tunnel::requested(request.version(), request.headers()).map(|protocol| (protocol, client))
+    });
+    // What header templates may name, for a route with header rules (boxed: most have none).
+    let facts = route
+        .header_rules()
+        .map(|_| Box::new(Facts::of(&request, client)));
+    trail.priority = priority(
+        route.priority(),
+        request.headers(),
+        client.ip,
+        state.priority_rules(),
+    );
+    // A priority a client named goes on as the one it got, so that a proxy further on that
+    // trusts this one does not take a client's word this one did not.
+    if let Some(name) = &state.priority_rules().header
+        && let Some(named) = request.headers_mut().get_mut(name)
+    {
+        *named = HeaderValue::from_static(trail.priority.name());
+    }
+    trail.pool = Some(pool);
+    trail.span.record("pool", &**pool.name());
+    let policy = pool.policy();
+    let key = policy
+        .hash_key
+        .as_ref()
+        .and_then(|k| k.hash(&request, client.ip));
+    let pinned = policy
+        .sticky
+        .as_ref()
+        .and_then(|s| s.requested(request.headers()));
+    let (mut head, body) = prepare(
+        request,
+        client,
+        upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
+        (pool.name(), state.underscores_in_headers()),
+    );
+    if let Some(uri) = rewritten {
+        head.uri = *uri;
+    }
+    if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
+        header_rules::apply(rules, &mut head.headers, facts);
+    }
+    let idempotent = is_idempotent(&head.method);
+    let retries = settings.retries.unwrap_or(policy.retries);
+    let rules = BodyRules {
+        max_body: settings.max_body.unwrap_or(state.limits().max_body),
+        idle: state.timeouts().request_body_idle,
+    };
+    let (mut body, report) = request_body(body, rules, received);
+    if let Some(mirror) = &settings.mirror
+        && upgrade.is_none()
+        && mirror.sampled()
+        && let Some(copy) = Duplicate::of(&mut body)
+    {
+        mirror.send(
+            state.client(),
+            head.detached(),
+            copy,
+            state.timeouts().response,
+        );
+    }
+    // A copy of the head is needed only to resend an idempotent request with a streamed body
+    // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
+    let kept = (report.is_some() && idempotent && retries > 0).then(|| Box::new(head.detached()));
+    let mut next = (head.into_request(body), report);
     async move {
-        let Forwarding {
-            route,
-            pool,
-            rewritten,
-            pin: split_pin,
-        } = forwarding;
-        let settings = route.settings();
-        // An upgrade (WebSocket): its protocol, and the client's side of the connection to come.
-        // The server promises the client's side to every request asking to upgrade: one without
-        // the promise needs no lookups.
-        let promised = request.extensions_mut().remove::<OnUpgrade>();
-        let mut upgrade = promised.and_then(|client| {
-            tunnel::requested(request.version(), request.headers())
-                .map(|protocol| (protocol, client))
-        });
-        // What header templates may name, for a route with header rules.
-        let facts = route.header_rules().map(|_| Facts::of(&request, client));
-        trail.priority = priority(
-            route.priority(),
-            request.headers(),
-            client.ip,
-            state.priority_rules(),
-        );
-        // A priority a client named goes on as the one it got, so that a proxy further on that
-        // trusts this one does not take a client's word this one did not.
-        if let Some(name) = &state.priority_rules().header
-            && let Some(named) = request.headers_mut().get_mut(name)
-        {
-            *named = HeaderValue::from_static(trail.priority.name());
-        }
-        trail.pool = Some(pool);
-        trail.span.record("pool", &**pool.name());
-        let policy = pool.policy();
-        let key = policy
-            .hash_key
-            .as_ref()
-            .and_then(|k| k.hash(&request, client.ip));
-        let pinned = policy
-            .sticky
-            .as_ref()
-            .and_then(|s| s.requested(request.headers()));
-        let (mut head, body) = prepare(
-            request,
-            client,
-            upgrade.as_ref().map(|(protocol, _)| protocol.clone()),
-            (pool.name(), state.underscores_in_headers()),
-        );
-        if let Some(uri) = rewritten {
-            head.uri = *uri;
-        }
-        if let (Some((rules, _)), Some(facts)) = (route.header_rules(), &facts) {
-            header_rules::apply(rules, &mut head.headers, facts);
-        }
-        let idempotent = is_idempotent(&head.method);
-        let retries = settings.retries.unwrap_or(policy.retries);
-        let rules = BodyRules {
-            max_body: settings.max_body.unwrap_or(state.limits().max_body),
-            idle: state.timeouts().request_body_idle,
-        };
-        let (mut body, report) = request_body(body, rules, received);
-        if let Some(mirror) = &settings.mirror
-            && upgrade.is_none()
-            && mirror.sampled()
-            && let Some(copy) = Duplicate::of(&mut body)
-        {
-            mirror.send(
-                state.client(),
-                head.detached(),
-                copy,
-                state.timeouts().response,
-            );
-        }
-        // A copy of the head is needed only to resend an idempotent request with a streamed body
-        // after hyper's HTTP/2 client took it; any other comes back whole (`upstream/exchange.rs`).
-        let kept = (report.is_some() && idempotent && retries > 0).then(|| head.detached());
-        let mut next = (head.into_request(body), report);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
-        let mut last_error = None;
+        // Boxed: an attempt failed is the exception.
+        let mut last_error: Option<Box<ProxyError>> = None;
         // Why the attempt before failed: a retry is counted once it has a backend to go to.
         let mut retrying = None;
         loop {
@@ -245,14 +250,14 @@ pub(super) fn forward<'a>(
             }
             let last = tried.len() as u32 >= retries;
             let reason = retry_reason(&failed.cause);
-            let Some(again) = retry(failed, idempotent, last, pool, kept.as_ref()) else {
+            let Some(again) = retry(failed, idempotent, last, pool, kept.as_deref()) else {
                 return Err(error);
             };
             retrying = Some(reason);
             debug!(pool = %pool.name(), backend = %backend, %error, "attempt failed, retrying on another backend");
             next = again;
             tried.push(backend);
-            last_error = Some(error);
+            last_error = Some(Box::new(error));
         }
     }
 }
@@ -290,7 +295,7 @@ fn refused(
     why: Refused,
     pool: &Pool,
     priority: Priority,
-    last_error: Option<ProxyError>,
+    last_error: Option<Box<ProxyError>>,
 ) -> ProxyError {
     let name = pool.name().clone();
     match why {
@@ -300,7 +305,9 @@ fn refused(
             reason,
             retry_after: pool.policy().overload.retry_after,
         },
-        Refused::NoBackend => last_error.unwrap_or(ProxyError::NoHealthyBackend { pool: name }),
+        Refused::NoBackend => {
+            last_error.map_or(ProxyError::NoHealthyBackend { pool: name }, |e| *e)
+        }
         Refused::PoolRemoved => ProxyError::PoolRemoved { pool: name },
     }
 }

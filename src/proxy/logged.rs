@@ -19,7 +19,7 @@ use crate::telemetry::access::{AccessLog, Entry};
 #[derive(Debug)]
 pub struct Logged {
     body: ProxyBody,
-    entry: Option<Box<(Entry, AccessLog)>>,
+    entry: Option<(Box<Entry>, AccessLog)>,
     active: Option<Active>,
 }
 
@@ -27,12 +27,12 @@ impl Logged {
     /// `body`, whose end finishes `entry` into its log, and ends `active`.
     pub(crate) fn new(
         body: ProxyBody,
-        entry: Option<(Entry, AccessLog)>,
+        entry: Option<(Box<Entry>, AccessLog)>,
         active: Option<Active>,
     ) -> Logged {
         Logged {
             body,
-            entry: entry.map(Box::new),
+            entry,
             active,
         }
     }
@@ -40,8 +40,7 @@ impl Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        if let Some(pending) = self.entry.take() {
-            let (entry, log) = *pending;
+        if let Some((entry, log)) = self.entry.take() {
             log.write(entry.line(log.format()));
         }
     }

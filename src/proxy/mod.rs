@@ -199,7 +199,7 @@ impl Proxy {
                 started,
                 entry: state
                     .access_log()
-                    .map(|_| Entry::begin(&request, client.socket(), &id, started)),
+                    .map(|_| Box::new(Entry::begin(&request, client.socket(), &id, started))),
                 trail: Trail {
                     pool: None,
                     backend: None,
@@ -334,7 +334,8 @@ fn close_if_unsized(response: &mut Response<ProxyBody>) {
 struct Pending<'a> {
     state: &'a State,
     started: Instant,
-    entry: Option<Entry>,
+    /// Boxed: with the access log off (as often as not) it is not carried at all.
+    entry: Option<Box<Entry>>,
     trail: Trail<'a>,
     answered: bool,
 }
@@ -344,7 +345,7 @@ const CLIENT_CLOSED: u16 = 499;
 
 impl Pending<'_> {
     /// Counts the answer's `status` and returns the access log entry to finish with its body.
-    fn answer(&mut self, status: u16) -> Option<Entry> {
+    fn answer(&mut self, status: u16) -> Option<Box<Entry>> {
         self.answered = true;
         let trail = &self.trail;
         trail
@@ -396,7 +397,7 @@ struct Trail<'a> {
     /// on only).
     waiting_since: Option<Instant>,
     /// An upgrade's tunnel, waiting for the request's log entry to write when it closes.
-    log_later: Option<oneshot::Sender<(Entry, AccessLog)>>,
+    log_later: Option<oneshot::Sender<(Box<Entry>, AccessLog)>>,
     /// The request's span, told the pool and backends as they are chosen.
     span: Span,
 }

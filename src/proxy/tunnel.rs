@@ -23,7 +23,7 @@ use crate::upstream::InFlight;
 use crate::upstream::h1;
 
 /// Where the upgrade request's access log entry is handed to its tunnel, once the 101 is answered.
-pub type LogLater = oneshot::Receiver<(Entry, AccessLog)>;
+pub type LogLater = oneshot::Receiver<(Box<Entry>, AccessLog)>;
 
 /// The open tunnels.
 #[derive(Debug, Default)]
