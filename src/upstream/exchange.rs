@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
+use tokio_util::either::Either;
 
 use super::relayed::UpstreamBody;
 use super::{Backend, Client, Failure, h1, h2};
@@ -79,25 +80,27 @@ pub(crate) struct Failed {
 /// Sends `request` to `backend` and waits for its response head. An `upgrade` request (its
 /// `Upgrade` field put back) may be answered with a switch; one to an HTTP/2 backend is the
 /// caller's to refuse before.
-// An `async fn` would store its arguments twice: see `Proxy::handle`.
-#[allow(clippy::manual_async_fn)]
-pub(crate) fn exchange(
-    client: &Client,
-    backend: &Backend,
+///
+/// The protocol is chosen before the future is made, so that the request goes straight into
+/// the one client's future: an async block around both would keep room for it a second time.
+pub(crate) fn exchange<'a>(
+    client: &'a Client,
+    backend: &'a Backend,
     request: Request<RequestBody>,
     report: Report,
     upgrade: bool,
     timeout: Duration,
-) -> impl Future<Output = Result<Answer, Failed>> {
-    async move {
-        if backend.http2() {
-            // Boxed: hyper's futures are large, and HTTP/1.1's future should not carry their size.
-            let response =
-                Box::pin(h2::exchange(client, backend, request, report, timeout)).await?;
-            return Ok(Answer::Response(response.map(UpstreamBody::H2)));
-        }
-        h1::exchange(client, backend, request, report, upgrade, timeout).await
+) -> impl Future<Output = Result<Answer, Failed>> + 'a {
+    if backend.http2() {
+        // Boxed: hyper's futures are large, and HTTP/1.1's future should not carry their size.
+        let exchanging = Box::pin(h2::exchange(client, backend, request, report, timeout));
+        return Either::Left(async move {
+            Ok(Answer::Response(exchanging.await?.map(UpstreamBody::H2)))
+        });
     }
+    Either::Right(h1::exchange(
+        client, backend, request, report, upgrade, timeout,
+    ))
 }
 
 /// A health probe: `GET path` on a new connection, closed after it, its body read to the end;
