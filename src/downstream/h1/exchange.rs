@@ -51,16 +51,19 @@ pub(crate) struct Serving<'a> {
 }
 
 /// Serves the request whose head was just taken from `input`: `call` makes its response.
-pub(crate) async fn serve<S, F, Fut, B>(
-    input: &mut Input<S>,
+///
+/// The request is made and handed to `call` before the future is: an async block keeps room for
+/// what it captures to its end, and the head would be carried through the whole exchange.
+pub(crate) fn serve<'a, S, F, Fut, B>(
+    input: &'a mut Input<S>,
     head: RequestHead,
     call: F,
-    serving: Serving<'_>,
-) -> Next
+    serving: Serving<'a>,
+) -> impl Future<Output = Next> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(Request<ClientBody>) -> Fut,
-    Fut: Future<Output = Response<B>>,
+    Fut: Future<Output = Response<B>> + 'a,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
@@ -84,66 +87,70 @@ where
         promise
     });
     let (body, mut reader) = request_body(input, length, expect_continue);
-    let mut answering = pin!(call(Request::from_parts(parts, body)));
-    let response = poll_fn(|cx| {
-        if let Poll::Ready(response) = answering.as_mut().poll(cx) {
-            return Poll::Ready(Some(response));
-        }
-        let reading = match &mut reader {
-            Some(reader) => reader.poll(input, cx) == Standing::Waiting,
-            None => false,
-        };
-        // With no body to read, the client's stream is watched: a client that leaves drops its
-        // request (logged 499, as nginx does); bytes of a pipelined request are kept for after
-        // this one.
-        if !reading && input.is_empty() {
-            match input.poll_fill(cx) {
-                Poll::Ready(Ok(true)) | Poll::Pending => {}
-                Poll::Ready(Ok(false) | Err(_)) => return Poll::Ready(None),
+    let answering = call(Request::from_parts(parts, body));
+    async move {
+        let mut answering = pin!(answering);
+        let response = poll_fn(|cx| {
+            if let Poll::Ready(response) = answering.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
             }
+            let reading = match &mut reader {
+                Some(reader) => reader.poll(input, cx) == Standing::Waiting,
+                None => false,
+            };
+            // With no body to read, the client's stream is watched: a client that leaves drops its
+            // request (logged 499, as nginx does); bytes of a pipelined request are kept for after
+            // this one.
+            if !reading && input.is_empty() {
+                match input.poll_fill(cx) {
+                    Poll::Ready(Ok(true)) | Poll::Pending => {}
+                    Poll::Ready(Ok(false) | Err(_)) => return Poll::Ready(None),
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some(response) = response else {
+            return Next::Close { linger: false };
+        };
+        asked.keep_alive &= !(serving.draining)() && body_done(&mut reader, input);
+        let (parts, mut body) = response.into_parts();
+        let known = if body.is_end_stream() {
+            Known::Exactly(0)
+        } else {
+            body.size_hint()
+                .exact()
+                .map_or(Known::Unknown, Known::Exactly)
+        };
+        let mut head = arena::buffer(256 + 32 * parts.headers.len());
+        let (framing, keep_alive) =
+            encode::response(&parts, known, &asked, serving.date, &mut head);
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        arena::recycle(parts.headers);
+        let mut writer = Writer::new(head, framing);
+        let mut writes = WriteWait::new(serving.send_limit);
+        let written = poll_fn(|cx| {
+            if let Some(reader) = &mut reader {
+                reader.poll(input, cx);
+            }
+            writer.poll(&mut input.stream, &mut body, &mut writes, cx)
+        })
+        .await;
+        // The body, and what it holds (the backend connection, the access log entry), ends here.
+        drop(body);
+        writer.recycle();
+        if let Err(error) = &written {
+            debug!(%error, "writing a response");
         }
-        Poll::Pending
-    })
-    .await;
-    let Some(response) = response else {
-        return Next::Close { linger: false };
-    };
-    asked.keep_alive &= !(serving.draining)() && body_done(&mut reader, input);
-    let (parts, mut body) = response.into_parts();
-    let known = if body.is_end_stream() {
-        Known::Exactly(0)
-    } else {
-        body.size_hint()
-            .exact()
-            .map_or(Known::Unknown, Known::Exactly)
-    };
-    let mut head = arena::buffer(256 + 32 * parts.headers.len());
-    let (framing, keep_alive) = encode::response(&parts, known, &asked, serving.date, &mut head);
-    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    arena::recycle(parts.headers);
-    let mut writer = Writer::new(head, framing);
-    let mut writes = WriteWait::new(serving.send_limit);
-    let written = poll_fn(|cx| {
-        if let Some(reader) = &mut reader {
-            reader.poll(input, cx);
+        match (written, promise) {
+            (Ok(()), Some(promise)) if switching => Next::Switch(promise),
+            (Ok(()), _) if keep_alive && reader.as_ref().is_none_or(BodyReader::is_complete) => {
+                Next::KeepAlive
+            }
+            _ => Next::Close {
+                linger: reader.as_ref().is_some_and(|reader| !reader.is_complete()),
+            },
         }
-        writer.poll(&mut input.stream, &mut body, &mut writes, cx)
-    })
-    .await;
-    // The body, and what it holds (the backend connection, the access log entry), ends here.
-    drop(body);
-    writer.recycle();
-    if let Err(error) = &written {
-        debug!(%error, "writing a response");
-    }
-    match (written, promise) {
-        (Ok(()), Some(promise)) if switching => Next::Switch(promise),
-        (Ok(()), _) if keep_alive && reader.as_ref().is_none_or(BodyReader::is_complete) => {
-            Next::KeepAlive
-        }
-        _ => Next::Close {
-            linger: reader.as_ref().is_some_and(|reader| !reader.is_complete()),
-        },
     }
 }
 

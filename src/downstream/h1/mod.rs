@@ -31,7 +31,7 @@
 //! - `sink.rs`: the epoll set idle plain connections sink to, out of tokio's registry.
 //! - `date.rs`: the `Date` header, formatted once a second.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -228,17 +228,23 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
 }
 
 /// Calls the proxy, through its `Service` interface, with `request` from `peer`.
-async fn call(
+///
+/// The call is made before the future: what is awaited is the service's boxed future alone, not
+/// the request beside it.
+fn call(
     proxy: &Proxy,
     mut request: Request<ClientBody>,
     peer: Peer,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + use<> {
     if request.extensions().is_empty() {
         *request.extensions_mut() = arena::extensions();
     }
     request.extensions_mut().insert(peer);
-    let Ok(response) = proxy.clone().call(request).await;
-    response
+    let answering = proxy.clone().call(request);
+    async move {
+        let Ok(response) = answering.await;
+        response
+    }
 }
 
 /// The codec's limits for request heads, from `[limits]`.
@@ -446,7 +452,8 @@ async fn close(home: &Home, mut connection: Parked, linger: bool) {
         return;
     }
     let mut drained = 0;
-    let mut buffer = [0u8; 4096];
+    // On the heap: on the stack it would be room in every connection's task, lingering or not.
+    let mut buffer = vec![0u8; 4096];
     let reading = async {
         while drained < LINGER_BYTES {
             match connection.input.stream.read(&mut buffer).await {
