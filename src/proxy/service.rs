@@ -63,12 +63,18 @@ where
         }
         let request = request.map(ClientBody::from_body);
         // Boxed: the request's future is large, and servers move it about; a box moves as a
-        // pointer.
-        Box::pin(self.clone().handle(
-            request,
-            peer.addr,
-            peer.tls,
-            watch.map(|Watched(watch)| watch),
-        ))
+        // pointer. Written into a box allocated first: `Box::pin(future)` made it on the stack
+        // and copied its 2 KiB twice on the way in.
+        let boxed = Box::new_uninit();
+        let boxed: Box<_> = Box::write(
+            boxed,
+            self.clone().handle(
+                request,
+                peer.addr,
+                peer.tls,
+                watch.map(|Watched(watch)| watch),
+            ),
+        );
+        Box::into_pin(boxed)
     }
 }
