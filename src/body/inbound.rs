@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::{ClientBody, strip_trailer_fields};
+use crate::clock;
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +57,7 @@ impl Inbound {
             body,
             rules,
             read: 0,
-            last_data: Instant::now(),
+            last_data: clock::now(),
             timer: None,
             received,
         }

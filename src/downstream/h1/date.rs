@@ -1,29 +1,39 @@
 //! The `Date` header every response carries (RFC 9110 section 6.6.1), formatted once a second
 //! per thread rather than once a response, as hyper and nginx cache it.
+//!
+//! Whether the second has turned is asked of the proxy's clock (`clock.rs`), whose reading a
+//! connection's task already made in this poll: the wall clock is read once a second, to format.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::clock;
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
 const LEN: usize = 29;
 
 thread_local! {
-    /// The second last formatted, and its text.
-    static CACHED: RefCell<(u64, [u8; LEN])> = const { RefCell::new((u64::MAX, [0; LEN])) };
+    /// Until when the text is today's date (the next second's start), and the text.
+    static CACHED: RefCell<(Option<Instant>, [u8; LEN])> = const { RefCell::new((None, [0; LEN])) };
 }
 
 /// The current date in IMF-fixdate form.
 pub(super) fn today() -> [u8; LEN] {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    CACHED.with_borrow_mut(|(cached, text)| {
-        if *cached != second {
-            let formatted = httpdate::fmt_http_date(now);
+    let now = clock::now();
+    CACHED.with_borrow_mut(|(until, text)| {
+        if until.is_none_or(|until| now >= until) {
+            let wall = SystemTime::now();
+            let formatted = httpdate::fmt_http_date(wall);
             if formatted.len() == LEN {
                 text.copy_from_slice(formatted.as_bytes());
-                *cached = second;
+                let into_second = wall
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos();
+                *until =
+                    Some(now + Duration::from_secs(1) - Duration::from_nanos(into_second.into()));
             }
         }
         *text
