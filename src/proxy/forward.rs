@@ -33,10 +33,7 @@ use crate::upstream::{Backend, Failure, InFlight, Pool, Relayed, UpstreamBody};
 /// Makes attempts on the backends of the pool `forwarding` names until one answers or the
 /// retry rules say stop; `trail` records where it went.
 ///
-/// The request is made ready for its backends before the future is: an async block keeps room
-/// for everything it captures or holds across an await until it ends, so the client's request
-/// and the head made from it, spent before the first attempt, would be carried (and copied with
-/// the future) to the last.
+/// The request is made ready for its backends before the future is (see `Proxy::handle`).
 pub(super) fn forward<'a, 't>(
     state: &'a State,
     forwarding: Forwarding<'a>,

@@ -169,6 +169,11 @@ impl Proxy {
     /// argument twice in its future (once as passed, once as the body's own variable), and the
     /// request alone is 264 bytes; an `async move` block uses what it captures in place.
     ///
+    /// The request path's futures are written this way throughout, and keep what they need only
+    /// before their first await out of the block: a future keeps room for all it captures until
+    /// it ends, so what is spent up front (the request, the head made from it) is made ready
+    /// before the block and not carried, and copied with the future, to the end.
+    ///
     /// [`Service::call`]: tower_service::Service::call
     #[allow(clippy::manual_async_fn)]
     pub(crate) fn handle(

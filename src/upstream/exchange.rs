@@ -82,7 +82,7 @@ pub(crate) struct Failed {
 /// caller's to refuse before.
 ///
 /// The protocol is chosen before the future is made, so that the request goes straight into
-/// the one client's future: an async block around both would keep room for it a second time.
+/// the one client's future (see `Proxy::handle`).
 pub(crate) fn exchange<'a>(
     client: &'a Client,
     backend: &'a Backend,

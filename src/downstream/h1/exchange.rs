@@ -52,8 +52,7 @@ pub(crate) struct Serving<'a> {
 
 /// Serves the request whose head was just taken from `input`: `call` makes its response.
 ///
-/// The request is made and handed to `call` before the future is: an async block keeps room for
-/// what it captures to its end, and the head would be carried through the whole exchange.
+/// The request is made and handed to `call` before the future is (see `Proxy::handle`).
 pub(crate) fn serve<'a, S, F, Fut, B>(
     input: &'a mut Input<S>,
     head: RequestHead,

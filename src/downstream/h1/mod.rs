@@ -230,7 +230,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
 /// Calls the proxy, through its `Service` interface, with `request` from `peer`.
 ///
 /// The call is made before the future: what is awaited is the service's boxed future alone, not
-/// the request beside it.
+/// the request beside it (see `Proxy::handle`).
 fn call(
     proxy: &Proxy,
     mut request: Request<ClientBody>,
