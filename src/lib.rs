@@ -74,7 +74,7 @@
 //! [`Peer`] and [`ResponseBody`], and the types their methods return. `bench` is for the
 //! criterion benches alone, `fuzz_http1` for the fuzz target.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod app;
 mod arena;

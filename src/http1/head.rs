@@ -333,6 +333,20 @@ fn slice(bytes: &Bytes, input: &[u8], part: &[u8]) -> Bytes {
     }
 }
 
+/// A field value as httparse passed it, made a [`HeaderValue`] without checking its bytes again.
+///
+/// httparse, with the default `ParserConfig` both heads are parsed with (no obs-fold), accepts a
+/// value only if every byte is HTAB, SP, visible ASCII or obs-text (0x80-0xFF): exactly the bytes
+/// [`HeaderValue::from_bytes`] accepts. Checking them again was about 2.5% of a proxied GET's
+/// instructions (`benches/instructions.sh`: README, "What pays").
+#[allow(unsafe_code)]
+fn value(bytes: Bytes) -> HeaderValue {
+    debug_assert!(HeaderValue::from_bytes(&bytes).is_ok(), "{bytes:?}");
+    // SAFETY: `from_maybe_shared_unchecked` requires valid header value bytes; httparse has
+    // accepted these (see above), and a debug build checks it.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
+}
+
 /// What the pass over a head's fields noted: what `Connection` fields ask of the connection,
 /// and which fields the head's meaning depends on are present at all, so that a message
 /// without them (most) spares their lookups.
@@ -394,8 +408,7 @@ fn fields(
     for field in parsed {
         let name = names::header_name(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
-        let value = HeaderValue::from_maybe_shared(slice(bytes, input, field.value))
-            .map_err(|_| HeadError::Malformed("invalid header field value"))?;
+        let value = value(slice(bytes, input, field.value));
         if name == header::CONNECTION {
             if noted.note_connection(value.as_bytes()) {
                 continue;
