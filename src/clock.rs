@@ -76,6 +76,21 @@ impl<F: Future> Future for Fresh<F> {
     }
 }
 
+/// hyper's executor for the tasks it spawns (an HTTP/2 connection's streams), each one
+/// [`Fresh`]: a stream's request reads the clock as often as one on Fulcrum's own connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FreshExecutor;
+
+impl<F> hyper::rt::Executor<F> for FreshExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        drop(tokio::spawn(Fresh::new(task)));
+    }
+}
+
 /// Milliseconds since the process's clock epoch; never 0, so 0 can mean "no deadline".
 pub fn now_ms() -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -20,6 +20,7 @@ use super::stream::Stream;
 use super::{Shared, h1};
 use crate::arena;
 use crate::body::ClientBody;
+use crate::clock::{Fresh, FreshExecutor};
 use crate::config::{self, Limits};
 use crate::proxy::guard::{self, Watched};
 use crate::proxy::{self, Peer};
@@ -113,8 +114,8 @@ pub(super) async fn handshake(shared: Arc<Shared>, accepted: Connection<TcpStrea
 
 /// hyper's HTTP/2 settings for a client connection, with `limits` set explicitly so that a
 /// dependency update cannot change them silently.
-fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<FreshExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(FreshExecutor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
@@ -173,10 +174,10 @@ where
             None => return,
         }
     };
-    tokio::spawn(async move {
+    tokio::spawn(Fresh::new(async move {
         let _open = open;
         if let Err(error) = watched.await {
             debug!(%peer, %error, "connection ended with an error");
         }
-    });
+    }));
 }
