@@ -74,6 +74,8 @@
 //! [`Peer`] and [`ResponseBody`], and the types their methods return. `bench` is for the
 //! criterion benches alone, `fuzz_http1` for the fuzz target.
 
+// Unsafe code only where a measured win needs it, each use allowed where it is, with its SAFETY
+// note: one function, `http1::head::value` (README, "What pays").
 #![deny(unsafe_code)]
 
 mod app;
