@@ -82,10 +82,14 @@ pub fn own(value: &HeaderValue) -> HeaderValue {
     owned
 }
 
-/// Every value of `headers` made [`own`].
+/// Every value of `headers` that HTTP/2's header compression may keep, made [`own`]. A
+/// sensitive value is sent as a literal never indexed (RFC 7541 section 6.2.3), so it is not
+/// kept past its response, and not copied.
 pub fn own_all(headers: &mut HeaderMap) {
     for (_, value) in headers.iter_mut() {
-        *value = own(value);
+        if !value.is_sensitive() {
+            *value = own(value);
+        }
     }
 }
 

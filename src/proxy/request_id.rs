@@ -14,10 +14,19 @@ pub const MAX_LEN: usize = 200;
 
 /// The request's id: the client's, if acceptable, else a new one (which is also set on
 /// `headers`, so the backend receives it).
+///
+/// The id is marked sensitive, which HTTP/2's header compression (HPACK) sends as a literal
+/// never indexed (RFC 7541 section 6.2.3): a value unique to one request is never sent again, so
+/// indexing it would only fill the connection's table with ids, evict the fields that do repeat
+/// (`server`, `content-type`, `via`), and make each response's lookup compare its id with every
+/// id still in the table. HTTP/1 ignores the mark.
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     // One lookup for the check and the insert: hashing the name costs as much as the rest.
     match headers.entry(X_REQUEST_ID) {
-        Entry::Occupied(kept) if acceptable(kept.get()) => kept.get().clone(),
+        Entry::Occupied(mut kept) if acceptable(kept.get()) => {
+            kept.get_mut().set_sensitive(true);
+            kept.get().clone()
+        }
         Entry::Occupied(mut replaced) => {
             let id = generate();
             replaced.insert(id.clone());
@@ -42,8 +51,10 @@ fn generate() -> HeaderValue {
     }
     // In the arena: the id is cloned for the backend, the log and the response, and a clone of
     // an arena slice is a count, where a clone of a fresh allocation is another allocation.
-    HeaderValue::from_maybe_shared(arena::copy(&digits))
-        .expect("hex digits form a valid header value")
+    let mut id = HeaderValue::from_maybe_shared(arena::copy(&digits))
+        .expect("hex digits form a valid header value");
+    id.set_sensitive(true);
+    id
 }
 
 /// Each byte's two hex digits.
@@ -66,8 +77,11 @@ mod tests {
     fn a_client_id_is_kept() {
         let mut headers = HeaderMap::new();
         headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure(&mut headers), "abc-123");
+        let id = ensure(&mut headers);
+        assert_eq!(id, "abc-123");
+        assert!(id.is_sensitive(), "never indexed by HPACK");
         assert_eq!(headers[X_REQUEST_ID], "abc-123");
+        assert!(headers[X_REQUEST_ID].is_sensitive());
     }
 
     #[test]
@@ -86,6 +100,7 @@ mod tests {
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
             assert_eq!(headers[X_REQUEST_ID], id, "the backend receives the new id");
+            assert!(id.is_sensitive(), "never indexed by HPACK");
         }
         let (a, b) = (generate(), generate());
         assert_ne!(a, b);
