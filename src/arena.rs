@@ -14,7 +14,8 @@
 //! [`LARGEST`] get an allocation of their own. Nothing made here may outlive its request: a
 //! value kept longer is copied out first ([`own`]): the access log's request id, the bytes a
 //! connection handed to hyper starts with, and every header value of an HTTP/2 message, whose
-//! header compression table keeps values for the connection's life.
+//! header compression table keeps values for the connection's life (shared with an equal value
+//! owned already, as most of a backend's fields are).
 //!
 //! The header maps of the common exchange (the client's request, the backend's response), the
 //! buffers responses are written from and the extension maps requests carry their client in are
@@ -25,7 +26,7 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Extensions, HeaderMap, HeaderValue};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
 /// Bytes in a chunk. When a chunk has too little room left, a new one is started, or the same
 /// one is reused from its start if no slice of it is alive any more.
@@ -50,6 +51,9 @@ thread_local! {
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static EXTENSIONS: RefCell<Vec<Extensions>> = const { RefCell::new(Vec::new()) };
+    static OWNED: RefCell<Owned> = const {
+        RefCell::new(Owned { slots: [const { None }; OWNED_SLOTS], next: 0 })
+    };
 }
 
 /// An empty header map with room for `fields`: one this thread kept, or a new one.
@@ -82,14 +86,57 @@ pub fn own(value: &HeaderValue) -> HeaderValue {
     owned
 }
 
-/// Every value of `headers` that HTTP/2's header compression may keep, made [`own`]. A
-/// sensitive value is sent as a literal never indexed (RFC 7541 section 6.2.3), so it is not
-/// kept past its response, and not copied.
+/// Every value of `headers` that HTTP/2's header compression may keep, made [`own`], or shared
+/// with an equal one this thread owned already. A sensitive value is sent as a literal never
+/// indexed (RFC 7541 section 6.2.3), so it is not kept past its response, and not copied.
 pub fn own_all(headers: &mut HeaderMap) {
-    for (_, value) in headers.iter_mut() {
-        if !value.is_sensitive() {
-            *value = own(value);
+    OWNED.with(|owned| {
+        let mut owned = owned.borrow_mut();
+        for (name, value) in headers.iter_mut() {
+            if !value.is_sensitive() {
+                *value = owned.share(name, value);
+            }
         }
+    });
+}
+
+/// Values [`own_all`] made lately, one per name, in a few slots. A backend sends the same
+/// `server` and `content-type` in every response, and the same `date` all second: an equal
+/// value is shared (a count), where owning it again would cost an allocation, a copy, a check
+/// of its bytes and, when the message is done, a free.
+struct Owned {
+    slots: [Option<(HeaderName, HeaderValue)>; OWNED_SLOTS],
+    /// The slot a new name takes.
+    next: usize,
+}
+
+const OWNED_SLOTS: usize = 8;
+
+impl Owned {
+    /// `value` (of a field named `name`) owned: the value kept for `name` if it is equal, else
+    /// a copy, kept in its place.
+    fn share(&mut self, name: &HeaderName, value: &HeaderValue) -> HeaderValue {
+        let named = self
+            .slots
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|(kept, _)| kept == name));
+        let slot = match named {
+            Some(slot) => slot,
+            None => {
+                let slot = self.next;
+                self.next = (slot + 1) % OWNED_SLOTS;
+                slot
+            }
+        };
+        if let Some((_, kept)) = &self.slots[slot]
+            && named.is_some()
+            && kept.as_bytes() == value.as_bytes()
+        {
+            return kept.clone();
+        }
+        let owned = own(value);
+        self.slots[slot] = Some((name.clone(), owned.clone()));
+        owned
     }
 }
 
@@ -272,6 +319,38 @@ mod tests {
         let values: Vec<_> = headers.get_all("x-a").iter().collect();
         assert_eq!(values, [&id, &secret]);
         assert!(values[1].is_sensitive());
+    }
+
+    #[test]
+    fn owned_values_are_shared_when_equal_and_copied_when_not() {
+        let owned_for = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.append(
+                "server",
+                HeaderValue::from_maybe_shared(copy(value.as_bytes())).unwrap(),
+            );
+            own_all(&mut headers);
+            headers["server"].clone()
+        };
+        let first = owned_for("backend/1.0");
+        let again = owned_for("backend/1.0");
+        assert_eq!(again, "backend/1.0");
+        assert_eq!(
+            first.as_bytes().as_ptr(),
+            again.as_bytes().as_ptr(),
+            "an equal value shares the owned one"
+        );
+        let other = owned_for("backend/2.0");
+        assert_eq!(other, "backend/2.0", "a different value is its own copy");
+        assert_ne!(other.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // More names than slots: each value is still its own, whatever was evicted.
+        for i in 0..3 * OWNED_SLOTS {
+            let mut headers = HeaderMap::new();
+            let name = HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
+            headers.append(&name, HeaderValue::from_str(&format!("v{i}")).unwrap());
+            own_all(&mut headers);
+            assert_eq!(headers[&name], format!("v{i}").as_str());
+        }
     }
 
     #[test]
