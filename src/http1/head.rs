@@ -22,9 +22,15 @@ use crate::{arena, names};
 /// the heap.
 const STACK_FIELDS: usize = 257;
 
-/// Fields a proxy may add to a message on its way (forwarding fields, `Via`, a request id, a
-/// cookie): room for them is made at once, since growing a map re-hashes it.
-const ROOM_TO_ADD: usize = 8;
+/// Fields a proxy may add to a request on its way (`Host`, forwarding fields, `Via`, a request
+/// id, a cookie): room for them is made at once, since growing a map re-hashes it.
+const ROOM_IN_REQUESTS: usize = 8;
+
+/// Fields a proxy may add to a response (`Via`, the request id, a sticky session's cookie).
+/// Fewer than a request's: a response's map is most often one a request left (its room spent),
+/// and asking it for more than it has would grow it again. That happens on every HTTP/2
+/// request, whose response's map hyper keeps.
+const ROOM_IN_RESPONSES: usize = 4;
 
 /// How large a head may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +158,7 @@ pub(crate) fn parse_request(
         let target = head.path.unwrap_or_default();
         let uri = Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes()))
             .map_err(|_| HeadError::Malformed("invalid request target"))?;
-        let (mut headers, noted) = fields(&bytes, input, head.headers)?;
+        let (mut headers, noted) = fields(&bytes, input, head.headers, ROOM_IN_REQUESTS)?;
         let body = framing::request(version, noted.framing.then_some(&headers))
             .map_err(HeadError::Framing)?;
         if noted.framing {
@@ -202,7 +208,7 @@ pub(crate) fn parse_response(
         let status = StatusCode::from_u16(head.code.unwrap_or_default())
             .map_err(|_| HeadError::Malformed("invalid status code"))?;
         let bytes = take(len);
-        let (mut headers, noted) = fields(&bytes, input, head.headers)?;
+        let (mut headers, noted) = fields(&bytes, input, head.headers, ROOM_IN_RESPONSES)?;
         let body = framing::response(method, status, version, noted.framing.then_some(&headers))
             .map_err(HeadError::Framing)?;
         if noted.framing {
@@ -397,13 +403,14 @@ impl Noted {
     }
 }
 
-/// The header fields, their values sharing `bytes`.
+/// The header fields, their values sharing `bytes`, in a map with `room` for more.
 fn fields(
     bytes: &Bytes,
     input: &[u8],
     parsed: &[httparse::Header<'_>],
+    room: usize,
 ) -> Result<(HeaderMap, Noted), HeadError> {
-    let mut headers = arena::header_map(parsed.len() + ROOM_TO_ADD);
+    let mut headers = arena::header_map(parsed.len() + room);
     let mut noted = Noted::default();
     for field in parsed {
         let name = names::header_name(field.name.as_bytes())
