@@ -5,8 +5,11 @@
 //! preface (prior knowledge), which `h1/` notices and hands over.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -154,14 +157,9 @@ where
         let extensions = request.extensions_mut();
         extensions.insert(Peer { addr: peer, tls });
         extensions.insert(proxy::Watched(Arc::clone(&watch)));
-        let answering = proxy.clone().call(request);
-        // Boxed, as hyper's service future must be `Send` for every lifetime it is polled with.
-        Box::pin(async move {
-            let Ok(mut response) = answering.await;
-            // HTTP/2's header compression keeps values for the connection's life.
-            arena::own_all(response.headers_mut());
-            Ok::<_, Infallible>(response)
-        })
+        Owning {
+            answering: proxy.clone().call(request),
+        }
     });
     let connection = h2_builder(&limits).serve_connection(TokioIo::new(stream), service);
     let watched = {
@@ -180,4 +178,28 @@ where
             debug!(%peer, %error, "connection ended with an error");
         }
     }));
+}
+
+pin_project_lite::pin_project! {
+    /// The proxy's answer to an HTTP/2 stream, with its header values owned ([`arena::own_all`])
+    /// when it comes: HTTP/2's header compression keeps values for the connection's life. A named
+    /// future, where an `async` block would have to be boxed (hyper's service future must be
+    /// `Send` for every lifetime it is polled with): one allocation less per stream.
+    struct Owning<F> {
+        #[pin]
+        answering: F,
+    }
+}
+
+impl<F, B> Future for Owning<F>
+where
+    F: Future<Output = Result<http::Response<B>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Ok(mut response) = ready!(self.project().answering.poll(cx));
+        arena::own_all(response.headers_mut());
+        Poll::Ready(Ok(response))
+    }
 }
