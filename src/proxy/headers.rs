@@ -152,10 +152,27 @@ impl Present {
     }
 }
 
-/// Whether a header name has an underscore: a byte loop, cheaper than `str::contains` for
-/// names this short (it is asked of every request header).
+/// Whether a header name has an underscore. It is asked of every request header, so eight bytes
+/// at a time: a byte of `word ^ UNDERSCORES` is zero where the name has `_`, and the classic
+/// test for a zero byte (`(x - 0x01..) & !x & 0x80..`) finds one in a few instructions, where a
+/// byte loop took one compare and branch per byte.
 fn has_underscore(name: &HeaderName) -> bool {
-    name.as_str().bytes().any(|b| b == b'_')
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const UNDERSCORES: u64 = u64::from_ne_bytes([b'_'; 8]);
+    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let bytes = name.as_str().as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_ne_bytes(word.try_into().expect("chunks of eight"));
+        if has_zero_byte(word ^ UNDERSCORES) {
+            return true;
+        }
+    }
+    // The rest, padded with bytes that are not `_`.
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    has_zero_byte(u64::from_ne_bytes(last) ^ UNDERSCORES)
 }
 
 /// Removes every header whose name has an underscore.
@@ -318,6 +335,24 @@ mod tests {
             underscores: false,
             keep_chain: true,
         }
+    }
+
+    #[test]
+    fn an_underscore_is_found_wherever_it_is() {
+        for len in 1..40 {
+            let plain = "a".repeat(len);
+            assert!(!has_underscore(
+                &HeaderName::from_bytes(plain.as_bytes()).unwrap()
+            ));
+            for at in 0..len {
+                let mut name = plain.clone().into_bytes();
+                name[at] = b'_';
+                let name = HeaderName::from_bytes(&name).unwrap();
+                assert!(has_underscore(&name), "{name}");
+            }
+        }
+        // Bytes next to `_` in value (`^`, `` ` ``, `~`) are not taken for it.
+        assert!(!has_underscore(&HeaderName::from_static("x-^`~-name")));
     }
 
     #[test]
