@@ -9,6 +9,9 @@
 #   REQUEST=benches/post.lua benches/instructions.sh          # a small POST
 #   FULCRUM_BIN=/tmp/prof/release/fulcrum benches/instructions.sh  # another build (say, with
 #     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, for callgrind_annotate by line)
+#   PROTOCOL=h2 benches/instructions.sh    # GETs over HTTP/2 on the TLS listener: h2load
+#     -c32 -m8, H2_REQUESTS of them (40000) counted after half as many to warm up; needs
+#     nghttp2-client and openssl
 #
 # Prints, per build, the requests wrk made and instructions per request, and leaves the
 # callgrind profile in the work directory's copy under /tmp (kept: see the last line) for
@@ -25,6 +28,8 @@ REQUEST=${REQUEST:-}
 script=()
 [ -n "$REQUEST" ] && script=(-s "$REQUEST")
 BACKEND_PORT=${BACKEND_PORT:-18000}
+PROTOCOL=${PROTOCOL:-http1}
+H2_REQUESTS=${H2_REQUESTS:-40000}
 command -v valgrind >/dev/null || { echo "valgrind is not installed: apt-get install -y valgrind" >&2; exit 1; }
 
 # shellcheck source=benches/common.sh
@@ -32,22 +37,45 @@ source benches/common.sh
 kept=$(mktemp -d /tmp/fulcrum-callgrind.XXXXXX)
 
 start_backend "$BACKEND_PORT" "$LOAD_CPU"
+if [ "$PROTOCOL" = h2 ]; then make_certificate; fi
+
+drive() { # port output [warm]: the load, written to output; "warm" for the warm-up before counting
+  local port=$1 output=$2 warm=${3:-}
+  if [ "$PROTOCOL" = h2 ]; then
+    local count=$H2_REQUESTS
+    [ -n "$warm" ] && count=$((H2_REQUESTS / 2))
+    taskset -c "$LOAD_CPU" h2load -t1 -c32 -m8 -n "$count" "https://127.0.0.1:$port/" > "$output" 2>&1
+  elif [ -n "$warm" ]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "${script[@]}" "http://127.0.0.1:$port/" > "$output"
+  else
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" \
+      "http://127.0.0.1:$port/" > "$output"
+  fi
+}
 
 measure() { # name binary port: instructions per request of one build
   local name=$1 binary=$2 port=$3
-  render benches/peers/fulcrum.toml "$port" "$work/$name.toml"
+  if [ "$PROTOCOL" = h2 ]; then
+    render benches/peers/fulcrum-tls.toml "$port" "$work/$name.toml"
+    sed -i "s|@PLAIN@|$((port + 10))|" "$work/$name.toml"
+  else
+    render benches/peers/fulcrum.toml "$port" "$work/$name.toml"
+  fi
   RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$work/$name.callgrind" "$binary" --config "$work/$name.toml" 2>/dev/null &
   local pid=$!
   pids+=("$pid")
   wait_port "$port"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "${script[@]}" "http://127.0.0.1:$port/" >/dev/null
+  drive "$port" /dev/null warm
   callgrind_control -i on "$pid" >/dev/null 2>&1
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" \
-    "http://127.0.0.1:$port/" > "$work/$name.wrk"
+  drive "$port" "$work/$name.load"
   callgrind_control -d "$pid" >/dev/null 2>&1
   local requests instructions profile
-  requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
+  if [ "$PROTOCOL" = h2 ]; then
+    requests=$(awk '/^requests:/ {print $8}' "$work/$name.load")
+  else
+    requests=$(awk '/requests in/ {print $1}' "$work/$name.load")
+  fi
   profile=$(ls -S "$work/$name.callgrind".* | head -1)
   instructions=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   cp "$profile" "$kept/$name.callgrind"
