@@ -121,19 +121,16 @@ impl Owned {
             .iter()
             .position(|slot| slot.as_ref().is_some_and(|(kept, _)| kept == name));
         let slot = match named {
-            Some(slot) => slot,
+            Some(slot) => match &self.slots[slot] {
+                Some((_, kept)) if kept.as_bytes() == value.as_bytes() => return kept.clone(),
+                _ => slot,
+            },
             None => {
                 let slot = self.next;
                 self.next = (slot + 1) % OWNED_SLOTS;
                 slot
             }
         };
-        if let Some((_, kept)) = &self.slots[slot]
-            && named.is_some()
-            && kept.as_bytes() == value.as_bytes()
-        {
-            return kept.clone();
-        }
         let owned = own(value);
         self.slots[slot] = Some((name.clone(), owned.clone()));
         owned
