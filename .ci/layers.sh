@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Lowest first. The first line is the leaves.
 layers=(
-  "clock arena names pause path stream"
+  "allocator clock arena names pause path stream"
   "http1"
   "config"
   "telemetry"

@@ -33,6 +33,8 @@
 //! The top-level modules are layers: each uses only those listed before it, so no two use each
 //! other (`.ci/layers.sh` checks it).
 //! - Leaves, which use nothing else in the crate:
+//!   - `allocator.rs`: the binary's global allocator ([`Allocator`]): glibc's, with a per-thread
+//!     cache of the over-aligned blocks tokio allocates per connection and per task.
 //!   - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //!   - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //!   - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.
@@ -71,13 +73,14 @@
 //!
 //! The modules are private to the crate. What the binary, the integration tests and the examples
 //! use is re-exported here: [`App`] and its [`Options`], [`Config`], [`Control`], [`Proxy`] with
-//! [`Peer`] and [`ResponseBody`], and the types their methods return. `bench` is for the
-//! criterion benches alone, `fuzz_http1` for the fuzz target.
+//! [`Peer`] and [`ResponseBody`], the types their methods return, and the binary's
+//! [`Allocator`]. `bench` is for the criterion benches alone, `fuzz_http1` for the fuzz target.
 
 // Unsafe code only where a measured win needs it, each use allowed where it is, with its SAFETY
-// note: one function, `http1::head::value` (README, "What pays").
+// notes: one function, `http1::head::value`, and one module, `allocator` (README, "What pays").
 #![deny(unsafe_code)]
 
+mod allocator;
 mod app;
 mod arena;
 mod body;
@@ -94,6 +97,7 @@ mod stream;
 mod telemetry;
 mod upstream;
 
+pub use allocator::Allocator;
 pub use app::{App, Options, StartError};
 pub use config::{Config, ConfigError};
 pub use control::{ConfigStatus, Control, ReloadError};

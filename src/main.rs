@@ -11,6 +11,11 @@ use fulcrum::{App, Config, Control, Options};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+/// glibc's allocator, with a per-thread cache for the over-aligned blocks tokio allocates per
+/// connection (`allocator.rs`).
+#[global_allocator]
+static ALLOCATOR: fulcrum::Allocator = fulcrum::Allocator;
+
 /// Fulcrum, a layer-7 load-balancing reverse proxy.
 #[derive(Debug, Parser)]
 #[command(version, about)]
