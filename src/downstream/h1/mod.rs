@@ -104,6 +104,7 @@ pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<Stream>) {
             open,
             deadline_ms: clock::after_ms(timeouts.request_header),
             served: false,
+            returning: false,
             tls,
             head_timed: false,
         },
@@ -174,7 +175,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 }
                 // Only a connection back for more, or with a head begun, lingers: one that made
                 // a single request and went quiet parks at once, holding no task.
-                let lingers = connection.keep.served || connection.input.has_partial_head();
+                let lingers = connection.keep.returning || connection.input.has_partial_head();
                 match read_next(&home, &mut connection.input, lingers).await {
                     Poll::Ready(Ok(true)) => continue,
                     Poll::Pending => {
@@ -209,6 +210,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         match exchange::serve(&mut connection.input, head, call, serving).await {
             Next::KeepAlive => {
                 connection.keep.deadline_ms = clock::after_ms(timeouts.client_idle);
+                connection.keep.returning = connection.keep.served;
                 connection.keep.served = true;
                 connection.keep.head_timed = false;
             }
