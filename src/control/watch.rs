@@ -13,7 +13,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -102,12 +103,26 @@ fn concerns(event: &notify::Result<notify::Event>, names: &[OsString]) -> bool {
             return true;
         }
     };
+    if !changes(&event.kind) {
+        return false;
+    }
     event.paths.is_empty()
         || event.paths.iter().any(|path| {
             path.file_name().is_some_and(|name| {
                 names.iter().any(|known| known == name) || name.to_string_lossy().starts_with("..")
             })
         })
+}
+
+/// Whether an event of this kind can mean the file changed. Opening, reading and closing a file
+/// unwritten cannot; and reading the file after a change makes such events, which, taken for a
+/// change, read it again every quiet period for as long as the proxy runs.
+fn changes(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// The directory holding `path`, and, when `path` is a symlink to a file elsewhere, the directory
@@ -129,5 +144,54 @@ fn directory_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, ModifyKind, RemoveKind};
+
+    use super::*;
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
+        Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn reading_the_config_file_is_not_a_change() {
+        let names = names_of(Path::new("/etc/fulcrum/proxy.toml"));
+        let path = "/etc/fulcrum/proxy.toml";
+        for kind in [
+            AccessKind::Open(AccessMode::Read),
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+            AccessKind::Any,
+        ] {
+            assert!(
+                !concerns(&event(EventKind::Access(kind), path), &names),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn writing_replacing_or_removing_the_config_file_is_a_change() {
+        let names = names_of(Path::new("/etc/fulcrum/proxy.toml"));
+        let path = "/etc/fulcrum/proxy.toml";
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+        ] {
+            assert!(concerns(&event(kind, path), &names), "{kind:?}");
+        }
+        // Other files in the directory are not the config's.
+        let other = event(
+            EventKind::Modify(ModifyKind::Any),
+            "/etc/fulcrum/access.log",
+        );
+        assert!(!concerns(&other, &names));
     }
 }
