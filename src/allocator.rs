@@ -1,14 +1,21 @@
 //! The binary's global allocator: the system's (glibc's `malloc`), with a small per-thread cache
-//! in front of it for over-aligned blocks.
+//! in front of it for the blocks glibc is slow to serve.
 //!
-//! tokio aligns its task cells and its sockets' registrations to 128 bytes, so every connection
-//! allocates two such blocks and every HTTP/2 stream one (hyper spawns each as a task). glibc
-//! serves an aligned request on its slow path (`_int_memalign`: a larger block, split, the ends
-//! freed), about 800 instructions each, where an ordinary small `malloc` takes a few dozen. Here
-//! a freed over-aligned block waits in its thread's cache, in a free list of its size class, for
-//! the next request of that class. Everything else goes straight to the system allocator.
+//! glibc's `malloc` is fast for small blocks with its usual alignment (16 bytes), which its
+//! per-thread cache (tcache) holds up to 1,032 bytes. Two kinds of block miss it, and Fulcrum
+//! makes both all the time:
+//! - Over-aligned blocks: tokio aligns its task cells and its sockets' registrations to 128
+//!   bytes, so every connection allocates two and every HTTP/2 stream one (hyper spawns each as a
+//!   task); glibc serves them on its slow path (`_int_memalign`: a larger block, split, the ends
+//!   freed), about 800 instructions each.
+//! - Blocks above 1,032 bytes, such as each request's boxed future (about 2 KiB), which take
+//!   glibc's bins and their consolidation on every `malloc` and `free`.
 //!
-//! The cache is bounded ([`MAX_CACHED`] bytes a thread), and a thread gives its blocks back when
+//! Here such a block, up to 4 KiB, comes from a free list of its size class in its thread's
+//! cache when one is there, and waits there when freed, for the next of its class. Everything
+//! else goes straight to the system allocator.
+//!
+//! The cache is bounded ([`MAX_CACHED`] bytes a thread of each kind), and a thread gives its blocks back when
 //! it ends. An embedder picks its own allocator; this one is what the `fulcrum` binary uses.
 
 // A global allocator is unsafe by its contract; this one's unsafe code is what `GlobalAlloc`
@@ -20,127 +27,153 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr;
 
-/// The alignment glibc's `malloc` gives every block (x86_64 and aarch64): layouts asking for no
-/// more take its fast path, and are not cached.
+/// The alignment glibc's `malloc` gives every block (x86_64 and aarch64).
 const MALLOC_ALIGN: usize = 16;
+
+/// The largest block glibc's per-thread cache holds (64-bit, its default `tcache_max`): with no
+/// more alignment than [`MALLOC_ALIGN`], a block this size or smaller is left to it.
+const TCACHE_MAX: usize = 1032;
 
 /// The size granule and the alignment of a cached block: a request for less is rounded up.
 const GRANULE: usize = 128;
 
-/// Size classes: blocks of 128 bytes up to 4 KiB. Larger aligned blocks are rare, and go to the
-/// system allocator every time.
+/// Size classes: blocks of 128 bytes up to 4 KiB. Larger blocks are rarer, and go to the system
+/// allocator every time.
 const CLASSES: usize = 32;
 
-/// The bytes a thread's cache may hold; a block freed beyond that goes back to the system.
-pub const MAX_CACHED: usize = 256 * 1024;
+/// Free lists: one per size class for blocks of glibc's usual alignment, and one per size class
+/// for blocks aligned to [`GRANULE`]. Kept apart so that a miss of either takes glibc's fastest
+/// path for its kind: `malloc` for the first, `memalign` only for the second.
+const LISTS: usize = 2 * CLASSES;
+
+/// The bytes a thread's cache may hold in blocks of glibc's alignment and in aligned blocks; a
+/// block freed beyond that goes back to the system. Apart, so that neither kind crowds out the
+/// other: HTTP/2's streams in flight free hundreds of each at once.
+const MAX_CACHED: [usize; 2] = [1024 * 1024, 256 * 1024];
 
 /// The global allocator of the `fulcrum` binary: [`System`], with a per-thread cache of freed
-/// over-aligned blocks (module header).
+/// over-aligned and medium-sized blocks (module header).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Allocator;
 
-/// One thread's cache: a free list per size class, linked through the blocks themselves.
+/// One thread's cache: its free lists, linked through the blocks themselves.
 struct Cache {
-    heads: [Cell<*mut u8>; CLASSES],
-    bytes: Cell<usize>,
+    heads: [Cell<*mut u8>; LISTS],
+    /// The bytes held, per kind (`list / CLASSES`).
+    bytes: [Cell<usize>; 2],
 }
 
 thread_local! {
     static CACHE: Cache = const {
         Cache {
-            heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
-            bytes: Cell::new(0),
+            heads: [const { Cell::new(ptr::null_mut()) }; LISTS],
+            bytes: [const { Cell::new(0) }; 2],
         }
     };
 }
 
-/// The size class of `layout`, when it is one this allocator caches.
-fn class(layout: Layout) -> Option<usize> {
-    let cached = layout.align() > MALLOC_ALIGN
-        && layout.align() <= GRANULE
-        && layout.size() <= CLASSES * GRANULE;
-    cached.then(|| layout.size().max(1).div_ceil(GRANULE) - 1)
+/// The free list a block of `layout` belongs to, when it is one this allocator caches.
+fn list(layout: Layout) -> Option<usize> {
+    if layout.align() > GRANULE || layout.size() > CLASSES * GRANULE {
+        return None;
+    }
+    let aligned = layout.align() > MALLOC_ALIGN;
+    if !aligned && layout.size() <= TCACHE_MAX {
+        return None;
+    }
+    let class = layout.size().max(1).div_ceil(GRANULE) - 1;
+    Some(if aligned { CLASSES + class } else { class })
 }
 
-/// The layout every block of `class` has, cached or not.
-fn block(class: usize) -> Layout {
-    Layout::from_size_align((class + 1) * GRANULE, GRANULE).expect("a size class is a layout")
+/// The layout every block of `list` has, cached or not: its class's size, and its kind's
+/// alignment. Either holds a pointer: the smallest block is 128 bytes, aligned to 16 at least.
+fn block(list: usize) -> Layout {
+    let align = if list >= CLASSES {
+        GRANULE
+    } else {
+        MALLOC_ALIGN
+    };
+    Layout::from_size_align((list % CLASSES + 1) * GRANULE, align).expect("a class is a layout")
 }
 
 impl Cache {
-    /// A block of `class` from the free list, if it holds one.
-    fn pop(&self, class: usize) -> Option<*mut u8> {
-        let head = self.heads[class].get();
+    /// A block from free list `list`, if it holds one.
+    fn pop(&self, list: usize) -> Option<*mut u8> {
+        let head = self.heads[list].get();
         if head.is_null() {
             return None;
         }
-        // SAFETY: a block in the list is one this allocator owns, at least `GRANULE` bytes and
-        // aligned to it, whose first word `push` wrote: the next block, or null.
+        // SAFETY: a block in the list is one this allocator owns, of `block(list)` (room and
+        // alignment for a pointer), whose first word `push` wrote: the next block, or null.
         let next = unsafe { head.cast::<*mut u8>().read() };
-        self.heads[class].set(next);
-        self.bytes.set(self.bytes.get() - block(class).size());
+        self.heads[list].set(next);
+        let bytes = &self.bytes[list / CLASSES];
+        bytes.set(bytes.get() - block(list).size());
         Some(head)
     }
 
-    /// Keeps `block` of `class` for a later `pop`; gives it back when the cache is full.
-    fn push(&self, class: usize, freed: *mut u8) -> Result<(), *mut u8> {
-        let size = block(class).size();
-        if self.bytes.get() + size > MAX_CACHED {
+    /// Keeps `freed`, a block of `list`, for a later `pop`; gives it back when the cache is full.
+    fn push(&self, list: usize, freed: *mut u8) -> Result<(), *mut u8> {
+        let size = block(list).size();
+        let bytes = &self.bytes[list / CLASSES];
+        if bytes.get() + size > MAX_CACHED[list / CLASSES] {
             return Err(freed);
         }
-        // SAFETY: `freed` was allocated with `block(class)`, at least `GRANULE` bytes aligned to
-        // it, and its owner has freed it: this allocator owns its bytes again.
-        unsafe { freed.cast::<*mut u8>().write(self.heads[class].get()) };
-        self.heads[class].set(freed);
-        self.bytes.set(self.bytes.get() + size);
+        // SAFETY: `freed` was allocated with `block(list)` (room and alignment for a pointer),
+        // and its owner has freed it: this allocator owns its bytes again.
+        unsafe { freed.cast::<*mut u8>().write(self.heads[list].get()) };
+        self.heads[list].set(freed);
+        bytes.set(bytes.get() + size);
         Ok(())
     }
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        for class in 0..CLASSES {
-            while let Some(kept) = self.pop(class) {
-                // SAFETY: every block in the lists came from `System` with `block(class)`.
-                unsafe { System.dealloc(kept, block(class)) };
+        for list in 0..LISTS {
+            while let Some(kept) = self.pop(list) {
+                // SAFETY: every block in `list` came from `System` with `block(list)`.
+                unsafe { System.dealloc(kept, block(list)) };
             }
         }
     }
 }
 
 // SAFETY: every block is either the system allocator's own answer to the caller's layout, or a
-// block of the caller's size class: at least as large as asked and aligned to `GRANULE`, which
-// `class` only accepts layouts within. A cached block is reachable from one thread's free list
-// alone, and leaves it before it is handed out.
+// block of the caller's free list: at least as large as asked and at least as aligned, which
+// `list` accepts only layouts within (an over-aligned one goes to a list of `GRANULE`-aligned
+// blocks). A cached block is reachable from one thread's free list alone, and leaves it before
+// it is handed out. The same layout always maps to the same list, so a block goes back to the
+// system with the layout it came with.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(class) = class(layout) else {
+        let Some(list) = list(layout) else {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.alloc(layout) };
         };
         // A thread whose cache is gone (it is ending) asks the system.
-        let cached = CACHE.try_with(|cache| cache.pop(class)).ok().flatten();
-        // SAFETY: `block(class)` has a non-zero size.
-        cached.unwrap_or_else(|| unsafe { System.alloc(block(class)) })
+        let cached = CACHE.try_with(|cache| cache.pop(list)).ok().flatten();
+        // SAFETY: `block(list)` has a non-zero size.
+        cached.unwrap_or_else(|| unsafe { System.alloc(block(list)) })
     }
 
     unsafe fn dealloc(&self, freed: *mut u8, layout: Layout) {
-        let Some(class) = class(layout) else {
+        let Some(list) = list(layout) else {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.dealloc(freed, layout) };
         };
         let kept = CACHE
-            .try_with(|cache| cache.push(class, freed))
+            .try_with(|cache| cache.push(list, freed))
             .unwrap_or(Err(freed));
         if let Err(freed) = kept {
             // SAFETY: a block of this layout came from `alloc` above, so from `System` with
-            // `block(class)`.
-            unsafe { System.dealloc(freed, block(class)) };
+            // `block(list)`.
+            unsafe { System.dealloc(freed, block(list)) };
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if class(layout).is_none() {
+        if list(layout).is_none() {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.alloc_zeroed(layout) };
         }
@@ -157,7 +190,7 @@ unsafe impl GlobalAlloc for Allocator {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();
         };
-        if class(layout).is_none() && class(new_layout).is_none() {
+        if list(layout).is_none() && list(new_layout).is_none() {
             // SAFETY: the caller's contract, passed on: neither layout is one this allocator
             // caches, so the block is the system's own.
             return unsafe { System.realloc(old, layout, new_size) };
@@ -218,17 +251,43 @@ mod tests {
     }
 
     #[test]
+    fn medium_blocks_are_cached_apart_from_aligned_ones_and_small_ones_are_not() {
+        let allocator = Allocator;
+        let medium = Layout::from_size_align(2112, 8).unwrap();
+        let small = Layout::from_size_align(1000, 8).unwrap();
+        unsafe {
+            let first = allocator.alloc(medium);
+            assert_eq!(first as usize % 16, 0);
+            allocator.dealloc(first, medium);
+            // The aligned list of the same size class does not hold it.
+            let aligned_one = allocator.alloc(aligned(2112));
+            assert_ne!(aligned_one, first);
+            assert_eq!(aligned_one as usize % 128, 0);
+            let again = allocator.alloc(Layout::from_size_align(2100, 16).unwrap());
+            assert_eq!(again, first);
+            allocator.dealloc(again, Layout::from_size_align(2100, 16).unwrap());
+            allocator.dealloc(aligned_one, aligned(2112));
+            // glibc's own cache takes the small block: none of ours is handed out for it.
+            let held = || CACHE.with(|cache| [cache.bytes[0].get(), cache.bytes[1].get()]);
+            let before = held();
+            let block = allocator.alloc(small);
+            allocator.dealloc(block, small);
+            assert_eq!(held(), before);
+        }
+    }
+
+    #[test]
     fn the_cache_holds_at_most_its_bound() {
         let allocator = Allocator;
         let layout = aligned(4096);
-        let count = MAX_CACHED / 4096 + 4;
+        let count = MAX_CACHED[1] / 4096 + 4;
         unsafe {
             let blocks: Vec<_> = (0..count).map(|_| allocator.alloc(layout)).collect();
             for &block in &blocks {
                 assert_eq!(block as usize % 128, 0);
                 allocator.dealloc(block, layout);
             }
-            CACHE.with(|cache| assert!(cache.bytes.get() <= MAX_CACHED));
+            CACHE.with(|cache| assert!(cache.bytes[1].get() <= MAX_CACHED[1]));
             // Everything cached comes back out, distinct, and the rest from the system.
             let again: Vec<_> = (0..count).map(|_| allocator.alloc(layout)).collect();
             let mut unique = again.clone();
@@ -275,7 +334,7 @@ mod tests {
                 let block = allocator.alloc(aligned(1024));
                 allocator.dealloc(block, aligned(1024));
             }
-            CACHE.with(|cache| assert_eq!(cache.bytes.get(), 1024));
+            CACHE.with(|cache| assert_eq!(cache.bytes[1].get(), 1024));
         })
         .join()
         .unwrap();
