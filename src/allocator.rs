@@ -15,8 +15,9 @@
 //! cache when one is there, and waits there when freed, for the next of its class. Everything
 //! else goes straight to the system allocator.
 //!
-//! The cache is bounded ([`MAX_CACHED`] bytes a thread of each kind), and a thread gives its blocks back when
-//! it ends. An embedder picks its own allocator; this one is what the `fulcrum` binary uses.
+//! The cache is bounded ([`MAX_CACHED`] bytes a thread of each kind), and a thread gives its
+//! blocks back when it ends. An embedder picks its own allocator; this one is what the `fulcrum`
+//! binary uses.
 
 // A global allocator is unsafe by its contract; this one's unsafe code is what `GlobalAlloc`
 // requires, and the free lists' reads and writes of blocks this allocator owns (README, "What
