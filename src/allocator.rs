@@ -15,9 +15,14 @@
 //! cache when one is there, and waits there when freed, for the next of its class. Everything
 //! else goes straight to the system allocator.
 //!
-//! The cache is bounded ([`MAX_CACHED`] bytes a thread of each kind), and a thread gives its
-//! blocks back when it ends. An embedder picks its own allocator; this one is what the `fulcrum`
-//! binary uses.
+//! The cache is bounded ([`MAX_CACHED`] bytes of each kind a thread, on every thread that frees
+//! such blocks: tokio's blocking threads too, which rarely do), and a thread gives its blocks
+//! back when it ends. An embedder picks its own allocator; this one is what the `fulcrum` binary
+//! uses.
+//!
+//! It is meant for Linux with glibc, Fulcrum's platform: the thread-local cache must not
+//! allocate through this allocator when first touched, and there std registers its destructor
+//! with glibc's `__cxa_thread_atexit_impl`, which uses glibc's own `calloc`.
 
 // A global allocator is unsafe by its contract; this one's unsafe code is what `GlobalAlloc`
 // requires, and the free lists' reads and writes of blocks this allocator owns (README, "What
@@ -35,7 +40,8 @@ const MALLOC_ALIGN: usize = 16;
 /// more alignment than [`MALLOC_ALIGN`], a block this size or smaller is left to it.
 const TCACHE_MAX: usize = 1032;
 
-/// The size granule and the alignment of a cached block: a request for less is rounded up.
+/// The size granule of a cached block (a request for less is rounded up), and the alignment of
+/// an over-aligned one.
 const GRANULE: usize = 128;
 
 /// Size classes: blocks of 128 bytes up to 4 KiB. Larger blocks are rarer, and go to the system
@@ -174,27 +180,35 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if list(layout).is_none() {
+        let Some(list) = list(layout) else {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.alloc_zeroed(layout) };
+        };
+        match CACHE.try_with(|cache| cache.pop(list)).ok().flatten() {
+            Some(reused) => {
+                // SAFETY: a block of `block(list)` holds at least `layout.size()` bytes.
+                unsafe { reused.write_bytes(0, layout.size()) };
+                reused
+            }
+            // SAFETY: `block(list)` has a non-zero size.
+            None => unsafe { System.alloc_zeroed(block(list)) },
         }
-        // SAFETY: the caller's contract, passed on.
-        let block = unsafe { self.alloc(layout) };
-        if !block.is_null() {
-            // SAFETY: `alloc` gave at least `layout.size()` bytes.
-            unsafe { block.write_bytes(0, layout.size()) };
-        }
-        block
     }
 
     unsafe fn realloc(&self, old: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();
         };
-        if list(layout).is_none() && list(new_layout).is_none() {
+        let (from, to) = (list(layout), list(new_layout));
+        if from.is_none() && to.is_none() {
             // SAFETY: the caller's contract, passed on: neither layout is one this allocator
             // caches, so the block is the system's own.
             return unsafe { System.realloc(old, layout, new_size) };
+        }
+        if from == to {
+            // The block is its list's, `block(from)`: it has room for the new size too, and
+            // freed with the new layout it goes back to the same list.
+            return old;
         }
         // SAFETY: the caller's contract: `new_layout` is valid, `old` holds `layout.size()`
         // bytes, and the new block at least the smaller of the two.
@@ -326,18 +340,53 @@ mod tests {
     }
 
     #[test]
-    fn an_ending_thread_gives_its_blocks_back() {
-        // Run under the test binary's allocator (glibc's): what matters is that the thread's
-        // cache drops without touching freed memory, which a sanitizer or Miri would catch.
-        std::thread::spawn(|| {
-            let allocator = Allocator;
-            unsafe {
-                let block = allocator.alloc(aligned(1024));
-                allocator.dealloc(block, aligned(1024));
+    fn a_dropped_cache_gives_its_blocks_back_to_the_system() {
+        // A thread's cache drops as this one does. glibc aborts the process on a block freed
+        // twice or not its own, so a wrong block or layout here fails the test run.
+        let cache = Cache {
+            heads: [const { Cell::new(ptr::null_mut()) }; LISTS],
+            bytes: [const { Cell::new(0) }; 2],
+        };
+        for list in [0, 8, CLASSES - 1, CLASSES, LISTS - 1] {
+            for _ in 0..3 {
+                let block = unsafe { System.alloc(block(list)) };
+                assert!(cache.push(list, block).is_ok());
             }
-            CACHE.with(|cache| assert_eq!(cache.bytes[1].get(), 1024));
-        })
-        .join()
-        .unwrap();
+        }
+        drop(cache);
+    }
+
+    #[test]
+    fn a_block_freed_on_another_thread_serves_that_thread() {
+        let allocator = Allocator;
+        let layout = aligned(640);
+        let made = std::thread::spawn(move || unsafe { allocator.alloc(layout) as usize })
+            .join()
+            .unwrap() as *mut u8;
+        unsafe {
+            allocator.dealloc(made, layout);
+            let again = allocator.alloc(layout);
+            assert_eq!(again, made);
+            allocator.dealloc(again, layout);
+        }
+    }
+
+    #[test]
+    fn a_block_resized_within_its_class_stays_and_across_classes_moves_with_its_bytes() {
+        let allocator = Allocator;
+        let medium = |size| Layout::from_size_align(size, 8).unwrap();
+        unsafe {
+            let block = allocator.alloc(medium(1100));
+            block.write_bytes(9, 1100);
+            // 1,025 to 1,152 bytes: one class, one block.
+            let same = allocator.realloc(block, medium(1100), 1150);
+            assert_eq!(same, block);
+            let grown = allocator.realloc(same, medium(1150), 3000);
+            assert_ne!(grown, block);
+            assert!((0..1100).all(|i| *grown.add(i) == 9));
+            let shrunk = allocator.realloc(grown, medium(3000), 1040);
+            assert!((0..1040).all(|i| *shrunk.add(i) == 9));
+            allocator.dealloc(shrunk, medium(1040));
+        }
     }
 }

@@ -34,7 +34,7 @@
 //! other (`.ci/layers.sh` checks it).
 //! - Leaves, which use nothing else in the crate:
 //!   - `allocator.rs`: the binary's global allocator ([`Allocator`]): glibc's, with a per-thread
-//!     cache of the over-aligned blocks tokio allocates per connection and per task.
+//!     cache of the blocks it is slow to serve (over-aligned, or above 1,032 bytes).
 //!   - `clock.rs`: the millisecond clock behind ejection deadlines and the retry budget.
 //!   - `arena.rs`: per-thread chunks that a request's small byte strings are copied into.
 //!   - `names.rs`: header names parsed from the wire, remembered per thread by their bytes.

@@ -162,6 +162,7 @@ mod tests {
         let names = names_of(Path::new("/etc/fulcrum/proxy.toml"));
         let path = "/etc/fulcrum/proxy.toml";
         for kind in [
+            AccessKind::Open(AccessMode::Any),
             AccessKind::Open(AccessMode::Read),
             AccessKind::Read,
             AccessKind::Close(AccessMode::Read),
