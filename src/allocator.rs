@@ -135,6 +135,20 @@ impl Cache {
     }
 }
 
+/// A block of `list` from this thread's cache, if it holds one. A thread whose cache is gone (it
+/// is ending) has none.
+fn reuse(list: usize) -> Option<*mut u8> {
+    CACHE.try_with(|cache| cache.pop(list)).ok().flatten()
+}
+
+/// Keeps `freed`, a block of `list`, in this thread's cache; gives it back when the cache is full
+/// or gone.
+fn keep(list: usize, freed: *mut u8) -> Result<(), *mut u8> {
+    CACHE
+        .try_with(|cache| cache.push(list, freed))
+        .unwrap_or(Err(freed))
+}
+
 impl Drop for Cache {
     fn drop(&mut self) {
         for list in 0..LISTS {
@@ -158,10 +172,8 @@ unsafe impl GlobalAlloc for Allocator {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.alloc(layout) };
         };
-        // A thread whose cache is gone (it is ending) asks the system.
-        let cached = CACHE.try_with(|cache| cache.pop(list)).ok().flatten();
         // SAFETY: `block(list)` has a non-zero size.
-        cached.unwrap_or_else(|| unsafe { System.alloc(block(list)) })
+        reuse(list).unwrap_or_else(|| unsafe { System.alloc(block(list)) })
     }
 
     unsafe fn dealloc(&self, freed: *mut u8, layout: Layout) {
@@ -169,10 +181,7 @@ unsafe impl GlobalAlloc for Allocator {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.dealloc(freed, layout) };
         };
-        let kept = CACHE
-            .try_with(|cache| cache.push(list, freed))
-            .unwrap_or(Err(freed));
-        if let Err(freed) = kept {
+        if let Err(freed) = keep(list, freed) {
             // SAFETY: a block of this layout came from `alloc` above, so from `System` with
             // `block(list)`.
             unsafe { System.dealloc(freed, block(list)) };
@@ -184,7 +193,7 @@ unsafe impl GlobalAlloc for Allocator {
             // SAFETY: the caller's contract, passed on.
             return unsafe { System.alloc_zeroed(layout) };
         };
-        match CACHE.try_with(|cache| cache.pop(list)).ok().flatten() {
+        match reuse(list) {
             Some(reused) => {
                 // SAFETY: a block of `block(list)` holds at least `layout.size()` bytes.
                 unsafe { reused.write_bytes(0, layout.size()) };

@@ -62,11 +62,10 @@ pub(super) struct Keep {
     /// When it is given up on if nothing more comes (`clock::now_ms`): the end of its idle time,
     /// or of the time its head has to arrive in (`request_header`).
     pub(super) deadline_ms: u64,
-    /// Whether a request has been served on it.
-    pub(super) served: bool,
-    /// Whether it came back for a second request: a connection that does is worth a task that
-    /// lingers for its next one; one that made a single request and went quiet is not.
-    pub(super) returning: bool,
+    /// Requests served on it, counted up to two: a connection that came back for a second is
+    /// worth a task that lingers for its next one; one that made a single request and went quiet
+    /// is not.
+    pub(super) served: u8,
     /// It came over TLS.
     pub(super) tls: bool,
     /// The head being read has been given its `request_header` deadline.

@@ -103,8 +103,7 @@ pub(super) fn serve(shared: &Arc<Shared>, accepted: Connection<Stream>) {
         keep: Keep {
             open,
             deadline_ms: clock::after_ms(timeouts.request_header),
-            served: false,
-            returning: false,
+            served: 0,
             tls,
             head_timed: false,
         },
@@ -175,7 +174,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 }
                 // Only a connection back for more, or with a head begun, lingers: one that made
                 // a single request and went quiet parks at once, holding no task.
-                let lingers = connection.keep.returning || connection.input.has_partial_head();
+                let lingers = connection.keep.served >= 2 || connection.input.has_partial_head();
                 match read_next(&home, &mut connection.input, lingers).await {
                     Poll::Ready(Ok(true)) => continue,
                     Poll::Pending => {
@@ -210,8 +209,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         match exchange::serve(&mut connection.input, head, call, serving).await {
             Next::KeepAlive => {
                 connection.keep.deadline_ms = clock::after_ms(timeouts.client_idle);
-                connection.keep.returning = connection.keep.served;
-                connection.keep.served = true;
+                connection.keep.served = connection.keep.served.saturating_add(1).min(2);
                 connection.keep.head_timed = false;
             }
             Next::Close { linger: unread } => {
@@ -267,7 +265,7 @@ fn wait(connection: &mut Parked, timeouts: &Timeouts) -> Wait {
     if !connection.keep.head_timed {
         connection.keep.head_timed = true;
         // A new connection's first head keeps the time it had from accept.
-        if connection.keep.served {
+        if connection.keep.served > 0 {
             connection.keep.deadline_ms = clock::after_ms(timeouts.request_header);
         }
     }
@@ -280,7 +278,7 @@ fn wait(connection: &mut Parked, timeouts: &Timeouts) -> Wait {
 /// Whether the connection speaks HTTP/2 with prior knowledge: a plain one whose first bytes are
 /// HTTP/2's preface; `None` while too little has come to tell.
 fn speaks_h2(connection: &Parked) -> Option<bool> {
-    if connection.keep.served || connection.keep.tls {
+    if connection.keep.served > 0 || connection.keep.tls {
         return Some(false);
     }
     let read = connection.input.peek();
