@@ -183,6 +183,7 @@ impl Server {
             let listener = TcpListener::bind(address).await.map_err(|err| {
                 io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
             })?;
+            delay_first_ack(&listener);
             fresh.push((wanted, listener));
         }
         for (configured, listener) in fresh {
@@ -257,6 +258,19 @@ impl Server {
     }
 }
 
+/// Lets the kernel hold back the ACK of a new connection's first request, to send it with the
+/// answer (as HAProxy does on its HTTP listeners): one segment fewer per connection, for the proxy
+/// and for the client. Accepted sockets take the setting from the listener. Only delayed, never
+/// withheld: the kernel's delayed-ACK timer still sends it when the answer is slow.
+fn delay_first_ack(listener: &TcpListener) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = socket2::SockRef::from(listener).set_tcp_quickack(false) {
+        debug!(%error, "cannot clear TCP_QUICKACK on a listener");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -297,5 +311,22 @@ async fn accept_loop(
         } else {
             h1::serve(&shared, connection.on_plain());
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listeners_hold_back_the_first_ack() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = socket2::SockRef::from(&listener);
+        assert!(
+            socket.tcp_quickack().unwrap(),
+            "a fresh socket acks at once"
+        );
+        delay_first_ack(&listener);
+        assert!(!socket.tcp_quickack().unwrap());
     }
 }
