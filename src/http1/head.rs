@@ -144,6 +144,11 @@ pub(crate) fn parse_request(
         let len = match head.parse_with_uninit_headers(input, slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return partial(input, limits),
+            // Which of 400 and 505 is told by the whole line: until it has come, wait, so that
+            // the answer does not depend on how TCP split it.
+            Err(httparse::Error::Version) if first_line(input).is_none() => {
+                return partial(input, limits);
+            }
             Err(httparse::Error::Version) if !names_a_version(input) => {
                 return Err(HeadError::Malformed("invalid request line"));
             }
@@ -287,25 +292,34 @@ pub(crate) fn first_line_longer_than(input: &[u8], max: usize) -> bool {
     }
 }
 
-/// Whether the request line ends in a well-formed version (`HTTP/d.d`): one httparse does not
-/// take is then a version not supported (505), not a malformed line (400).
-fn names_a_version(input: &[u8]) -> bool {
+/// The first line, after any empty lines, without its line ending: `None` until it has ended.
+fn first_line(input: &[u8]) -> Option<&[u8]> {
     let start = input
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(input.len());
     let line = &input[start..];
-    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
-    let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
-    match line.len().checked_sub(8).map(|at| &line[at..]) {
-        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
-            major.is_ascii_digit()
-                && minor.is_ascii_digit()
-                && line.len() > 8
-                && line[line.len() - 9] == b' '
-        }
-        _ => false,
-    }
+    let end = line.iter().position(|&b| b == b'\n')?;
+    Some(line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]))
+}
+
+/// Whether the request line is a method, a target and a well-formed version (`HTTP/d.d`), one
+/// space apart: a version httparse does not take is then one not supported (505), where any
+/// other line it refuses (a space in the target, say) is malformed (400).
+fn names_a_version(input: &[u8]) -> bool {
+    let Some(line) = first_line(input) else {
+        return false;
+    };
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && !target.is_empty()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 fn refused(error: httparse::Error) -> HeadError {
@@ -552,6 +566,9 @@ mod tests {
             ("this is not http\r\n\r\n", 400),
             ("GET / HTTP/x.1\r\n\r\n", 400),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+            ("GET / HTTP/2.0\r\n\r\n", 505),
+            ("GET /a b HTTP/1.1\r\n\r\n", 400),
+            ("GET /a HTTP/1.1 x\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
             (
                 "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
@@ -560,6 +577,27 @@ mod tests {
         ] {
             let error = request(text).expect_err(text);
             assert_eq!(error.status().as_u16(), status, "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_request_line_gets_one_status_however_it_arrives() {
+        for (text, status) in [
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /g HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        ] {
+            // Each prefix, as a connection reading it a byte at a time sees it: waiting for
+            // more, or refused with the status the whole head gets.
+            for end in 1..=text.len() {
+                match request(&text[..end]) {
+                    Ok(Parsed::Partial) => continue,
+                    Err(error) => {
+                        assert_eq!(error.status().as_u16(), status, "{:?}", &text[..end]);
+                    }
+                    Ok(Parsed::Complete(_)) => panic!("{text:?} taken"),
+                }
+            }
         }
     }
 
