@@ -131,3 +131,55 @@ async fn target_forms_other_methods_cannot_have_get_400() {
     assert_eq!(reply.status(), Some(200), "{:?}", reply.text);
     assert_eq!(backend.requests()[0].target, "*");
 }
+
+/// A request answered here without its body (TRACE's 405) leaves the body to be read and
+/// dropped: the connection carries the next request whether the body came with the head, a byte
+/// at a time after the answer, or chunked, as nginx discards a body it does not need.
+#[tokio::test]
+async fn a_body_the_answer_did_not_need_is_dropped_and_the_connection_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let cases: [(&[u8], &[u8]); 2] = [
+        (
+            b"TRACE / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            b"hello",
+        ),
+        (
+            b"TRACE / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (head, body) in cases {
+        for bytewise in [false, true] {
+            let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            client.set_nodelay(true).unwrap();
+            client.write_all(head).await.unwrap();
+            if bytewise {
+                for byte in body.chunks(1) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    client.write_all(byte).await.unwrap();
+                }
+            } else {
+                client.write_all(body).await.unwrap();
+            }
+            client
+                .write_all(b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = Vec::new();
+            tokio::time::timeout(WAIT, client.read_to_end(&mut reply))
+                .await
+                .expect("the connection is closed after the second answer")
+                .unwrap();
+            let reply = String::from_utf8_lossy(&reply);
+            let label = format!("{:?} bytewise {bytewise}", String::from_utf8_lossy(head));
+            assert!(reply.starts_with("HTTP/1.1 405"), "{label}: {reply}");
+            assert_eq!(
+                reply.matches("HTTP/1.1 200").count(),
+                1,
+                "{label}: the next request is served: {reply}"
+            );
+        }
+    }
+}

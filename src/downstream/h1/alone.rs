@@ -50,6 +50,7 @@ pub(crate) async fn serve_alone<F, Fut, B>(
             draining: &|| false,
             date: &date::today(),
             send_limit: head_timeout,
+            discard_limit: head_timeout,
         };
         match exchange::serve(&mut input, head, &call, serving).await {
             Next::KeepAlive => {}

@@ -48,6 +48,9 @@ pub(crate) struct Serving<'a> {
     pub(crate) date: &'a [u8],
     /// How long a response may wait on a client that reads none of it (`client_idle`).
     pub(crate) send_limit: Duration,
+    /// How long the rest of a body the answer did not need may take to come and be dropped
+    /// (`request_body_idle`): then the connection closes.
+    pub(crate) discard_limit: Duration,
 }
 
 /// Serves the request whose head was just taken from `input`: `call` makes its response.
@@ -112,7 +115,10 @@ where
         let Some(response) = response else {
             return Next::Close { linger: false };
         };
-        asked.keep_alive &= !(serving.draining)() && body_done(&mut reader, input);
+        // A body refused as too large is not read on: the connection closes after the 413.
+        asked.keep_alive &= !(serving.draining)()
+            && response.status() != StatusCode::PAYLOAD_TOO_LARGE
+            && body_done(&reader);
         let (parts, mut body) = response.into_parts();
         let known = if body.is_end_stream() {
             Known::Exactly(0)
@@ -140,6 +146,19 @@ where
         writer.recycle();
         if let Err(error) = &written {
             debug!(%error, "writing a response");
+        }
+        if written.is_ok()
+            && keep_alive
+            && let Some(reader) = &mut reader
+            && reader.is_abandoned()
+        {
+            let discarding = poll_fn(|cx| reader.poll_discard(input, cx));
+            if tokio::time::timeout(serving.discard_limit, discarding)
+                .await
+                .is_err()
+            {
+                debug!("the rest of a request body the answer did not need did not come");
+            }
         }
         match (written, promise) {
             (Ok(()), Some(promise)) if switching => Next::Switch(promise),
@@ -180,13 +199,14 @@ fn request_body<S>(
     )
 }
 
-/// Whether the request's body is done with, so that the connection can read the next request:
-/// read to its end, or let go of by the request and all read already (then skipped).
-fn body_done<S>(reader: &mut Option<BodyReader>, input: &mut Input<S>) -> bool {
+/// Whether the request's body is done with, or will be, so that the connection can read the
+/// next request: read to its end, or let go of by the request and small enough to read and drop
+/// once the response is written.
+fn body_done(reader: &Option<BodyReader>) -> bool {
     match reader {
         None => true,
         Some(reader) if reader.is_complete() => true,
-        Some(reader) if reader.is_abandoned() => reader.skip_buffered(input),
+        Some(reader) if reader.is_abandoned() => reader.can_discard(),
         Some(_) => false,
     }
 }

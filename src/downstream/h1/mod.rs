@@ -200,6 +200,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
             draining: &|| home.shared.roster.draining(),
             date: &date::today(),
             send_limit: timeouts.client_idle,
+            discard_limit: timeouts.request_body_idle,
         };
         let peer = Peer {
             addr: home.peer,

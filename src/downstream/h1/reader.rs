@@ -4,7 +4,7 @@
 //! that waits for it sends nothing the proxy will not read.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,6 +13,10 @@ use super::input::Input;
 use crate::body::feed::{Feed, FeedError, Wants};
 use crate::http1::chunked::{Chunk, Decoder, Strictness};
 use crate::http1::encode::CONTINUE;
+
+/// The most of a body the request let go of that is read and dropped to keep the connection
+/// for the next request; past it, the connection closes.
+pub(crate) const DISCARD_LIMIT: u64 = 1 << 20;
 
 /// Where the body is.
 #[derive(Debug)]
@@ -31,6 +35,10 @@ pub(crate) struct BodyReader {
     /// The body cannot be read to its end (malformed, or the client left): the connection
     /// cannot carry another request.
     broken: bool,
+    /// Bytes of a body the request let go of, read and dropped so far.
+    discarded: u64,
+    /// The rest of such a body has been read and dropped: the connection is past it.
+    skipped: bool,
 }
 
 /// How a body reader stands.
@@ -54,12 +62,14 @@ impl BodyReader {
             },
             to_continue: expects.then_some(0),
             broken: false,
+            discarded: 0,
+            skipped: false,
         }
     }
 
-    /// Whether the body was read to its end.
+    /// Whether the body was read to its end (for the request, or dropped).
     pub(crate) fn is_complete(&self) -> bool {
-        !self.broken && self.feed.is_ended()
+        !self.broken && (self.skipped || self.feed.is_ended())
     }
 
     /// Whether the request let go of the body before its end (it will never ask again).
@@ -166,34 +176,81 @@ impl BodyReader {
         Standing::Over
     }
 
-    /// Skips the rest of a body the request let go of, if it is all in what was read already:
-    /// whether it was (and the connection can carry the next request).
-    pub(crate) fn skip_buffered<S>(&mut self, input: &mut Input<S>) -> bool {
-        if self.broken || self.awaits_continue() {
-            return false;
-        }
-        if self.feed.is_ended() {
-            return true;
-        }
-        let bytes = input.unread.get_or_insert_with(Bytes::new);
-        let skipped = match &mut self.left {
-            Left::Length(left) if (bytes.len() as u64) >= *left => {
-                bytes.advance(*left as usize);
-                true
+    /// Whether the rest of a body the request let go of may be read and dropped, so that the
+    /// connection carries the next request: not when the client still waits for `100 Continue`
+    /// (it will not send the body) or has declared more than [`DISCARD_LIMIT`] still to come.
+    pub(crate) fn can_discard(&self) -> bool {
+        let declared_left = match self.left {
+            Left::Length(left) => left,
+            Left::Chunked(_) => 0,
+        };
+        !self.broken && !self.awaits_continue() && declared_left <= DISCARD_LIMIT
+    }
+
+    /// Reads and drops the rest of a body the request let go of, as nginx discards one, so that
+    /// whether the connection carries the next request does not depend on how much of the body
+    /// had come when the answer was made: `Ready(true)` at its end, `Ready(false)` when it cannot
+    /// be reached (malformed, the client left, more than [`DISCARD_LIMIT`] dropped).
+    pub(crate) fn poll_discard<S>(
+        &mut self,
+        input: &mut Input<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<bool>
+    where
+        S: AsyncRead + Unpin,
+    {
+        loop {
+            if self.is_complete() {
+                return Poll::Ready(true);
             }
-            Left::Length(_) => false,
+            if !self.can_discard() || self.discarded > DISCARD_LIMIT {
+                return Poll::Ready(false);
+            }
+            if !input.is_empty() {
+                self.skip(input);
+                continue;
+            }
+            match ready!(input.poll_fill(cx)) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    self.broken = true;
+                    return Poll::Ready(false);
+                }
+            }
+        }
+    }
+
+    /// Drops what was read of the body, up to its end.
+    fn skip<S>(&mut self, input: &mut Input<S>) {
+        let bytes = input.unread.get_or_insert_with(Bytes::new);
+        let before = bytes.len();
+        match &mut self.left {
+            Left::Length(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                bytes.advance(n as usize);
+                *left -= n;
+                self.skipped = *left == 0;
+            }
             Left::Chunked(decoder) => loop {
                 match decoder.decode(bytes) {
                     Ok(Chunk::Data { used, data }) => bytes.advance(used + data),
+                    Ok(Chunk::More { used }) => {
+                        bytes.advance(used);
+                        break;
+                    }
                     Ok(Chunk::End { used, .. }) => {
                         bytes.advance(used);
-                        break true;
+                        self.skipped = true;
+                        break;
                     }
-                    Ok(Chunk::More { .. }) | Err(_) => break false,
+                    Err(_) => {
+                        self.broken = true;
+                        break;
+                    }
                 }
             },
-        };
+        }
+        self.discarded += (before - bytes.len()) as u64;
         input.settle();
-        skipped
     }
 }

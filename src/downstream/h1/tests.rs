@@ -22,6 +22,7 @@ const SERVING: Serving<'static> = Serving {
     draining: &|| false,
     date: b"Sun, 06 Nov 1994 08:49:37 GMT",
     send_limit: Duration::from_secs(5),
+    discard_limit: Duration::from_secs(5),
 };
 
 /// Echoes the method, target and body (with its trailers) of each request.
@@ -174,38 +175,104 @@ async fn expect_continue_is_answered_when_the_body_is_asked_for() {
     task.await.unwrap();
 }
 
-#[tokio::test]
-async fn a_body_never_read_is_skipped_when_it_all_came_else_the_connection_closes() {
-    async fn ignore(_: Request<ClientBody>) -> Response<Full<Bytes>> {
-        Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::new()))
-            .unwrap()
+/// Answers 404 without reading the body.
+async fn ignore(_: Request<ClientBody>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Serves requests on `server` with `ignore` as the server's loop does, until a request closes
+/// the connection: whether each kept it.
+async fn serve_ignoring(server: DuplexStream, serving: Serving<'static>) -> Vec<bool> {
+    let mut input = Input::new(server);
+    let mut nexts = Vec::new();
+    loop {
+        let head = loop {
+            if let Some(head) = input.take_head(&LIMITS).unwrap() {
+                break head;
+            }
+            if !poll_fn(|cx| input.poll_fill(cx)).await.unwrap_or(false) {
+                return nexts;
+            }
+        };
+        let keep = matches!(
+            serve(&mut input, head, ignore, serving).await,
+            Next::KeepAlive
+        );
+        nexts.push(keep);
+        if !keep {
+            return nexts;
+        }
     }
-    let (mut client, server) = tokio::io::duplex(1 << 16);
-    let task = tokio::spawn(async move {
-        let mut input = Input::new(server);
-        let mut nexts = Vec::new();
-        for _ in 0..2 {
-            let head = loop {
-                if let Some(head) = input.take_head(&LIMITS).unwrap() {
-                    break head;
-                }
-                assert!(poll_fn(|cx| input.poll_fill(cx)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_body_never_read_is_dropped_and_the_next_request_served_however_it_came() {
+    // Each body comes whole behind its head, in pieces after the answer, or a byte at a time.
+    let requests: [&[u8]; 3] = [
+        b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ];
+    let later: [&[u8]; 3] = [b"", b"hello", b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"];
+    for bytewise in [false, true] {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(serve_ignoring(server, SERVING));
+        for (head, body) in requests.iter().zip(later) {
+            client.write_all(head).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let pieces: Vec<&[u8]> = match bytewise {
+                true => body.chunks(1).collect(),
+                false => vec![body],
             };
-            let next = serve(&mut input, head, ignore, SERVING).await;
-            let keep = matches!(next, Next::KeepAlive);
-            nexts.push(keep);
-            if !keep {
-                break;
+            for piece in pieces {
+                client.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        nexts
-    });
-    // The first body came whole behind its head (a Full body, dropped); the second body is a
-    // chunked one not yet sent.
-    client.write_all(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
-    assert_eq!(task.await.unwrap(), [true, false]);
+        client.write_all(b"GET /d HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&out).matches("404").count().eq(&4) {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(!String::from_utf8_lossy(&out).contains("connection: close"));
+        drop(client);
+        assert_eq!(task.await.unwrap(), [true; 4], "bytewise: {bytewise}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_too_large_to_drop_or_that_never_comes_closes_the_connection() {
+    // Declared larger than what is dropped: closed at once, and said so.
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let task = tokio::spawn(serve_ignoring(server, SERVING));
+    let head = format!(
+        "POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        super::reader::DISCARD_LIMIT + 1
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    client.read_to_string(&mut out).await.unwrap();
+    assert!(out.contains("connection: close"), "{out}");
+    assert_eq!(task.await.unwrap(), [false]);
+
+    // Never sent: the connection closes once the wait for it is over.
+    let serving = Serving {
+        discard_limit: Duration::from_millis(50),
+        ..SERVING
+    };
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let task = tokio::spawn(serve_ignoring(server, serving));
+    client
+        .write_all(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        .await
+        .unwrap();
+    assert_eq!(task.await.unwrap(), [false]);
 }
 
 #[tokio::test]
