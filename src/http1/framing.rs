@@ -10,7 +10,7 @@
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
-use super::fields::{LengthError, content_length};
+use super::fields::{LengthError, content_length, tokens};
 
 /// Where a message's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub(crate) enum FramingError {
     Length(LengthError),
     /// `Transfer-Encoding` other than exactly one `chunked`.
     Coding,
+    /// `Transfer-Encoding` ending in `chunked` after codings Fulcrum does not implement
+    /// (`gzip, chunked`): a request's is answered 501, as RFC 9112 section 6.1 asks.
+    UnknownCoding,
     /// `Transfer-Encoding` beside `Content-Length`.
     Both,
     /// `Transfer-Encoding` in an HTTP/1.0 message.
@@ -43,6 +46,7 @@ impl FramingError {
         match self {
             FramingError::Length(error) => error.reason(),
             FramingError::Coding => "Transfer-Encoding other than chunked",
+            FramingError::UnknownCoding => "transfer coding not implemented",
             FramingError::Both => "Content-Length and Transfer-Encoding together",
             FramingError::Http10Coding => "Transfer-Encoding in an HTTP/1.0 message",
         }
@@ -124,7 +128,7 @@ fn declared(
             return Err(FramingError::Http10Coding);
         }
         if codings.next().is_some() || !is_chunked(first) {
-            return Err(FramingError::Coding);
+            return Err(refused_codings(headers));
         }
         if headers.contains_key(CONTENT_LENGTH) {
             return Err(FramingError::Both);
@@ -138,6 +142,34 @@ fn declared(
             Some(length) => Some(BodyLength::Length(length)),
         },
     )
+}
+
+/// Why `Transfer-Encoding` is refused: codings before a final `chunked` are ones Fulcrum does
+/// not implement (the framing is clear, the coding is not supported); anything else leaves the
+/// body's end unknown (RFC 9112 section 6.3).
+fn refused_codings(headers: &HeaderMap) -> FramingError {
+    let codings: Vec<&[u8]> = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| tokens(value.as_bytes()))
+        .collect();
+    let chunked = |coding: &&[u8]| coding.eq_ignore_ascii_case(b"chunked");
+    match codings.split_last() {
+        Some((last, before))
+            if chunked(last)
+                && !before.is_empty()
+                && !before.iter().any(chunked)
+                && before.iter().all(|c| c.iter().all(|&b| is_token(b))) =>
+        {
+            FramingError::UnknownCoding
+        }
+        _ => FramingError::Coding,
+    }
+}
+
+/// A `tchar` of RFC 9110 section 5.6.2.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Exactly `chunked`: no list, no other coding (a party that decodes `gzip, chunked` and one that
@@ -210,10 +242,16 @@ mod tests {
     fn request_framing_two_parties_could_read_differently_is_refused() {
         let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
         assert_eq!(req(&both), Err(FramingError::Both));
+        // Clear framing in an unimplemented coding: refused all the same, as not implemented.
+        assert_eq!(
+            req(&[("transfer-encoding", "gzip, chunked")]),
+            Err(FramingError::UnknownCoding)
+        );
         for coding in [
             "gzip",
-            "gzip, chunked",
             "chunked, chunked",
+            "gzip, chunked, chunked",
+            "chunked, gzip",
             "chunked ,",
             "identity",
         ] {

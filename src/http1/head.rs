@@ -78,6 +78,7 @@ impl HeadError {
     /// The status a server answers a request head with this error.
     pub(crate) fn status(self) -> StatusCode {
         match self {
+            HeadError::Framing(FramingError::UnknownCoding) => StatusCode::NOT_IMPLEMENTED,
             HeadError::Malformed(_) | HeadError::Framing(_) => StatusCode::BAD_REQUEST,
             HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             HeadError::LineTooLong => StatusCode::URI_TOO_LONG,
@@ -570,6 +571,27 @@ mod tests {
             ("GET /a b HTTP/1.1\r\n\r\n", 400),
             ("GET /a HTTP/1.1 x\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: x\x0bchunked\r\n\r\n",
+                400,
+            ),
             (
                 "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
                 400,

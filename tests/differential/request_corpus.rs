@@ -98,13 +98,19 @@ pub fn refused() -> Vec<Case> {
             format!("{post}Content-Length: {value}\r\n\r\nhello"),
         ));
     }
-    let codings = ["gzip, chunked", "chunked, chunked", "xchunked", "chunked ,", "\u{b}chunked", "identity", "gzip"];
+    let codings = ["chunked, chunked", "xchunked", "chunked ,", "\u{b}chunked", "identity", "gzip", "chunked, gzip"];
     for value in codings {
         cases.push(refused(
             &format!("Transfer-Encoding: {value:?}"),
             format!("{post}Transfer-Encoding: {value}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
         ));
     }
+    // Clear framing, in a coding the proxy does not implement: 501 (RFC 9112 section 6.1).
+    cases.push(case(
+        "Transfer-Encoding: \"gzip, chunked\"",
+        format!("{post}Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        Fate::Refused(501),
+    ));
     let heads = [
         ("space before a colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
         ("obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n"),

@@ -77,7 +77,7 @@ async fn read_head(
 }
 
 async fn refuse(input: &mut Input<TcpStream>, status: StatusCode) {
-    let answer = refusal(status);
+    let answer = refusal(status, None);
     if let Err(error) = input.stream.write_all(&answer).await {
         debug!(%error, "answering a refused head");
     }

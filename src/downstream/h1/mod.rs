@@ -167,7 +167,8 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                     Wait::Read => {}
                     Wait::TimedOut => {
                         let took = timeouts.request_header;
-                        refuse(&home, &mut connection, StatusCode::REQUEST_TIMEOUT, took).await;
+                        let status = StatusCode::REQUEST_TIMEOUT;
+                        refuse(&home, &mut connection, status, None, took).await;
                         linger = true;
                         break;
                     }
@@ -191,7 +192,8 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
             Err(error) => {
                 let status = error.status();
                 debug!(peer = %home.peer, %error, "request head refused");
-                refuse(&home, &mut connection, status, Duration::ZERO).await;
+                let reason = Some(error.reason());
+                refuse(&home, &mut connection, status, reason, Duration::ZERO).await;
                 linger = true;
                 break;
             }
@@ -318,8 +320,14 @@ fn switch(connection: Parked, promise: Promise) {
 
 /// Answers a head refused with `status` (its reason the status's own), closing, and counts and
 /// logs it; `took` is how long the head was waited for.
-async fn refuse(home: &Home, connection: &mut Parked, status: StatusCode, took: Duration) {
-    let answer = refusal(status);
+async fn refuse(
+    home: &Home,
+    connection: &mut Parked,
+    status: StatusCode,
+    reason: Option<&str>,
+    took: Duration,
+) {
+    let answer = refusal(status, reason);
     let (_, timeouts) = home.shared.proxy.settings();
     let writing = async {
         connection.input.stream.write_all(&answer).await?;
@@ -334,15 +342,16 @@ async fn refuse(home: &Home, connection: &mut Parked, status: StatusCode, took: 
     home.shared.proxy.refused(home.peer, status.as_u16(), took);
 }
 
-/// A refused head's answer: `status`, a line saying why, and `Connection: close`.
-fn refusal(status: StatusCode) -> Vec<u8> {
-    let reason = match status {
+/// A refused head's answer: `status`, a line saying why (the codec's `reason` when it gave one),
+/// and `Connection: close`.
+fn refusal(status: StatusCode, reason: Option<&str>) -> Vec<u8> {
+    let reason = reason.unwrap_or(match status {
         StatusCode::REQUEST_TIMEOUT => "request header not received within time",
         StatusCode::URI_TOO_LONG => "request target too long",
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header too large",
         StatusCode::HTTP_VERSION_NOT_SUPPORTED => "HTTP version not supported",
         _ => "malformed request",
-    };
+    });
     let mut response = Response::new(());
     *response.status_mut() = status;
     response.headers_mut().insert(
