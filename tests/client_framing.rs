@@ -403,9 +403,16 @@ async fn a_refused_head_is_told_why() {
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             "transfer coding not implemented",
         ),
-        ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", "invalid request line"),
+        (
+            "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "invalid request line",
+        ),
     ] {
         let reply = raw_exchange(proxy.addr, request.as_bytes(), WAIT).await;
-        assert!(reply.text.ends_with(why), "{request:?} got {:?}", reply.text);
+        assert!(
+            reply.text.ends_with(why),
+            "{request:?} got {:?}",
+            reply.text
+        );
     }
 }

@@ -119,6 +119,32 @@ async fn a_declared_body_over_max_body_gets_413_unread() {
     assert_eq!(backend.served(), 0);
 }
 
+/// A chunk whose size alone passes `max_body` is refused when its size is read, as nginx does,
+/// not after its bytes came (they may never come).
+#[tokio::test]
+async fn a_chunk_declared_over_max_body_gets_413_at_once() {
+    let (_backend, proxy) = proxy_with("max_body = \"1KiB\"\n").await;
+    for body in [
+        "401\r\nhello",
+        "ffffffffffff\r\n",
+        "200\r\n",
+        "1\r\nz\r\n401\r\n",
+    ] {
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        // Far within the request body idle timeout (30 s by default).
+        let reply = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(1)).await;
+        match body {
+            // 512 bytes, within the limit: no answer yet, the rest is awaited.
+            "200\r\n" => assert_eq!(reply.status(), None, "{body:?}: {:?}", reply.text),
+            _ => {
+                assert_eq!(reply.status(), Some(413), "{body:?}: {:?}", reply.text);
+                assert!(reply.closed);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_streamed_body_over_max_body_is_cut_with_413() {
     let (_backend, proxy) = proxy_with("max_body = \"1KiB\"\n").await;

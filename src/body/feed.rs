@@ -40,6 +40,8 @@ struct State {
     abandoned: bool,
     /// Bytes a `Content-Length` body has not yet read (`None`: chunked).
     left: Option<u64>,
+    /// Bytes a chunked body's current chunk has declared and not yet given.
+    promised: u64,
     request: Option<Waker>,
     connection: Option<Waker>,
 }
@@ -100,6 +102,16 @@ impl Feed {
     /// Whether every frame has been read.
     pub(crate) fn is_ended(&self) -> bool {
         self.0.lock().ended
+    }
+
+    /// Tells the request that `n` more bytes are declared (the rest of a chunk), so that a body
+    /// bound to a limit is refused when a chunk's size passes it, not after its bytes came.
+    pub(crate) fn promise(&self, n: u64) {
+        let mut state = self.0.lock();
+        state.promised = n;
+        let request = state.request.take();
+        drop(state);
+        wake(request);
     }
 
     /// Gives the request its next data; `last` when the body ends with it.
@@ -196,7 +208,7 @@ impl Body for Fed {
             Some(left) => SizeHint::with_exact(left + ready),
             None => {
                 let mut hint = SizeHint::new();
-                hint.set_lower(ready);
+                hint.set_lower(ready + state.promised);
                 hint
             }
         }

@@ -63,6 +63,12 @@ impl Inbound {
         }
     }
 
+    /// Whether what was read, and what the body has declared is still to come (the rest of a
+    /// chunk), passes `max_body`.
+    fn declared_too_much(&self) -> bool {
+        self.read.saturating_add(self.body.size_hint().lower()) > self.rules.max_body
+    }
+
     /// Whether the client has gone quiet for longer than allowed; arms the timer otherwise.
     fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = self.last_data + self.rules.idle;
@@ -97,7 +103,7 @@ impl Body for Inbound {
             Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
-                    if this.read > this.rules.max_body {
+                    if this.declared_too_much() {
                         let limit = this.rules.max_body;
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
                     }
@@ -112,6 +118,11 @@ impl Body for Inbound {
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
             Poll::Ready(None) => Poll::Ready(None),
+            // A chunk whose size alone passes the limit, before its bytes come (as nginx).
+            Poll::Pending if this.declared_too_much() => {
+                let limit = this.rules.max_body;
+                Poll::Ready(Some(Err(BodyError::TooLarge { limit })))
+            }
             Poll::Pending if this.idle_too_long(cx) => {
                 Poll::Ready(Some(Err(BodyError::Idle(this.rules.idle))))
             }

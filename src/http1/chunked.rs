@@ -21,8 +21,6 @@ pub(crate) const MAX_LINE: usize = 4096;
 pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
 /// Most trailer fields.
 pub(crate) const MAX_TRAILER_FIELDS: usize = 100;
-/// Most hex digits in a chunk size: 16 fill a `u64`.
-const MAX_DIGITS: u8 = 16;
 
 /// What the decoder found in the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,8 +71,8 @@ pub(crate) struct Decoder {
 enum At {
     /// Where a chunk-size line starts.
     Start,
-    /// In the size's digits: the size so far and how many digits.
-    Size(u64, u8),
+    /// In the size's digits: the size so far.
+    Size(u64),
     /// In whitespace after the size.
     AfterSize(u64),
     /// In an extension.
@@ -98,6 +96,14 @@ impl Decoder {
             lenient: strictness == Strictness::Lenient,
             line: 0,
             trailers: Vec::new(),
+        }
+    }
+
+    /// Bytes of data the current chunk has declared and not yet given.
+    pub(crate) fn pending(&self) -> u64 {
+        match self.at {
+            At::Data(left) => left,
+            _ => 0,
         }
     }
 
@@ -148,7 +154,7 @@ impl Decoder {
     fn step(&mut self, byte: u8) -> Result<(), ChunkError> {
         let in_line = matches!(
             self.at,
-            At::Start | At::Size(..) | At::AfterSize(_) | At::Extension(_)
+            At::Start | At::Size(_) | At::AfterSize(_) | At::Extension(_)
         );
         if in_line {
             self.line += 1;
@@ -159,29 +165,26 @@ impl Decoder {
         let digit = (byte as char).to_digit(16).map(u64::from);
         self.at = match (self.at, byte) {
             (At::Start, b' ' | b'\t') if self.lenient => At::Start,
-            (At::Start, _) => At::Size(digit.ok_or(ChunkError("invalid chunk size"))?, 1),
-            (At::Size(size, count), _) if digit.is_some() => {
-                if count == MAX_DIGITS {
+            (At::Start, _) => At::Size(digit.ok_or(ChunkError("invalid chunk size"))?),
+            // Any number of digits (leading zeros too), as long as the size fits a `u64`.
+            (At::Size(size), _) if digit.is_some() => {
+                if size >> 60 != 0 {
                     return Err(ChunkError("chunk size too large"));
                 }
-                At::Size(size << 4 | digit.unwrap_or_default(), count + 1)
+                At::Size(size << 4 | digit.unwrap_or_default())
             }
-            (At::Size(size, _) | At::AfterSize(size), b' ' | b'\t') => At::AfterSize(size),
-            (At::Size(size, _) | At::AfterSize(size) | At::Extension(size), b';') => {
+            (At::Size(size) | At::AfterSize(size), b' ' | b'\t') => At::AfterSize(size),
+            (At::Size(size) | At::AfterSize(size) | At::Extension(size), b';') => {
                 At::Extension(size)
             }
-            (At::Size(size, _) | At::AfterSize(size) | At::Extension(size), b'\r') => {
-                At::SizeLf(size)
-            }
-            (At::Size(size, _) | At::AfterSize(size) | At::Extension(size), b'\n')
-                if self.lenient =>
-            {
+            (At::Size(size) | At::AfterSize(size) | At::Extension(size), b'\r') => At::SizeLf(size),
+            (At::Size(size) | At::AfterSize(size) | At::Extension(size), b'\n') if self.lenient => {
                 self.end_line(size)
             }
             (At::Extension(size), _) if is_extension_byte(byte) => At::Extension(size),
             (At::Extension(_), _) => return Err(ChunkError("invalid chunk extension")),
             (At::SizeLf(size), b'\n') => self.end_line(size),
-            (At::Size(..) | At::AfterSize(_) | At::SizeLf(_), _) => {
+            (At::Size(_) | At::AfterSize(_) | At::SizeLf(_), _) => {
                 return Err(ChunkError("invalid chunk size line"));
             }
             (At::DataCr, b'\r') => At::DataLf,
@@ -447,6 +450,24 @@ mod tests {
         assert_eq!(chunk, Chunk::Data { used: 18, data: 2 });
         let mut decoder = Decoder::new(Strictness::Strict);
         assert!(decoder.decode(b"10000000000000000\r\n").is_err());
+        // Leading zeros are digits of the size like any other (chunk-size = 1*HEXDIG).
+        let mut decoder = Decoder::new(Strictness::Strict);
+        let chunk = decoder
+            .decode(b"000000000000000000005\r\nhello\r\n")
+            .unwrap();
+        assert_eq!(chunk, Chunk::Data { used: 23, data: 5 });
+    }
+
+    #[test]
+    fn a_chunk_tells_how_much_of_it_is_still_to_come() {
+        let mut decoder = Decoder::new(Strictness::Strict);
+        assert_eq!(decoder.decode(b"ff\r\n").unwrap(), Chunk::More { used: 4 });
+        assert_eq!(decoder.pending(), 255);
+        assert_eq!(
+            decoder.decode(b"hello").unwrap(),
+            Chunk::Data { used: 0, data: 5 }
+        );
+        assert_eq!(decoder.pending(), 250);
     }
 
     #[test]

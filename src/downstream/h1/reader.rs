@@ -39,6 +39,8 @@ pub(crate) struct BodyReader {
     discarded: u64,
     /// The rest of such a body has been read and dropped: the connection is past it.
     skipped: bool,
+    /// What the request was last told its body's current chunk still declares.
+    promised: u64,
 }
 
 /// How a body reader stands.
@@ -64,6 +66,7 @@ impl BodyReader {
             broken: false,
             discarded: 0,
             skipped: false,
+            promised: 0,
         }
     }
 
@@ -146,11 +149,15 @@ impl BodyReader {
                     bytes.advance(used);
                     let data = bytes.split_to(data);
                     input.settle();
+                    let pending = decoder.pending();
                     self.feed.data(data, false);
+                    self.promise(pending);
                 }
                 Ok(Chunk::More { used }) => {
                     bytes.advance(used);
                     input.settle();
+                    let pending = decoder.pending();
+                    self.promise(pending);
                 }
                 Ok(Chunk::End { used, trailers }) => {
                     bytes.advance(used);
@@ -167,6 +174,15 @@ impl BodyReader {
                     )));
                 }
             },
+        }
+    }
+
+    /// Tells the request how much the current chunk still declares, when that changed: a chunk
+    /// larger than the request's `max_body` is refused (413) as soon as its size is read.
+    fn promise(&mut self, pending: u64) {
+        if pending != self.promised {
+            self.promised = pending;
+            self.feed.promise(pending);
         }
     }
 
