@@ -193,9 +193,12 @@ fn request_body<S>(
         BodyLength::Chunked => None,
     };
     let (feed, fed) = feed::channel(declared);
+    // A client whose body has begun to come is not waiting for `100 Continue` (RFC 9110 section
+    // 10.1.1 lets the server omit it then), as one whose whole body came is not.
+    let waits = expect_continue && input.is_empty();
     (
         ClientBody::Fed(fed),
-        Some(BodyReader::new(feed, declared, expect_continue)),
+        Some(BodyReader::new(feed, declared, waits)),
     )
 }
 

@@ -175,6 +175,26 @@ async fn expect_continue_is_answered_when_the_body_is_asked_for() {
     task.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_body_already_begun_gets_no_100_continue_whatever_its_framing() {
+    for body in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        // Only part of it: the client has started sending all the same.
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ] {
+        let request = format!("POST /e HTTP/1.1\r\nExpect: 100-continue\r\n{body}");
+        let rest: &[u8] = if body.ends_with("hel") {
+            b"lo\r\n0\r\n\r\n"
+        } else {
+            b""
+        };
+        let out = exchange(&[request.as_bytes(), rest]).await;
+        assert!(!out.contains("100 Continue"), "{body:?}: {out}");
+        assert!(out.contains("POST /e body=b\"hello\""), "{body:?}: {out}");
+    }
+}
+
 /// Answers 404 without reading the body.
 async fn ignore(_: Request<ClientBody>) -> Response<Full<Bytes>> {
     Response::builder()
