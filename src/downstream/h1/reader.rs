@@ -222,7 +222,7 @@ impl BodyReader {
             if !self.can_discard() || self.discarded > DISCARD_LIMIT {
                 return Poll::Ready(false);
             }
-            if !input.is_empty() {
+            if input.unread.is_some() {
                 self.skip(input);
                 continue;
             }
