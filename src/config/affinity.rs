@@ -91,10 +91,7 @@ impl Sticky {
 
 /// Whether `name` is a valid cookie name (an RFC 6265 token).
 pub fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(crate::http1::fields::is_tchar)
 }
 
 #[cfg(test)]

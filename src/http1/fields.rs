@@ -13,6 +13,12 @@ pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|token| !token.is_empty())
 }
 
+/// A `tchar`, a byte a token (a method, a field name, a coding) may hold (RFC 9110 section
+/// 5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Whether any of `values` lists `token` (ASCII case ignored).
 pub(crate) fn lists<'a>(values: impl IntoIterator<Item = &'a HeaderValue>, token: &[u8]) -> bool {
     values

@@ -10,7 +10,7 @@
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
-use super::fields::{LengthError, content_length, tokens};
+use super::fields::{LengthError, content_length, is_tchar, tokens};
 
 /// Where a message's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,17 +159,12 @@ fn refused_codings(headers: &HeaderMap) -> FramingError {
             if chunked(last)
                 && !before.is_empty()
                 && !before.iter().any(chunked)
-                && before.iter().all(|c| c.iter().all(|&b| is_token(b))) =>
+                && before.iter().all(|c| c.iter().all(|&b| is_tchar(b))) =>
         {
             FramingError::UnknownCoding
         }
         _ => FramingError::Coding,
     }
-}
-
-/// A `tchar` of RFC 9110 section 5.6.2.
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Exactly `chunked`: no list, no other coding (a party that decodes `gzip, chunked` and one that

@@ -147,11 +147,12 @@ pub(crate) fn parse_request(
             Ok(httparse::Status::Partial) => return partial(input, limits),
             // Which of 400 and 505 is told by the whole line: until it has come, wait, so that
             // the answer does not depend on how TCP split it.
-            Err(httparse::Error::Version) if first_line(input).is_none() => {
-                return partial(input, limits);
-            }
-            Err(httparse::Error::Version) if !names_a_version(input) => {
-                return Err(HeadError::Malformed("invalid request line"));
+            Err(httparse::Error::Version) => {
+                return match first_line(input) {
+                    None => partial(input, limits),
+                    Some(line) if names_a_version(line) => Err(HeadError::Version),
+                    Some(_) => Err(HeadError::Malformed("invalid request line")),
+                };
             }
             Err(error) => return Err(refused(error)),
         };
@@ -307,10 +308,7 @@ fn first_line(input: &[u8]) -> Option<&[u8]> {
 /// Whether the request line is a method, a target and a well-formed version (`HTTP/d.d`), one
 /// space apart: a version httparse does not take is then one not supported (505), where any
 /// other line it refuses (a space in the target, say) is malformed (400).
-fn names_a_version(input: &[u8]) -> bool {
-    let Some(line) = first_line(input) else {
-        return false;
-    };
+fn names_a_version(line: &[u8]) -> bool {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
