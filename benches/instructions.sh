@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-16}
 LOAD_CPU=${LOAD_CPU:-1}
-# A wrk script for the request made (default: wrk's GET of /, the plain exchange's path).
+# A wrk script for the request made (default: wrk's GET of /).
 REQUEST=${REQUEST:-}
 script=()
 [ -n "$REQUEST" ] && script=(-s "$REQUEST")
