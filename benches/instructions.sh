@@ -12,8 +12,11 @@
 #   PROTOCOL=h2 benches/instructions.sh    # GETs over HTTP/2 on the TLS listener: h2load
 #     -c32 -m8, H2_REQUESTS of them (40000) counted after half as many to warm up; needs
 #     nghttp2-client and openssl
+#   PEERS=1 benches/instructions.sh        # also nginx and HAProxy, counted the same way, as
+#     load.sh runs them (benches/peers/; nginx with `master_process off`, so that its one
+#     worker is the process counted); needs haproxy
 #
-# Prints, per build, the requests wrk made and instructions per request, and leaves the
+# Prints, per server, the requests wrk made and instructions per request, and leaves the
 # callgrind profile in the work directory's copy under /tmp (kept: see the last line) for
 # callgrind_annotate. Needs wrk, nginx and valgrind (apt-get install -y wrk nginx valgrind).
 # Everything binds and targets 127.0.0.1 only; each wrk run is bounded by DURATION.
@@ -53,7 +56,7 @@ drive() { # port output [warm]: the load, written to output; "warm" for the warm
   fi
 }
 
-measure() { # name binary port: instructions per request of one build
+fulcrum() { # name binary port: instructions per request of one build of Fulcrum
   local name=$1 binary=$2 port=$3
   if [ "$PROTOCOL" = h2 ]; then
     render benches/peers/fulcrum-tls.toml "$port" "$work/$name.toml"
@@ -61,8 +64,26 @@ measure() { # name binary port: instructions per request of one build
   else
     render benches/peers/fulcrum.toml "$port" "$work/$name.toml"
   fi
-  RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$work/$name.callgrind" "$binary" --config "$work/$name.toml" 2>/dev/null &
+  RUST_LOG=warn measure "$name" "$port" "$binary" --config "$work/$name.toml"
+}
+
+peers() { # instructions per request of nginx and HAProxy, with load.sh's configurations
+  require_nginx
+  command -v haproxy >/dev/null || { echo "haproxy is not installed: apt-get install -y haproxy" >&2; exit 1; }
+  local tls=''
+  if [ "$PROTOCOL" = h2 ]; then tls=-tls; fi
+  render "benches/peers/nginx$tls.conf" 18002 "$work/nginx.conf"
+  sed -i '1i master_process off;' "$work/nginx.conf"
+  measure nginx 18002 nginx -p "$work" -c "$work/nginx.conf"
+  render "benches/peers/haproxy$tls.cfg" 18003 "$work/haproxy.cfg"
+  measure haproxy 18003 haproxy -f "$work/haproxy.cfg" -db
+}
+
+measure() { # name port command...: instructions per request of the server the command starts
+  local name=$1 port=$2
+  shift 2
+  valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/$name.callgrind" "$@" 2>/dev/null &
   local pid=$!
   pids+=("$pid")
   wait_port "$port"
@@ -83,9 +104,10 @@ measure() { # name binary port: instructions per request of one build
   echo "$name: $requests requests, $((instructions / requests)) instructions per request"
 }
 
-measure fulcrum "${FULCRUM_BIN:-target/release/fulcrum}" 18001
+fulcrum fulcrum "${FULCRUM_BIN:-target/release/fulcrum}" 18001
 if [ -n "${BASELINE:-}" ]; then
   build_baseline "$BASELINE"
-  measure baseline "$(baseline_bin)" 18004
+  fulcrum baseline "$(baseline_bin)" 18004
 fi
+if [ -n "${PEERS:-}" ]; then peers; fi
 echo "profiles: $kept (callgrind_annotate $kept/fulcrum.callgrind)"

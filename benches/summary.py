@@ -5,9 +5,11 @@ target's ratio to REF; then Fulcrum's ratio to each other target (fulcrum/nginx,
 fulcrum/direct) and to the best of nginx and HAProxy.
 With the rounds' NAME.ROUND.cpu files, a second table: the CPU time the serving process used per
 request (for `direct`, the backend's), split into user space and kernel, its ratio to REF's
-(requests per CPU-second), and how busy
-the proxy's core and the load's core were. A load core near 100% means the load generator and the
-backend, not the proxy, set the pace: req/s ratios then understate the proxy's own difference.
+(requests per CPU-second), how busy the proxy's core and the load's core were, and the load
+core's busy time per request. A load core near 100% means the load generator and the backend,
+not the proxy, set the pace: req/s ratios then understate the proxy's own difference, and follow
+what each request through that proxy costs the load core (the bytes it sends the backend and wrk
+to parse, the wake-ups it causes there).
 
     python3 benches/summary.py DIR REF NAME...
     python3 benches/summary.py --load WORK
@@ -64,11 +66,11 @@ def outcome(text):
 
 def cpu(text, usage):
     """(CPU us per request, of it in user space and in the kernel, proxy core busy, load core
-    busy) of one run."""
+    busy, the load core's busy us per request) of one run."""
     hz, user, system, pb1, pt1, pb0, pt0, lb1, lt1, lb0, lt0 = map(int, usage.split())
     per_request = lambda ticks: ticks / hz * 1e6 / max(requests(text), 1)
     return (per_request(user + system), per_request(user), per_request(system),
-            (pb1 - pb0) / (pt1 - pt0), (lb1 - lb0) / (lt1 - lt0))
+            (pb1 - pb0) / (pt1 - pt0), (lb1 - lb0) / (lt1 - lt0), per_request(lb1 - lb0))
 
 
 def cpu_table(work, ref, names):
@@ -81,11 +83,12 @@ def cpu_table(work, ref, names):
         if not runs or any(run[0] == 0 for run in runs):
             return
         rows[name] = [statistics.median(column) for column in zip(*runs)]
-    print(f"\n| target | CPU us per request | user | kernel | requests per CPU-second vs {ref} | proxy core busy | load core busy |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, (us, user, kernel, proxy_busy, load_busy) in rows.items():
+    print(f"\n| target | CPU us per request | user | kernel | requests per CPU-second vs {ref} "
+          "| proxy core busy | load core busy | load core us per request |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (us, user, kernel, proxy_busy, load_busy, load_us) in rows.items():
         print(f"| {name} | {us:.1f} | {user:.1f} | {kernel:.1f} | {rows[ref][0] / us:.2f}x "
-              f"| {proxy_busy:.0%} | {load_busy:.0%} |")
+              f"| {proxy_busy:.0%} | {load_busy:.0%} | {load_us:.1f} |")
 
 
 def best_peer(rows):
