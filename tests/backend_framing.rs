@@ -70,6 +70,38 @@ async fn a_body_cut_short_aborts_the_client_connection() {
     );
 }
 
+/// A 204 has no body and no `Content-Length` (RFC 9110 section 8.6), whatever a backend sent
+/// with it: the field is dropped for HTTP/1.1 and HTTP/2 clients alike, as nginx drops it.
+#[tokio::test]
+async fn a_no_content_answer_loses_its_length_on_every_protocol() {
+    let backend =
+        scripted_backend(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: yes\r\n\r\n")
+            .await;
+    let config = format!("[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n");
+    let proxy = TestProxy::start(&config).await;
+    let h1 = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(h1.status(), Some(204), "{:?}", h1.text);
+    let head = h1.text.to_ascii_lowercase();
+    assert!(head.contains("x-kept: yes"), "{head:?}");
+    assert!(!head.contains("content-length"), "{head:?}");
+    let request = http::Request::get("http://a/")
+        .body(support::empty())
+        .unwrap();
+    let h2 = support::h2c(proxy.addr, request).await;
+    assert_eq!(h2.status, 204);
+    assert_eq!(h2.headers["x-kept"], "yes");
+    assert!(
+        !h2.headers.contains_key("content-length"),
+        "{:?}",
+        h2.headers
+    );
+}
+
 /// A response cut short after its head (a body shorter than its Content-Length) reaches the
 /// client as a cut connection, and the operator's log says so: its status went out as 200, so
 /// the access log alone cannot show it (nginx logs "upstream prematurely closed connection").

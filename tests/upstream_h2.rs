@@ -16,7 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::TestProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 /// A body of one data frame, then trailers.
 struct WithTrailers {
@@ -203,4 +205,94 @@ async fn a_refused_stream_goes_again_on_a_fresh_connection() {
         assert_eq!(reply.body, "ok");
     }
     assert!(connections.load(Ordering::SeqCst) >= 4);
+}
+
+/// A raw h2c backend. On its first connection it answers the second stream with a head whose
+/// field name is upper case (malformed: RFC 9113 section 8.2.1) and never the first, which it
+/// announces through `held`; every later connection answers each stream `200 ok`. Counts its
+/// connections.
+async fn malformed_second_answer_backend(held: Arc<Notify>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let first = Arc::new(AtomicUsize::new(0));
+    serve_counting(move |mut stream| {
+        let held = Arc::clone(&held);
+        let first = first.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let mut preface = [0u8; 24];
+            if stream.read_exact(&mut preface).await.is_err() {
+                return;
+            }
+            stream.write_all(&frame(4, 0, 0, &[])).await.ok();
+            let mut streams = 0;
+            loop {
+                let mut head = [0u8; 9];
+                if stream.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len =
+                    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+                let (kind, flags) = (head[3], head[4]);
+                let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                let mut payload = vec![0u8; len];
+                if stream.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                let reply = match kind {
+                    // SETTINGS, not an acknowledgement: acknowledged.
+                    4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                    // PING: answered.
+                    6 if flags & 1 == 0 => frame(6, 1, 0, &payload),
+                    // HEADERS: a request.
+                    1 => {
+                        streams += 1;
+                        match (first, streams) {
+                            (true, 1) => {
+                                held.notify_one();
+                                continue;
+                            }
+                            // `:status: 200` (static index 8), then `X-Bad: 1` as a literal.
+                            (true, _) => frame(1, 0x5, id, b"\x88\x00\x05X-Bad\x011"),
+                            (false, _) => {
+                                [frame(1, 0x4, id, b"\x88"), frame(0, 0x1, id, b"ok")].concat()
+                            }
+                        }
+                    }
+                    _ => continue,
+                };
+                if stream.write_all(&reply).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// An HTTP/2 frame: type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len().to_be_bytes();
+    let mut frame = vec![len[5], len[6], len[7], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// h2 ends a whole connection when one stream's answer is malformed: the other requests in
+/// flight on it were lost with their connection, not refused, and a GET among them goes again on
+/// a fresh connection, as it would had the connection broken (HAProxy fails only the stream).
+#[tokio::test]
+async fn a_request_lost_to_another_streams_malformed_answer_goes_again() {
+    let held = Arc::new(Notify::new());
+    let (backend, connections) = malformed_second_answer_backend(Arc::clone(&held)).await;
+    let proxy = http2_pool(backend).await;
+    let http = support::Http::to(proxy.addr);
+    let other = support::Http::to(proxy.addr);
+    let waiting = tokio::spawn(async move { other.get("/held").await });
+    held.notified().await;
+    let malformed = http.get("/malformed").await;
+    let waiting = waiting.await.unwrap();
+    assert_eq!(waiting.status, 200, "{}", waiting.body);
+    assert_eq!(waiting.body, "ok");
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+    // Sent again too, it found a backend connection that answers well.
+    assert_eq!(malformed.status, 200, "{}", malformed.body);
 }

@@ -413,6 +413,11 @@ fn relay(
     }
     let (mut parts, body) = response.into_parts();
     headers::rewrite_response(&mut parts.headers, parts.version);
+    // A 204 has no body and says no length (RFC 9110 section 8.6), whatever the backend sent:
+    // HTTP/1's encoder would drop it, hyper's HTTP/2 server would not.
+    if status == StatusCode::NO_CONTENT {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     // `Via` names the version the backend spoke; the status line is Fulcrum's own (RFC 9110
     // section 2.5): an HTTP/1.0 backend's response goes out as HTTP/1.1, framed for the client.
     parts.version = Version::HTTP_11;

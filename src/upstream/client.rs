@@ -136,7 +136,8 @@ pub fn classify(error: &hyper::Error) -> Failure {
     }
     match innermost::<io::Error>(error) {
         Some(io) => Failure::Upstream(format!("{error}: {}", describe_io(io))),
-        None => Failure::Upstream(error.to_string()),
+        // "http2 error: connection error detected: ...", not "http2 error" alone.
+        None => Failure::Upstream(with_sources(error)),
     }
 }
 

@@ -141,11 +141,10 @@ pub(super) async fn exchange(
                 replay: Some(Replay::Request(unsent, report)),
             });
         }
-        if reused
-            && !resent
+        if !resent
             && let Some((head, body)) = &resend
             && is_idempotent(&head.method)
-            && lost_with_its_connection(error.error())
+            && lost_with_its_connection(error.error(), reused)
             && let Some(body) = body.try_clone()
         {
             backend.connections().forget(&shared);
@@ -176,23 +175,31 @@ pub(super) async fn probe(
 }
 
 /// Whether a request failed because its connection went away under it, not because of
-/// anything the backend answered: a stream the backend refused unprocessed, or a connection
-/// reset, broken or closed before a response began.
-fn lost_with_its_connection(error: &hyper::Error) -> bool {
+/// anything the backend answered to it: a stream the backend refused unprocessed, or the
+/// connection ended by a `GOAWAY`, or, when it was `reused` (one that breaks as it is opened is
+/// the backend's failure), reset, broken or closed before a response began.
+///
+/// A `GOAWAY` counts whichever side sent it: the backend's, or h2's own when another stream's
+/// answer broke the protocol (h2 takes a malformed header block, say an upper-case field name,
+/// as an error of the whole connection, where RFC 9113 section 8.1.1 makes it the stream's
+/// alone). The stream that caused it goes again too, once, and fails again if the backend
+/// answers it the same.
+fn lost_with_its_connection(error: &hyper::Error, reused: bool) -> bool {
     if let Some(h2) = innermost::<h2::Error>(error) {
         return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-            || (h2.is_go_away() && h2.is_remote())
-            || h2.is_io();
+            || h2.is_go_away()
+            || (reused && h2.is_io());
     }
-    error.is_incomplete_message()
-        || innermost::<std::io::Error>(error).is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        })
+    reused
+        && (error.is_incomplete_message()
+            || innermost::<std::io::Error>(error).is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
+                )
+            }))
 }
 
 /// `request` as HTTP/2 needs it: an absolute target (`:scheme` and `:authority` from the
