@@ -70,6 +70,47 @@ async fn a_body_cut_short_aborts_the_client_connection() {
     );
 }
 
+/// An HTTP/1.0 client's body has no length: only the close ends it, so a body cut short (the
+/// backend's chunked body ends mid-chunk) reaches it as a reset, never as a clean close it would
+/// take for the end of a whole body.
+#[tokio::test]
+async fn a_body_cut_short_resets_a_client_whose_body_only_the_close_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend =
+        scripted_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nhellowor")
+            .await;
+    let config = format!(
+        "[pool.web]\nretries = 0\nbackends = [{{ address = \"{backend}\" }}]\n\
+         [pool.web.outlier]\nconsecutive_failures = 0\n"
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let end = loop {
+        match tokio::time::timeout(WAIT, client.read(&mut buffer)).await {
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Ok(Err(error)) => break Err(error.kind()),
+            Err(_) => panic!(
+                "no end within {WAIT:?}: {:?}",
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    };
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert_eq!(
+        end,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the cut is a reset: {text:?}"
+    );
+}
+
 /// A 204 has no body and no `Content-Length` (RFC 9110 section 8.6), whatever a backend sent
 /// with it: the field is dropped for HTTP/1.1 and HTTP/2 clients alike, as nginx drops it.
 #[tokio::test]

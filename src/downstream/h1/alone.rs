@@ -54,7 +54,7 @@ pub(crate) async fn serve_alone<F, Fut, B>(
         };
         match exchange::serve(&mut input, head, &call, serving).await {
             Next::KeepAlive => {}
-            Next::Close { .. } | Next::Switch(_) => break,
+            Next::Close { .. } | Next::Switch(_) | Next::Reset => break,
         }
     }
     input.stream.shutdown().await.ok();

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::input::Input;
 use super::reader::{BodyReader, Standing};
-use super::write::Writer;
+use super::write::{WriteError, Writer};
 use crate::arena;
 use crate::body::ClientBody;
 use crate::body::feed;
@@ -36,6 +36,9 @@ pub(crate) enum Next {
     Close { linger: bool },
     /// Gives itself to the upgrade's tunnel, as promised.
     Switch(Promise),
+    /// Resets the connection: its response was cut short where only the close ends the body
+    /// (an HTTP/1.0 client's, without a length), so a clean close would pass for its end.
+    Reset,
 }
 
 /// How a request is served on its connection.
@@ -141,6 +144,7 @@ where
             writer.poll(&mut input.stream, &mut body, &mut writes, cx)
         })
         .await;
+        let cut_unseen = matches!(written, Err(WriteError::Body(_))) && writer.ends_at_close();
         // The body, and what it holds (the backend connection, the access log entry), ends here.
         drop(body);
         writer.recycle();
@@ -159,6 +163,9 @@ where
             {
                 debug!("the rest of a request body the answer did not need did not come");
             }
+        }
+        if cut_unseen {
+            return Next::Reset;
         }
         match (written, promise) {
             (Ok(()), Some(promise)) if switching => Next::Switch(promise),

@@ -224,6 +224,11 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 home.leave();
                 return switch(connection, promise);
             }
+            Next::Reset => {
+                reset(&connection.input.stream);
+                drop(connection);
+                return;
+            }
         }
     }
     // The guard takes it off the roster once it is closed.
@@ -442,6 +447,14 @@ impl Drop for Leaving<'_> {
         if let Some(home) = self.0 {
             home.leave();
         }
+    }
+}
+
+/// Makes the connection's close a reset (`SO_LINGER` 0), which a client cannot take for the end
+/// of a response, as a FIN (or TLS's `close_notify`) would be.
+fn reset(stream: &Stream) {
+    if let Err(error) = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO)) {
+        debug!(%error, "cannot make a connection's close a reset");
     }
 }
 

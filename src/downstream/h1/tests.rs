@@ -70,7 +70,7 @@ async fn run(stream: DuplexStream) {
         };
         match serve(&mut input, head, echo, SERVING).await {
             Next::KeepAlive => continue,
-            Next::Close { .. } => break,
+            Next::Close { .. } | Next::Reset => break,
             Next::Switch(_) => unreachable!("echo never switches"),
         }
     }

@@ -74,6 +74,11 @@ impl Writer {
         }
     }
 
+    /// Whether only the connection's close ends the body.
+    pub(crate) fn ends_at_close(&self) -> bool {
+        self.framing == Framing::UntilClose
+    }
+
     /// Gives the buffer back to the thread's arena, for the next response.
     pub(crate) fn recycle(self) {
         arena::recycle_buffer(self.out);
