@@ -287,7 +287,9 @@ async fn a_request_lost_to_another_streams_malformed_answer_goes_again() {
     let http = support::Http::to(proxy.addr);
     let other = support::Http::to(proxy.addr);
     let waiting = tokio::spawn(async move { other.get("/held").await });
-    held.notified().await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), held.notified())
+        .await
+        .expect("the first request reaches the backend");
     let malformed = http.get("/malformed").await;
     let waiting = waiting.await.unwrap();
     assert_eq!(waiting.status, 200, "{}", waiting.body);

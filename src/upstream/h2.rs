@@ -75,21 +75,37 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<Shared, Failure
     })
 }
 
-/// The shared connection, or a new one (kept to be shared unless a reload came meanwhile), and
-/// whether it was there already.
+/// Which connection an attempt is sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// The shared one, or a new one to share.
+    Shared,
+    /// A new one, to share.
+    Fresh,
+    /// A new one of its own: the request goes again after h2 ended its connection over a
+    /// malformed answer, maybe its own, and a backend that answers it so again ends only this.
+    Own,
+}
+
+/// The connection `take` asks for (a new one to share is kept unless a reload came meanwhile),
+/// and whether it was there already.
 async fn connection(
     client: &Client,
     backend: &Backend,
-    fresh: bool,
+    take: Take,
 ) -> Result<(Shared, bool), Failure> {
-    if !fresh && let Some(shared) = backend.connections().shared() {
+    if take == Take::Shared
+        && let Some(shared) = backend.connections().shared()
+    {
         return Ok((shared, true));
     }
     let epoch = backend.connections().epoch();
     let started = std::time::Instant::now();
     let shared = connect(backend, client.connect_timeout()).await?;
     backend.stats().connect.observe(started.elapsed());
-    backend.connections().share(&shared, epoch);
+    if take != Take::Own {
+        backend.connections().share(&shared, epoch);
+    }
     Ok((shared, false))
 }
 
@@ -107,9 +123,10 @@ pub(super) async fn exchange(
         .body()
         .try_clone()
         .map(|body| (Head::copy_of(&request), body));
-    let mut resent = false;
+    let mut take = Take::Shared;
     loop {
-        let (mut shared, reused) = match connection(client, backend, resent).await {
+        let resent = take != Take::Shared;
+        let (mut shared, reused) = match connection(client, backend, take).await {
             Ok(connection) => connection,
             Err(failure) => {
                 return Err(Failed {
@@ -149,7 +166,11 @@ pub(super) async fn exchange(
         {
             backend.connections().forget(&shared);
             request = head.detached().into_request(body);
-            resent = true;
+            take = if ended_by_h2(error.error()) {
+                Take::Own
+            } else {
+                Take::Fresh
+            };
             continue;
         }
         let cause = Cause::Failed(classify(error.error()));
@@ -174,16 +195,16 @@ pub(super) async fn probe(
         .map_err(|error| classify(&error).to_string())
 }
 
-/// Whether a request failed because its connection went away under it, not because of
-/// anything the backend answered to it: a stream the backend refused unprocessed, or the
-/// connection ended by a `GOAWAY`, or, when it was `reused` (one that breaks as it is opened is
-/// the backend's failure), reset, broken or closed before a response began.
+/// Whether a request failed because its connection went away under it: a stream the backend
+/// refused unprocessed, or the connection ended by a `GOAWAY`, or, when it was `reused` (one that
+/// breaks as it is opened is the backend's failure), reset, broken or closed before a response
+/// began.
 ///
-/// A `GOAWAY` counts whichever side sent it: the backend's, or h2's own when another stream's
-/// answer broke the protocol (h2 takes a malformed header block, say an upper-case field name,
-/// as an error of the whole connection, where RFC 9113 section 8.1.1 makes it the stream's
-/// alone). The stream that caused it goes again too, once, and fails again if the backend
-/// answers it the same.
+/// A `GOAWAY` counts whichever side sent it: the backend's, or h2's own when a header block it
+/// cannot decode came on another stream (an upper-case field name, say: h2 takes it as an error
+/// of the whole connection, where RFC 9113 section 8.1.1 makes it the stream's alone; other
+/// malformed heads reset their stream only). h2 cannot say which stream's answer it was, so that
+/// stream goes again too, once, on a connection of its own ([`Take::Own`]).
 fn lost_with_its_connection(error: &hyper::Error, reused: bool) -> bool {
     if let Some(h2) = innermost::<h2::Error>(error) {
         return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
@@ -200,6 +221,12 @@ fn lost_with_its_connection(error: &hyper::Error, reused: bool) -> bool {
                         | std::io::ErrorKind::UnexpectedEof
                 )
             }))
+}
+
+/// Whether h2 itself ended the connection (a protocol error in what the backend sent), not the
+/// backend.
+fn ended_by_h2(error: &hyper::Error) -> bool {
+    innermost::<h2::Error>(error).is_some_and(|h2| h2.is_go_away() && !h2.is_remote())
 }
 
 /// `request` as HTTP/2 needs it: an absolute target (`:scheme` and `:authority` from the

@@ -54,7 +54,8 @@ pub(crate) async fn serve_alone<F, Fut, B>(
         };
         match exchange::serve(&mut input, head, &call, serving).await {
             Next::KeepAlive => {}
-            Next::Close { .. } | Next::Switch(_) | Next::Reset => break,
+            Next::Close { .. } | Next::Switch(_) => break,
+            Next::Reset => return super::reset(&input.stream),
         }
     }
     input.stream.shutdown().await.ok();

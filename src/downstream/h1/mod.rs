@@ -33,6 +33,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
@@ -225,7 +226,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
                 return switch(connection, promise);
             }
             Next::Reset => {
-                reset(&connection.input.stream);
+                reset(connection.input.stream.tcp());
                 drop(connection);
                 return;
             }
@@ -451,9 +452,10 @@ impl Drop for Leaving<'_> {
 }
 
 /// Makes the connection's close a reset (`SO_LINGER` 0), which a client cannot take for the end
-/// of a response, as a FIN (or TLS's `close_notify`) would be.
-fn reset(stream: &Stream) {
-    if let Err(error) = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO)) {
+/// of a response, as a FIN (or TLS's `close_notify`) would be. What the kernel had not sent yet
+/// is dropped with it: the body is cut either way, and the client learns that it was.
+fn reset(stream: &impl AsFd) {
+    if let Err(error) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         debug!(%error, "cannot make a connection's close a reset");
     }
 }
