@@ -190,12 +190,13 @@ pub async fn answered_by(http: &Http, count: usize) -> Vec<String> {
     names
 }
 
-/// What came back for raw bytes: everything read, and whether the proxy closed the connection
-/// (rather than leaving it open past the wait).
+/// What came back for raw bytes: everything read, whether the proxy closed the connection
+/// (rather than leaving it open past the wait), and whether that close was a reset.
 #[derive(Debug)]
 pub struct RawReply {
     pub text: String,
     pub closed: bool,
+    pub reset: bool,
 }
 
 impl RawReply {
@@ -216,12 +217,11 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Raw
     // The proxy may close before reading everything; a failed write is part of the answer.
     stream.write_all(bytes).await.ok();
     let mut out = Vec::new();
-    let closed = matches!(
-        tokio::time::timeout(wait, stream.read_to_end(&mut out)).await,
-        Ok(Ok(_)) | Ok(Err(_))
-    );
+    // What was read before an error stays in `out`.
+    let end = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     RawReply {
         text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
+        closed: end.is_ok(),
+        reset: matches!(end, Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionReset),
     }
 }
