@@ -114,13 +114,16 @@ impl Feed {
         wake(request);
     }
 
-    /// Gives the request its next data; `last` when the body ends with it.
-    pub(crate) fn data(&self, data: Bytes, last: bool) {
+    /// Gives the request its next data; `last` when the body ends with it. `promised`: what a
+    /// chunked body's current chunk still declares after it (see [`Feed::promise`]; 0 for a
+    /// `Content-Length` body), told under the same lock.
+    pub(crate) fn data(&self, data: Bytes, last: bool, promised: u64) {
         let mut state = self.0.lock();
         if let Some(left) = &mut state.left {
             *left = left.saturating_sub(data.len() as u64);
         }
         state.ended = last;
+        state.promised = promised;
         give(state, Frame::data(data));
     }
 
@@ -253,7 +256,7 @@ mod tests {
                     _ => tokio::task::yield_now().await,
                 }
             }
-            feed.data(Bytes::from_static(data), last);
+            feed.data(Bytes::from_static(data), last, 0);
         }
         assert_eq!(
             reader.await.unwrap(),

@@ -142,16 +142,15 @@ impl BodyReader {
                 if bytes.is_empty() {
                     input.unread = None;
                 }
-                self.feed.data(data, *left == 0);
+                self.feed.data(data, *left == 0, 0);
             }
             Left::Chunked(decoder) => match decoder.decode(bytes) {
                 Ok(Chunk::Data { used, data }) => {
                     bytes.advance(used);
                     let data = bytes.split_to(data);
                     input.settle();
-                    let pending = decoder.pending();
-                    self.feed.data(data, false);
-                    self.promise(pending);
+                    self.promised = decoder.pending();
+                    self.feed.data(data, false, self.promised);
                 }
                 Ok(Chunk::More { used }) => {
                     bytes.advance(used);
