@@ -60,22 +60,22 @@ impl LengthError {
     }
 }
 
-/// The length the `Content-Length` fields `values` declare, `None` without any. Every element of
-/// every field must be `1*DIGIT`, and all must be equal: `5` and `5, 5` and two fields of `5` all
-/// declare 5 (RFC 9110 section 8.6 lets a recipient take identical repeats as one).
-pub(crate) fn content_length<'a>(
-    values: impl IntoIterator<Item = &'a HeaderValue>,
+/// What `declared` (the length earlier `Content-Length` fields declared, if any) and one more
+/// such field, `value`, declare together: fields are met one at a time, as a head is read. Every
+/// element of every field must be `1*DIGIT`, and all must be equal: `5` and `5, 5` and two
+/// fields of `5` all declare 5 (RFC 9110 section 8.6 lets a recipient take identical repeats
+/// as one).
+pub(crate) fn add_length(
+    mut declared: Option<u64>,
+    value: &HeaderValue,
 ) -> Result<Option<u64>, LengthError> {
-    let mut declared = None;
-    for value in values {
-        // Elements are split by hand: an empty element (`5,,5`, or an empty field) is invalid
-        // here, unlike in token lists.
-        for element in value.as_bytes().split(|&b| b == b',') {
-            let length = digits(trim_ows(element))?;
-            match declared {
-                Some(earlier) if earlier != length => return Err(LengthError::Conflicting),
-                _ => declared = Some(length),
-            }
+    // Elements are split by hand: an empty element (`5,,5`, or an empty field) is invalid here,
+    // unlike in token lists.
+    for element in value.as_bytes().split(|&b| b == b',') {
+        let length = digits(trim_ows(element))?;
+        match declared {
+            Some(earlier) if earlier != length => return Err(LengthError::Conflicting),
+            _ => declared = Some(length),
         }
     }
     Ok(declared)
@@ -96,6 +96,13 @@ fn digits(text: &[u8]) -> Result<u64, LengthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The length the `Content-Length` fields `values` declare, `None` without any.
+    fn content_length<'a>(
+        values: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Result<Option<u64>, LengthError> {
+        values.into_iter().try_fold(None, add_length)
+    }
 
     fn values(list: &[&str]) -> Vec<HeaderValue> {
         list.iter()

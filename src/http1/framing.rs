@@ -10,7 +10,7 @@
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
-use super::fields::{LengthError, content_length, is_tchar, tokens};
+use super::fields::{LengthError, add_length, is_tchar, tokens};
 
 /// Where a message's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,18 +53,79 @@ impl FramingError {
     }
 }
 
-/// A request's body length. Without `Content-Length` or `Transfer-Encoding` it has none.
-///
-/// `headers` is `None` for a message the parser found neither field in: what it would declare
-/// is then known without looking the fields up.
-pub(crate) fn request(
-    version: Version,
-    headers: Option<&HeaderMap>,
-) -> Result<BodyLength, FramingError> {
-    declared(version, headers).map(|length| length.unwrap_or(BodyLength::Empty))
+/// What a head's framing fields (`Content-Length`, `Transfer-Encoding`) say, gathered as its
+/// fields are read, so that deciding the body's length looks neither up in the map again: the
+/// lookups were about 2% of a proxied GET's instructions, and twice that of a POST's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Declared {
+    /// What the `Content-Length` fields so far declare together.
+    length: Result<Option<u64>, LengthError>,
+    /// `Content-Length` fields so far.
+    lengths: usize,
+    /// They are one field of digits alone: the form every party reads alike.
+    plain: bool,
+    /// `Transfer-Encoding` fields so far.
+    codings: usize,
+    /// The first of them is exactly `chunked`.
+    chunked: bool,
 }
 
-/// A response's body length, given the method of the request it answers. An interim (1xx), 204
+impl Default for Declared {
+    fn default() -> Declared {
+        Declared {
+            length: Ok(None),
+            lengths: 0,
+            plain: false,
+            codings: 0,
+            chunked: false,
+        }
+    }
+}
+
+impl Declared {
+    /// The framing fields of `headers`, looked up by name (tests: a head's are noted as read).
+    #[cfg(test)]
+    pub(crate) fn of(headers: &HeaderMap) -> Declared {
+        let mut declared = Declared::default();
+        for value in headers.get_all(CONTENT_LENGTH) {
+            declared.content_length(value);
+        }
+        for value in headers.get_all(TRANSFER_ENCODING) {
+            declared.transfer_encoding(value);
+        }
+        declared
+    }
+
+    /// One more `Content-Length` field.
+    pub(crate) fn content_length(&mut self, value: &HeaderValue) {
+        self.lengths += 1;
+        let digits = value.as_bytes();
+        self.plain =
+            self.lengths == 1 && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+        self.length = self.length.and_then(|so_far| add_length(so_far, value));
+    }
+
+    /// One more `Transfer-Encoding` field.
+    pub(crate) fn transfer_encoding(&mut self, value: &HeaderValue) {
+        if self.codings == 0 {
+            self.chunked = is_chunked(value);
+        }
+        self.codings += 1;
+    }
+}
+
+/// A request's body length, from its framing fields (`fields`, found in `headers`). Without
+/// `Content-Length` or `Transfer-Encoding` it has none.
+pub(crate) fn request(
+    version: Version,
+    fields: &Declared,
+    headers: &HeaderMap,
+) -> Result<BodyLength, FramingError> {
+    declared(version, fields, headers).map(|length| length.unwrap_or(BodyLength::Empty))
+}
+
+/// A response's body length, from its framing fields (`fields`, found in `headers`), given the
+/// method of the request it answers. An interim (1xx), 204
 /// or 304 response has none, whatever its fields say; a response to `HEAD` has none either, but
 /// its fields are judged as a `GET`'s would be, which they describe, so that a response has one
 /// outcome whatever the method. Without `Content-Length` or `Transfer-Encoding` a body runs
@@ -75,12 +136,13 @@ pub(crate) fn response(
     method: &Method,
     status: StatusCode,
     version: Version,
-    headers: Option<&HeaderMap>,
+    fields: &Declared,
+    headers: &HeaderMap,
 ) -> Result<BodyLength, FramingError> {
     if !has_body(status) {
         return Ok(BodyLength::Empty);
     }
-    let declared = declared(version, headers)?;
+    let declared = declared(version, fields, headers)?;
     if *method == Method::HEAD {
         return Ok(BodyLength::Empty);
     }
@@ -89,19 +151,10 @@ pub(crate) fn response(
 
 /// Makes the `Content-Length` fields one field with one number, when they declare a length
 /// (`5, 5` and two fields of `5` are one `5`): every party after Fulcrum then reads one value.
-/// Fields that declare none (absent, or not judged) are left as they are.
-pub(crate) fn normalize_length(headers: &mut HeaderMap) {
-    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
-    let (Some(first), None) = (fields.next(), fields.next()) else {
-        if let Ok(Some(length)) = content_length(headers.get_all(CONTENT_LENGTH)) {
-            headers.insert(CONTENT_LENGTH, super::encode::number(length));
-        }
-        return;
-    };
-    let plain = first.as_bytes();
-    if (plain.is_empty() || !plain.iter().all(u8::is_ascii_digit))
-        && let Ok(Some(length)) = content_length(std::iter::once(first))
-    {
+/// Fields that declare none (absent, or not judged) are left as they are; so is one field of
+/// digits alone, which needs nothing. `fields` are `headers`' framing fields.
+pub(crate) fn normalize_length(headers: &mut HeaderMap, fields: &Declared) {
+    if let (false, Ok(Some(length))) = (fields.plain, fields.length) {
         headers.insert(CONTENT_LENGTH, super::encode::number(length));
     }
 }
@@ -114,34 +167,30 @@ pub(crate) fn has_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// What the framing fields declare, `None` when there are none.
+/// What the framing fields declare, `None` when there are none. `headers` is looked at only to
+/// say why codings are refused.
 fn declared(
     version: Version,
-    headers: Option<&HeaderMap>,
+    fields: &Declared,
+    headers: &HeaderMap,
 ) -> Result<Option<BodyLength>, FramingError> {
-    let Some(headers) = headers else {
-        return Ok(None);
-    };
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
-    if let Some(first) = codings.next() {
+    if fields.codings > 0 {
         if version == Version::HTTP_10 {
             return Err(FramingError::Http10Coding);
         }
-        if codings.next().is_some() || !is_chunked(first) {
+        if fields.codings > 1 || !fields.chunked {
             return Err(refused_codings(headers));
         }
-        if headers.contains_key(CONTENT_LENGTH) {
+        if fields.lengths > 0 {
             return Err(FramingError::Both);
         }
         return Ok(Some(BodyLength::Chunked));
     }
-    Ok(
-        match content_length(headers.get_all(CONTENT_LENGTH)).map_err(FramingError::Length)? {
-            None => None,
-            Some(0) => Some(BodyLength::Empty),
-            Some(length) => Some(BodyLength::Length(length)),
-        },
-    )
+    Ok(match fields.length.map_err(FramingError::Length)? {
+        None => None,
+        Some(0) => Some(BodyLength::Empty),
+        Some(length) => Some(BodyLength::Length(length)),
+    })
 }
 
 /// Why `Transfer-Encoding` is refused: codings before a final `chunked` are ones Fulcrum does
@@ -189,7 +238,8 @@ mod tests {
     }
 
     fn req(fields: &[(&str, &str)]) -> Result<BodyLength, FramingError> {
-        request(Version::HTTP_11, Some(&headers(fields)))
+        let headers = headers(fields);
+        request(Version::HTTP_11, &Declared::of(&headers), &headers)
     }
 
     fn resp(
@@ -197,28 +247,40 @@ mod tests {
         status: u16,
         fields: &[(&str, &str)],
     ) -> Result<BodyLength, FramingError> {
+        let headers = headers(fields);
         response(
             &method,
             StatusCode::from_u16(status).unwrap(),
             Version::HTTP_11,
-            Some(&headers(fields)),
+            &Declared::of(&headers),
+            &headers,
         )
     }
 
     #[test]
-    fn no_framing_fields_found_reads_as_an_empty_map() {
-        let empty = HeaderMap::new();
-        for version in [Version::HTTP_10, Version::HTTP_11] {
-            assert_eq!(request(version, None), request(version, Some(&empty)));
-            for method in [Method::GET, Method::HEAD, Method::POST] {
-                for status in [100, 101, 200, 204, 304, 404] {
-                    let status = StatusCode::from_u16(status).unwrap();
-                    assert_eq!(
-                        response(&method, status, version, None),
-                        response(&method, status, version, Some(&empty)),
-                    );
+    fn fields_met_one_at_a_time_declare_what_the_map_does() {
+        // A head's fields are noted as they are read, interleaved with others; `of` reads them
+        // out of the map by name. Both must come to the same, errors included.
+        let fields = [
+            ("content-length", "5"),
+            ("x-a", "1"),
+            ("transfer-encoding", "gzip"),
+            ("content-length", "5, 5"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "6"),
+        ];
+        for end in 0..=fields.len() {
+            let map = headers(&fields[..end]);
+            let mut met = Declared::default();
+            for (name, value) in &fields[..end] {
+                let value = HeaderValue::from_str(value).unwrap();
+                match *name {
+                    "content-length" => met.content_length(&value),
+                    "transfer-encoding" => met.transfer_encoding(&value),
+                    _ => {}
                 }
             }
+            assert_eq!(met, Declared::of(&map), "the first {end} fields");
         }
     }
 
@@ -261,10 +323,8 @@ mod tests {
             ("transfer-encoding", "chunked"),
         ];
         assert_eq!(req(&twice), Err(FramingError::Coding));
-        let old = request(
-            Version::HTTP_10,
-            Some(&headers(&[("transfer-encoding", "chunked")])),
-        );
+        let chunked = headers(&[("transfer-encoding", "chunked")]);
+        let old = request(Version::HTTP_10, &Declared::of(&chunked), &chunked);
         assert_eq!(old, Err(FramingError::Http10Coding));
         assert_eq!(
             req(&[("content-length", "5"), ("content-length", "6")]),
@@ -320,11 +380,13 @@ mod tests {
             resp(Method::GET, 200, &[("transfer-encoding", "gzip")]),
             Err(FramingError::Coding)
         );
+        let chunked = headers(&[("transfer-encoding", "chunked")]);
         let old = response(
             &Method::GET,
             StatusCode::OK,
             Version::HTTP_10,
-            Some(&headers(&[("transfer-encoding", "chunked")])),
+            &Declared::of(&chunked),
+            &chunked,
         );
         assert_eq!(old, Err(FramingError::Http10Coding));
     }
@@ -339,7 +401,8 @@ mod normalized {
         for value in values {
             headers.append(CONTENT_LENGTH, HeaderValue::from_str(value).unwrap());
         }
-        normalize_length(&mut headers);
+        let fields = Declared::of(&headers);
+        normalize_length(&mut headers, &fields);
         headers
             .get_all(CONTENT_LENGTH)
             .iter()

@@ -13,7 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, request, response};
 
 use super::fields::{lists, tokens};
-use super::framing::{self, BodyLength, FramingError};
+use super::framing::{self, BodyLength, Declared, FramingError};
 use crate::{arena, names};
 
 /// Field slots kept on the stack (8 KiB, uninitialised): enough for a backend's response head
@@ -166,11 +166,9 @@ pub(crate) fn parse_request(
         let uri = Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes()))
             .map_err(|_| HeadError::Malformed("invalid request target"))?;
         let (mut headers, noted) = fields(&bytes, input, head.headers, ROOM_IN_REQUESTS)?;
-        let body = framing::request(version, noted.framing.then_some(&headers))
-            .map_err(HeadError::Framing)?;
-        if noted.framing {
-            framing::normalize_length(&mut headers);
-        }
+        let body =
+            framing::request(version, &noted.framing, &headers).map_err(HeadError::Framing)?;
+        framing::normalize_length(&mut headers, &noted.framing);
         let expect_continue = version == Version::HTTP_11
             && noted.expect
             && headers
@@ -216,11 +214,9 @@ pub(crate) fn parse_response(
             .map_err(|_| HeadError::Malformed("invalid status code"))?;
         let bytes = take(len);
         let (mut headers, noted) = fields(&bytes, input, head.headers, ROOM_IN_RESPONSES)?;
-        let body = framing::response(method, status, version, noted.framing.then_some(&headers))
+        let body = framing::response(method, status, version, &noted.framing, &headers)
             .map_err(HeadError::Framing)?;
-        if noted.framing {
-            framing::normalize_length(&mut headers);
-        }
+        framing::normalize_length(&mut headers, &noted.framing);
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -373,8 +369,8 @@ fn value(bytes: Bytes) -> HeaderValue {
 struct Noted {
     close: bool,
     keep_alive: bool,
-    /// A `Content-Length` or `Transfer-Encoding` field.
-    framing: bool,
+    /// What the `Content-Length` and `Transfer-Encoding` fields declare.
+    framing: Declared,
     /// An `Expect` field.
     expect: bool,
     /// A `TE` field.
@@ -388,10 +384,12 @@ impl Noted {
         !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
 
-    /// Notes a field other than `Connection` by its name.
-    fn note_name(&mut self, name: &HeaderName) {
-        if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
-            self.framing = true;
+    /// Notes a field other than `Connection`.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            self.framing.content_length(value);
+        } else if *name == header::TRANSFER_ENCODING {
+            self.framing.transfer_encoding(value);
         } else if *name == header::EXPECT {
             self.expect = true;
         } else if *name == header::TE {
@@ -434,7 +432,7 @@ fn fields(
                 continue;
             }
         } else {
-            noted.note_name(&name);
+            noted.note(&name, &value);
         }
         headers.append(name, value);
     }

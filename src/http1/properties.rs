@@ -185,7 +185,8 @@ proptest! {
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(|v| String::from_utf8_lossy(v).trim().to_owned())
             .collect();
-        match super::framing::request(version, Some(&headers)) {
+        let fields = super::framing::Declared::of(&headers);
+        match super::framing::request(version, &fields, &headers) {
             Ok(BodyLength::Chunked) => {
                 prop_assert!(!http10 && lengths.is_empty());
                 prop_assert!(codings.len() == 1 && codings[0].as_bytes().eq_ignore_ascii_case(b"chunked"));
