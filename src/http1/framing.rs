@@ -55,7 +55,7 @@ impl FramingError {
 
 /// What a head's framing fields (`Content-Length`, `Transfer-Encoding`) say, gathered as its
 /// fields are read, so that deciding the body's length looks neither up in the map again: the
-/// lookups were about 2% of a proxied GET's instructions, and twice that of a POST's.
+/// lookups were about 1.3% of a proxied GET's instructions and 2.7% of a 1 KiB POST's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Declared {
     /// What the `Content-Length` fields so far declare together.
@@ -125,11 +125,10 @@ pub(crate) fn request(
 }
 
 /// A response's body length, from its framing fields (`fields`, found in `headers`), given the
-/// method of the request it answers. An interim (1xx), 204
-/// or 304 response has none, whatever its fields say; a response to `HEAD` has none either, but
-/// its fields are judged as a `GET`'s would be, which they describe, so that a response has one
-/// outcome whatever the method. Without `Content-Length` or `Transfer-Encoding` a body runs
-/// until the connection closes.
+/// method of the request it answers. An interim (1xx), 204 or 304 response has none, whatever
+/// its fields say; a response to `HEAD` has none either, but its fields are judged as a `GET`'s
+/// would be, which they describe, so that a response has one outcome whatever the method.
+/// Without `Content-Length` or `Transfer-Encoding` a body runs until the connection closes.
 ///
 /// A `101` ends the message: what follows is the upgraded protocol's, the caller's to handle.
 pub(crate) fn response(
