@@ -26,30 +26,28 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Watches `control`'s config file until the returned watcher is dropped.
 pub fn watch_config(control: Control) -> notify::Result<notify::RecommendedWatcher> {
     let path = control.status().path;
-    let (events, mut received) = mpsc::unbounded_channel();
+    let names = names_of(&path);
+    let (changed, mut received) = mpsc::unbounded_channel();
+    // Sorted on notify's thread: an event on another file in the directory (an access log
+    // written beside the config) never wakes the proxy's runtime.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // The receiver is gone only when the proxy is stopping.
-        events.send(event).ok();
+        if concerns(&event, &names) {
+            // The receiver is gone only when the proxy is stopping.
+            changed.send(()).ok();
+        }
     })?;
     for directory in directories_of(&path) {
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         info!(directory = %directory.display(), "watching the config file for changes");
     }
-    let names = names_of(&path);
     let mut last_seen = std::fs::read(&path).ok();
     tokio::spawn(async move {
-        while let Some(event) = received.recv().await {
-            if !concerns(&event, &names) {
-                continue;
-            }
+        while received.recv().await.is_some() {
             // Debounce: wait until the file has been quiet for a while.
             let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
             loop {
                 match tokio::time::timeout_at(quiet_until, received.recv()).await {
-                    Ok(Some(event)) if concerns(&event, &names) => {
-                        quiet_until = tokio::time::Instant::now() + DEBOUNCE;
-                    }
-                    Ok(Some(_)) => {}
+                    Ok(Some(())) => quiet_until = tokio::time::Instant::now() + DEBOUNCE,
                     Ok(None) => return,
                     Err(_) => break,
                 }
