@@ -184,3 +184,47 @@ async fn a_response_with_many_fields_is_relayed() {
     .await;
     assert_eq!(reply.status(), Some(502), "{}", reply.text);
 }
+
+/// A response without a `Date` gets the proxy's, of when it is sent (RFC 9110 section 6.6.1),
+/// not of when its request came: a backend that takes 1.2 s makes the two a second apart at
+/// least.
+#[tokio::test]
+async fn a_date_the_proxy_adds_is_of_when_the_response_is_sent() {
+    let backend = support::delayed_scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::from_millis(1200),
+    )
+    .await;
+    let proxy = TestProxy::start(&format!(
+        "[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    ))
+    .await;
+    let sent = std::time::SystemTime::now();
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
+    let date = reply
+        .text
+        .lines()
+        .find_map(|line| line.strip_prefix("date: "))
+        .unwrap_or_else(|| panic!("a Date: {}", reply.text));
+    let date = httpdate::parse_http_date(date).expect("an HTTP date");
+    // The date has whole seconds: the answer's second, at or after the backend's.
+    let answered = sent + Duration::from_millis(1200);
+    let answered_second = answered
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let dated_second = date
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        dated_second >= answered_second,
+        "Date {dated_second} is before the backend answered ({answered_second})"
+    );
+}

@@ -369,12 +369,18 @@ pub async fn one_request_per_connection_backend() -> (SocketAddr, Arc<AtomicUsiz
 /// A backend that reads one request head on each connection, writes `reply`
 /// verbatim, and closes: for responses no well-behaved server would send.
 pub async fn scripted_backend(reply: &'static [u8]) -> SocketAddr {
+    delayed_scripted_backend(reply, Duration::ZERO).await
+}
+
+/// A [`scripted_backend`] that waits `delay` after each request head before it answers.
+pub async fn delayed_scripted_backend(reply: &'static [u8], delay: Duration) -> SocketAddr {
     use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             read_head(&mut stream).await;
+            tokio::time::sleep(delay).await;
             // The peer may be gone already; the script is the same either way.
             stream.write_all(reply).await.ok();
         }

@@ -16,9 +16,9 @@ pub mod wire;
 
 pub use admin::{AdminReply, admin};
 pub use backend::{
-    Backend, PatternBody, blackhole, body_stalling_backend, check_pattern, interim_flood_backend,
-    one_request_per_connection_backend, pattern_byte, refusing_address, scripted_backend,
-    stalled_backend, upgrade_echo_backend,
+    Backend, PatternBody, blackhole, body_stalling_backend, check_pattern,
+    delayed_scripted_backend, interim_flood_backend, one_request_per_connection_backend,
+    pattern_byte, refusing_address, scripted_backend, stalled_backend, upgrade_echo_backend,
 };
 pub use client::{
     Http, RawReply, Reply, TestBody, answered_by, empty, h2c, raw, raw_exchange, until_served_by,

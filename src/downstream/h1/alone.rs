@@ -48,7 +48,7 @@ pub(crate) async fn serve_alone<F, Fut, B>(
             };
         let serving = Serving {
             draining: &|| false,
-            date: &date::today(),
+            date: date::today,
             send_limit: head_timeout,
             discard_limit: head_timeout,
         };

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::clock;
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
-const LEN: usize = 29;
+pub(super) const LEN: usize = 29;
 
 thread_local! {
     /// Until when the text is today's date (the next second's start), and the text.

@@ -14,6 +14,7 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use super::date::LEN as DATE_LEN;
 use super::input::Input;
 use super::reader::{BodyReader, Standing};
 use super::write::{WriteError, Writer};
@@ -47,8 +48,9 @@ pub(crate) struct Serving<'a> {
     /// Whether the server is draining: the connection closes after this request. Asked when the
     /// response is written, for a drain may start while it is awaited.
     pub(crate) draining: &'a (dyn Fn() -> bool + Sync),
-    /// Today's `Date` value.
-    pub(crate) date: &'a [u8],
+    /// The `Date` value, asked for when the response head is written: a response's date is
+    /// when it is sent, not when its request came (RFC 9110 section 6.6.1).
+    pub(crate) date: fn() -> [u8; DATE_LEN],
     /// How long a response may wait on a client that reads none of it (`client_idle`).
     pub(crate) send_limit: Duration,
     /// How long the rest of a body the answer did not need may take to come and be dropped
@@ -132,7 +134,7 @@ where
         };
         let mut head = arena::buffer(256 + 32 * parts.headers.len());
         let (framing, keep_alive) =
-            encode::response(&parts, known, &asked, serving.date, &mut head);
+            encode::response(&parts, known, &asked, &(serving.date)(), &mut head);
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         arena::recycle(parts.headers);
         let mut writer = Writer::new(head, framing);

@@ -201,7 +201,7 @@ async fn run(home: Arc<Home>, mut connection: Parked) {
         };
         let serving = Serving {
             draining: &|| home.shared.roster.draining(),
-            date: &date::today(),
+            date: date::today,
             send_limit: timeouts.client_idle,
             discard_limit: timeouts.request_body_idle,
         };

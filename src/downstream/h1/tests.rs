@@ -20,7 +20,7 @@ const LIMITS: Limits = Limits {
 
 const SERVING: Serving<'static> = Serving {
     draining: &|| false,
-    date: b"Sun, 06 Nov 1994 08:49:37 GMT",
+    date: || *b"Sun, 06 Nov 1994 08:49:37 GMT",
     send_limit: Duration::from_secs(5),
     discard_limit: Duration::from_secs(5),
 };
