@@ -285,3 +285,22 @@ async fn http2_without_authority_needs_exactly_one_host() {
     assert_eq!(hosts.get_all("host").iter().count(), 1);
     assert_eq!(hosts["host"], "a.test");
 }
+
+/// `Expect` is the proxy's to answer (`100 Continue`, or nothing once the body has come), as
+/// nginx and Envoy do: the backend gets the body without being asked anything.
+#[tokio::test]
+async fn expect_is_answered_by_the_proxy_not_forwarded() {
+    let (backend, proxy) = one_backend().await;
+    for expect in ["100-continue", "something-else"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a.test\r\nExpect: {expect}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        );
+        let response = raw(proxy.addr, request.as_bytes()).await;
+        assert!(response.contains(" 200 "), "{expect}: {response}");
+    }
+    let requests = backend.requests();
+    assert_eq!(requests.len(), 2);
+    for seen in requests {
+        assert!(!seen.headers.contains_key("expect"), "{:?}", seen.headers);
+    }
+}

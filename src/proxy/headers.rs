@@ -4,6 +4,8 @@
 //! every header it names, `Keep-Alive`, `Proxy-Connection`, `TE` (except its `trailers` token),
 //! `Transfer-Encoding` (hyper re-frames bodies), `Upgrade`, `HTTP2-Settings` (the h2c upgrade's,
 //! connection-specific by RFC 9113 section 3.2.1), and the proxy's own credentials.
+//! Requests lose `Expect` too: the proxy answers it (`100 Continue` to its client) and sends the
+//! body on whatever the backend says, as nginx and Envoy do, so the backend is asked nothing.
 //! Requests then gain `X-Forwarded-For/-Proto/-Host` and both directions gain `Via`.
 //!
 //! Request headers whose names have an underscore are dropped, as nginx drops them by default
@@ -69,6 +71,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide) -> bool {
     if present.te {
         headers.remove(header::TE);
     }
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
     if keep_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -121,6 +126,7 @@ struct Present {
     /// Each of [`HOP_BY_HOP`], in its order.
     hop: [bool; 7],
     te: bool,
+    expect: bool,
     forwarded_for: bool,
     proxy_authenticate: bool,
     /// A name with an underscore.
@@ -140,6 +146,8 @@ impl Present {
                 present.hop[i] = true;
             } else if name == header::TE {
                 present.te = true;
+            } else if name == header::EXPECT {
+                present.expect = true;
             } else if name == X_FORWARDED_FOR {
                 present.forwarded_for = true;
             } else if name == header::PROXY_AUTHENTICATE {
@@ -440,6 +448,16 @@ mod tests {
         let mut headers = map(&[("connection", "host"), ("host", "example.com")]);
         rewrite_request(&mut headers, &client());
         assert_eq!(headers["host"], "example.com");
+    }
+
+    #[test]
+    fn expect_is_answered_here_not_forwarded() {
+        for value in ["100-continue", "something-else"] {
+            let mut headers = map(&[("host", "a"), ("expect", value), ("x-kept", "1")]);
+            rewrite_request(&mut headers, &client());
+            assert!(!headers.contains_key(header::EXPECT), "{value}");
+            assert_eq!(headers["x-kept"], "1");
+        }
     }
 
     #[test]
