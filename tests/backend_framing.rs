@@ -120,6 +120,7 @@ async fn a_no_content_answer_loses_its_length_on_every_protocol() {
 /// A response cut short after its head (a body shorter than its Content-Length) reaches the
 /// client as a cut connection, and the operator's log says so: its status went out as 200, so
 /// the access log alone cannot show it (nginx logs "upstream prematurely closed connection").
+/// The line names the request's id, which joins it to the access log's line.
 #[tokio::test]
 async fn a_response_cut_short_is_logged() {
     let backend =
@@ -129,18 +130,19 @@ async fn a_response_cut_short_is_logged() {
     ));
     let reply = raw_exchange(
         proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: cut-7f3a\r\n\r\n",
         Duration::from_millis(500),
     )
     .await;
     assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
     assert!(reply.closed, "the client sees the cut: {}", reply.text);
     support::wait_until(
-        "the cut is logged with its backend",
+        "the cut is logged with its backend and the request's id",
         Duration::from_secs(10),
         || {
             proxy.logged("response body from the backend cut short")
                 && proxy.logged(&backend.to_string())
+                && proxy.logged("cut-7f3a")
         },
     )
     .await;

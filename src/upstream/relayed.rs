@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::warn;
 
@@ -30,6 +31,8 @@ pub(crate) struct Relayed {
     in_flight: InFlight,
     /// The backend's pause between two frames, against the longest allowed.
     pause: Pause,
+    /// The request's id, which joins a cut-short warning to the request's log lines.
+    request_id: HeaderValue,
 }
 
 /// A backend's response body: from an HTTP/1.1 connection (which it holds), or an HTTP/2 one.
@@ -40,11 +43,17 @@ pub(crate) enum UpstreamBody {
 }
 
 impl Relayed {
-    pub(crate) fn new(body: UpstreamBody, in_flight: InFlight, idle: Duration) -> Relayed {
+    pub(crate) fn new(
+        body: UpstreamBody,
+        in_flight: InFlight,
+        idle: Duration,
+        request_id: HeaderValue,
+    ) -> Relayed {
         Relayed {
             body,
             in_flight,
             pause: Pause::new(idle),
+            request_id,
         }
     }
 
@@ -78,6 +87,7 @@ impl Relayed {
     fn cut_short(&self, error: &(dyn std::error::Error + 'static)) {
         warn!(
             backend = %self.in_flight.backend().address(),
+            request_id = self.request_id.to_str().unwrap_or(""),
             %error,
             "response body from the backend cut short: the client's response is incomplete"
         );
