@@ -24,7 +24,7 @@ use crate::path::routing_path;
 #[derive(Debug)]
 pub(super) enum Routed<'a> {
     /// Answered by the route itself.
-    Answered(Response<ProxyBody>),
+    Answered(Box<Response<ProxyBody>>),
     /// Forwarded to a pool.
     Forward(Forwarding<'a>),
 }
@@ -58,10 +58,10 @@ pub(super) fn dispatch<'a, B>(
         // The route's own answer: its response headers apply (CORS, say), as to a respond.
         let id = request.headers().get(request_id::X_REQUEST_ID);
         let refused = error_response(&error, id.unwrap_or(&HeaderValue::from_static("")));
-        return Ok(Routed::Answered(match route.header_rules() {
+        return Ok(Routed::Answered(Box::new(match route.header_rules() {
             Some(_) => with_response_rules(refused, route, &Facts::of(request, client)),
             None => refused,
-        }));
+        })));
     }
     let (pool, pin) = match route.target() {
         Target::Pool(pool) => (pool, None),
@@ -70,12 +70,14 @@ pub(super) fn dispatch<'a, B>(
             (choice.pool, choice.pin.map(Box::new))
         }
         Target::Redirect(redirect) => {
-            return Ok(Routed::Answered(redirected(
+            return Ok(Routed::Answered(Box::new(redirected(
                 redirect, route, request, client,
-            )));
+            ))));
         }
         Target::Respond(respond) => {
-            return Ok(Routed::Answered(responded(respond, route, request, client)));
+            return Ok(Routed::Answered(Box::new(responded(
+                respond, route, request, client,
+            ))));
         }
     };
     let rewritten = route

@@ -292,7 +292,7 @@ impl Proxy {
         }
         let forwarding = match dispatch(state, request, client) {
             Err(error) => return Err(Box::new(error_response(&error, id))),
-            Ok(Routed::Answered(response)) => return Err(Box::new(response)),
+            Ok(Routed::Answered(response)) => return Err(response),
             Ok(Routed::Forward(forwarding)) => forwarding,
         };
         // Screening read the declared length against the largest limit: only a route's smaller
