@@ -120,13 +120,14 @@ async fn a_no_content_answer_loses_its_length_on_every_protocol() {
 /// A response cut short after its head (a body shorter than its Content-Length) reaches the
 /// client as a cut connection, and the operator's log says so: its status went out as 200, so
 /// the access log alone cannot show it (nginx logs "upstream prematurely closed connection").
-/// The line names the request's id, which joins it to the access log's line.
+/// The line names the request's id and the body bytes the client got, as its access log line
+/// does.
 #[tokio::test]
 async fn a_response_cut_short_is_logged() {
     let backend =
         scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-some").await;
     let proxy = support::BinaryProxy::start(&format!(
-        "[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n"
+        "[pool.web]\nbackends = [{{ address = \"{backend}\" }}]\n[log]\naccess = \"json\"\n"
     ));
     let reply = raw_exchange(
         proxy.addr,
@@ -137,12 +138,13 @@ async fn a_response_cut_short_is_logged() {
     assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
     assert!(reply.closed, "the client sees the cut: {}", reply.text);
     support::wait_until(
-        "the cut is logged with its backend and the request's id",
+        "the cut is logged with its backend, the request's id and what the client got",
         Duration::from_secs(10),
         || {
             proxy.logged("response body from the backend cut short")
                 && proxy.logged(&backend.to_string())
-                && proxy.logged("cut-7f3a")
+                && proxy.logged("request_id=\"cut-7f3a\"")
+                && proxy.logged("sent=9")
         },
     )
     .await;

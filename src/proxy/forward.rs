@@ -224,7 +224,7 @@ pub(super) fn forward<'a, 't>(
                         backend.record_latency(sent.elapsed(), load);
                     }
                     let idle = state.timeouts().response_body_idle;
-                    let mut response = relay(pool, response, in_flight, idle, trail.id);
+                    let mut response = relay(pool, response, in_flight, idle);
                     pin_to(pool, &backend, pinned, &mut response);
                     if let Some(cookie) = split_pin {
                         response.headers_mut().append(header::SET_COOKIE, *cookie);
@@ -395,13 +395,12 @@ fn switching(response: Response<()>) -> Response<ProxyBody> {
 }
 
 /// Relays a backend's response; a 502/503/504 from it counts against it for ejection.
-/// `idle`: the longest pause allowed in its body; `id`: the request's.
+/// `idle`: the longest pause allowed in its body.
 fn relay(
     pool: &Pool,
     response: Response<UpstreamBody>,
     in_flight: InFlight,
     idle: Duration,
-    id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let status = response.status();
     if matches!(
@@ -424,7 +423,7 @@ fn relay(
     parts.version = Version::HTTP_11;
     Response::from_parts(
         parts,
-        ProxyBody::Upstream(Relayed::new(body, in_flight, idle, id.clone())),
+        ProxyBody::Upstream(Relayed::new(body, in_flight, idle)),
     )
 }
 

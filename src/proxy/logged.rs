@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use tracing::warn;
 
 use super::ProxyBody;
 use super::guard::Active;
@@ -38,6 +39,27 @@ impl Logged {
     }
 }
 
+impl Logged {
+    /// Says that the body ended in `error` after the response's status and head went out (and
+    /// to the access log, as they were): this line is where a truncated response shows, with
+    /// the request's id and the body bytes the client got, which join it to the access log's.
+    fn cut_short(&self, error: &(dyn std::error::Error + 'static)) {
+        let (request_id, sent) = match &self.entry {
+            Some((entry, _)) => (
+                entry.request_id().to_str().unwrap_or(""),
+                Some(entry.sent()),
+            ),
+            None => ("", None),
+        };
+        warn!(
+            request_id,
+            sent,
+            %error,
+            "response body from the backend cut short: the client's response is incomplete"
+        );
+    }
+}
+
 impl Drop for Logged {
     fn drop(&mut self) {
         if let Some((entry, log)) = self.entry.take() {
@@ -65,6 +87,9 @@ impl Body for Logged {
         }
         if let Some(active) = &mut this.active {
             active.polled(data.is_some());
+        }
+        if let Poll::Ready(Some(Err(error))) = &polled {
+            this.cut_short(error.as_ref());
         }
         polled
     }

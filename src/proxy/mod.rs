@@ -215,7 +215,6 @@ impl Proxy {
                     waiting_since: None,
                     log_later: None,
                     span: span.clone(),
-                    id: &id,
                 },
                 answered: false,
             };
@@ -253,9 +252,7 @@ impl Proxy {
                 }
             };
             let entry = pending.answer(response.status().as_u16());
-            response
-                .headers_mut()
-                .insert(request_id::X_REQUEST_ID, id.clone());
+            response.headers_mut().insert(request_id::X_REQUEST_ID, id);
             if http10 {
                 close_if_unsized(&mut response);
             }
@@ -408,8 +405,6 @@ struct Trail<'a> {
     log_later: Option<oneshot::Sender<(Box<Entry>, AccessLog)>>,
     /// The request's span, told the pool and backends as they are chosen.
     span: Span,
-    /// The request's id, for what is said of its response after it went out.
-    id: &'a HeaderValue,
 }
 
 impl Trail<'_> {

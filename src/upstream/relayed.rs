@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tracing::warn;
 
 use super::InFlight;
 use super::h1::ResponseBody;
@@ -31,8 +29,6 @@ pub(crate) struct Relayed {
     in_flight: InFlight,
     /// The backend's pause between two frames, against the longest allowed.
     pause: Pause,
-    /// The request's id, which joins a cut-short warning to the request's log lines.
-    request_id: HeaderValue,
 }
 
 /// A backend's response body: from an HTTP/1.1 connection (which it holds), or an HTTP/2 one.
@@ -43,17 +39,11 @@ pub(crate) enum UpstreamBody {
 }
 
 impl Relayed {
-    pub(crate) fn new(
-        body: UpstreamBody,
-        in_flight: InFlight,
-        idle: Duration,
-        request_id: HeaderValue,
-    ) -> Relayed {
+    pub(crate) fn new(body: UpstreamBody, in_flight: InFlight, idle: Duration) -> Relayed {
         Relayed {
             body,
             in_flight,
             pause: Pause::new(idle),
-            request_id,
         }
     }
 
@@ -67,8 +57,8 @@ impl Relayed {
             {
                 strip_trailer_fields(trailers);
             }
-            if let Poll::Ready(Some(Err(error))) = &polled {
-                self.cut_short(error.as_ref());
+            if let Poll::Ready(Some(Err(error))) = polled {
+                return Poll::Ready(Some(Err(self.cut_short(error.as_ref()))));
             }
             return polled;
         }
@@ -77,20 +67,15 @@ impl Relayed {
         }
         let idle = self.pause.limit();
         let error: BoxError = format!("the backend sent nothing of the body for {idle:?}").into();
-        self.cut_short(error.as_ref());
-        Poll::Ready(Some(Err(error)))
+        Poll::Ready(Some(Err(self.cut_short(error.as_ref()))))
     }
 
-    /// Says that the response body ended in `error`: its status and head went to the client
-    /// already (and to the access log), so this line is where a truncated response shows, as
-    /// nginx's "upstream prematurely closed connection".
-    fn cut_short(&self, error: &(dyn std::error::Error + 'static)) {
-        warn!(
-            backend = %self.in_flight.backend().address(),
-            request_id = self.request_id.to_str().unwrap_or(""),
-            %error,
-            "response body from the backend cut short: the client's response is incomplete"
-        );
+    /// `error`, which ended the body, naming the backend: the response's status and head went
+    /// to the client already, so the line that says so (`proxy/logged.rs`, with the request's
+    /// id and what the client got) is where a truncated response shows, as nginx's "upstream
+    /// prematurely closed connection".
+    fn cut_short(&self, error: &(dyn std::error::Error + 'static)) -> BoxError {
+        format!("backend {}: {error}", self.in_flight.backend().address()).into()
     }
 
     fn recycle(&mut self) {

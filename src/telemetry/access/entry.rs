@@ -143,6 +143,16 @@ impl Entry {
         self.queued = queued;
     }
 
+    /// The request's id.
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// Response body bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Counts response body bytes sent.
     pub fn add_sent(&mut self, bytes: u64) {
         self.sent += bytes;
