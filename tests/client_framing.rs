@@ -416,3 +416,29 @@ async fn a_refused_head_is_told_why() {
         );
     }
 }
+
+/// A later HTTP/1 minor version is read as HTTP/1.1 (RFC 9110 section 2.5), as nginx and
+/// HAProxy read it; another major version is not one Fulcrum speaks on this connection: 505.
+#[tokio::test]
+async fn a_later_http1_minor_version_is_served_as_http11() {
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&pool("web", "round_robin", &[&backend])).await;
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET /v HTTP/1.2\r\nHost: a\r\n\r\nGET /w HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
+    assert_eq!(
+        reply.text.matches("HTTP/1.1 200").count(),
+        2,
+        "{}",
+        reply.text
+    );
+    let seen = backend.requests();
+    assert_eq!(seen[0].target, "/v");
+    assert_eq!(seen[0].version, http::Version::HTTP_11);
+    assert_eq!(seen[0].headers["via"], "1.1 fulcrum");
+    refused("GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505).await;
+}

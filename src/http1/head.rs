@@ -150,7 +150,10 @@ pub(crate) fn parse_request(
             Err(httparse::Error::Version) => {
                 return match first_line(input) {
                     None => partial(input, limits),
-                    Some(line) if names_a_version(line) => Err(HeadError::Version),
+                    Some(line) if names_a_version(line) => match as_http11(input, line) {
+                        Some(read_as) => parse_request(&read_as, limits, take),
+                        None => Err(HeadError::Version),
+                    },
                     Some(_) => Err(HeadError::Malformed("invalid request line")),
                 };
             }
@@ -315,6 +318,24 @@ fn names_a_version(line: &[u8]) -> bool {
         && !target.is_empty()
         && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+/// `input` with the request `line`'s version made `HTTP/1.1` when it names a later HTTP/1 minor
+/// version (`HTTP/1.2`): RFC 9110 section 2.5 has a recipient read such a message as the
+/// highest minor version it implements, as nginx and HAProxy do. Only the version's digit
+/// changes, so every field and the target keep their place, and so their bytes in the head
+/// the caller takes.
+fn as_http11(input: &[u8], line: &[u8]) -> Option<Vec<u8>> {
+    let [.., b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] = line else {
+        return None;
+    };
+    if *minor <= b'1' {
+        return None;
+    }
+    let at = (line.as_ptr() as usize - input.as_ptr() as usize) + line.len() - 1;
+    let mut read_as = input.to_vec();
+    read_as[at] = b'1';
+    Some(read_as)
 }
 
 fn refused(error: httparse::Error) -> HeadError {
@@ -491,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn a_later_http1_minor_version_is_read_as_http11() {
+        let text = "\r\nPOST /a?b HTTP/1.9\r\nHost: shop\r\nContent-Length: 2\r\n\r\nokGET";
+        let head = complete(text);
+        assert_eq!(head.len, text.len() - "okGET".len());
+        assert_eq!(head.parts.version, Version::HTTP_11);
+        assert_eq!(head.parts.uri, "/a?b");
+        assert_eq!(head.parts.headers["host"], "shop");
+        assert_eq!(head.body, BodyLength::Length(2));
+        assert!(head.keep_alive);
+        // Until the line has ended, whether it names a version is not known.
+        assert!(matches!(request("GET / HTTP/1.2"), Ok(Parsed::Partial)));
+        assert!(matches!(
+            request("GET / HTTP/1.2\r\nHost: a\r\n"),
+            Ok(Parsed::Partial)
+        ));
+        for other in [
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/0.9\r\n\r\n",
+            "GET / HTTP/3.1\r\n\r\n",
+        ] {
+            assert!(matches!(request(other), Err(HeadError::Version)), "{other}");
+        }
+    }
+
+    #[test]
     fn empty_lines_before_a_request_line_are_skipped() {
         let head = complete("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(head.len, 4 + "GET / HTTP/1.1\r\nHost: a\r\n\r\n".len());
@@ -559,7 +605,6 @@ mod tests {
             ("GET / HTTP/1.1\r\nX\0A: 1\r\n\r\n", 400),
             ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\n\r\n", 400),
-            ("GET / HTTP/1.2\r\n\r\n", 505),
             ("this is not http\r\n\r\n", 400),
             ("GET / HTTP/x.1\r\n\r\n", 400),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
