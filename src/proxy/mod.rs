@@ -152,12 +152,13 @@ impl Proxy {
     /// Counts and logs a request refused before it could be made: a head the server could not
     /// read (400, 414, 431, 505), or the 408 to a head that did not arrive within
     /// `request_header` (`took`), so probes and slow clients show in the access log and in
-    /// `fulcrum_requests_total{pool="",backend=""}` as nginx logs them.
-    pub(crate) fn refused(&self, peer: SocketAddr, status: u16, took: Duration) {
+    /// `fulcrum_requests_total{pool="",backend=""}` as nginx logs them. `sent`: the answer's
+    /// body bytes.
+    pub(crate) fn refused(&self, peer: SocketAddr, status: u16, sent: u64, took: Duration) {
         let state = self.state.load();
         state.unrouted().record(status, took);
         if let Some(log) = state.access_log() {
-            log.write(Entry::refused(peer, status, took).line(log.format()));
+            log.write(Entry::refused(peer, status, sent, took).line(log.format()));
         }
     }
 

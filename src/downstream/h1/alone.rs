@@ -78,7 +78,7 @@ async fn read_head(
 }
 
 async fn refuse(input: &mut Input<TcpStream>, status: StatusCode) {
-    let answer = refusal(status, None);
+    let (answer, _) = refusal(status, None);
     if let Err(error) = input.stream.write_all(&answer).await {
         debug!(%error, "answering a refused head");
     }

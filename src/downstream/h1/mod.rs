@@ -333,7 +333,7 @@ async fn refuse(
     reason: Option<&str>,
     took: Duration,
 ) {
-    let answer = refusal(status, reason);
+    let (answer, body) = refusal(status, reason);
     let (_, timeouts) = home.shared.proxy.settings();
     let writing = async {
         connection.input.stream.write_all(&answer).await?;
@@ -345,12 +345,14 @@ async fn refuse(
     {
         debug!(peer = %home.peer, %error, "answering a refused head");
     }
-    home.shared.proxy.refused(home.peer, status.as_u16(), took);
+    home.shared
+        .proxy
+        .refused(home.peer, status.as_u16(), body as u64, took);
 }
 
 /// A refused head's answer: `status`, a line saying why (the codec's `reason` when it gave one),
-/// and `Connection: close`.
-fn refusal(status: StatusCode, reason: Option<&str>) -> Vec<u8> {
+/// and `Connection: close`; and the length of its body, the line.
+fn refusal(status: StatusCode, reason: Option<&str>) -> (Vec<u8>, usize) {
     let reason = reason.unwrap_or(match status {
         StatusCode::REQUEST_TIMEOUT => "request header not received within time",
         StatusCode::URI_TOO_LONG => "request target too long",
@@ -375,7 +377,7 @@ fn refusal(status: StatusCode, reason: Option<&str>) -> Vec<u8> {
     let known = Known::Exactly(reason.len() as u64);
     encode::response(&parts, known, &asked, &date::today(), &mut out);
     out.extend_from_slice(reason.as_bytes());
-    out
+    (out, reason.len())
 }
 
 /// Reads the connection's next bytes: `Ready(Ok(true))` when some came; `Pending` when there

@@ -92,8 +92,9 @@ impl Entry {
 
     /// The entry of a request refused before it could be served: a head that could not be
     /// parsed (400, 414, 431) or did not arrive in time (408). Nothing of it is known but the
-    /// client: the method is `-` and the path empty, as nginx logs such a request.
-    pub fn refused(client: SocketAddr, status: u16, took: Duration) -> Entry {
+    /// client: the method is `-` and the path empty, as nginx logs such a request. `sent`: the
+    /// answer's body bytes.
+    pub fn refused(client: SocketAddr, status: u16, sent: u64, took: Duration) -> Entry {
         let now = Instant::now();
         Entry {
             time: SystemTime::now() - took,
@@ -112,7 +113,7 @@ impl Entry {
             upstream_time: None,
             priority: Priority::Normal,
             queued: None,
-            sent: 0,
+            sent,
         }
     }
 
@@ -388,17 +389,18 @@ mod tests {
     #[test]
     fn a_refused_request_is_a_dash_in_either_format() {
         let took = Duration::from_millis(300);
-        let mut refused = Entry::refused("10.1.2.3:5555".parse().unwrap(), 408, took);
+        let mut refused = Entry::refused("10.1.2.3:5555".parse().unwrap(), 408, 40, took);
         refused.time = UNIX_EPOCH + Duration::from_secs(1_795_701_344);
         assert_eq!(
             refused.line(AccessFormat::Common),
-            "10.1.2.3 - - [26/Nov/2026:13:55:44 +0000] \"-\" 408 -\n"
+            "10.1.2.3 - - [26/Nov/2026:13:55:44 +0000] \"-\" 408 40\n"
         );
         let value: serde_json::Value =
             serde_json::from_str(&refused.line(AccessFormat::Json)).unwrap();
         assert_eq!(value["method"], "-");
         assert_eq!(value["path"], "");
         assert_eq!(value["status"], 408);
+        assert_eq!(value["response_bytes"], 40, "the answer's body");
         assert_eq!(value["upstream_time"], serde_json::Value::Null);
         assert!(value["duration"].as_f64().unwrap() >= 0.3, "{value}");
     }
