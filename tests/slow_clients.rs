@@ -276,3 +276,43 @@ async fn an_http2_client_granting_no_window_is_cut_but_a_slow_answer_is_not() {
     drop(stalled);
     assert_eq!(backend.served(), 2);
 }
+
+/// A client that stops reading its response is cut once it has read none of it for
+/// `client_idle`, and the log says so (nginx: "client timed out"): its access log line alone,
+/// a 200, would not.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_client_idle_and_logged() {
+    let backend = Backend::start("a").await;
+    let proxy = support::BinaryProxy::start(
+        &(pool("web", "round_robin", &[&backend]) + "[timeouts]\nclient_idle = \"300ms\"\n"),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    let size: u64 = 64 << 20;
+    stream
+        .write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    support::wait_until(
+        "the abandoned response is logged",
+        Duration::from_secs(10),
+        || proxy.logged("response abandoned: the client stopped reading it"),
+    )
+    .await;
+    // What the buffers held comes, then the end: far less than the body.
+    let mut got = 0u64;
+    let mut buffer = vec![0; 1 << 16];
+    let read_all = async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("the connection ends");
+    assert!(got < size, "cut short: {got} of {size} bytes");
+}

@@ -4,6 +4,7 @@
 //! body is still read as the request asks, and what the connection does next.
 
 use std::future::{Future, poll_fn};
+use std::io;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::date::LEN as DATE_LEN;
 use super::input::Input;
@@ -150,8 +151,14 @@ where
         // The body, and what it holds (the backend connection, the access log entry), ends here.
         drop(body);
         writer.recycle();
-        if let Err(error) = &written {
-            debug!(%error, "writing a response");
+        match &written {
+            // A client that stopped reading is the operator's to know of, as nginx's "client
+            // timed out"; one that left is the usual end of a connection.
+            Err(error @ WriteError::Client(cause)) if cause.kind() == io::ErrorKind::TimedOut => {
+                info!(%error, "response abandoned: the client stopped reading it");
+            }
+            Err(error) => debug!(%error, "writing a response"),
+            Ok(()) => {}
         }
         if written.is_ok()
             && keep_alive
