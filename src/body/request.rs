@@ -222,6 +222,13 @@ impl Drop for Streaming {
     }
 }
 
+/// What is left where a body was taken out of its request (`std::mem::take`).
+impl Default for RequestBody {
+    fn default() -> RequestBody {
+        RequestBody::empty()
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;

@@ -158,12 +158,13 @@ impl State {
     }
 
     /// Starts the background work of every pool: a health checker per backend where checks
-    /// are configured, and the watcher that reports state changes; all end by themselves once
-    /// this snapshot is retired or dropped.
+    /// are configured, the watcher that reports state changes, and the sweeper of idle
+    /// connections; all end by themselves once this snapshot is retired or dropped.
     pub fn start_background(&self) {
         for pool in &self.pools {
             checker::spawn(pool);
             transitions::watch(Arc::downgrade(pool));
+            upstream::sweep_idle(Arc::downgrade(pool));
         }
     }
 

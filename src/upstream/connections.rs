@@ -4,13 +4,16 @@
 //! An HTTP/1.1 connection carries one exchange at a time. Once a response body has been read to
 //! its end, its connection goes back on the backend's idle stack; the next request takes the
 //! most recently used one (warm in every cache). Closed connections, ones the backend sent
-//! something on while idle, and ones idle past [`IDLE_TIMEOUT`] are dropped as they are met.
-//! An HTTP/2 connection is shared by every request to the backend.
+//! something on while idle, and ones idle past [`IDLE_TIMEOUT`] are dropped as they are met,
+//! and by each pool's sweeper every [`SWEEP_EVERY`] (so a quiet backend is not held open, as
+//! nginx's `keepalive_timeout` and HAProxy close theirs, nor a closed one left in
+//! `CLOSE_WAIT`). An HTTP/2 connection is shared by every request to the backend.
 //!
 //! The stack lives in the `Backend`, so a reload that keeps the backend keeps it. A reload that
 //! changes how the backend is reached (TLS roots, protocol) clears it and bumps the epoch: a
 //! connection made before, busy at the time, is not taken back when its exchange ends.
 
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ use super::client::describe_io;
 use super::h1;
 use super::h2::Shared;
 use super::stream::Stream;
-use super::{Backend, Failure};
+use super::{Backend, Failure, Pool};
 use crate::clock;
 
 /// How long an idle upstream connection is kept for reuse; below common backend keep-alive
@@ -32,6 +35,9 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most idle connections kept per backend.
 const MAX_IDLE: usize = 1024;
+
+/// How often a pool's sweeper closes its backends' expired and closed idle connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A backend's idle connections, most recently used last, and its shared HTTP/2 connection.
 #[derive(Debug, Default)]
@@ -49,6 +55,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Whether it can still be taken at `now`: not expired, and quiet.
+    fn is_usable(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < IDLE_TIMEOUT && self.connection.is_reusable()
+    }
+}
+
 impl Connections {
     /// The current epoch: a connection is made with the settings of the epoch read before.
     pub(crate) fn epoch(&self) -> u64 {
@@ -60,11 +73,30 @@ impl Connections {
         let now = clock::now();
         let mut idle = self.idle.lock();
         while let Some(entry) = idle.pop() {
-            if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.connection.is_reusable() {
+            if entry.is_usable(now) {
                 return Some(entry.connection);
             }
         }
         None
+    }
+
+    /// Closes the idle connections that expired, or that the backend closed or sent something
+    /// on.
+    pub(crate) fn sweep(&self) {
+        let now = clock::now();
+        let closed: Vec<Idle> = {
+            let mut idle = self.idle.lock();
+            if idle.iter().all(|entry| entry.is_usable(now)) {
+                return;
+            }
+            let (kept, closed) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|entry| entry.is_usable(now));
+            *idle = kept;
+            closed
+        };
+        // Closed outside the lock: each close is a system call or two.
+        drop(closed);
     }
 
     /// Takes back a connection whose exchange is complete, unless it was made before a
@@ -127,6 +159,25 @@ impl Connections {
         drop(idle);
         *self.shared.lock() = None;
     }
+}
+
+/// Starts `pool`'s sweeper of idle connections; it ends once the pool is retired or gone (the
+/// next snapshot's pool sweeps the backends it kept).
+pub(crate) fn sweep(pool: Weak<Pool>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(SWEEP_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.is_retired() {
+                return;
+            }
+            for (backend, _) in pool.members() {
+                backend.connections().sweep();
+            }
+        }
+    });
 }
 
 /// Opens a byte stream to `backend`: TCP within `timeout`, then TLS for an `https://` backend

@@ -103,8 +103,16 @@ pub(crate) fn exchange<'a>(
     ))
 }
 
-/// A health probe: `GET path` on a new connection, closed after it, its body read to the end;
-/// the status, or why there is none.
+/// Most of a probe's response body read before the connection is closed.
+const PROBE_BODY: usize = 64 * 1024;
+
+/// A health probe: `GET path` on a new connection, closed after it; the status, or why there is
+/// none within `timeout`.
+///
+/// The status is the verdict, as HAProxy's `httpchk` takes it. The body is read to its end
+/// within what is left of the timeout, so that the backend sees its answer taken, but at most
+/// [`PROBE_BODY`] of it, and however it ends: a backend that answers with a large or endless
+/// body, or one delimited by a close it never makes, is not failed for it.
 pub(crate) async fn probe(
     backend: &Backend,
     path: &str,
@@ -116,24 +124,31 @@ pub(crate) async fn probe(
         .header(header::CONNECTION, "close")
         .body(RequestBody::empty())
         .map_err(|err| format!("cannot build the probe: {err}"))?;
-    let exchange = async {
-        let response = if backend.http2() {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let answered = async {
+        if backend.http2() {
             let response = h2::probe(backend, request, timeout).await?;
-            response.map(UpstreamBody::H2)
+            Ok::<_, String>(response.map(UpstreamBody::H2))
         } else {
             let response = h1::probe(backend, request, timeout).await?;
-            response.map(UpstreamBody::H1)
-        };
-        let status = response.status();
-        // Read the body so the exchange completes; its content does not matter.
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| format!("body: {err}"))?;
-        Ok::<_, String>(status)
+            Ok(response.map(UpstreamBody::H1))
+        }
     };
-    tokio::time::timeout(timeout, exchange)
+    let response = tokio::time::timeout_at(deadline, answered)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|_| format!("no answer within {timeout:?}"))??;
+    let status = response.status();
+    let _ = tokio::time::timeout_at(deadline, read_some(response.into_body(), PROBE_BODY)).await;
+    Ok(status)
+}
+
+/// Reads `body` to its end, a failure, or `limit` bytes, whichever comes first.
+async fn read_some(mut body: UpstreamBody, limit: usize) {
+    let mut read = 0;
+    while read < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Buf::remaining),
+            Some(Err(_)) | None => return,
+        }
+    }
 }

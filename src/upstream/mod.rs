@@ -17,8 +17,8 @@
 //!   attempts go through, and health probes.
 //! - `h1/`: HTTP/1.1 to backends, Fulcrum's own client on the codec (`http1/`).
 //! - `h2.rs`: HTTP/2 to backends, hyper's client.
-//! - `connections.rs`: a backend's idle HTTP/1.1 connections and shared HTTP/2 one, and
-//!   opening new ones (TCP, then TLS).
+//! - `connections.rs`: a backend's idle HTTP/1.1 connections (and each pool's sweeper of them)
+//!   and shared HTTP/2 one, and opening new ones (TCP, then TLS).
 //! - `stream.rs`: a backend connection's bytes, plain or TLS.
 //! - `tls.rs`: TLS to `https://` backends, verified against web PKI roots plus the pool's `ca`.
 //! - `head.rs`: a request's head kept for a retry, and which methods may be sent twice.
@@ -50,5 +50,6 @@ pub mod transitions;
 pub use backend::{Backend, InFlight};
 pub use budget::RetryBudget;
 pub use client::{Client, Failure, classify, describe_io, innermost};
+pub(crate) use connections::sweep as sweep_idle;
 pub use pool::{Policy, Pool, Role};
 pub(crate) use relayed::{Relayed, UpstreamBody};

@@ -1,7 +1,9 @@
 //! A response body read from a backend connection as the client side takes it: by length, in
-//! chunks (the codec's decoder, lenient as responses are read), or until the connection closes.
-//! Once it is read to its end, the connection can carry another exchange
-//! ([`ResponseBody::reusable`]) if the backend allows and sent nothing more.
+//! chunks (the codec's decoder, lenient as responses are read), or until the connection closes;
+//! and the rest of a request body the backend answered early, sent as the response is read
+//! ([`Upload`]). Once it is read to its end, the connection can carry another exchange
+//! ([`ResponseBody::reusable`]) if the backend allows, sent nothing more, and got the whole
+//! request.
 
 use std::io;
 use std::pin::Pin;
@@ -10,7 +12,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::connection::Connection;
+use super::connection::{Connection, ExchangeError, Upload};
 
 /// Data pieces at least this large are split off the read buffer, not copied.
 const SPLIT_FROM: usize = 4096;
@@ -27,6 +29,8 @@ pub(crate) struct ResponseBody {
     reading: Reading,
     /// The backend lets the connection carry another exchange (and the request went whole).
     keep_alive: bool,
+    /// The rest of the request body, still being sent.
+    upload: Option<Box<Upload>>,
 }
 
 #[derive(Debug)]
@@ -41,11 +45,13 @@ enum Reading {
 
 impl ResponseBody {
     /// A body of `length` read from `connection`; `keep_alive` when the exchange lets the
-    /// connection carry another.
+    /// connection carry another, `upload` the rest of the request body to send meanwhile (the
+    /// connection is then reused only if it is sent whole before the response ends).
     pub(super) fn new(
         connection: Box<Connection>,
         length: BodyLength,
         keep_alive: bool,
+        upload: Option<Box<Upload>>,
     ) -> ResponseBody {
         let reading = match length {
             BodyLength::Empty => Reading::Done,
@@ -57,13 +63,14 @@ impl ResponseBody {
             connection: Some(connection),
             reading,
             keep_alive,
+            upload,
         }
     }
 
     /// The connection, once the body has been read to its end, if the backend allows another
     /// exchange on it and sent nothing beyond the body.
     pub(crate) fn reusable(&mut self) -> Option<Box<Connection>> {
-        if !matches!(self.reading, Reading::Done) || !self.keep_alive {
+        if !matches!(self.reading, Reading::Done) || !self.keep_alive || self.upload.is_some() {
             return None;
         }
         self.connection.take().filter(|c| c.input.is_empty())
@@ -78,9 +85,33 @@ impl ResponseBody {
         reason: impl Into<String>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.connection = None;
+        self.upload = None;
         self.reading = Reading::Failed(reason.into());
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Sends what it can of the rest of the request body; `Err` with the reason the response
+    /// is given up for when the request body failed.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
+        let (Some(upload), Some(connection)) = (&mut self.upload, &mut self.connection) else {
+            return Ok(());
+        };
+        match connection.poll_upload(upload, cx) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(whole)) => {
+                self.upload = None;
+                self.keep_alive &= whole;
+                Ok(())
+            }
+            Poll::Ready(Err(error)) => {
+                self.upload = None;
+                Err(match error {
+                    ExchangeError::Body(error) => format!("the request body failed: {error}"),
+                    other => format!("sending the request body: {other:?}"),
+                })
+            }
+        }
     }
 
     fn connection(&mut self) -> &mut Connection {
@@ -148,6 +179,11 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        if this.upload.is_some()
+            && let Err(reason) = this.poll_upload(cx)
+        {
+            return this.fail(cx, reason);
+        }
         loop {
             match &mut this.reading {
                 Reading::Done => return Poll::Ready(None),
@@ -185,7 +221,13 @@ impl Body for ResponseBody {
                     }
                     match ready!(this.poll_more(usize::MAX, cx)) {
                         Ok(true) => {}
+                        // A TLS backend may close without `close_notify`; nginx and HAProxy
+                        // take that as the end of such a body too.
                         Ok(false) => {
+                            this.reading = Reading::Done;
+                            return Poll::Ready(None);
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
                             this.reading = Reading::Done;
                             return Poll::Ready(None);
                         }

@@ -3,9 +3,14 @@
 //! request, on the codec (`http1/`).
 //!
 //! The head and whatever of the body is ready at once leave in one write. The rest of the body
-//! is sent as it comes, while the response is already being read: a backend may answer early
-//! (a 413, a 401), and then the rest of the body is not sent and the connection is not reused.
-//! The response timeout runs from the moment the body has been sent whole.
+//! is sent as it comes, while the response is already being read. A backend may answer before
+//! it has the whole body. An error (a 413, a 401) says it wants no more: the rest is not sent.
+//! A success (a streaming or echoing endpoint) gets the rest while its own body is read (full
+//! duplex, as nginx and HAProxy send it, [`Upload`]). Either way the connection is reused only
+//! if the body was sent whole before the response ended.
+//!
+//! The response timeout runs from the moment the body has been sent whole; before that, it
+//! bounds how long the backend may take none of the body (nginx's `proxy_send_timeout`).
 
 use std::future::poll_fn;
 use std::io;
@@ -15,6 +20,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, StatusCode, response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
@@ -76,7 +83,8 @@ pub(crate) enum ExchangeError {
     ClosedEarly,
     /// The response could not be read, or is not HTTP/1; the reason, for the client and log.
     Response(String),
-    /// No response head within the response timeout after the request was sent whole.
+    /// No response head within the response timeout after the request was sent whole, or the
+    /// backend took none of the request for as long before.
     TimedOut,
     /// The request's body failed (the client's side: its fault, or its limits).
     Body(BoxError),
@@ -126,7 +134,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Exchanged, ExchangeError>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + Default + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let mut sending = Sending::new(request.body());
@@ -147,14 +155,7 @@ impl Connection {
             Poll::Ready(())
         })
         .await;
-        if let Err(error) = self.write_output().await {
-            return Err(ExchangeError::NotSent(error));
-        }
-        sending.written = 0;
-        if let Some(error) = sending.failed.take() {
-            return Err(error);
-        }
-        let (head, sent_whole) = self
+        let head = self
             .finish_and_read(body, &mut sending, &method, upgrade, timeout)
             .await?;
         let ResponseHead {
@@ -166,31 +167,42 @@ impl Connection {
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Exchanged::Switched(parts, self));
         }
-        // A body not sent whole (the backend answered early) leaves the connection unusable.
-        let body = ResponseBody::new(self, length, keep_alive && sent_whole);
+        let pending = self.output.len();
+        let sent_whole = sending.is_sent(pending);
+        let upload = if !sent_whole && sending.goes_on() && takes_the_rest(parts.status) {
+            let body = std::mem::take(body).map_err(Into::into);
+            Some(Box::new(Upload {
+                body: UnsyncBoxBody::new(body),
+                sending,
+            }))
+        } else {
+            self.output.clear();
+            None
+        };
+        // A body not sent whole, nor being sent, leaves the connection unusable.
+        let keep_alive = keep_alive && (sent_whole || upload.is_some());
+        let body = ResponseBody::new(self, length, keep_alive, upload);
         Ok(Exchanged::Response(parts, body))
     }
 
-    /// Writes all of `output`.
-    async fn write_output(&mut self) -> io::Result<()> {
-        let mut written = 0;
-        poll_fn(|cx| {
-            while written < self.output.len() {
-                let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.output[written..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                written += n;
+    /// Makes what progress it can on the rest of a body sent while the response is read:
+    /// `Ready(Ok(true))` once it has been sent whole, `Ready(Ok(false))` once given up on (the
+    /// backend takes no more), `Ready(Err)` when the body failed.
+    pub(super) fn poll_upload(
+        &mut self,
+        upload: &mut Upload,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, ExchangeError>> {
+        loop {
+            let pending = self.output.len();
+            if upload.sending.is_over(pending) {
+                return Poll::Ready(Ok(upload.sending.is_sent(pending)));
             }
-            Pin::new(&mut self.stream).poll_flush(cx)
-        })
-        .await?;
-        self.output.clear();
-        Ok(())
+            ready!(self.poll_send(&mut upload.body, &mut upload.sending, cx))?;
+        }
     }
 
-    /// Sends the rest of the body while reading the response head; the final head, and whether
-    /// the body was sent whole before it came.
+    /// Sends the head and the body while reading the response, until the final head.
     async fn finish_and_read<B>(
         &mut self,
         body: &mut B,
@@ -198,7 +210,7 @@ impl Connection {
         method: &Method,
         upgrade: bool,
         timeout: Duration,
-    ) -> Result<(ResponseHead, bool), ExchangeError>
+    ) -> Result<ResponseHead, ExchangeError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
@@ -211,12 +223,18 @@ impl Connection {
                 // The body, as it comes, while the backend has not answered.
                 if !sending.is_over(self.output.len()) {
                     match self.poll_send(body, sending, cx) {
-                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Ok(())) => {
+                            // Progress: a stall is timed from now.
+                            armed = false;
+                            continue;
+                        }
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                         Poll::Pending => {}
                     }
                 }
-                if sending.is_over(self.output.len()) {
+                // The backend's turn: the request has left, or the backend takes none of it. A
+                // client slow to send its body is timed by its own timeout, not this one.
+                if sending.waits_on_backend(self.output.len()) {
                     let timer = arm(&mut timer, &mut armed, timeout);
                     // Outside tokio's budget, as `tokio::time::timeout` polls: a backend that
                     // floods interim responses uses the budget up on every poll.
@@ -241,10 +259,7 @@ impl Connection {
             let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         }
         self.timer = timer;
-        let parts = outcome?;
-        let sent_whole = sending.is_sent(self.output.len());
-        self.output.clear();
-        Ok((parts, sent_whole))
+        outcome
     }
 
     /// Makes progress sending the body: `Ready(Ok)` when something moved, `Pending` when it
@@ -263,9 +278,21 @@ impl Connection {
             let wrote =
                 ready!(Pin::new(&mut self.stream).poll_write(cx, &self.output[sending.written..]));
             match wrote {
-                Ok(n) if n > 0 => sending.written += n,
+                Ok(n) if n > 0 => {
+                    sending.written += n;
+                    sending.began = true;
+                }
+                Err(error) if !sending.began => {
+                    return Poll::Ready(Err(ExchangeError::NotSent(error)));
+                }
+                Ok(_) if !sending.began => {
+                    return Poll::Ready(Err(ExchangeError::NotSent(
+                        io::ErrorKind::WriteZero.into(),
+                    )));
+                }
                 // The backend closed or reset: what it answered, if anything, is still read
-                // (it may have answered early, as a backend that refuses a body does).
+                // (it may have answered early, as a backend that refuses a body does, or to
+                // the part of the head it got).
                 _ => {
                     sending.stop();
                     self.output.clear();
@@ -393,12 +420,33 @@ fn arm<'t>(
     timer
 }
 
+/// Whether a backend that answered with `status` before it had the whole body is sent the rest:
+/// a success may be a streaming endpoint reading on; an error says it wants no more (RFC 9112
+/// section 9.3), and sending on would only risk a reset that loses the answer.
+fn takes_the_rest(status: StatusCode) -> bool {
+    status.as_u16() < 400
+}
+
 /// A reset or broken pipe: the peer closed with unread data, or before it.
 fn is_reset(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
     )
+}
+
+/// The rest of a request body, sent while the response it already has is read.
+pub(super) struct Upload {
+    body: UnsyncBoxBody<Bytes, BoxError>,
+    sending: Sending,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("sending", &self.sending)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request body being sent, framed as its head said.
@@ -411,6 +459,8 @@ struct Sending {
     done: bool,
     /// Bytes of the output already written.
     written: usize,
+    /// Some of the request has been written.
+    began: bool,
     /// The stream has been flushed since the last write.
     flushed: bool,
     /// The body failed; the exchange fails once what was gathered before is written.
@@ -440,6 +490,7 @@ impl Sending {
             left,
             done: framing == BodyLength::Empty,
             written: 0,
+            began: false,
             flushed: true,
             failed: None,
             stopped: false,
@@ -456,6 +507,17 @@ impl Sending {
     /// the response is waited for.
     fn is_over(&self, pending: usize) -> bool {
         self.stopped || self.is_sent(pending)
+    }
+
+    /// Whether what happens next is the backend's to do: answer a request that has left, or
+    /// take the bytes waiting to be written (or flushed) to it.
+    fn waits_on_backend(&self, pending: usize) -> bool {
+        self.is_over(pending) || self.written < pending || (self.done && !self.flushed)
+    }
+
+    /// Whether the rest of the body can still be sent: writing has not failed, nor the body.
+    fn goes_on(&self) -> bool {
+        !self.stopped && self.failed.is_none()
     }
 
     /// Gives up sending: the connection would not take more.

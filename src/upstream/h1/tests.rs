@@ -137,6 +137,13 @@ async fn a_body_of_unknown_length_is_sent_chunked_with_trailers() {
 /// A body fed by a channel.
 struct Channel(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
 
+/// An ended body, as `std::mem::take` leaves.
+impl Default for Channel {
+    fn default() -> Channel {
+        Channel(tokio::sync::mpsc::channel(1).1)
+    }
+}
+
 impl hyper::body::Body for Channel {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -278,4 +285,74 @@ async fn an_unsolicited_switch_is_an_error() {
         matches!(error, ExchangeError::Response(ref r) if r.contains("101")),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn a_success_before_the_whole_body_gets_the_rest_as_it_is_read() {
+    // A streaming endpoint: it answers at once, then reads the body and says what it got.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut body = got.len() - head;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nstarted\r\n")
+            .await
+            .unwrap();
+        while body < 6 {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "the body stopped at {body} bytes");
+            body += n;
+        }
+        socket.write_all(b"4\r\ndone\r\n0\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
+        .await
+        .unwrap();
+    let mut request = Request::post("/stream")
+        .header("content-length", "6")
+        .body(Channel(rx))
+        .unwrap();
+    let exchanged = connect(addr)
+        .await
+        .exchange(&mut request, false, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let Exchanged::Response(parts, mut body) = exchanged else {
+        panic!("a response")
+    };
+    assert_eq!(parts.status, StatusCode::OK);
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "started");
+    // The rest of the request comes after the response began.
+    tx.send(Ok(Frame::data(Bytes::from_static(b"def"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "done");
+    backend.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_that_takes_none_of_the_body_times_out() {
+    // It reads the head and nothing more: the body fills the socket's buffers and stops.
+    let (addr, _task) = backend(b"\r\n\r\n", b"").await;
+    let body = Full::new(Bytes::from(vec![b'x'; 64 << 20]));
+    let mut request = Request::put("/u").body(body).unwrap();
+    let error = connect(addr)
+        .await
+        .exchange(&mut request, false, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ExchangeError::TimedOut), "{error:?}");
 }
