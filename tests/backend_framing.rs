@@ -232,3 +232,50 @@ async fn a_date_the_proxy_adds_is_of_when_the_response_is_sent() {
         "Date {dated_second} is before the backend answered ({answered_second})"
     );
 }
+
+/// A body cut in the same read as its head still reaches an HTTP/2 client as its head and the
+/// bytes that came, then a reset, as an HTTP/1 client gets them then a cut: never a bare reset
+/// (the status the access log records went out). The proxy runs on two worker threads, where
+/// the stream's task and the connection's writer race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_gets_the_head_and_bytes_of_a_body_cut_at_once() {
+    use http_body_util::BodyExt;
+    let proxy = proxy_before(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+    for attempt in 0..20 {
+        // A new connection each time, as curl makes: its first stream is the one that lost
+        // its head.
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get("http://a/")
+            .body(support::empty())
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|error| panic!("attempt {attempt}: no head, only {error}"));
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        let ended = loop {
+            match tokio::time::timeout(WAIT, body.frame())
+                .await
+                .expect("a frame")
+            {
+                Some(Ok(frame)) => got.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                Some(Err(_)) => break "reset",
+                None => break "end",
+            }
+        };
+        assert_eq!(
+            (got.as_slice(), ended),
+            (&b"0123456789"[..], "reset"),
+            "attempt {attempt}"
+        );
+    }
+}
