@@ -166,8 +166,11 @@ pub(crate) fn parse_request(
             .map_err(|_| HeadError::Malformed("invalid method"))?;
         let bytes = take(len);
         let target = head.path.unwrap_or_default();
-        let uri = Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes()))
-            .map_err(|_| HeadError::Malformed("invalid request target"))?;
+        let uri = match Uri::from_maybe_shared(slice(&bytes, input, target.as_bytes())) {
+            Ok(uri) => uri,
+            Err(_) => quoted_in_query(target.as_bytes())
+                .ok_or(HeadError::Malformed("invalid request target"))?,
+        };
         let (mut headers, noted) = fields(&bytes, input, head.headers, ROOM_IN_REQUESTS)?;
         let body =
             framing::request(version, &noted.framing, &headers).map_err(HeadError::Framing)?;
@@ -209,6 +212,12 @@ pub(crate) fn parse_response(
         let len = match parsing.parse_response_with_uninit_headers(&mut head, input, slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return partial(input, limits),
+            Err(httparse::Error::Version) => {
+                return match status_as_http11(input) {
+                    Some(read_as) => parse_response(&read_as, method, limits, take),
+                    None => Err(HeadError::Version),
+                };
+            }
             Err(error) => return Err(refused(error)),
         };
         check_size(len, head.headers.len(), limits)?;
@@ -336,6 +345,42 @@ fn as_http11(input: &[u8], line: &[u8]) -> Option<Vec<u8>> {
     let mut read_as = input.to_vec();
     read_as[at] = b'1';
     Some(read_as)
+}
+
+/// `input` with its status line's version made `HTTP/1.1` when it names a later HTTP/1 minor
+/// version (`HTTP/1.2 200 OK`), as a request line's is ([`as_http11`]); nginx and HAProxy relay
+/// such a response too.
+fn status_as_http11(input: &[u8]) -> Option<Vec<u8>> {
+    let start = input.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, ..] = &input[start..] else {
+        return None;
+    };
+    if !(b'2'..=b'9').contains(minor) {
+        return None;
+    }
+    let mut read_as = input.to_vec();
+    read_as[start + 7] = b'1';
+    Some(read_as)
+}
+
+/// A target whose query has `"` in it (JSON in a query string, say), with each made `%22`:
+/// `http`'s `Uri` takes `"` in a path, as clients send it and nginx and HAProxy forward it,
+/// but not in a query. Any query parser reads `%22` as `"`. `None` for any other target `Uri`
+/// refuses.
+fn quoted_in_query(target: &[u8]) -> Option<Uri> {
+    let query = target.iter().position(|&b| b == b'?')?;
+    if !target[query..].contains(&b'"') {
+        return None;
+    }
+    let mut quoted = Vec::with_capacity(target.len() + 8);
+    quoted.extend_from_slice(&target[..query]);
+    for &byte in &target[query..] {
+        match byte {
+            b'"' => quoted.extend_from_slice(b"%22"),
+            _ => quoted.push(byte),
+        }
+    }
+    Uri::from_maybe_shared(Bytes::from(quoted)).ok()
 }
 
 fn refused(error: httparse::Error) -> HeadError {
@@ -509,6 +554,34 @@ mod tests {
         assert_eq!(values, ["1", "2"]);
         assert_eq!(head.body, BodyLength::Empty);
         assert!(head.keep_alive && !head.expect_continue && !head.trailers);
+    }
+
+    #[test]
+    fn a_quote_in_a_query_is_forwarded_percent_encoded() {
+        let head = complete("GET /a\"b?json={\"k\":1}&t=`x` HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(head.parts.uri, "/a\"b?json={%22k%22:1}&t=`x`");
+        assert!(matches!(
+            request("GET /a?b=<c> HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(HeadError::Malformed("invalid request target"))
+        ));
+    }
+
+    #[test]
+    fn a_status_line_of_a_later_http1_minor_version_is_read_as_http11() {
+        let head = complete_response("HTTP/1.2 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(head.parts.status, StatusCode::OK);
+        assert_eq!(head.parts.version, Version::HTTP_11);
+        assert_eq!(head.body, BodyLength::Length(5));
+        assert_eq!(
+            head.len,
+            "HTTP/1.2 200 OK\r\nContent-Length: 5\r\n\r\n".len()
+        );
+        for refused in ["HTTP/2.0 200 OK\r\n\r\n", "HTTP/1.23 200 OK\r\n\r\n"] {
+            assert!(
+                matches!(response(refused, Method::GET), Err(HeadError::Version)),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

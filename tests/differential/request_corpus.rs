@@ -59,6 +59,7 @@ pub fn odd_heads() -> Vec<Case> {
         case("Host with a port", "GET /r HTTP/1.1\r\nHost: a:8080\r\n\r\n", Served),
         case("Host in upper case", "GET /r HTTP/1.1\r\nHost: A\r\n\r\n", Served),
         case("percent-encoded target", "GET /r/%7Euser?a=%20b&c HTTP/1.1\r\nHost: a\r\n\r\n", Served),
+        case("JSON in the path and the query", "GET /r/{\"a\":1}?json={\"b\":[1,2]}&t=`x` HTTP/1.1\r\nHost: a\r\n\r\n", Served),
         case("hop-by-hop fields", "GET /r HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\r\n", Served),
         case("an underscore in a name", "GET /r HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\n\r\n", Served),
         case("the client's own forwarding fields", "GET /r HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nVia: 1.1 other\r\n\r\n", Served),

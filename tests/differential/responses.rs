@@ -351,6 +351,7 @@ pub fn corpus() -> Vec<ResponseCase> {
         case("two equal Content-Lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", relayed(200)),
         case("Content-Length: 5, 5", b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", relayed(200)),
         case("bare LF line endings", b"HTTP/1.1 200 OK\nContent-Length: 5\nX-A: 1\n\nhello", relayed(200)),
+        case("a later HTTP/1 minor version", b"HTTP/1.2 200 OK\r\nContent-Length: 5\r\n\r\nhello", relayed(200)),
         ResponseCase {
             name: "HTTP/1.0 without a length",
             reply: b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello",
