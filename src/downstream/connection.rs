@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::admission::Admitted;
-use super::late_reset::LateReset;
 use super::stats::OpenConnection;
 use super::stream::Stream;
 use super::{Shared, h1};
@@ -183,8 +182,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The proxy's answer to an HTTP/2 stream, with its header values owned ([`arena::own_all`])
-    /// when it comes: HTTP/2's header compression keeps values for the connection's life. Its
-    /// body's failure resets the stream a moment late (`late_reset.rs`). A named
+    /// when it comes: HTTP/2's header compression keeps values for the connection's life. A named
     /// future, where an `async` block would have to be boxed (hyper's service future must be
     /// `Send` for every lifetime it is polled with): one allocation less per stream.
     struct Owning<F> {
@@ -196,13 +194,12 @@ pin_project_lite::pin_project! {
 impl<F, B> Future for Owning<F>
 where
     F: Future<Output = Result<http::Response<B>, Infallible>>,
-    B: hyper::body::Body,
 {
-    type Output = Result<http::Response<LateReset<B>>, Infallible>;
+    type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let Ok(mut response) = ready!(self.project().answering.poll(cx));
         arena::own_all(response.headers_mut());
-        Poll::Ready(Ok(response.map(LateReset::new)))
+        Poll::Ready(Ok(response))
     }
 }

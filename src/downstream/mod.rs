@@ -11,8 +11,6 @@
 //!   server side).
 //! - `h1/`: Fulcrum's HTTP/1 server, on the codec (`http1/`).
 //! - `drain.rs`: HTTP/2 connections finishing gracefully, on shutdown or idle.
-//! - `late_reset.rs`: an HTTP/2 response body whose failure resets its stream only once what
-//!   came before it has had the time to leave.
 //! - `stats.rs`: each listener's connection counts.
 //!
 //! The server binds its listeners itself (so port 0 works and the real address can be asked) and
@@ -37,7 +35,6 @@ mod admission;
 mod connection;
 mod drain;
 mod h1;
-mod late_reset;
 mod stats;
 mod stream;
 pub mod tls;
