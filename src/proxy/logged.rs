@@ -122,21 +122,19 @@ impl Body for Logged {
         if let Some(active) = &mut this.active {
             active.polled(data.is_some());
         }
-        if let Poll::Ready(Some(Err(error))) = &polled {
-            this.cut_short(error.as_ref());
-            if this.active.is_some() {
-                let Poll::Ready(Some(Err(error))) = polled else {
-                    unreachable!("matched above")
-                };
-                this.held = Some(Box::pin(Held {
-                    error: Some(error),
-                    grace: tokio::time::sleep(GRACE),
-                }));
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
+        let Poll::Ready(Some(Err(error))) = polled else {
+            return polled;
+        };
+        this.cut_short(error.as_ref());
+        if this.active.is_none() {
+            return Poll::Ready(Some(Err(error)));
         }
-        polled
+        this.held = Some(Box::pin(Held {
+            error: Some(error),
+            grace: tokio::time::sleep(GRACE),
+        }));
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -164,18 +164,9 @@ impl Connections {
 /// Starts `pool`'s sweeper of idle connections; it ends once the pool is retired or gone (the
 /// next snapshot's pool sweeps the backends it kept).
 pub(crate) fn sweep(pool: Weak<Pool>) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(SWEEP_EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
-            if pool.is_retired() {
-                return;
-            }
-            for (backend, _) in pool.members() {
-                backend.connections().sweep();
-            }
+    super::pool::every(pool, SWEEP_EVERY, |pool| {
+        for (backend, _) in pool.members() {
+            backend.connections().sweep();
         }
     });
 }

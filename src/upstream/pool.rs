@@ -7,8 +7,9 @@
 //! `fail_open`, spreads over every enabled backend as Envoy's panic mode does.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -71,6 +72,23 @@ pub struct Pool {
     retired: AtomicBool,
     /// Sticky token → member and its role, for a pool with sticky sessions.
     pinned: HashMap<u64, (Arc<Backend>, Role)>,
+}
+
+/// Runs `tick` on `pool` every `period` until the pool is retired (a reload replaced its
+/// snapshot; the new one starts its own) or gone: the shape of each pool's background work.
+pub fn every(pool: Weak<Pool>, period: Duration, mut tick: impl FnMut(&Pool) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.is_retired() {
+                return;
+            }
+            tick(&pool);
+        }
+    });
 }
 
 impl Pool {

@@ -37,25 +37,16 @@ pub fn report(pool: &str, backend: &Backend, why: &str) {
 
 /// Starts `pool`'s watcher; it ends once the pool is retired or gone.
 pub fn watch(pool: Weak<Pool>) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(WATCH_EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
-            if pool.is_retired() {
-                return;
-            }
-            for (backend, _) in pool.members() {
-                let why = match backend.stats().last_state() {
-                    BackendState::Ejected => "ejection period over",
-                    _ => "state changed",
-                };
-                report(pool.name(), backend, why);
-            }
-            // Capacity that came without a slot's release (a backend recovered, its ejection
-            // ran out, an operator enabled it) goes to waiting requests now.
-            pool.gate().opened();
+    super::pool::every(pool, WATCH_EVERY, |pool| {
+        for (backend, _) in pool.members() {
+            let why = match backend.stats().last_state() {
+                BackendState::Ejected => "ejection period over",
+                _ => "state changed",
+            };
+            report(pool.name(), backend, why);
         }
+        // Capacity that came without a slot's release (a backend recovered, its ejection ran
+        // out, an operator enabled it) goes to waiting requests now.
+        pool.gate().opened();
     });
 }

@@ -219,15 +219,17 @@ impl Body for ResponseBody {
                     if buffered > 0 {
                         return Poll::Ready(Some(Ok(Frame::data(this.take(buffered)))));
                     }
-                    match ready!(this.poll_more(usize::MAX, cx)) {
+                    // A TLS backend may close without `close_notify`; nginx and HAProxy take
+                    // that as the end of such a body too.
+                    let more = ready!(this.poll_more(usize::MAX, cx)).or_else(|error| match error
+                        .kind()
+                    {
+                        io::ErrorKind::UnexpectedEof => Ok(false),
+                        _ => Err(error),
+                    });
+                    match more {
                         Ok(true) => {}
-                        // A TLS backend may close without `close_notify`; nginx and HAProxy
-                        // take that as the end of such a body too.
                         Ok(false) => {
-                            this.reading = Reading::Done;
-                            return Poll::Ready(None);
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
                             this.reading = Reading::Done;
                             return Poll::Ready(None);
                         }
